@@ -1,0 +1,223 @@
+//! The admin socket: `pinlease status` (and later `pinlease inject`) talk to
+//! the daemon here. One JSON object per line each way. The socket is mode
+//! 0600 and every peer's credentials are checked (SO_PEERCRED): only root
+//! and the daemon's own uid are served.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use log::{info, warn};
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+use crate::server::ServerState;
+
+/// Longest request line accepted.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+pub struct AdminServer {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+fn peer_uid(s: &UnixStream) -> std::io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: cred and len are valid for writes of the sizes given.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            &mut cred as *mut libc::ucred as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(cred.uid)
+}
+
+/// Answers one request object.
+pub fn answer(state: &ServerState, req: &Value) -> Value {
+    let Some(cmd) = req.get("cmd").and_then(Value::as_str) else {
+        return json!({"ok": false, "error": format!("request has no string \"cmd\": {req}")});
+    };
+    match cmd {
+        "status" => {
+            let device = state.current_device();
+            json!({
+                "ok": true,
+                "connected": state.connected.load(Ordering::SeqCst),
+                "connections": state.connections.load(Ordering::SeqCst),
+                "status": device.map(|d| d.status()),
+            })
+        }
+        other => {
+            json!({"ok": false, "error": format!("unknown command {other:?} (known: status)")})
+        }
+    }
+}
+
+fn serve_client(state: &ServerState, stream: UnixStream) {
+    let me = geteuid();
+    let mut out = match stream.try_clone() {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("admin: {e}");
+            return;
+        }
+    };
+    match peer_uid(&stream) {
+        Ok(uid) if uid == 0 || uid == me => {}
+        Ok(uid) => {
+            warn!("admin: refused peer uid {uid} (daemon uid {me})");
+            let _ = writeln!(
+                out,
+                "{}",
+                json!({"ok": false, "error": format!("peer uid {uid} is not allowed")})
+            );
+            return;
+        }
+        Err(e) => {
+            warn!("admin: cannot read peer credentials: {e}");
+            return;
+        }
+    }
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut reader = BufReader::new(stream.take(MAX_REQUEST_BYTES as u64 + 1));
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) => return,
+            Ok(n) if n > MAX_REQUEST_BYTES => {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    json!({"ok": false, "error": format!("request longer than {MAX_REQUEST_BYTES} bytes")})
+                );
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    json!({"ok": false, "error": format!("reading request: {e}")})
+                );
+                return;
+            }
+        }
+        let reply = match serde_json::from_str::<Value>(line.trim()) {
+            Ok(req) => answer(state, &req),
+            Err(e) => {
+                json!({"ok": false, "error": format!("request is not JSON ({e}): {:?}", line.trim())})
+            }
+        };
+        if writeln!(out, "{reply}").is_err() {
+            return;
+        }
+    }
+}
+
+fn geteuid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+impl AdminServer {
+    pub fn start(path: &Path, state: Arc<ServerState>) -> Result<AdminServer> {
+        let err = |e: std::io::Error| Error::Admin {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        if UnixStream::connect(path).is_ok() {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another process is listening on it",
+            )));
+        }
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path).map_err(err)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("admin".into())
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    if stop2.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    match conn {
+                        Ok(s) => serve_client(&state, s),
+                        Err(e) => warn!("admin: accept: {e}"),
+                    }
+                }
+            })
+            .map_err(err)?;
+        info!("admin socket on {}", path.display());
+        Ok(AdminServer {
+            path: path.to_path_buf(),
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the blocking accept so the thread sees the stop flag.
+        let _ = UnixStream::connect(&self.path);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Client side: sends one request, returns the reply object. A reply with
+/// `"ok": false` becomes an error carrying the daemon's message.
+pub fn request(path: &Path, req: &Value) -> Result<Value> {
+    let err = |e: std::io::Error| Error::Admin {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let mut s = UnixStream::connect(path).map_err(err)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(err)?;
+    writeln!(s, "{req}").map_err(err)?;
+    let mut line = String::new();
+    BufReader::new(&s).read_line(&mut line).map_err(err)?;
+    if line.is_empty() {
+        return Err(Error::AdminRequest(
+            "daemon closed the connection without answering".into(),
+        ));
+    }
+    let v: Value = serde_json::from_str(line.trim())
+        .map_err(|e| Error::AdminRequest(format!("reply is not JSON ({e}): {line:?}")))?;
+    if v.get("ok") != Some(&Value::Bool(true)) {
+        let msg = v
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("reply without ok/error")
+            .to_string();
+        return Err(Error::AdminRequest(msg));
+    }
+    Ok(v)
+}

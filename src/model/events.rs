@@ -1,0 +1,165 @@
+//! Device-to-driver events, waiting for the driver to post buffers on the
+//! event queue. The backlog is bounded: past it, events are dropped and the
+//! next one delivered carries the count (PL_EVENT_F_DROPPED).
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use crate::abi::{PlEvent, PL_EVENT_F_DROPPED};
+
+/// Called (from any thread) when an event is queued, so the transport can
+/// wake up and deliver it. Kept as a closure: the model knows no eventfds.
+pub type Notify = Box<dyn Fn() + Send + Sync>;
+
+pub const DEFAULT_BACKLOG: usize = 4096;
+
+#[derive(Default)]
+struct Inner {
+    queue: VecDeque<PlEvent>,
+    next_seq: u64,
+    dropped_pending: u32,
+    dropped_total: u64,
+    queued_total: u64,
+    delivered_total: u64,
+}
+
+pub struct EventQueue {
+    inner: Mutex<Inner>,
+    capacity: usize,
+    notify: Mutex<Option<Notify>>,
+}
+
+/// Counters for status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct EventStats {
+    pub queued: u64,
+    pub delivered: u64,
+    pub dropped: u64,
+    pub backlog: u64,
+}
+
+impl EventQueue {
+    pub fn new(capacity: usize) -> Self {
+        EventQueue {
+            inner: Mutex::new(Inner {
+                next_seq: 1,
+                ..Inner::default()
+            }),
+            capacity,
+            notify: Mutex::new(None),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_notify(&self, n: Notify) {
+        *self.notify.lock().unwrap_or_else(|e| e.into_inner()) = Some(n);
+    }
+
+    /// Queues an event of `kind` about context `ctx` with `args`.
+    pub fn push(&self, kind: u16, ctx: u64, args: [u64; 4]) {
+        {
+            let mut g = self.lock();
+            if g.queue.len() >= self.capacity {
+                g.dropped_pending = g.dropped_pending.saturating_add(1);
+                g.dropped_total += 1;
+                return;
+            }
+            let seq = g.next_seq;
+            g.next_seq += 1;
+            let (flags, dropped) = if g.dropped_pending > 0 {
+                (PL_EVENT_F_DROPPED, std::mem::take(&mut g.dropped_pending))
+            } else {
+                (0, 0)
+            };
+            g.queue.push_back(PlEvent {
+                kind,
+                flags,
+                dropped,
+                ctx,
+                seq,
+                args,
+            });
+            g.queued_total += 1;
+        }
+        if let Some(n) = self
+            .notify
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            n();
+        }
+    }
+
+    /// Takes the oldest event for delivery.
+    pub fn pop(&self) -> Option<PlEvent> {
+        let mut g = self.lock();
+        let e = g.queue.pop_front();
+        if e.is_some() {
+            g.delivered_total += 1;
+        }
+        e
+    }
+
+    /// Puts back an event that could not be delivered (no buffer after all).
+    pub fn unpop(&self, e: PlEvent) {
+        let mut g = self.lock();
+        g.delivered_total -= 1;
+        g.queue.push_front(e);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().queue.is_empty()
+    }
+
+    pub fn stats(&self) -> EventStats {
+        let g = self.lock();
+        EventStats {
+            queued: g.queued_total,
+            delivered: g.delivered_total,
+            dropped: g.dropped_total,
+            backlog: g.queue.len() as u64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn sequence_numbers_and_drop_accounting() {
+        let q = EventQueue::new(2);
+        let notified = Arc::new(AtomicUsize::new(0));
+        let n2 = notified.clone();
+        q.set_notify(Box::new(move || {
+            n2.fetch_add(1, Ordering::SeqCst);
+        }));
+        q.push(1, 5, [1, 0, 0, 0]);
+        q.push(1, 5, [2, 0, 0, 0]);
+        q.push(1, 5, [3, 0, 0, 0]); // dropped: backlog full
+        q.push(1, 5, [4, 0, 0, 0]); // dropped
+        assert_eq!(notified.load(Ordering::SeqCst), 2);
+        let a = q.pop().unwrap();
+        let b = q.pop().unwrap();
+        assert_eq!((a.seq, b.seq, a.flags), (1, 2, 0));
+        q.push(2, 6, [5, 0, 0, 0]);
+        let c = q.pop().unwrap();
+        assert_eq!(
+            (c.seq, c.flags, c.dropped, c.args[0]),
+            (3, PL_EVENT_F_DROPPED, 2, 5)
+        );
+        assert!(q.pop().is_none());
+        q.push(2, 6, [6, 0, 0, 0]);
+        let d = q.pop().unwrap();
+        q.unpop(d);
+        assert_eq!(q.pop().unwrap().seq, 4);
+        let s = q.stats();
+        assert_eq!((s.queued, s.delivered, s.dropped, s.backlog), (4, 4, 2, 0));
+    }
+}

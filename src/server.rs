@@ -1,0 +1,248 @@
+//! `pinlease serve`: listen on the vhost-user socket, serve one frontend at
+//! a time with a fresh device, and listen again when it disconnects, until
+//! SIGINT/SIGTERM. The socket file is removed on exit.
+
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use log::{error, info, warn};
+use vhost::vhost_user::Listener;
+use vhost_user_backend::{ShutdownHandle, VhostUserDaemon};
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::backend::{PinleaseBackend, EVENTS_PENDING_ID};
+use crate::error::{Error, Result};
+use crate::model::{Device, Limits};
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub socket_path: PathBuf,
+    pub admin_socket: Option<PathBuf>,
+    pub limits: Limits,
+    /// Serve this many connections, then exit (tests); None: until signalled.
+    pub max_connections: Option<u64>,
+}
+
+/// What the admin socket and signal handler share with the serve loop.
+pub struct ServerState {
+    /// The device of the current (or last) connection.
+    pub device: Mutex<Option<Arc<Device>>>,
+    pub connected: AtomicBool,
+    pub connections: AtomicU64,
+    shutdown: Mutex<Option<ShutdownHandle>>,
+    stop: AtomicBool,
+    stop_fd: EventFd,
+}
+
+impl ServerState {
+    pub fn new() -> Result<Arc<Self>> {
+        Ok(Arc::new(ServerState {
+            device: Mutex::new(None),
+            connected: AtomicBool::new(false),
+            connections: AtomicU64::new(0),
+            shutdown: Mutex::new(None),
+            stop: AtomicBool::new(false),
+            stop_fd: EventFd::new(EFD_NONBLOCK).map_err(|e| Error::Io {
+                what: "eventfd for the stop signal".into(),
+                source: e,
+            })?,
+        }))
+    }
+
+    pub fn current_device(&self) -> Option<Arc<Device>> {
+        self.device
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Asks the serve loop to stop: disconnects the frontend if one is
+    /// connected and wakes the listener.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.stop_fd.write(1);
+        if let Some(h) = self
+            .shutdown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            h.shutdown();
+        }
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+}
+
+/// Refuses to steal a socket another daemon is serving; removes a stale one.
+fn prepare_socket_path(path: &Path) -> Result<()> {
+    let err = |what: String| Error::SocketPath {
+        path: path.to_path_buf(),
+        what,
+    };
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(err(e.to_string())),
+        Ok(m) if !m.file_type().is_socket() => Err(err(format!(
+            "exists and is not a socket ({:?})",
+            m.file_type()
+        ))),
+        Ok(_) => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(err("another process is listening on it".into()));
+            }
+            std::fs::remove_file(path).map_err(|e| err(format!("removing stale socket: {e}")))
+        }
+    }
+}
+
+/// Waits until the listener has a connection (true) or a stop was asked (false).
+fn wait_for_connection(listener: &Listener, state: &ServerState) -> Result<bool> {
+    loop {
+        if state.stopping() {
+            return Ok(false);
+        }
+        let mut fds = [
+            libc::pollfd {
+                fd: listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: state.stop_fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: fds is a valid array of 2 pollfd for the whole call.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(Error::Io {
+                what: "poll on the vhost-user listener".into(),
+                source: e,
+            });
+        }
+        if fds[1].revents != 0 {
+            return Ok(false);
+        }
+        if fds[0].revents != 0 {
+            return Ok(true);
+        }
+    }
+}
+
+fn serve_one(listener: &mut Listener, cfg: &ServeConfig, state: &ServerState) -> Result<()> {
+    let device = Arc::new(Device::new(cfg.limits));
+    let backend = Arc::new(PinleaseBackend::new(device.clone()).map_err(|e| Error::Io {
+        what: "creating the backend's event notifier".into(),
+        source: e,
+    })?);
+    let mut daemon = VhostUserDaemon::new(
+        "pinlease".to_string(),
+        backend.clone(),
+        GuestMemoryAtomic::new(GuestMemoryMmap::new()),
+    )
+    .map_err(|e| Error::Daemon(e.to_string()))?;
+    for handler in daemon.get_epoll_handlers() {
+        handler
+            .register_listener(
+                backend.events_pending_fd(),
+                EventSet::IN,
+                u64::from(EVENTS_PENDING_ID),
+            )
+            .map_err(|e| Error::Daemon(format!("registering the event notifier: {e}")))?;
+    }
+    daemon
+        .start(listener)
+        .map_err(|e| Error::Daemon(format!("accepting a frontend: {e}")))?;
+    let n = state.connections.fetch_add(1, Ordering::SeqCst) + 1;
+    info!("frontend connected (connection {n}); fresh device state");
+    *state.device.lock().unwrap_or_else(|e| e.into_inner()) = Some(device);
+    *state.shutdown.lock().unwrap_or_else(|e| e.into_inner()) = daemon.shutdown_handle();
+    state.connected.store(true, Ordering::SeqCst);
+    if state.stopping() {
+        daemon.request_shutdown();
+    }
+    let result = daemon.wait();
+    state.connected.store(false, Ordering::SeqCst);
+    *state.shutdown.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    for handler in daemon.get_epoll_handlers() {
+        handler.send_exit_event();
+    }
+    match result {
+        Ok(())
+        | Err(vhost_user_backend::Error::HandleRequest(
+            vhost::vhost_user::Error::Disconnected | vhost::vhost_user::Error::PartialMessage,
+        )) => info!("frontend {n} disconnected"),
+        Err(e) => warn!("frontend {n} ended with an error: {e}"),
+    }
+    Ok(())
+}
+
+/// Runs the serve loop until `state.request_stop()` or `max_connections`.
+pub fn serve(cfg: &ServeConfig, state: Arc<ServerState>) -> Result<()> {
+    prepare_socket_path(&cfg.socket_path)?;
+    let mut listener = Listener::new(&cfg.socket_path, false).map_err(|e| Error::Listen {
+        path: cfg.socket_path.clone(),
+        source: e,
+    })?;
+    let _admin = match &cfg.admin_socket {
+        Some(p) => Some(crate::admin::AdminServer::start(p, state.clone())?),
+        None => None,
+    };
+    info!("listening on {}", cfg.socket_path.display());
+    loop {
+        if let Some(max) = cfg.max_connections {
+            if state.connections.load(Ordering::SeqCst) >= max {
+                break;
+            }
+        }
+        if !wait_for_connection(&listener, &state)? {
+            break;
+        }
+        if let Err(e) = serve_one(&mut listener, cfg, &state) {
+            // One bad connection must not end the daemon.
+            error!("{e}");
+        }
+        if !state.stopping() {
+            info!("listening again on {}", cfg.socket_path.display());
+        }
+    }
+    info!("stopping; removing {}", cfg.socket_path.display());
+    Ok(())
+}
+
+/// Turns SIGINT and SIGTERM into `state.request_stop()`.
+pub fn install_signal_handlers(state: Arc<ServerState>) -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(|e| Error::Io {
+            what: "installing SIGINT/SIGTERM handlers".into(),
+            source: e,
+        })?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                info!("signal {sig}: stopping");
+                state.request_stop();
+            }
+        })
+        .map_err(|e| Error::Io {
+            what: "spawning the signal thread".into(),
+            source: e,
+        })?;
+    Ok(())
+}

@@ -1,0 +1,262 @@
+//! Renders the admin socket's status reply as text tables for people;
+//! `pinlease status --json` prints the reply itself.
+
+use std::fmt::Write;
+
+use serde_json::Value;
+
+fn s(v: &Value, k: &str) -> String {
+    match v.get(k) {
+        Some(Value::String(x)) => x.clone(),
+        Some(Value::Null) | None => "-".into(),
+        Some(x) => x.to_string(),
+    }
+}
+
+fn file(v: &Value) -> String {
+    match v.get("file") {
+        Some(f) if !f.is_null() => {
+            format!("{}:{}/{}", s(f, "dev"), s(f, "ino"), s(f, "generation"))
+        }
+        _ => "-".into(),
+    }
+}
+
+fn table(out: &mut String, header: &[&str], rows: Vec<Vec<String>>) {
+    let mut w: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let line = |out: &mut String, cells: Vec<String>| {
+        let l: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
+            .collect();
+        let _ = writeln!(out, "  {}", l.join("  ").trim_end());
+    };
+    line(out, header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(out, r);
+    }
+}
+
+/// Text for a `status` reply.
+pub fn render(reply: &Value) -> String {
+    let mut out = String::new();
+    let connected = reply.get("connected") == Some(&Value::Bool(true));
+    let _ = writeln!(
+        out,
+        "frontend: {} (connections served: {})",
+        if connected {
+            "connected"
+        } else {
+            "not connected"
+        },
+        s(reply, "connections")
+    );
+    let st = match reply.get("status") {
+        Some(st) if !st.is_null() => st,
+        _ => {
+            let _ = writeln!(out, "no device state yet (no frontend has connected)");
+            return out;
+        }
+    };
+    if !connected {
+        let _ = writeln!(out, "showing the state the last frontend left behind");
+    }
+    let arr = |k: &str| {
+        st.get(k)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let regions: Vec<String> = arr("memory_regions")
+        .iter()
+        .map(|r| {
+            format!(
+                "{}+{}MiB",
+                s(r, "gpa"),
+                r.get("size").and_then(Value::as_u64).unwrap_or(0) >> 20
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "guest memory: {}   pinned pages: {}   pins: {}",
+        if regions.is_empty() {
+            "none".into()
+        } else {
+            regions.join(" ")
+        },
+        s(st, "pinned_pages"),
+        s(st, "pins")
+    );
+
+    let contexts = arr("contexts");
+    let _ = writeln!(out, "\ncontexts ({})", contexts.len());
+    table(
+        &mut out,
+        &[
+            "HANDLE", "PID", "COMM", "STATE", "MRS", "LEASES", "CHILDREN",
+        ],
+        contexts
+            .iter()
+            .map(|c| {
+                let children: Vec<String> = c
+                    .get("children")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .map(|ch| match ch.get("mr") {
+                                Some(mr) if !mr.is_null() => format!(
+                                    "{} {} of {} refs {}",
+                                    s(ch, "handle"),
+                                    s(ch, "kind"),
+                                    s(ch, "mr"),
+                                    s(ch, "refs")
+                                ),
+                                _ => format!("{} {}", s(ch, "handle"), s(ch, "kind")),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                vec![
+                    s(c, "handle"),
+                    s(c, "pid"),
+                    s(c, "comm"),
+                    s(c, "state"),
+                    s(c, "mrs"),
+                    s(c, "leases"),
+                    if children.is_empty() {
+                        "-".into()
+                    } else {
+                        children.join(", ")
+                    },
+                ]
+            })
+            .collect(),
+    );
+
+    let mrs = arr("mrs");
+    let _ = writeln!(out, "\nmemory regions ({})", mrs.len());
+    table(
+        &mut out,
+        &[
+            "KEY",
+            "CONTEXT",
+            "PAGES",
+            "LENGTH",
+            "ACCESS",
+            "STATE",
+            "FILE",
+            "FILE-OFFSET",
+            "LEASE",
+        ],
+        mrs.iter()
+            .map(|m| {
+                let state = match m.get("revoke_reason") {
+                    Some(Value::String(r)) => format!("{} ({r})", s(m, "state")),
+                    _ => s(m, "state"),
+                };
+                let state = match m.get("imported_from") {
+                    Some(Value::String(src)) => format!("{state}, import of {src}"),
+                    _ => state,
+                };
+                vec![
+                    s(m, "key"),
+                    s(m, "context"),
+                    s(m, "pages"),
+                    s(m, "length"),
+                    s(m, "access"),
+                    state,
+                    file(m),
+                    s(m, "file_offset"),
+                    s(m, "lease"),
+                ]
+            })
+            .collect(),
+    );
+
+    let leases = arr("leases");
+    let _ = writeln!(out, "\nlayout leases ({})", leases.len());
+    table(
+        &mut out,
+        &[
+            "LEASE",
+            "FILE",
+            "RANGE",
+            "HOLDER",
+            "PID",
+            "POLICY",
+            "STATE",
+            "SINCE(ms)",
+            "MRS",
+            "PAGES",
+            "LOST-ACCESSES",
+        ],
+        leases
+            .iter()
+            .map(|l| {
+                let end = match l.get("end") {
+                    Some(Value::Number(n)) => n.to_string(),
+                    _ => "EOF".into(),
+                };
+                vec![
+                    s(l, "handle"),
+                    file(l),
+                    format!("{}..{end}", s(l, "start")),
+                    s(l, "holder"),
+                    s(l, "owner_pid"),
+                    s(l, "policy"),
+                    s(l, "state"),
+                    s(l, "since_unix_ms"),
+                    s(l, "mrs"),
+                    s(l, "pinned_pages"),
+                    s(l, "lost_accesses"),
+                ]
+            })
+            .collect(),
+    );
+
+    let c = st.get("counters").cloned().unwrap_or(Value::Null);
+    let _ = writeln!(out, "\ncounters");
+    let _ = writeln!(
+        out,
+        "  bytes read {}  bytes written {}  revokes {}  lost accesses {}  memory map updates {}",
+        s(&c, "bytes_read"),
+        s(&c, "bytes_written"),
+        s(&c, "revokes"),
+        s(&c, "lost_accesses"),
+        s(&c, "memory_map_updates")
+    );
+    if let Some(ev) = c.get("events") {
+        let _ = writeln!(
+            out,
+            "  events queued {}  delivered {}  dropped {}  backlog {}",
+            s(ev, "queued"),
+            s(ev, "delivered"),
+            s(ev, "dropped"),
+            s(ev, "backlog")
+        );
+    }
+    let _ = writeln!(out, "  bad input rejected: {}", s(&c, "bad_input_total"));
+    if let Some(Value::Object(b)) = c.get("bad_input") {
+        for (k, v) in b {
+            let _ = writeln!(out, "    {k}: {v}");
+        }
+    }
+    let _ = writeln!(out, "  requests by opcode and status:");
+    if let Some(Value::Object(r)) = c.get("requests") {
+        for (op, by) in r {
+            let parts: Vec<String> = by
+                .as_object()
+                .map(|o| o.iter().map(|(k, v)| format!("{k} {v}")).collect())
+                .unwrap_or_default();
+            let _ = writeln!(out, "    {op:<16} {}", parts.join("  "));
+        }
+    }
+    out
+}
