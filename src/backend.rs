@@ -173,7 +173,9 @@ impl PinleaseBackend {
                 // The chain could not be split safely (wrong direction, bad
                 // address, no writable buffer), so no buffer in it can be
                 // trusted for an answer: used length 0 means "no response"
-                // to the driver (docs/abi.md), and the queue moves on.
+                // to the driver (docs/abi.md), and the queue moves on; a
+                // DEVICE_ERROR event says why.
+                self.device_error(kind);
                 return 0;
             }
         };
@@ -190,6 +192,7 @@ impl PinleaseBackend {
             self.device
                 .counters
                 .request(None, crate::abi::Status::Inval);
+            self.device_error(BadInput::ShortResponse);
             return 0;
         }
         let resp = handle_request(&self.device, &req, cap);
@@ -197,9 +200,20 @@ impl PinleaseBackend {
             Ok(n) => n,
             Err(why) => {
                 report_bad_input(&self.device, BadInput::BadAddress, &why);
+                self.device_error(BadInput::BadAddress);
                 0
             }
         }
+    }
+
+    /// Tells the driver, by event, about a request chain it got no answer
+    /// for: args [status, bad-input kind (docs/abi.md section 6), 0, 0].
+    fn device_error(&self, kind: BadInput) {
+        self.device.events.push(
+            crate::abi::PL_EVENT_DEVICE_ERROR,
+            0,
+            [crate::abi::Status::Inval as u64, kind.wire(), 0, 0],
+        );
     }
 
     fn process_requests(&self, vring: &VringRwLock) -> io::Result<()> {

@@ -44,6 +44,12 @@ impl BadInput {
         BadInput::ShortEventBuffer,
     ];
 
+    /// The number DEVICE_ERROR events carry for this kind (ABI: the
+    /// declaration order above, from 1).
+    pub fn wire(self) -> u64 {
+        self as u64 + 1
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             BadInput::ShortRequest => "short-request",

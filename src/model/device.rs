@@ -405,6 +405,15 @@ impl Device {
             ));
         }
         let mut w = self.writer();
+        // Re-check under the lock: a racing DESTROY_CHILD may have removed
+        // it (and an export's refs must never drop below zero).
+        if !self
+            .children
+            .get(h)
+            .is_some_and(|c| Arc::ptr_eq(&c, &child))
+        {
+            return Err(Reject::new(Status::Stale, format!("child {h:#x} is gone")));
+        }
         let mut hw = ctx.hw();
         if let ChildKind::Export(export) = &child.kind {
             let _export_lock = export.mr.export.lock().unwrap_or_else(|e| e.into_inner());
@@ -519,13 +528,15 @@ impl Device {
 
     pub fn reg_mr(&self, ctx_h: Handle, r: RegMr) -> Result<PlRegMrResp> {
         let ctx = self.open_context(ctx_h)?;
+        // Checks and insertion under one writer-lock hold: a memory-map
+        // change or a lease release cannot slip in between them.
+        let mut w = self.writer();
         let ram = self.ram()?;
         self.check_reg(&r, ram.as_ref().as_ref())?;
         let lease = r
             .file
             .as_ref()
             .and_then(|f| self.covering_lease(ctx_h, f, r.length));
-        let mut w = self.writer();
         let mut hw = ctx.hw();
         if hw.closed {
             return Err(Reject::new(
@@ -575,10 +586,15 @@ impl Device {
         let ctx = self.open_context(ctx_h)?;
         let mr = self.own_mr(ctx_h, key)?;
         let mut w = self.writer();
-        if ctx.hw().mrs.remove(&key) {
-            self.destroy_mr_locked(&mut w, &mr, RevokeReason::ContextClose);
-            self.publish_pins(&w);
+        // A racing DEREG_MR of the same key may have won since the lookup.
+        if !ctx.hw().mrs.remove(&key) {
+            return Err(Reject::new(
+                Status::Stale,
+                format!("MR key {key:#x} is gone"),
+            ));
         }
+        self.destroy_mr_locked(&mut w, &mr, RevokeReason::Deregistered);
+        self.publish_pins(&w);
         Ok(())
     }
 
@@ -590,7 +606,9 @@ impl Device {
             return 0;
         }
         *mr.revoke_reason.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
-        self.counters.revokes.fetch_add(1, Ordering::Relaxed);
+        if reason.is_revoke() {
+            self.counters.revokes.fetch_add(1, Ordering::Relaxed);
+        }
         let mut unpinned = 0;
         if let Pages::Own(pages) = &mr.pages {
             for &gpa in pages.iter() {
@@ -600,7 +618,9 @@ impl Device {
         }
         let imports = std::mem::take(&mut *mr.imports.lock().unwrap_or_else(|e| e.into_inner()));
         for import in imports.iter().filter_map(|i| i.upgrade()) {
-            self.revoke_locked(w, &import, RevokeReason::SourceGone, true);
+            // A context being closed hears nothing about its own MRs.
+            let owner_open = import.context.upgrade().is_some_and(|c| !c.is_closed());
+            self.revoke_locked(w, &import, RevokeReason::SourceGone, owner_open);
         }
         if notify {
             let lease = mr
@@ -697,13 +717,7 @@ impl Device {
         Self::check_range(src, src_off, req.length)?;
         Self::check_range(dst, dst_off, req.length)?;
         let ram = self.ram()?;
-        let _src_in = src.enter().map_err(|_| Self::canceled(src))?;
-        // One MR entered twice could deadlock behind a waiting revoke.
-        let _dst_in = if src.key == dst.key {
-            None
-        } else {
-            Some(dst.enter().map_err(|_| Self::canceled(dst))?)
-        };
+        let _inside = enter_all(&[src, dst])?;
         self.note_access(src);
         self.note_access(dst);
         let mut done = 0u64;
@@ -751,10 +765,20 @@ impl Device {
             ));
         }
         Self::check_range(&mr, req.offset, 8)?;
-        let ram = self.ram()?;
-        let _in = mr.enter().map_err(|_| Self::canceled(&mr))?;
-        self.note_access(&mr);
         let (gpa, _) = locate(&mr, req.offset, 8);
+        if gpa % 8 != 0 {
+            return Err(Reject::new(
+                Status::Inval,
+                format!(
+                    "MR offset {:#x} lands at guest address {gpa:#x}, not 8-byte aligned (the MR starts {} bytes into its first page)",
+                    req.offset,
+                    mr.first_page_offset()
+                ),
+            ));
+        }
+        let ram = self.ram()?;
+        let _in = enter_all(&[&mr])?;
+        self.note_access(&mr);
         let v = match op {
             AtomicOp::CompareSwap => ram.compare_swap_u64(gpa, req.operand, req.swap),
             AtomicOp::FetchAdd => ram.fetch_add_u64(gpa, req.operand),
@@ -805,7 +829,7 @@ impl Device {
         Self::need_access(&mr, PL_ACCESS_WRITE, "device writes")?;
         Self::check_range(&mr, req.offset, req.length)?;
         let ram = self.ram()?;
-        let _in = mr.enter().map_err(|_| Self::canceled(&mr))?;
+        let _in = enter_all(&[&mr])?;
         self.note_access(&mr);
         let mut buf = Vec::new();
         self.walk(&mr, req.offset, req.length, |gpa, off, n| {
@@ -828,7 +852,7 @@ impl Device {
         Self::need_access(&mr, PL_ACCESS_READ, "device reads")?;
         Self::check_range(&mr, req.offset, req.length)?;
         let ram = self.ram()?;
-        let _in = mr.enter().map_err(|_| Self::canceled(&mr))?;
+        let _in = enter_all(&[&mr])?;
         self.note_access(&mr);
         let mut resp = PlVerifyResp {
             first_bad_offset: u64::MAX,
@@ -945,7 +969,7 @@ impl Device {
         // MRs of this holder registered before the lease come under it.
         for key in hw.mrs.iter() {
             if let Some(mr) = self.mrs.get(*key) {
-                if let Some(f) = &mr.file {
+                if let Some(f) = mr.file.as_ref().filter(|_| mr.is_live()) {
                     if lease.covers(&f.file, f.offset, mr.length) {
                         let mut l = mr.lease.lock().unwrap_or_else(|e| e.into_inner());
                         if l.is_none() {
@@ -995,6 +1019,15 @@ impl Device {
                     .is_some_and(|l| Arc::ptr_eq(l, &lease))
             })
             .collect();
+        if req.reason == PL_RELEASE_LOST && lease.state() == LeaseState::Revoked {
+            return Err(Reject::new(
+                Status::Inval,
+                format!(
+                    "lease {:#x} was revoked (its MRs are gone); release it with reason holder",
+                    lease.handle
+                ),
+            ));
+        }
         if req.reason == PL_RELEASE_LOST {
             // The kernel dropped the lease while pins remain: keep it in the
             // table, marked, so every later access under it is counted.
@@ -1060,6 +1093,7 @@ impl Device {
                         .collect()
                 })
                 .unwrap_or_default();
+            let live_in_range = in_range.iter().filter(|m| m.is_live()).count() as u64;
             match lease.policy {
                 Policy::Revoke => {
                     for mr in &in_range {
@@ -1083,7 +1117,7 @@ impl Device {
                     lease.handle,
                     req.reason.into(),
                     lease.policy.wire().into(),
-                    in_range.len() as u64,
+                    live_in_range,
                 ],
             );
         }
@@ -1206,10 +1240,10 @@ impl Device {
             bytes_read: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
         });
-        src.imports
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::downgrade(&mr));
+        let mut imports = src.imports.lock().unwrap_or_else(|e| e.into_inner());
+        imports.retain(|i| i.strong_count() > 0);
+        imports.push(Arc::downgrade(&mr));
+        drop(imports);
         self.mrs.insert(key, mr);
         hw.mrs.insert(key);
         Ok(PlRegMrResp { key, lease: 0 })
@@ -1242,6 +1276,29 @@ impl Device {
     pub fn live_contexts(&self) -> u32 {
         self.live_contexts.load(Ordering::Relaxed)
     }
+}
+
+/// Enters the gates of `mrs` and of the MRs they import from, each distinct
+/// gate once: entering one gate twice could deadlock behind a revoke that is
+/// waiting for it (std's RwLock makes new readers wait for a queued writer).
+fn enter_all<'a>(mrs: &[&'a Mr]) -> Result<Vec<std::sync::RwLockReadGuard<'a, ()>>> {
+    let mut seen: Vec<*const Gate> = Vec::new();
+    let mut guards = Vec::new();
+    for &first in mrs {
+        let mut cur = first;
+        loop {
+            let gate: *const Gate = &cur.gate;
+            if !seen.contains(&gate) {
+                seen.push(gate);
+                guards.push(cur.gate.enter().map_err(|_| Device::canceled(cur))?);
+            }
+            match &cur.pages {
+                Pages::Imported(src) => cur = src,
+                Pages::Own(_) => break,
+            }
+        }
+    }
+    Ok(guards)
 }
 
 /// Guest address of MR offset `off`, and how many bytes (at most `max`)

@@ -67,6 +67,8 @@ pub struct FileRange {
 /// Why an MR was revoked, shown in status and sent in MR_REVOKED.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RevokeReason {
+    /// DEREG_MR: the owner took it down (not counted as a revoke).
+    Deregistered,
     LeaseBreak,
     MemoryMap,
     ContextClose,
@@ -74,8 +76,17 @@ pub enum RevokeReason {
 }
 
 impl RevokeReason {
+    /// True for revokes the owner did not ask for.
+    pub fn is_revoke(self) -> bool {
+        matches!(
+            self,
+            RevokeReason::LeaseBreak | RevokeReason::MemoryMap | RevokeReason::SourceGone
+        )
+    }
+
     pub fn wire(self) -> u64 {
         match self {
+            RevokeReason::Deregistered => 0,
             RevokeReason::LeaseBreak => crate::abi::PL_REVOKE_LEASE_BREAK,
             RevokeReason::MemoryMap => crate::abi::PL_REVOKE_MEMORY_MAP,
             RevokeReason::ContextClose => crate::abi::PL_REVOKE_CONTEXT_CLOSE,
@@ -85,6 +96,7 @@ impl RevokeReason {
 
     pub fn name(self) -> &'static str {
         match self {
+            RevokeReason::Deregistered => "deregistered",
             RevokeReason::LeaseBreak => "lease-break",
             RevokeReason::MemoryMap => "memory-map",
             RevokeReason::ContextClose => "context-close",
@@ -156,17 +168,6 @@ impl Mr {
                 Pages::Own(_) => true,
                 Pages::Imported(src) => src.is_live(),
             }
-    }
-
-    /// Enters this MR's gate and, for an import, its source's.
-    pub fn enter(&self) -> Result<Vec<RwLockReadGuard<'_, ()>>, Status> {
-        let mut guards = vec![self.gate.enter()?];
-        let mut cur = self;
-        while let Pages::Imported(src) = &cur.pages {
-            guards.push(src.gate.enter()?);
-            cur = src;
-        }
-        Ok(guards)
     }
 
     /// Checks `[offset, offset + len)` lies inside the MR.

@@ -1,0 +1,487 @@
+//! The two mirrors of the wire ABI must agree: `src/abi.rs` (Rust) and
+//! `guest-driver/include/pinlease_abi.h` (C). `docs/abi.md` is the spec
+//! both follow.
+//!
+//! The test parses the header for its `struct pl_*` definitions and `PL_*`
+//! macros, generates a C program that prints `sizeof` of every struct,
+//! `offsetof` and `sizeof` of every field and the value of every constant,
+//! compiles it with gcc, runs it and compares the output with
+//! `pinlease::abi::layout_table()` and `pinlease::abi::constant_table()`.
+//! Every disagreement is collected and reported in one failure message:
+//! sizes, offsets, values, and names present on one side only.
+
+use pinlease::abi;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// `PL_*` macros of the header that are helpers, not ABI values.
+const HEADER_HELPER_MACROS: &[&str] = &["PL_ABI_CHECK_SIZE"];
+
+const HEADER_NAME: &str = "pinlease_abi.h";
+
+fn include_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("guest-driver/include")
+}
+
+/// `PlReqHdr` -> `pl_req_hdr`.
+fn c_struct_name(rust: &str) -> String {
+    let mut out = String::new();
+    for (i, ch) in rust.chars().enumerate() {
+        if ch.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(ch.to_ascii_lowercase());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+/// What the header text declares, found without a C compiler.
+#[derive(Debug, Default)]
+struct HeaderDecls {
+    /// `PL_*` macro names.
+    defines: BTreeSet<String>,
+    /// `struct pl_*` definitions with their field names in order.
+    structs: BTreeMap<String, Vec<String>>,
+}
+
+fn strip_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let block = rest.find("/*");
+        let line = rest.find("//");
+        match (block, line) {
+            (Some(b), l) if l.is_none_or(|l| b < l) => {
+                out.push_str(&rest[..b]);
+                out.push(' ');
+                rest = match rest[b + 2..].find("*/") {
+                    Some(e) => &rest[b + 2 + e + 2..],
+                    None => "",
+                };
+            }
+            (_, Some(l)) => {
+                out.push_str(&rest[..l]);
+                rest = match rest[l..].find('\n') {
+                    Some(e) => &rest[l + e..],
+                    None => "",
+                };
+            }
+            _ => {
+                out.push_str(rest);
+                return out;
+            }
+        }
+    }
+}
+
+fn is_ident_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+fn parse_header(text: &str) -> HeaderDecls {
+    let text = strip_comments(text).replace("\\\n", " ");
+    let mut decls = HeaderDecls::default();
+
+    for line in text.lines() {
+        let line = line.trim_start();
+        let Some(rest) = line.strip_prefix('#') else {
+            continue;
+        };
+        let Some(rest) = rest.trim_start().strip_prefix("define") else {
+            continue;
+        };
+        let name: String = rest
+            .trim_start()
+            .chars()
+            .take_while(|&c| is_ident_char(c))
+            .collect();
+        if name.starts_with("PL_") {
+            decls.defines.insert(name);
+        }
+    }
+
+    // Tokenise just enough to find `struct <name> { ... }` definitions.
+    let mut rest = text.as_str();
+    while let Some(pos) = rest.find("struct") {
+        let before_ok = rest[..pos]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !is_ident_char(c));
+        let after = &rest[pos + "struct".len()..];
+        rest = after;
+        if !before_ok || after.chars().next().is_some_and(is_ident_char) {
+            continue;
+        }
+        let after = after.trim_start();
+        let name: String = after.chars().take_while(|&c| is_ident_char(c)).collect();
+        let after_name = after[name.len()..].trim_start();
+        if !name.starts_with("pl_") || !after_name.starts_with('{') {
+            continue;
+        }
+        let body_start = &after_name[1..];
+        let Some(end) = body_start.find('}') else {
+            continue;
+        };
+        let fields = body_start[..end]
+            .split(';')
+            .filter_map(|decl| {
+                // `__le64 args[4]` -> `args`; `struct pl_file_id file` -> `file`.
+                let decl = decl.split('[').next().unwrap_or("").trim_end();
+                let field: String = decl
+                    .chars()
+                    .rev()
+                    .take_while(|&c| is_ident_char(c))
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                (!field.is_empty()).then_some(field)
+            })
+            .collect();
+        decls.structs.insert(name, fields);
+        rest = &body_start[end..];
+    }
+    decls
+}
+
+/// Rust layout, keyed by C struct name: (Rust name, size, fields in order
+/// with offset and size).
+type RustLayout = BTreeMap<String, (&'static str, usize, Vec<(&'static str, usize, usize)>)>;
+
+fn rust_layout() -> RustLayout {
+    let mut out: RustLayout = BTreeMap::new();
+    for (s, field, offset, size) in abi::layout_table() {
+        let entry = out
+            .entry(c_struct_name(s))
+            .or_insert_with(|| (s, 0, Vec::new()));
+        if field == "-" {
+            entry.1 = size;
+        } else {
+            entry.2.push((field, offset, size));
+        }
+    }
+    out
+}
+
+fn rust_constants() -> BTreeMap<&'static str, u64> {
+    let mut out = BTreeMap::new();
+    for (name, value) in abi::constant_table() {
+        assert!(
+            out.insert(name, value).is_none(),
+            "constant {name} is listed twice on the Rust side"
+        );
+    }
+    out
+}
+
+fn gcc_path() -> &'static str {
+    match Command::new("gcc").arg("--version").output() {
+        Ok(o) if o.status.success() => "gcc",
+        Ok(o) => panic!(
+            "`gcc --version` failed ({}): tests/abi_layout.rs needs a working gcc to \
+             compare guest-driver/include/pinlease_abi.h with src/abi.rs",
+            o.status
+        ),
+        Err(e) => panic!(
+            "gcc not found ({e}): tests/abi_layout.rs compiles \
+             guest-driver/include/pinlease_abi.h with gcc to compare it with src/abi.rs; \
+             install gcc (Debian: apt-get install gcc)"
+        ),
+    }
+}
+
+/// Compiles `source` in `dir` with the header from `include`; Err holds
+/// gcc's diagnostics.
+fn compile(
+    dir: &Path,
+    include: &Path,
+    stem: &str,
+    source: &str,
+    extra: &[&str],
+) -> Result<PathBuf, String> {
+    let src = dir.join(format!("{stem}.c"));
+    let exe = dir.join(stem);
+    std::fs::write(&src, source).expect("write generated C source");
+    let out = Command::new(gcc_path())
+        .args(["-std=gnu11", "-Wall", "-Werror"])
+        .args(extra)
+        .arg("-I")
+        .arg(include)
+        .arg(&src)
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .expect("run gcc");
+    if out.status.success() {
+        Ok(exe)
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Every disagreement between the header in `include` and the Rust side,
+/// one line each; empty when the mirrors agree.
+fn mismatches(include: &Path) -> Vec<String> {
+    let header_path = include.join(HEADER_NAME);
+    let header = std::fs::read_to_string(&header_path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", header_path.display()));
+    let decls = parse_header(&header);
+    let rust = rust_layout();
+    let consts = rust_constants();
+    let mut bad = Vec::new();
+    let mut defer_last = Vec::new();
+
+    // Names present on one side only.
+    for (c_name, (r_name, _, fields)) in &rust {
+        match decls.structs.get(c_name) {
+            None => bad.push(format!(
+                "struct {r_name}: Rust has it, header lacks `struct {c_name}`"
+            )),
+            Some(c_fields) => {
+                for (f, _, _) in fields {
+                    if !c_fields.iter().any(|c| c == f) {
+                        bad.push(format!(
+                            "struct {r_name} field {f}: Rust has it, `struct {c_name}` lacks it"
+                        ));
+                    }
+                }
+                for f in c_fields {
+                    if !fields.iter().any(|(r, _, _)| r == f) {
+                        bad.push(format!(
+                            "struct {r_name} field {f}: `struct {c_name}` has it, Rust lacks it"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    for c_name in decls.structs.keys() {
+        if !rust.contains_key(c_name) {
+            bad.push(format!(
+                "struct {c_name}: header defines it, Rust side (abi::layout_table) lacks it"
+            ));
+        }
+    }
+    for name in consts.keys() {
+        if !decls.defines.contains(*name) {
+            bad.push(format!(
+                "const {name}: Rust has it, header lacks `#define {name}`"
+            ));
+        }
+    }
+    for name in &decls.defines {
+        if !consts.contains_key(name.as_str()) && !HEADER_HELPER_MACROS.contains(&name.as_str()) {
+            bad.push(format!(
+                "const {name}: header defines it, Rust side (abi::constant_table) lacks it"
+            ));
+        }
+    }
+
+    // The probe: sizes, offsets and values of everything both sides name.
+    let mut prog = String::from(
+        "#include <stddef.h>\n\
+         #include <stdio.h>\n\
+         /*\n\
+          * Disable the header's own size assertions, so that every size\n\
+          * mismatch is printed and compared, not only the first gcc sees.\n\
+          */\n\
+         #define _Static_assert(cond, msg) extern int abi_layout_probe_unused\n\
+         #include \"pinlease_abi.h\"\n\
+         #define FIELD(s, f) printf(\"field %s %s %zu %zu\\n\", #s, #f, \\\n\
+         \toffsetof(struct s, f), sizeof(((struct s *)0)->f))\n\
+         int main(void)\n{\n",
+    );
+    for (c_name, (_, _, fields)) in &rust {
+        let Some(c_fields) = decls.structs.get(c_name) else {
+            continue;
+        };
+        writeln!(
+            prog,
+            "\tprintf(\"struct %s %zu\\n\", \"{c_name}\", sizeof(struct {c_name}));"
+        )
+        .unwrap();
+        for (f, _, _) in fields {
+            if c_fields.iter().any(|c| c == f) {
+                writeln!(prog, "\tFIELD({c_name}, {f});").unwrap();
+            }
+        }
+    }
+    for name in consts.keys() {
+        if decls.defines.contains(*name) {
+            writeln!(
+                prog,
+                "\tprintf(\"const %s %llu\\n\", \"{name}\", (unsigned long long)({name}));"
+            )
+            .unwrap();
+        }
+    }
+    prog.push_str("\treturn 0;\n}\n");
+
+    let dir = tempfile::tempdir().expect("create tempdir");
+    // The header on its own, with its size assertions, and no padding.
+    let alone = compile(
+        dir.path(),
+        include,
+        "header_alone",
+        "#include \"pinlease_abi.h\"\nint main(void)\n{\n\treturn 0;\n}\n",
+        &["-Wextra", "-Wpadded"],
+    );
+    if let Err(diag) = alone {
+        // Reported last: the comparisons below say more precisely what is wrong.
+        let diag = indent(&diag);
+        defer_last.push(format!(
+            "header does not compile cleanly on its own \
+             (gcc -std=gnu11 -Wall -Wextra -Wpadded -Werror):\n{diag}"
+        ));
+    }
+    let exe = match compile(dir.path(), include, "abi_probe", &prog, &[]) {
+        Ok(exe) => exe,
+        Err(diag) => {
+            let (diag, prog) = (indent(&diag), indent(&prog));
+            bad.push(format!(
+                "generated probe does not compile:\n{diag}\n    --- probe source ---\n{prog}"
+            ));
+            bad.append(&mut defer_last);
+            return bad;
+        }
+    };
+    let out = Command::new(&exe).output().expect("run the probe");
+    assert!(out.status.success(), "probe exited with {}", out.status);
+    let stdout = String::from_utf8(out.stdout).expect("probe output is UTF-8");
+
+    let mut c_sizes = BTreeMap::new();
+    let mut c_fields = BTreeMap::new();
+    let mut c_consts = BTreeMap::new();
+    for line in stdout.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let num = |s: &str| -> u64 { s.parse().unwrap_or_else(|_| panic!("probe line {line:?}")) };
+        match w.as_slice() {
+            ["struct", s, size] => {
+                c_sizes.insert(s.to_string(), num(size));
+            }
+            ["field", s, f, off, size] => {
+                c_fields.insert((s.to_string(), f.to_string()), (num(off), num(size)));
+            }
+            ["const", n, v] => {
+                c_consts.insert(n.to_string(), num(v));
+            }
+            _ => panic!("unexpected probe output line {line:?}"),
+        }
+    }
+
+    for (c_name, (r_name, size, fields)) in &rust {
+        if let Some(&c_size) = c_sizes.get(c_name) {
+            if c_size != *size as u64 {
+                bad.push(format!(
+                    "struct {r_name} (struct {c_name}) sizeof: Rust {size}, C {c_size}"
+                ));
+            }
+        }
+        for (f, off, fsize) in fields {
+            let Some(&(c_off, c_fsize)) = c_fields.get(&(c_name.clone(), f.to_string())) else {
+                continue;
+            };
+            if c_off != *off as u64 {
+                bad.push(format!(
+                    "struct {r_name} field {f} offset: Rust {off}, C {c_off}"
+                ));
+            }
+            if c_fsize != *fsize as u64 {
+                bad.push(format!(
+                    "struct {r_name} field {f} size: Rust {fsize}, C {c_fsize}"
+                ));
+            }
+        }
+    }
+    for (name, value) in &consts {
+        if let Some(&c_value) = c_consts.get(*name) {
+            if c_value != *value {
+                bad.push(format!(
+                    "const {name}: Rust {value} ({value:#x}), C {c_value} ({c_value:#x})"
+                ));
+            }
+        }
+    }
+    bad.append(&mut defer_last);
+    bad
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn c_header_matches_rust_abi() {
+    let bad = mismatches(&include_dir());
+    assert!(
+        bad.is_empty(),
+        "src/abi.rs and guest-driver/include/{HEADER_NAME} disagree ({} problems):\n  {}",
+        bad.len(),
+        bad.join("\n  ")
+    );
+}
+
+/// The checker itself: a header with deliberate mistakes must be caught,
+/// every mistake at once.
+#[test]
+fn checker_catches_a_broken_header_copy() {
+    let good = std::fs::read_to_string(include_dir().join(HEADER_NAME)).expect("read header");
+    let edits = [
+        // Wrong field type: changes the field's size and later offsets.
+        ("\t__le32 npages;", "\t__le64 npages;"),
+        // Wrong value.
+        ("#define PL_OP_FILL\t\t13", "#define PL_OP_FILL\t\t31"),
+        // Missing field.
+        ("\t__le64 swap;", ""),
+        // Extra constant and extra struct the Rust side lacks.
+        (
+            "#endif /* _PINLEASE_ABI_H */",
+            "#define PL_BOGUS 1\nstruct pl_bogus {\n\t__le32 x;\n};\n#endif",
+        ),
+    ];
+    let mut broken = good.clone();
+    for (from, to) in edits {
+        assert!(
+            broken.contains(from),
+            "self-check edit target {from:?} not in header"
+        );
+        broken = broken.replacen(from, to, 1);
+    }
+    let dir = tempfile::tempdir().expect("create tempdir");
+    std::fs::write(dir.path().join(HEADER_NAME), broken).expect("write broken header");
+
+    let bad = mismatches(dir.path());
+    let report = bad.join("\n");
+    for expected in [
+        "struct PlRegMrReq field npages size: Rust 4, C 8",
+        "struct PlRegMrReq field first_page_offset offset: Rust 12, C 16",
+        "struct PlRegMrReq (struct pl_reg_mr_req) sizeof: Rust 56, C 64",
+        "const PL_OP_FILL: Rust 13",
+        "struct PlAtomicReq field swap: Rust has it, `struct pl_atomic_req` lacks it",
+        "struct PlAtomicReq (struct pl_atomic_req) sizeof: Rust 32, C 24",
+        "const PL_BOGUS: header defines it",
+        "struct pl_bogus: header defines it",
+        "header does not compile cleanly on its own",
+    ] {
+        assert!(
+            report.contains(expected),
+            "checker missed {expected:?}; it reported:\n{report}"
+        );
+    }
+}
+
+#[test]
+fn struct_names_map_to_c() {
+    assert_eq!(c_struct_name("PlReqHdr"), "pl_req_hdr");
+    assert_eq!(c_struct_name("PlQueryDeviceResp"), "pl_query_device_resp");
+    assert_eq!(c_struct_name("PlEvent"), "pl_event");
+}
