@@ -352,6 +352,22 @@ impl VhostUserBackend for PinleaseBackend {
         Ok(())
     }
 
+    fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
+        // QEMU stops the queues (GET_VRING_BASE) when the guest resets the
+        // device or the VM stops; the request queue stopping is the
+        // device-reset point: a driver starting again finds a blank device.
+        if queue_index == u32::from(PL_QUEUE_REQUEST) {
+            let n = self.device.reset();
+            debug!("request queue stopped: device reset ({n} context(s) dropped)");
+        }
+        Ok(())
+    }
+
+    fn reset_device(&self) {
+        let n = self.device.reset();
+        debug!("VHOST_USER_RESET_DEVICE: device reset ({n} context(s) dropped)");
+    }
+
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
         // vhost-user-backend 0.24's serve loop only returns to listening
         // once its worker threads have an exit event to be told by.

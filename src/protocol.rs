@@ -280,6 +280,33 @@ fn dispatch(dev: &Device, op: Opcode, hdr: &PlReqHdr, b: &[u8]) -> Result<Vec<u8
     })
 }
 
+/// Runs `dispatch`, turning a panic (a daemon bug) into EIO: a panic that
+/// unwound out of the vhost worker thread would stop the queue and hang the
+/// guest, and QEMU 10.0 cannot reconnect (DESIGN.md §3). The model's locks
+/// shrug off poisoning, so the next request is served normally.
+fn dispatch_guarded(
+    dev: &Device,
+    op: Opcode,
+    hdr: &PlReqHdr,
+    body: &[u8],
+) -> Result<Vec<u8>, Failure> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        dispatch(dev, op, hdr, body)
+    }))
+    .unwrap_or_else(|_| {
+        log::error!(
+            "BUG: {} ctx {:#x} panicked in the daemon; answered EIO",
+            op.name(),
+            hdr.ctx
+        );
+        Err(Failure {
+            status: Status::Io,
+            why: "daemon bug: request handler panicked".into(),
+            bad_input: None,
+        })
+    })
+}
+
 /// Handles one request. `req` holds the chain's readable bytes. Returns the
 /// response (header, then body when the status is OK) to write into the
 /// chain's writable part, which has room for `resp_cap` bytes: when the body
@@ -318,7 +345,7 @@ pub fn handle_request(dev: &Device, req: &[u8], resp_cap: usize) -> Vec<u8> {
                 size_of::<PlRespHdr>() + op.response_body_len()
             ),
         )),
-        Some(op) => dispatch(dev, op, &hdr, &req[hdr_len..]),
+        Some(op) => dispatch_guarded(dev, op, &hdr, &req[hdr_len..]),
     };
     let (status, body) = match result {
         Ok(body) => {

@@ -225,12 +225,13 @@ pub fn render(reply: &Value) -> String {
     let _ = writeln!(out, "\ncounters");
     let _ = writeln!(
         out,
-        "  bytes read {}  bytes written {}  revokes {}  lost accesses {}  memory map updates {}",
+        "  bytes read {}  bytes written {}  revokes {}  lost accesses {}  memory map updates {}  device resets {}",
         s(&c, "bytes_read"),
         s(&c, "bytes_written"),
         s(&c, "revokes"),
         s(&c, "lost_accesses"),
-        s(&c, "memory_map_updates")
+        s(&c, "memory_map_updates"),
+        s(&c, "device_resets")
     );
     if let Some(ev) = c.get("events") {
         let _ = writeln!(

@@ -77,6 +77,7 @@ pub struct Counters {
     pub revokes: AtomicU64,
     pub lost_accesses: AtomicU64,
     pub memory_map_updates: AtomicU64,
+    pub device_resets: AtomicU64,
 }
 
 impl Default for Counters {
@@ -89,6 +90,7 @@ impl Default for Counters {
             revokes: AtomicU64::new(0),
             lost_accesses: AtomicU64::new(0),
             memory_map_updates: AtomicU64::new(0),
+            device_resets: AtomicU64::new(0),
         }
     }
 }

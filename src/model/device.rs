@@ -5,7 +5,9 @@
 //! conflict lookups, status) use the published tables and never take it.
 //! Lock order: writer -> context hardware -> an MR's export/imports/lease.
 //! DMA takes only MR gates (shared), so a revoke that waits for in-flight
-//! DMA while holding the writer lock cannot deadlock.
+//! DMA while holding the writer lock cannot deadlock. One reader path does
+//! take the writer lock: telling a stale handle (ESTALE) from a forged one
+//! (EBADF/ENOENT) after a lookup failed, an error path only.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -1271,6 +1273,37 @@ impl Device {
         self.publish_pins(&w);
         self.memory.store(Some(Arc::new(ram)));
         revoked
+    }
+
+    /// Device reset: what a real device forgets when the driver resets it
+    /// (virtio status 0, which QEMU passes on by stopping the vhost-user
+    /// queues). Every context is closed (MRs destroyed, pins dropped,
+    /// leases released) and forgotten with its children; queued events
+    /// about them are dropped, since the driver that would read them is
+    /// gone. Counters stay: they describe the whole connection.
+    pub fn reset(&self) -> usize {
+        let mut w = self.writer();
+        let contexts = self.contexts.snapshot();
+        for (_, ctx) in contexts.iter() {
+            if !ctx.is_closed() {
+                // Cannot fail: only an already closed context is refused.
+                let _ = self.close_locked(&mut w, ctx);
+            }
+            let children = std::mem::take(&mut ctx.hw().children);
+            for h in children {
+                if self.children.remove(h).is_some() {
+                    w.children.free(h);
+                }
+            }
+            if self.contexts.remove(ctx.handle).is_some() {
+                w.contexts.free(ctx.handle);
+                self.live_contexts.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.events.clear();
+        self.counters.device_resets.fetch_add(1, Ordering::Relaxed);
+        self.publish_pins(&w);
+        contexts.len()
     }
 
     pub fn live_contexts(&self) -> u32 {

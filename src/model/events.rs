@@ -111,6 +111,12 @@ impl EventQueue {
         g.queue.push_front(e);
     }
 
+    /// Drops the backlog (device reset); dropped events are not counted
+    /// as drops, which mean "the driver missed events it should see".
+    pub fn clear(&self) {
+        self.lock().queue.clear();
+    }
+
     pub fn is_empty(&self) -> bool {
         self.lock().queue.is_empty()
     }

@@ -122,6 +122,7 @@ pub struct CounterStatus {
     pub revokes: u64,
     pub lost_accesses: u64,
     pub memory_map_updates: u64,
+    pub device_resets: u64,
     pub events: EventStats,
 }
 
@@ -291,6 +292,7 @@ impl Device {
                 revokes: ld(&c.revokes),
                 lost_accesses: ld(&c.lost_accesses),
                 memory_map_updates: ld(&c.memory_map_updates),
+                device_resets: ld(&c.device_resets),
                 events: self.events.stats(),
             },
         }

@@ -2694,3 +2694,47 @@ fn reg_mr_racing_lease_release_does_not_report_a_released_lease() {
     );
     assert_eq!(mr_status(&dev, resp.key).unwrap().lease, None);
 }
+
+// ---- device reset ---------------------------------------------------------
+
+#[test]
+fn device_reset_forgets_every_context_child_mr_and_lease() {
+    let dev = device(4);
+    let a = ctx(&dev);
+    let b = ctx(&dev);
+    let la = Layout::pages(run(0x10000, 4));
+    let lb = Layout::pages(run(0x20000, 2));
+    let ka = reg_file(&dev, a, &la, PL_ACCESS_ALL, file(1), 0).key;
+    let kb = reg(&dev, b, &lb, PL_ACCESS_ALL);
+    let lease = take(&dev, a, file(1), 0, 0, PL_POLICY_REVOKE);
+    let chan = dev.create_child(a, PL_CHILD_EVENT_CHANNEL).unwrap();
+    let export = dev.export_mr(b, kb).unwrap().export;
+    assert_eq!(dev.pin_totals(), (6, 6));
+
+    assert_eq!(dev.reset(), 2);
+
+    assert_eq!(dev.pin_totals(), (0, 0), "pins survive a reset");
+    let s = dev.status();
+    assert!(
+        s.contexts.is_empty() && s.mrs.is_empty() && s.leases.is_empty(),
+        "{s:?}"
+    );
+    assert!(
+        events(&dev).is_empty(),
+        "events about a reset device were kept"
+    );
+    assert_eq!(s.counters.device_resets, 1);
+    // Every old handle is stale now, and the device works again.
+    assert_eq!(st(dev.close_context(a)), Status::Stale);
+    assert_eq!(st(dev.mr(ka)), Status::Stale);
+    assert_eq!(st(dev.lease(lease)), Status::Stale);
+    let c = ctx(&dev);
+    assert_eq!(st(dev.destroy_child(c, chan)), Status::Stale);
+    assert_eq!(
+        st(dev.import_mr(c, &import_req(export, PL_ACCESS_READ))),
+        Status::Stale
+    );
+    let k = reg(&dev, c, &la, PL_ACCESS_ALL);
+    assert_eq!(dev.pin_totals(), (4, 4));
+    assert_ne!(k, ka);
+}
