@@ -85,11 +85,14 @@ fn serve_client(state: &ServerState, stream: UnixStream) {
         Ok(uid) if uid == 0 || uid == me => {}
         Ok(uid) => {
             warn!("admin: refused peer uid {uid} (daemon uid {me})");
-            let _ = writeln!(
-                out,
-                "{}",
-                json!({"ok": false, "error": format!("peer uid {uid} is not allowed")})
-            );
+            // Read the request first, so the refusal is what the client
+            // reads back rather than a broken pipe on its write.
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let mut discard = String::new();
+            let _ =
+                BufReader::new((&stream).take(MAX_REQUEST_BYTES as u64)).read_line(&mut discard);
+            let refusal = json!({"ok": false, "error": format!("peer uid {uid} is not allowed (only root and uid {me})")});
+            let _ = writeln!(out, "{refusal}");
             return;
         }
         Err(e) => {
@@ -164,7 +167,17 @@ impl AdminServer {
                         break;
                     }
                     match conn {
-                        Ok(s) => serve_client(&state, s),
+                        // A thread per client: one that connects and stays
+                        // silent must not hold up everyone else's status.
+                        Ok(s) => {
+                            let state = state.clone();
+                            let spawned = std::thread::Builder::new()
+                                .name("admin-client".into())
+                                .spawn(move || serve_client(&state, s));
+                            if let Err(e) = spawned {
+                                warn!("admin: cannot start a client thread: {e}");
+                            }
+                        }
                         Err(e) => warn!("admin: accept: {e}"),
                     }
                 }
@@ -201,10 +214,14 @@ pub fn request(path: &Path, req: &Value) -> Result<Value> {
     let mut s = UnixStream::connect(path).map_err(err)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))
         .map_err(err)?;
-    writeln!(s, "{req}").map_err(err)?;
+    // A daemon that refuses us may close before reading: still read its
+    // answer, which says why, before reporting a failed write.
+    let sent = writeln!(s, "{req}");
     let mut line = String::new();
-    BufReader::new(&s).read_line(&mut line).map_err(err)?;
+    let read = BufReader::new(&s).read_line(&mut line);
     if line.is_empty() {
+        sent.map_err(err)?;
+        read.map_err(err)?;
         return Err(Error::AdminRequest(
             "daemon closed the connection without answering".into(),
         ));

@@ -167,9 +167,6 @@ impl PinleaseBackend {
             Ok(v) => v,
             Err((kind, why)) => {
                 report_bad_input(&self.device, kind, &why);
-                self.device
-                    .counters
-                    .request(None, crate::abi::Status::Inval);
                 // The chain could not be split safely (wrong direction, bad
                 // address, no writable buffer), so no buffer in it can be
                 // trusted for an answer: used length 0 means "no response"
@@ -189,9 +186,6 @@ impl PinleaseBackend {
                     size_of::<PlRespHdr>()
                 ),
             );
-            self.device
-                .counters
-                .request(None, crate::abi::Status::Inval);
             self.device_error(BadInput::ShortResponse);
             return 0;
         }

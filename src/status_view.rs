@@ -13,12 +13,29 @@ fn s(v: &Value, k: &str) -> String {
     }
 }
 
+/// `MAJ:MIN ino N gen G`: `dev` is the guest kernel's `sb->s_dev`, whose
+/// major number is the bits above the low 20 (include/linux/kdev_t.h).
 fn file(v: &Value) -> String {
     match v.get("file") {
         Some(f) if !f.is_null() => {
-            format!("{}:{}/{}", s(f, "dev"), s(f, "ino"), s(f, "generation"))
+            let dev = f.get("dev").and_then(Value::as_u64).unwrap_or(0);
+            format!(
+                "{}:{} ino {} gen {}",
+                dev >> 20,
+                dev & 0xfffff,
+                s(f, "ino"),
+                s(f, "generation")
+            )
         }
         _ => "-".into(),
+    }
+}
+
+/// How long before `now_ms` the Unix-ms time `key` of `v` was.
+fn age(v: &Value, key: &str, now_ms: u64) -> String {
+    match v.get(key).and_then(Value::as_u64) {
+        Some(t) => format!("{:.1}s ago", now_ms.saturating_sub(t) as f64 / 1000.0),
+        None => "-".into(),
     }
 }
 
@@ -73,6 +90,10 @@ pub fn render(reply: &Value) -> String {
             .cloned()
             .unwrap_or_default()
     };
+    let now_ms = st
+        .get("taken_at_unix_ms")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
     let regions: Vec<String> = arr("memory_regions")
         .iter()
         .map(|r| {
@@ -192,7 +213,7 @@ pub fn render(reply: &Value) -> String {
             "PID",
             "POLICY",
             "STATE",
-            "SINCE(ms)",
+            "SINCE",
             "MRS",
             "PAGES",
             "LOST-ACCESSES",
@@ -212,7 +233,7 @@ pub fn render(reply: &Value) -> String {
                     s(l, "owner_pid"),
                     s(l, "policy"),
                     s(l, "state"),
-                    s(l, "since_unix_ms"),
+                    age(l, "since_unix_ms", now_ms),
                     s(l, "mrs"),
                     s(l, "pinned_pages"),
                     s(l, "lost_accesses"),

@@ -19,6 +19,7 @@
 //! [`echo`] provides a minimal backend (copies request bytes back) to test
 //! this frontend and to serve as the no-op baseline in benchmarks.
 
+pub mod client;
 pub mod echo;
 mod vring;
 mod watchdog;

@@ -1,0 +1,1004 @@
+//! Hostile input against the real daemon (DESIGN.md §7, docs/abi.md §2.4,
+//! §3, §4.3): each case checks the answer (an error status, or used length
+//! 0 plus a DEVICE_ERROR event), the counter `pinlease status --json`
+//! shows, a log line, and that the next request works. Every test ends by
+//! checking that the daemon is alive and never panicked.
+
+mod common;
+
+use std::mem::size_of;
+
+use common::*;
+use pinlease::abi::*;
+use pinlease::frontend::client::{encode_request, encode_request_hdr, Client, RegMrArgs};
+use pinlease::frontend::{Desc, UsedElem};
+use serde_json::json;
+
+const MIB: u64 = 1 << 20;
+const EINVAL: u64 = Status::Inval as u64;
+
+// DEVICE_ERROR args[1] values (docs/abi.md §6).
+const DE_OVERSIZED: u64 = 2;
+const DE_SHORT_RESPONSE: u64 = 3;
+const DE_WRONG_DIRECTION: u64 = 4;
+const DE_NO_RESPONSE: u64 = 5;
+const DE_OUTSIDE_MEMORY: u64 = 6;
+
+/// A daemon, a client with event buffers posted, and two scratch pages
+/// for hand-made chains.
+struct Bad {
+    d: Daemon,
+    c: Client,
+    req: u64,
+    resp: u64,
+}
+
+impl Bad {
+    fn new() -> Bad {
+        let d = Daemon::start();
+        let mut c = d.client();
+        c.post_event_buffers(32).unwrap();
+        let req = c.frontend_mut().alloc(PL_PAGE_SIZE, PL_PAGE_SIZE).unwrap();
+        let resp = c.frontend_mut().alloc(PL_PAGE_SIZE, PL_PAGE_SIZE).unwrap();
+        Bad { d, c, req, resp }
+    }
+
+    /// Submits `descs` on the request queue and waits for its used element.
+    fn chain(&mut self, descs: &[Desc]) -> UsedElem {
+        let fe = self.c.frontend_mut();
+        let head = fe.submit_chain(0, descs).unwrap();
+        fe.kick(0).unwrap();
+        let u = fe
+            .wait_used(0, T)
+            .unwrap()
+            .expect("the device must complete every chain");
+        assert_eq!(u.id, head);
+        u
+    }
+
+    /// Writes `bytes` to the request page and zeroes the response page.
+    fn stage(&mut self, bytes: &[u8]) {
+        let fe = self.c.frontend();
+        fe.write_mem(self.req, bytes).unwrap();
+        fe.write_mem(self.resp, &[0u8; 4096]).unwrap();
+    }
+
+    fn resp_hdr(&self) -> PlRespHdr {
+        PlRespHdr::read_from(&self.c.frontend().read_mem(self.resp, 16).unwrap()).unwrap()
+    }
+
+    /// The next event must be DEVICE_ERROR [EINVAL, what, 0, 0] for ctx 0.
+    #[track_caller]
+    fn device_error(&mut self, what: u64) {
+        let e = expect_event(&mut self.c, "DEVICE_ERROR");
+        assert_eq!(
+            (e.kind, e.ctx, e.flags, e.args),
+            (PL_EVENT_DEVICE_ERROR, 0, 0, [EINVAL, what, 0, 0])
+        );
+    }
+
+    /// The counter `kind` reads `n`, the log has a line for it, requests
+    /// work again, and the daemon is healthy.
+    #[track_caller]
+    fn check(&mut self, kind: &str, n: u64) {
+        assert_eq!(
+            self.d.bad_input(kind),
+            n,
+            "counters.bad_input.{kind}; status {}",
+            self.d.status_json()
+        );
+        let log = self.d.log();
+        assert!(
+            log.contains(&format!("bad input: {kind}")),
+            "no log line for {kind}:\n{log}"
+        );
+        self.c.nop().unwrap();
+        assert_eq!(self.c.query().unwrap().abi_version, 1);
+        self.d.assert_healthy();
+    }
+
+    fn contexts(&self) -> serde_json::Value {
+        self.d.device()["contexts"].clone()
+    }
+}
+
+fn create_context_req(tag: u64) -> Vec<u8> {
+    let body = PlCreateContextReq {
+        pid: 1,
+        reserved: 0,
+        comm: *b"evil\0\0\0\0\0\0\0\0\0\0\0\0",
+    };
+    encode_request(Opcode::CreateContext as u16, 0, tag, body.as_bytes())
+}
+
+#[test]
+fn short_request_gets_header_only_with_tag_0() {
+    let mut b = Bad::new();
+    // 23 bytes: a header missing its last byte (the tag is non-zero).
+    let mut req = encode_request(Opcode::Nop as u16, 0, 0x1122_3344_5566_7788, &[]);
+    req.truncate(23);
+    b.stage(&req);
+    let u = b.chain(&[Desc::readable(b.req, 23), Desc::writable(b.resp, 64)]);
+    assert_eq!(u.len, 16, "header only");
+    let h = b.resp_hdr();
+    assert_eq!((h.status, h.len, h.tag), (Status::Inval as u32, 0, 0));
+    // A single byte.
+    let u = b.chain(&[Desc::readable(b.req, 1), Desc::writable(b.resp, 64)]);
+    assert_eq!(u.len, 16);
+    assert_eq!(b.resp_hdr().status, Status::Inval as u32);
+    b.check("short-request", 2);
+}
+
+#[test]
+fn short_body_is_einval_and_creates_nothing() {
+    let mut b = Bad::new();
+    let c = &mut b.c;
+    let body = [0u8; 20];
+    let (h, rest) = c.raw(Opcode::CreateContext as u16, 0, &body, 64).unwrap();
+    assert_eq!(
+        (h.status, h.len, h.tag, rest.len()),
+        (Status::Inval as u32, 0, c.last_tag(), 0)
+    );
+    // REG_MR shorter than its fixed part.
+    let ctx = c.create_context(1, "x").unwrap();
+    let (h, _) = c.raw(Opcode::RegMr as u16, ctx, &[0u8; 40], 64).unwrap();
+    assert_eq!(h.status, Status::Inval as u32);
+    // WRITE with half a body.
+    let (h, _) = c.raw(Opcode::Write as u16, ctx, &[0u8; 20], 64).unwrap();
+    assert_eq!(h.status, Status::Inval as u32);
+    assert_eq!(b.contexts().as_array().unwrap().len(), 1);
+    assert_eq!(b.d.device()["mrs"], json!([]));
+    b.check("short-request", 3);
+}
+
+#[test]
+fn oversized_body_is_e2big() {
+    let mut b = Bad::new();
+    let c = &mut b.c;
+    let (h, _) = c.raw(Opcode::Nop as u16, 0, &[0u8; 8], 64).unwrap();
+    assert_eq!((h.status, h.tag), (Status::TooBig as u32, c.last_tag()));
+    let (h, _) = c.raw(Opcode::QueryDevice as u16, 0, &[0u8; 1], 64).unwrap();
+    assert_eq!(h.status, Status::TooBig as u32);
+    let mut body = PlCreateContextReq::default().as_bytes().to_vec();
+    body.extend_from_slice(&[0u8; 8]);
+    let (h, _) = c.raw(Opcode::CreateContext as u16, 0, &body, 64).unwrap();
+    assert_eq!(h.status, Status::TooBig as u32);
+    assert_eq!(b.contexts(), json!([]), "nothing created");
+    // REG_MR whose page list is one entry longer than npages.
+    let c = &mut b.c;
+    let ctx = c.create_context(1, "x").unwrap();
+    let pages = c.alloc_pages(1).unwrap();
+    let mut body = RegMrArgs::pages(PL_ACCESS_ALL, &pages).body();
+    body.extend_from_slice(&pages[0].to_le_bytes());
+    let (h, _) = c.raw(Opcode::RegMr as u16, ctx, &body, 64).unwrap();
+    assert_eq!(h.status, Status::TooBig as u32);
+    assert_eq!(b.d.device()["mrs"], json!([]));
+    b.check("oversized-request", 4);
+}
+
+#[test]
+fn readable_part_over_max_request_bytes_gets_no_response() {
+    let mut b = Bad::new();
+    // One 4 MiB buffer named by several readable descriptors.
+    let big = b.c.frontend_mut().alloc(4 * MIB, PL_PAGE_SIZE).unwrap();
+    let nop = encode_request(Opcode::Nop as u16, 0, 5, &[]);
+    b.stage(&nop);
+    let u = b.chain(&[
+        Desc::readable(b.req, nop.len() as u32),
+        Desc::readable(big, 4 << 20),
+        Desc::readable(big, 4 << 20),
+        Desc::readable(big, 4 << 20),
+        Desc::writable(b.resp, 64),
+    ]);
+    assert_eq!(u.len, 0, "no response");
+    assert_eq!(b.resp_hdr(), PlRespHdr::default(), "nothing written");
+    b.device_error(DE_OVERSIZED);
+    b.check("oversized-request", 1);
+}
+
+/// REG_MR with `npages` entries, the page list given by descriptors over
+/// one shared 4 MiB buffer `list` (which repeats one page address). Returns the used element.
+fn reg_mr_huge(b: &mut Bad, ctx: u64, npages: u32, list: u64) -> UsedElem {
+    let r = PlRegMrReq {
+        access: PL_ACCESS_READ,
+        npages,
+        length: u64::from(npages) * PL_PAGE_SIZE,
+        ..Default::default()
+    };
+    let head = encode_request(Opcode::RegMr as u16, ctx, 77, r.as_bytes());
+    b.stage(&head);
+    let mut descs = vec![Desc::readable(b.req, head.len() as u32)];
+    let mut left = u64::from(npages) * 8;
+    while left > 0 {
+        let n = left.min(4 * MIB);
+        descs.push(Desc::readable(list, n as u32));
+        left -= n;
+    }
+    descs.push(Desc::writable(b.resp, 64));
+    b.chain(&descs)
+}
+
+#[test]
+fn page_counts_at_and_beyond_the_limit() {
+    let mut b = Bad::new();
+    let ctx = b.c.create_context(1, "huge").unwrap();
+    let page = b.c.alloc_pages(1).unwrap()[0];
+    let list = b.c.frontend_mut().alloc(4 * MIB, PL_PAGE_SIZE).unwrap();
+    let entries: Vec<u8> = std::iter::repeat_n(page.to_le_bytes(), (4 * MIB / 8) as usize)
+        .flatten()
+        .collect();
+    b.c.frontend().write_mem(list, &entries).unwrap();
+
+    // Exactly max_request_bytes: 2^20 entries naming one page is a valid
+    // 4 GiB MR (a page may appear more than once).
+    let max = b.c.query().unwrap().max_pages_per_mr;
+    let u = reg_mr_huge(&mut b, ctx, max, list);
+    assert_eq!(u.len, 32, "REG_MR response");
+    let h = b.resp_hdr();
+    assert_eq!((h.status, h.tag), (0, 77));
+    let dev = b.d.device();
+    assert_eq!(dev["mrs"][0]["pages"], json!(max));
+    assert_eq!(dev["mrs"][0]["length"], json!(u64::from(max) * 4096));
+    assert_eq!(
+        (dev["pinned_pages"].clone(), dev["pins"].clone()),
+        (json!(1), json!(max))
+    );
+
+    // npages = max + 1 with its whole list: the readable part is 8 bytes
+    // over max_request_bytes, so there is no response.
+    let u = reg_mr_huge(&mut b, ctx, max + 1, list);
+    assert_eq!(u.len, 0);
+    b.device_error(DE_OVERSIZED);
+
+    // npages = u32::MAX (or max + 1) with a one-entry list: refused
+    // without reading (or allocating) a list that long.
+    for npages in [u32::MAX, max + 1] {
+        let r = PlRegMrReq {
+            access: PL_ACCESS_READ,
+            npages,
+            length: 4096,
+            ..Default::default()
+        };
+        let mut body = r.as_bytes().to_vec();
+        body.extend_from_slice(&page.to_le_bytes());
+        let (h, _) = b.c.raw(Opcode::RegMr as u16, ctx, &body, 64).unwrap();
+        assert!(
+            h.status == Status::Inval as u32 || h.status == Status::TooBig as u32,
+            "npages {npages}: status {}",
+            h.status
+        );
+        assert_eq!(h.len, 0);
+    }
+    let dev = b.d.device();
+    assert_eq!(dev["mrs"].as_array().unwrap().len(), 1);
+    // Deregistering the 2^20-pin MR drops every pin.
+    let key = u64::from_str_radix(
+        dev["mrs"][0]["key"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("0x"),
+        16,
+    )
+    .unwrap();
+    b.c.dereg_mr(ctx, key).unwrap();
+    let dev = b.d.device();
+    assert_eq!(
+        (dev["pinned_pages"].clone(), dev["pins"].clone()),
+        (json!(0), json!(0))
+    );
+    b.check("oversized-request", 1);
+    assert!(b.d.bad_input("short-request") >= 1);
+}
+
+#[test]
+fn reg_mr_field_checks() {
+    let mut b = Bad::new();
+    let c = &mut b.c;
+    let ctx = c.create_context(1, "x").unwrap();
+    let pages = c.alloc_pages(2).unwrap();
+    let ok = RegMrArgs::pages(PL_ACCESS_ALL, &pages);
+    let cases: Vec<(&str, RegMrArgs, Status)> = vec![
+        (
+            "npages 0",
+            RegMrArgs {
+                pages: &[],
+                length: 1,
+                ..ok
+            },
+            Status::Inval,
+        ),
+        (
+            "too few pages",
+            RegMrArgs {
+                length: 3 * 4096,
+                ..ok
+            },
+            Status::Inval,
+        ),
+        (
+            "spare page",
+            RegMrArgs { length: 4096, ..ok },
+            Status::Inval,
+        ),
+        (
+            "length 0",
+            RegMrArgs {
+                length: 0,
+                pages: &pages[..1],
+                ..ok
+            },
+            Status::Inval,
+        ),
+        (
+            "first_page_offset 4096",
+            RegMrArgs {
+                first_page_offset: 4096,
+                length: 1,
+                pages: &pages[..1],
+                ..ok
+            },
+            Status::Inval,
+        ),
+        ("access 0", RegMrArgs { access: 0, ..ok }, Status::Inval),
+        (
+            "access bit 3",
+            RegMrArgs {
+                access: 8 | 1,
+                ..ok
+            },
+            Status::Inval,
+        ),
+        ("flag bit 2", RegMrArgs { flags: 4, ..ok }, Status::Inval),
+        (
+            "length overflows",
+            RegMrArgs {
+                first_page_offset: 1,
+                length: u64::MAX,
+                ..ok
+            },
+            Status::Range,
+        ),
+        (
+            "file offset overflows",
+            RegMrArgs {
+                file: Some((file(1), u64::MAX - 4096)),
+                ..ok
+            },
+            Status::Range,
+        ),
+    ];
+    for (what, args, want) in &cases {
+        assert_eq!(status_of(c.reg_mr(ctx, args)), *want, "{what}");
+    }
+    // Misaligned page address; a page outside guest memory (16 MiB); a page
+    // straddling nothing but beyond the end; an address that overflows.
+    for (what, bad, want) in [
+        ("misaligned", pages[1] + 8, Status::Inval),
+        ("outside guest memory", 16 * MIB, Status::Fault),
+        ("far outside", 0xffff_ffff_ffff_f000, Status::Fault),
+    ] {
+        let list = [pages[0], bad];
+        assert_eq!(
+            status_of(c.reg_mr(ctx, &RegMrArgs::pages(PL_ACCESS_ALL, &list))),
+            want,
+            "{what}"
+        );
+    }
+    // File fields without PL_REG_HAS_FILE; a non-zero file reserved field.
+    let mut r = PlRegMrReq {
+        access: PL_ACCESS_ALL,
+        npages: 1,
+        length: 4096,
+        file: file(3),
+        ..Default::default()
+    };
+    let mut body = r.as_bytes().to_vec();
+    body.extend_from_slice(&pages[0].to_le_bytes());
+    let (h, _) = c.raw(Opcode::RegMr as u16, ctx, &body, 64).unwrap();
+    assert_eq!(h.status, Status::Inval as u32, "file without HAS_FILE");
+    r.flags = PL_REG_HAS_FILE;
+    r.file.reserved = 1;
+    let mut body = r.as_bytes().to_vec();
+    body.extend_from_slice(&pages[0].to_le_bytes());
+    let (h, _) = c.raw(Opcode::RegMr as u16, ctx, &body, 64).unwrap();
+    assert_eq!(h.status, Status::Inval as u32, "file reserved");
+
+    let dev = b.d.device();
+    assert_eq!(dev["mrs"], json!([]), "nothing registered");
+    assert_eq!(dev["pinned_pages"], json!(0));
+    let reg = &dev["counters"]["requests"]["REG_MR"];
+    assert_eq!(
+        (
+            reg["EINVAL"].clone(),
+            reg["ERANGE"].clone(),
+            reg["EFAULT"].clone()
+        ),
+        (json!(11), json!(2), json!(2))
+    );
+    let log = b.d.log();
+    assert!(
+        log.contains("REG_MR ctx") && log.contains("-> EFAULT"),
+        "a log line names the EFAULT refusal:\n{log}"
+    );
+    // The last page of guest memory is fine.
+    let c = &mut b.c;
+    let last = 16 * MIB - 4096;
+    c.reg_mr(ctx, &RegMrArgs::pages(PL_ACCESS_ALL, &[last]))
+        .unwrap();
+    b.check("bad-field", 11);
+}
+
+#[test]
+fn response_buffer_too_small_for_the_body() {
+    let mut b = Bad::new();
+    // CREATE_CONTEXT needs 16 + 8 bytes; 16 and 23 hold only the header.
+    for cap in [16u32, 23] {
+        let (h, body) =
+            b.c.raw(
+                Opcode::CreateContext as u16,
+                0,
+                PlCreateContextReq::default().as_bytes(),
+                cap,
+            )
+            .unwrap();
+        assert_eq!(
+            (h.status, h.len, h.tag, body.len()),
+            (Status::Inval as u32, 0, b.c.last_tag(), 0),
+            "cap {cap}"
+        );
+    }
+    assert_eq!(b.contexts(), json!([]), "no context was created");
+    // QUERY_DEVICE in 16 + 39 bytes.
+    let (h, _) = b.c.raw(Opcode::QueryDevice as u16, 0, &[], 55).unwrap();
+    assert_eq!(h.status, Status::Inval as u32);
+    // The response may be scattered over several writable descriptors.
+    let req = create_context_req(9);
+    b.stage(&req);
+    let resp = b.resp;
+    let u = b.chain(&[
+        Desc::readable(b.req, req.len() as u32),
+        Desc::writable(resp, 8),
+        Desc::writable(resp + 100, 8),
+        Desc::writable(resp + 200, 8),
+    ]);
+    assert_eq!(u.len, 24);
+    let fe = b.c.frontend();
+    let mut got = fe.read_mem(resp, 8).unwrap();
+    got.extend(fe.read_mem(resp + 100, 8).unwrap());
+    got.extend(fe.read_mem(resp + 200, 8).unwrap());
+    let h = PlRespHdr::read_from(&got).unwrap();
+    assert_eq!((h.status, h.len, h.tag), (0, 8, 9));
+    let handle = u64::from_le_bytes(got[16..24].try_into().unwrap());
+    assert_eq!(b.contexts()[0]["handle"], json!(format!("{handle:#x}")));
+    b.check("short-response-buffer", 3);
+}
+
+#[test]
+fn writable_part_under_16_bytes_gets_no_response() {
+    let mut b = Bad::new();
+    let req = create_context_req(3);
+    b.stage(&req);
+    let u = b.chain(&[
+        Desc::readable(b.req, req.len() as u32),
+        Desc::writable(b.resp, 8),
+        Desc::writable(b.resp + 64, 7),
+    ]);
+    assert_eq!(u.len, 0);
+    b.device_error(DE_SHORT_RESPONSE);
+    assert_eq!(b.contexts(), json!([]), "not executed");
+    b.check("short-response-buffer", 1);
+}
+
+#[test]
+fn wrong_descriptor_direction_gets_no_response() {
+    let mut b = Bad::new();
+    let req = create_context_req(3);
+    b.stage(&req);
+    // Readable after writable.
+    let u = b.chain(&[
+        Desc::readable(b.req, 16),
+        Desc::writable(b.resp, 64),
+        Desc::readable(b.req + 16, req.len() as u32 - 16),
+    ]);
+    assert_eq!(u.len, 0);
+    b.device_error(DE_WRONG_DIRECTION);
+    assert_eq!(b.resp_hdr(), PlRespHdr::default(), "nothing written");
+    // Only writable descriptors: no readable bytes.
+    let u = b.chain(&[Desc::writable(b.resp, 64), Desc::writable(b.resp + 64, 64)]);
+    assert_eq!(u.len, 0);
+    b.device_error(DE_WRONG_DIRECTION);
+    // Zero-length readable descriptor: still no readable bytes.
+    let u = b.chain(&[Desc::readable(b.req, 0), Desc::writable(b.resp, 64)]);
+    assert_eq!(u.len, 0);
+    b.device_error(DE_WRONG_DIRECTION);
+    assert_eq!(b.contexts(), json!([]));
+    b.check("wrong-descriptor-direction", 3);
+}
+
+#[test]
+fn chain_without_writable_buffer_gets_no_response() {
+    let mut b = Bad::new();
+    let req = create_context_req(3);
+    b.stage(&req);
+    let u = b.chain(&[Desc::readable(b.req, req.len() as u32)]);
+    assert_eq!(u.len, 0);
+    b.device_error(DE_NO_RESPONSE);
+    assert_eq!(b.contexts(), json!([]), "not executed");
+    b.check("no-response-buffer", 1);
+}
+
+#[test]
+fn descriptors_outside_guest_memory_get_no_response() {
+    let mut b = Bad::new();
+    let nop = encode_request(Opcode::Nop as u16, 0, 1, &[]);
+    b.stage(&nop);
+    let end = 16 * MIB;
+    let cases = [
+        // Readable: far outside, straddling the end of memory.
+        vec![
+            Desc::readable(0x1_0000_0000, 24),
+            Desc::writable(b.resp, 64),
+        ],
+        vec![Desc::readable(end - 8, 24), Desc::writable(b.resp, 64)],
+        vec![
+            Desc::readable(b.req, 24),
+            Desc::readable(u64::MAX - 3, 8),
+            Desc::writable(b.resp, 64),
+        ],
+        // Writable: far outside, straddling the end.
+        vec![Desc::readable(b.req, 24), Desc::writable(0x2_0000_0000, 64)],
+        vec![Desc::readable(b.req, 24), Desc::writable(end - 8, 64)],
+    ];
+    for (i, descs) in cases.iter().enumerate() {
+        let u = b.chain(descs);
+        assert_eq!(u.len, 0, "case {i}");
+        b.device_error(DE_OUTSIDE_MEMORY);
+    }
+    b.check("address-outside-guest-memory", cases.len() as u64);
+}
+
+#[test]
+fn unknown_opcodes_are_enosys() {
+    let mut b = Bad::new();
+    for op in [Opcode::ALL.len() as u16, 0x7fff, 0xffff] {
+        let (h, body) = b.c.raw(op, 0, &[], 64).unwrap();
+        assert_eq!(
+            (h.status, h.len, h.tag, body.len()),
+            (Status::NoSys as u32, 0, b.c.last_tag(), 0),
+            "opcode {op}"
+        );
+    }
+    assert_eq!(
+        b.d.device()["counters"]["requests"]["UNKNOWN"]["ENOSYS"],
+        json!(3)
+    );
+    b.check("unknown-opcode", 3);
+}
+
+#[test]
+fn nonzero_reserved_fields_and_flags_are_einval() {
+    let mut b = Bad::new();
+    let c = &mut b.c;
+    let ctx = c.create_context(1, "x").unwrap();
+    let (key, kpages) = c.alloc_mr(ctx, 1, PL_ACCESS_ALL).unwrap();
+    let ex = c.export_mr(ctx, key).unwrap().export;
+    let lease = c
+        .lease_take(ctx, &lease_req(file(1), 0, 4096, PL_POLICY_WAIT))
+        .unwrap();
+    let hdr = |opcode: Opcode, ctx: u64, flags: u16, reserved: u32| PlReqHdr {
+        opcode: opcode as u16,
+        flags,
+        reserved,
+        ctx,
+        tag: 0,
+    };
+    let mut f = file(1);
+    f.reserved = 1;
+    let cases: Vec<(&str, PlReqHdr, Vec<u8>)> = vec![
+        ("hdr.flags", hdr(Opcode::Nop, 0, 1, 0), vec![]),
+        ("hdr.flags high bit", hdr(Opcode::Nop, 0, 0x8000, 0), vec![]),
+        ("hdr.reserved", hdr(Opcode::QueryDevice, 0, 0, 1), vec![]),
+        (
+            "ctx on QUERY_DEVICE",
+            hdr(Opcode::QueryDevice, ctx, 0, 0),
+            vec![],
+        ),
+        (
+            "ctx on CREATE_CONTEXT",
+            hdr(Opcode::CreateContext, ctx, 0, 0),
+            PlCreateContextReq::default().as_bytes().to_vec(),
+        ),
+        (
+            "CREATE_CONTEXT reserved",
+            hdr(Opcode::CreateContext, 0, 0, 0),
+            PlCreateContextReq {
+                reserved: 1,
+                ..Default::default()
+            }
+            .as_bytes()
+            .to_vec(),
+        ),
+        (
+            "CREATE_CHILD reserved",
+            hdr(Opcode::CreateChild, ctx, 0, 0),
+            PlCreateChildReq {
+                kind: PL_CHILD_EVENT_CHANNEL,
+                reserved: 1,
+            }
+            .as_bytes()
+            .to_vec(),
+        ),
+        (
+            "FILL reserved",
+            hdr(Opcode::Fill, ctx, 0, 0),
+            PlPatternReq {
+                key,
+                length: 8,
+                reserved: 1,
+                ..Default::default()
+            }
+            .as_bytes()
+            .to_vec(),
+        ),
+        (
+            "LEASE_RELEASE reserved",
+            hdr(Opcode::LeaseRelease, ctx, 0, 0),
+            PlLeaseReleaseReq {
+                lease,
+                reason: 0,
+                reserved: 1,
+            }
+            .as_bytes()
+            .to_vec(),
+        ),
+        (
+            "IMPORT_MR reserved",
+            hdr(Opcode::ImportMr, ctx, 0, 0),
+            PlImportMrReq {
+                export: ex,
+                access: PL_ACCESS_READ,
+                reserved: 1,
+            }
+            .as_bytes()
+            .to_vec(),
+        ),
+        (
+            "LEASE_TAKE file.reserved",
+            hdr(Opcode::LeaseTake, ctx, 0, 0),
+            lease_req(f, 0, 0, PL_POLICY_WAIT).as_bytes().to_vec(),
+        ),
+        (
+            "LEASE_BREAK reserved",
+            hdr(Opcode::LeaseBreak, 0, 0, 0),
+            PlLeaseBreakReq {
+                reserved: 1,
+                ..break_req(file(1), 0, 0, PL_BREAK_TRUNCATE)
+            }
+            .as_bytes()
+            .to_vec(),
+        ),
+        (
+            "LEASE_BREAK file.reserved",
+            hdr(Opcode::LeaseBreak, 0, 0, 0),
+            break_req(f, 0, 0, PL_BREAK_TRUNCATE).as_bytes().to_vec(),
+        ),
+        (
+            "ctx on LEASE_BREAK",
+            hdr(Opcode::LeaseBreak, ctx, 0, 0),
+            break_req(file(1), 0, 0, PL_BREAK_TRUNCATE)
+                .as_bytes()
+                .to_vec(),
+        ),
+    ];
+    for (what, h, body) in &cases {
+        let (r, rest) = c.raw_hdr(*h, body, 64).unwrap();
+        assert_eq!(
+            (r.status, r.len, r.tag, rest.len()),
+            (Status::Inval as u32, 0, c.last_tag(), 0),
+            "{what}"
+        );
+    }
+    // Nothing happened: no child, no new lease, no break, no import.
+    let dev = b.d.device();
+    assert_eq!(dev["contexts"].as_array().unwrap().len(), 1);
+    assert_eq!(dev["contexts"][0]["children"].as_array().unwrap().len(), 1);
+    assert_eq!(dev["leases"].as_array().unwrap().len(), 1);
+    assert_eq!(dev["leases"][0]["state"], json!("active"));
+    assert_eq!(dev["mrs"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        b.c.frontend().read_mem(kpages[0], 8).unwrap(),
+        [0u8; 8],
+        "FILL with a bad reserved field wrote nothing"
+    );
+    b.check("bad-field", cases.len() as u64);
+}
+
+#[test]
+fn forged_handles_are_ebadf_or_enoent() {
+    let mut b = Bad::new();
+    let c = &mut b.c;
+    let ctx = c.create_context(1, "x").unwrap();
+    let (key, _) = c.alloc_mr(ctx, 1, PL_ACCESS_ALL).unwrap();
+    // Never issued: 0, a slot never used, a generation never given out.
+    let forged_ctx = [
+        0,
+        0x1_0000_0005,
+        (7 << 32) | (ctx & 0xffff_ffff),
+        0xffff_ffff_ffff_ffff,
+    ];
+    for f in forged_ctx {
+        assert_eq!(status_of(c.close_context(f)), Status::BadF, "ctx {f:#x}");
+        assert_eq!(status_of(c.release_context(f)), Status::BadF);
+        assert_eq!(
+            status_of(c.create_child(f, PL_CHILD_EVENT_CHANNEL)),
+            Status::BadF
+        );
+        assert_eq!(
+            status_of(c.reg_mr(f, &RegMrArgs::pages(PL_ACCESS_ALL, &[0x10_0000]))),
+            Status::BadF
+        );
+        assert_eq!(status_of(c.fetch_add(f, key, 0, 1)), Status::BadF);
+        assert_eq!(
+            status_of(c.lease_take(f, &lease_req(file(1), 0, 0, PL_POLICY_WAIT))),
+            Status::BadF
+        );
+    }
+    let forged = [0, 0x1_0000_0063, (9 << 32) | (key & 0xffff_ffff)];
+    for f in forged {
+        assert_eq!(status_of(c.dereg_mr(ctx, f)), Status::NoEnt, "key {f:#x}");
+        assert_eq!(status_of(c.export_mr(ctx, f)), Status::NoEnt);
+        assert_eq!(status_of(c.fetch_add(ctx, f, 0, 1)), Status::NoEnt);
+        assert_eq!(
+            status_of(c.verify(
+                ctx,
+                &PlPatternReq {
+                    key: f,
+                    ..Default::default()
+                }
+            )),
+            Status::NoEnt
+        );
+        let dma = PlDmaReq {
+            local_key: key,
+            remote_key: f,
+            length: 8,
+            ..Default::default()
+        };
+        assert_eq!(status_of(c.write(ctx, &dma)), Status::NoEnt);
+        assert_eq!(
+            status_of(c.lease_release(ctx, f, PL_RELEASE_HOLDER)),
+            Status::NoEnt,
+            "lease {f:#x}"
+        );
+        assert_eq!(status_of(c.destroy_child(ctx, f)), Status::NoEnt, "child");
+        assert_eq!(
+            status_of(c.import_mr(ctx, f, PL_ACCESS_READ)),
+            Status::NoEnt,
+            "export"
+        );
+    }
+    let dev = b.d.device();
+    assert_eq!(
+        dev["counters"]["requests"]["CLOSE_CONTEXT"]["EBADF"],
+        json!(4)
+    );
+    assert_eq!(dev["counters"]["requests"]["DEREG_MR"]["ENOENT"], json!(3));
+    assert_eq!(dev["contexts"].as_array().unwrap().len(), 1);
+    assert_eq!(dev["mrs"].as_array().unwrap().len(), 1);
+    b.c.fetch_add(ctx, key, 0, 1).unwrap();
+    b.d.assert_healthy();
+}
+
+#[test]
+fn stale_handles_are_estale() {
+    let mut b = Bad::new();
+    let c = &mut b.c;
+    let ctx = c.create_context(1, "x").unwrap();
+    let (key, _) = c.alloc_mr(ctx, 1, PL_ACCESS_ALL).unwrap();
+    let (live, _) = c.alloc_mr(ctx, 1, PL_ACCESS_ALL).unwrap();
+    let ex = c.export_mr(ctx, key).unwrap().export;
+    let ch = c.create_child(ctx, PL_CHILD_EVENT_CHANNEL).unwrap();
+    let lease = c
+        .lease_take(ctx, &lease_req(file(1), 0, 0, PL_POLICY_REVOKE))
+        .unwrap();
+    c.dereg_mr(ctx, key).unwrap();
+    c.destroy_child(ctx, ex).unwrap();
+    c.destroy_child(ctx, ch).unwrap();
+    c.lease_release(ctx, lease, PL_RELEASE_HOLDER).unwrap();
+
+    assert_eq!(status_of(c.dereg_mr(ctx, key)), Status::Stale);
+    assert_eq!(status_of(c.export_mr(ctx, key)), Status::Stale);
+    assert_eq!(status_of(c.fetch_add(ctx, key, 0, 1)), Status::Stale);
+    assert_eq!(status_of(c.compare_swap(ctx, key, 0, 0, 1)), Status::Stale);
+    let dma = PlDmaReq {
+        local_key: live,
+        remote_key: key,
+        length: 8,
+        ..Default::default()
+    };
+    assert_eq!(status_of(c.read(ctx, &dma)), Status::Stale);
+    assert_eq!(status_of(c.destroy_child(ctx, ex)), Status::Stale);
+    assert_eq!(status_of(c.destroy_child(ctx, ch)), Status::Stale);
+    assert_eq!(
+        status_of(c.import_mr(ctx, ex, PL_ACCESS_READ)),
+        Status::Stale
+    );
+    assert_eq!(
+        status_of(c.lease_release(ctx, lease, PL_RELEASE_HOLDER)),
+        Status::Stale
+    );
+    // Slots are reused with a new generation: the old handles stay stale.
+    let (key2, _) = c.alloc_mr(ctx, 1, PL_ACCESS_ALL).unwrap();
+    assert_eq!(key2 & 0xffff_ffff, key & 0xffff_ffff, "slot reused");
+    assert_ne!(key2, key);
+    assert_eq!(status_of(c.dereg_mr(ctx, key)), Status::Stale);
+    c.fetch_add(ctx, key2, 0, 1).unwrap();
+
+    c.release_context(ctx).unwrap();
+    assert_eq!(status_of(c.close_context(ctx)), Status::Stale);
+    assert_eq!(status_of(c.release_context(ctx)), Status::Stale);
+    assert_eq!(
+        status_of(c.create_child(ctx, PL_CHILD_EVENT_CHANNEL)),
+        Status::Stale
+    );
+    let ctx2 = c.create_context(2, "y").unwrap();
+    assert_eq!(ctx2 & 0xffff_ffff, ctx & 0xffff_ffff);
+    assert_eq!(status_of(c.close_context(ctx)), Status::Stale);
+    c.nop().unwrap();
+    let dev = b.d.device();
+    assert_eq!(dev["contexts"][0]["handle"], json!(format!("{ctx2:#x}")));
+    assert!(dev["counters"]["requests"]["DEREG_MR"]["ESTALE"].as_u64() == Some(2));
+    b.d.assert_healthy();
+}
+
+#[test]
+fn requests_on_a_closed_context_are_eshutdown() {
+    let mut b = Bad::new();
+    let c = &mut b.c;
+    let ctx = c.create_context(1, "x").unwrap();
+    let other = c.create_context(2, "y").unwrap();
+    let (key, pages) = c.alloc_mr(ctx, 1, PL_ACCESS_ALL).unwrap();
+    let (okey, _) = c.alloc_mr(other, 1, PL_ACCESS_ALL).unwrap();
+    let ex = c.export_mr(other, okey).unwrap().export;
+    let ch = c.create_child(ctx, PL_CHILD_EVENT_CHANNEL).unwrap();
+    let lease = c
+        .lease_take(ctx, &lease_req(file(1), 0, 0, PL_POLICY_WAIT))
+        .unwrap();
+    c.close_context(ctx).unwrap();
+    let e = expect_event(c, "CONTEXT_TORN_DOWN");
+    assert_eq!(e.args, [1, 1, 1, 0]);
+
+    let sd = Status::Shutdown;
+    let dma = PlDmaReq {
+        local_key: key,
+        remote_key: okey,
+        length: 8,
+        ..Default::default()
+    };
+    let pat = PlPatternReq {
+        key: okey,
+        length: 8,
+        ..Default::default()
+    };
+    assert_eq!(status_of(c.close_context(ctx)), sd);
+    assert_eq!(status_of(c.create_child(ctx, PL_CHILD_EVENT_CHANNEL)), sd);
+    assert_eq!(
+        status_of(c.reg_mr(ctx, &RegMrArgs::pages(PL_ACCESS_ALL, &pages))),
+        sd
+    );
+    assert_eq!(status_of(c.dereg_mr(ctx, key)), sd);
+    assert_eq!(status_of(c.write(ctx, &dma)), sd);
+    assert_eq!(status_of(c.read(ctx, &dma)), sd);
+    assert_eq!(status_of(c.compare_swap(ctx, okey, 0, 0, 1)), sd);
+    assert_eq!(status_of(c.fetch_add(ctx, okey, 0, 1)), sd);
+    assert_eq!(status_of(c.fill(ctx, &pat)), sd);
+    assert_eq!(status_of(c.verify(ctx, &pat)), sd);
+    assert_eq!(
+        status_of(c.lease_take(ctx, &lease_req(file(1), 0, 0, PL_POLICY_WAIT))),
+        sd
+    );
+    assert_eq!(
+        status_of(c.lease_release(ctx, lease, PL_RELEASE_HOLDER)),
+        sd
+    );
+    assert_eq!(status_of(c.export_mr(ctx, key)), sd);
+    assert_eq!(status_of(c.import_mr(ctx, ex, PL_ACCESS_READ)), sd);
+    // Nothing was touched on the other context's MR by the refused atomics.
+    assert_eq!(c.fetch_add(other, okey, 0, 0).unwrap(), 0);
+    // DESTROY_CHILD and RELEASE_CONTEXT still work.
+    assert_eq!(status_of(c.release_context(ctx)), Status::Busy);
+    c.destroy_child(ctx, ch).unwrap();
+    c.release_context(ctx).unwrap();
+    let dev = b.d.device();
+    assert_eq!(dev["contexts"].as_array().unwrap().len(), 1);
+    b.d.assert_healthy();
+}
+
+#[test]
+fn event_buffer_smaller_than_an_event() {
+    let mut b = Bad::new();
+    // A separate client whose event queue has no buffers yet.
+    drop(b.c);
+    b.d.wait_connected(false);
+    let mut c = b.d.client();
+    b.d.wait_connection(2);
+    let small = c.frontend_mut().alloc(64, 8).unwrap();
+    let ctx = c.create_context(1, "x").unwrap();
+    c.close_context(ctx).unwrap();
+    assert_eq!(b.d.device()["counters"]["events"]["backlog"], json!(1));
+    let fe = c.frontend_mut();
+    fe.submit_chain(1, &[Desc::writable(small, 32)]).unwrap();
+    fe.kick(1).unwrap();
+    let u = fe.wait_used(1, T).unwrap().expect("short buffer returned");
+    assert_eq!(u.len, 0, "returned unused");
+    assert_eq!(fe.read_mem(small, 32).unwrap(), [0u8; 32]);
+    let dev = b.d.device();
+    assert_eq!(
+        dev["counters"]["events"]["backlog"],
+        json!(1),
+        "event waits"
+    );
+    assert_eq!(dev["counters"]["bad_input"]["short-event-buffer"], json!(1));
+    // Two descriptors of 28 bytes together hold one event.
+    fe.submit_chain(
+        1,
+        &[Desc::writable(small, 28), Desc::writable(small + 32, 28)],
+    )
+    .unwrap();
+    fe.kick(1).unwrap();
+    let u = fe.wait_used(1, T).unwrap().expect("event delivered");
+    assert_eq!(u.len, size_of::<PlEvent>() as u32);
+    let mut bytes = fe.read_mem(small, 28).unwrap();
+    bytes.extend(fe.read_mem(small + 32, 28).unwrap());
+    let e = pinlease::frontend::client::decode_event(&bytes).unwrap();
+    assert_eq!((e.kind, e.ctx, e.seq), (PL_EVENT_CONTEXT_TORN_DOWN, ctx, 1));
+    b.c = c;
+    b.check("short-event-buffer", 1);
+}
+
+#[test]
+fn bad_input_log_lines_are_rate_limited() {
+    let mut b = Bad::new();
+    let n = 200u64;
+    let req = encode_request_hdr(
+        &PlReqHdr {
+            opcode: 0x4242,
+            ..Default::default()
+        },
+        &[],
+    );
+    for _ in 0..n {
+        let r = b.c.frontend_mut().request(&req, 64).unwrap();
+        assert_eq!(
+            PlRespHdr::read_from(&r).unwrap().status,
+            Status::NoSys as u32
+        );
+    }
+    // Wait into the next second so the limiter reports what it suppressed.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    b.c.frontend_mut().request(&req, 64).unwrap();
+    assert_eq!(b.d.bad_input("unknown-opcode"), n + 1);
+    let log = b.d.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("bad input: unknown-opcode"))
+        .collect();
+    assert!(
+        lines.len() < 80,
+        "{} log lines for {} bad requests:\n{log}",
+        lines.len(),
+        n + 1
+    );
+    // Every request is accounted for: logged, or counted as suppressed on
+    // a later line.
+    let suppressed: u64 = lines
+        .iter()
+        .filter_map(|l| {
+            let (before, _) = l.split_once(" similar lines suppressed")?;
+            before.rsplit(' ').next()?.parse::<u64>().ok()
+        })
+        .sum();
+    assert!(suppressed > 0, "no line reports suppressed lines:\n{log}");
+    assert_eq!(lines.len() as u64 + suppressed, n + 1, "log:\n{log}");
+    b.check("unknown-opcode", n + 1);
+}
