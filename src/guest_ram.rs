@@ -21,18 +21,49 @@ impl MmapRam {
 
     /// Host address of `[gpa, gpa + len)` when it lies inside one region.
     fn host_ptr(&self, gpa: u64, len: u64) -> Result<*mut u8, RamError> {
-        let err = RamError { gpa, len };
-        let end = gpa.checked_add(len).ok_or(err)?;
-        let region = self.mem.find_region(GuestAddress(gpa)).ok_or(err)?;
-        let region_end = region.start_addr().0 + region.len();
-        if end > region_end {
-            return Err(err);
+        match self.host_run(gpa, len) {
+            Ok((p, n)) if n == len => Ok(p),
+            _ => Err(RamError { gpa, len }),
         }
+    }
+
+    /// Host address of `gpa` and how many bytes from there, at most `len`,
+    /// lie in the same region (a range may continue in an adjacent one).
+    fn host_run(&self, gpa: u64, len: u64) -> Result<(*mut u8, u64), RamError> {
+        let err = RamError { gpa, len };
+        gpa.checked_add(len).ok_or(err)?;
+        let region = self.mem.find_region(GuestAddress(gpa)).ok_or(err)?;
         let offset = gpa - region.start_addr().0;
+        let n = len.min(region.len() - offset);
         // `get_host_address` bounds-checks the offset against the region.
-        region
+        let p = region
             .get_host_address(vm_memory::MemoryRegionAddress(offset))
-            .map_err(|_| err)
+            .map_err(|_| err)?;
+        Ok((p, n))
+    }
+
+    /// Calls `f(host pointer, bytes done so far, n)` for each piece of
+    /// `[gpa, gpa + len)` that lies in one region, in order; fails before
+    /// calling `f` at all unless the whole range is guest memory.
+    fn for_each_run(
+        &self,
+        gpa: u64,
+        len: u64,
+        mut f: impl FnMut(*mut u8, u64, u64),
+    ) -> Result<(), RamError> {
+        let mut runs = Vec::with_capacity(1);
+        let mut done = 0;
+        while done < len {
+            let (p, n) = self
+                .host_run(gpa + done, len - done)
+                .map_err(|_| RamError { gpa, len })?;
+            runs.push((p, done, n));
+            done += n;
+        }
+        for (p, at, n) in runs {
+            f(p, at, n);
+        }
+        Ok(())
     }
 
     fn atomic_u64(&self, gpa: u64) -> Result<&AtomicU64, RamError> {
@@ -51,31 +82,47 @@ impl MmapRam {
 
 impl GuestRam for MmapRam {
     fn contains(&self, gpa: u64, len: u64) -> bool {
-        self.host_ptr(gpa, len).is_ok()
+        self.for_each_run(gpa, len, |_, _, _| ()).is_ok()
     }
 
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), RamError> {
-        let p = self.host_ptr(gpa, buf.len() as u64)?;
-        // SAFETY: [p, p + len) is mapped for self's lifetime (host_ptr
-        // checked it lies in one region); buf is a distinct host buffer.
-        unsafe { std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), buf.len()) };
-        Ok(())
+        let out = buf.as_mut_ptr();
+        self.for_each_run(gpa, buf.len() as u64, |p, at, n| {
+            // SAFETY: [p, p + n) is mapped for self's lifetime (host_run
+            // checked it lies in one region); out[at..at + n] is inside buf,
+            // a distinct host buffer.
+            unsafe { std::ptr::copy_nonoverlapping(p, out.add(at as usize), n as usize) }
+        })
     }
 
     fn write(&self, gpa: u64, buf: &[u8]) -> Result<(), RamError> {
-        let p = self.host_ptr(gpa, buf.len() as u64)?;
-        // SAFETY: as in read; the destination is guest memory, never a Rust
-        // reference, so the guest racing with us cannot break Rust aliasing.
-        unsafe { std::ptr::copy_nonoverlapping(buf.as_ptr(), p, buf.len()) };
-        Ok(())
+        let src = buf.as_ptr();
+        self.for_each_run(gpa, buf.len() as u64, |p, at, n| {
+            // SAFETY: as in read; the destination is guest memory, never a
+            // Rust reference, so the guest racing with us cannot break Rust
+            // aliasing.
+            unsafe { std::ptr::copy_nonoverlapping(src.add(at as usize), p, n as usize) }
+        })
     }
 
     fn copy(&self, src: u64, dst: u64, len: u64) -> Result<(), RamError> {
-        let s = self.host_ptr(src, len)?;
-        let d = self.host_ptr(dst, len)?;
-        // SAFETY: both ranges are mapped for self's lifetime; ptr::copy
-        // allows overlap (two MRs may alias the same guest page).
-        unsafe { std::ptr::copy(s, d, len as usize) };
+        if !self.contains(src, len) {
+            return Err(RamError { gpa: src, len });
+        }
+        if !self.contains(dst, len) {
+            return Err(RamError { gpa: dst, len });
+        }
+        let mut done = 0;
+        while done < len {
+            let (s, sn) = self.host_run(src + done, len - done)?;
+            let (d, dn) = self.host_run(dst + done, len - done)?;
+            let n = sn.min(dn);
+            // SAFETY: both pieces are mapped for self's lifetime and lie in
+            // one region each; ptr::copy allows overlap (two MRs may alias
+            // the same guest page).
+            unsafe { std::ptr::copy(s, d, n as usize) };
+            done += n;
+        }
         Ok(())
     }
 
@@ -119,7 +166,10 @@ mod tests {
     fn accesses_outside_or_across_regions_fail() {
         let ram = test_ram(&[(0, 0x10000), (0x20000, 0x10000)]);
         assert!(ram.contains(0, 0x10000));
-        assert!(!ram.contains(0xf000, 0x2000), "crosses the end of region 0");
+        assert!(
+            !ram.contains(0xf000, 0x2000),
+            "crosses into the hole after region 0"
+        );
         assert!(!ram.contains(0x10000, 1), "hole between regions");
         assert!(!ram.contains(u64::MAX - 3, 8), "overflowing range");
         let mut b = [0u8; 16];
@@ -132,6 +182,22 @@ mod tests {
         );
         assert!(ram.write(0x2fff8, &b).is_err());
         assert!(ram.copy(0, 0x1fff0, 32).is_err());
+    }
+
+    #[test]
+    fn accesses_split_at_the_seam_of_adjacent_regions() {
+        let ram = test_ram(&[(0, 0x10000), (0x10000, 0x10000)]);
+        assert!(ram.contains(0xf000, 0x2000));
+        let data: Vec<u8> = (0..0x3000u32).map(|i| (i * 7) as u8).collect();
+        ram.write(0xf800, &data).unwrap();
+        let mut back = vec![0u8; data.len()];
+        ram.read(0xf800, &mut back).unwrap();
+        assert_eq!(back, data);
+        ram.copy(0xf800, 0x1000, 0x3000).unwrap();
+        ram.copy(0x1000, 0xfc00, 0x3000).unwrap();
+        ram.read(0xfc00, &mut back).unwrap();
+        assert_eq!(back, data);
+        assert!(ram.copy(0x1000, 0x1f000, 0x2000).is_err(), "past the end");
     }
 
     #[test]

@@ -483,19 +483,40 @@ impl Device {
                 ),
             ));
         }
-        for (i, &gpa) in r.pages.iter().enumerate() {
-            if gpa % PL_PAGE_SIZE != 0 {
-                return Err(Reject::new(
-                    Status::Inval,
-                    format!("page {i} address {gpa:#x} is not page aligned"),
-                ));
+        // Bounds-check runs of physically contiguous pages at once; on a
+        // failure, find the first page that is outside, for the message.
+        let mut i = 0;
+        while i < r.pages.len() {
+            let first = r.pages[i];
+            let mut n = 1;
+            while i + n < r.pages.len()
+                && r.pages[i + n] == first.wrapping_add(n as u64 * PL_PAGE_SIZE)
+            {
+                n += 1;
             }
-            if !ram.contains(gpa, PL_PAGE_SIZE) {
-                return Err(Reject::new(
-                    Status::Fault,
-                    format!("page {i} address {gpa:#x} is outside guest memory"),
-                ));
+            for (j, &gpa) in r.pages[i..i + n].iter().enumerate() {
+                if gpa % PL_PAGE_SIZE != 0 {
+                    return Err(Reject::new(
+                        Status::Inval,
+                        format!("page {} address {gpa:#x} is not page aligned", i + j),
+                    ));
+                }
             }
+            // A run may also fail by spanning two adjacent regions, each
+            // page being fine: only a page that is outside refuses the MR.
+            if !ram.contains(first, n as u64 * PL_PAGE_SIZE) {
+                let outside = r.pages[i..i + n]
+                    .iter()
+                    .enumerate()
+                    .find(|(_, &g)| !ram.contains(g, PL_PAGE_SIZE));
+                if let Some((j, &gpa)) = outside {
+                    return Err(Reject::new(
+                        Status::Fault,
+                        format!("page {} address {gpa:#x} is outside guest memory", i + j),
+                    ));
+                }
+            }
+            i += n;
         }
         if let Some(f) = &r.file {
             if f.offset.checked_add(r.length).is_none() {

@@ -4,11 +4,13 @@
 //! context, policy, state.
 //!
 //! Readers (conflict lookups, status) load a published snapshot and never
-//! take the writers' lock. Overlap lookup for a file range is O(log n + m):
-//! a lease overlapping `[s, e)` starts before `e` and no earlier than
-//! `s - L`, where L is the longest lease on that file, so only starts in
-//! that window are scanned (`m` of them). Leases "to end of file" make L
-//! large and the scan covers the file's leases; other files are never read.
+//! take the writers' lock. The index is per file (a hash map of files, each
+//! with its own ordered maps), so a lookup costs a hash probe plus
+//! O(log n_f + m) in that file's n_f leases: a bounded lease overlapping
+//! `[s, e)` starts before `e` and no earlier than `s - L`, where L is the
+//! file's longest bounded lease, so only starts in that window are scanned
+//! (m of them); leases to the end of the file are kept apart and overlap
+//! exactly when they start before `e`. Other files are never read.
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -158,12 +160,34 @@ fn file_key(f: &PlFileId) -> FileKey {
     (f.dev, f.ino, f.generation)
 }
 
-/// One published version of the table.
+/// One file's leases. Leases to the end of the file are kept apart: they
+/// overlap `[s, e)` exactly when they start before `e`, and mixing them
+/// with bounded leases would stretch the bounded scan window to the file's
+/// start.
+#[derive(Clone, Default)]
+struct FileLeases {
+    /// Leases with a finite end, by start.
+    bounded: imbl::OrdMap<(u64, Handle), Arc<Lease>>,
+    /// Lengths of the bounded leases, to keep `max_len` on removal.
+    lens: imbl::OrdMap<(u64, Handle), ()>,
+    /// Longest bounded lease: a bounded lease overlapping `[s, e)` starts
+    /// no earlier than `s - max_len`.
+    max_len: u64,
+    /// Leases to the end of the file (`end == u64::MAX`), by start.
+    to_eof: imbl::OrdMap<(u64, Handle), Arc<Lease>>,
+}
+
+impl FileLeases {
+    fn is_empty(&self) -> bool {
+        self.bounded.is_empty() && self.to_eof.is_empty()
+    }
+}
+
+/// One published version of the table: per file, so a lookup reads only
+/// its file's (usually small) maps, and a write path-copies only them.
 #[derive(Clone, Default)]
 struct Index {
-    by_start: imbl::OrdMap<(FileKey, u64, Handle), Arc<Lease>>,
-    /// Lease lengths per file, to bound the overlap scan.
-    by_len: imbl::OrdMap<(FileKey, u64, Handle), ()>,
+    files: imbl::HashMap<FileKey, FileLeases>,
     by_handle: imbl::HashMap<Handle, Arc<Lease>>,
 }
 
@@ -185,9 +209,11 @@ impl LeaseTable {
         self.index.load().by_handle.get(&h).cloned()
     }
 
-    /// All leases, ordered by file and start.
+    /// All leases, ordered by file, start and handle.
     pub fn all(&self) -> Vec<Arc<Lease>> {
-        self.index.load().by_start.values().cloned().collect()
+        let mut v: Vec<Arc<Lease>> = self.index.load().by_handle.values().cloned().collect();
+        v.sort_by_key(|l| (file_key(&l.file), l.start, l.handle));
+        v
     }
 
     /// Reader: leases on `file` overlapping `[start, end)`.
@@ -200,8 +226,9 @@ impl LeaseTable {
         out
     }
 
-    /// Reader: calls `f` for each lease on `file` overlapping `[start, end)`
-    /// until it returns false. Returns how many leases were visited.
+    /// Reader: calls `f` for each lease on `file` overlapping `[start, end)`,
+    /// in order of start, until it returns false. Returns how many leases
+    /// were visited.
     pub fn for_each_overlapping<F>(&self, file: &PlFileId, start: u64, end: u64, mut f: F) -> usize
     where
         F: FnMut(&Arc<Lease>) -> bool,
@@ -210,22 +237,33 @@ impl LeaseTable {
             return 0;
         }
         let idx = self.index.load();
-        let fk = file_key(file);
-        let Some(((_, max_len, _), _)) = idx
-            .by_len
-            .range((fk, 0, 0)..=(fk, u64::MAX, u64::MAX))
-            .next_back()
-        else {
+        let Some(fl) = idx.files.get(&file_key(file)) else {
             return 0;
         };
-        let lo = start.saturating_sub(*max_len);
+        let lo = start.saturating_sub(fl.max_len);
+        let mut bounded = fl
+            .bounded
+            .range((lo, 0)..(end, 0))
+            .map(|(_, l)| l)
+            .filter(|l| l.end > start)
+            .peekable();
+        let mut to_eof = fl.to_eof.range(..(end, 0)).map(|(_, l)| l).peekable();
         let mut n = 0;
-        for (_, lease) in idx.by_start.range((fk, lo, 0)..(fk, end, 0)) {
-            if lease.end > start {
-                n += 1;
-                if !f(lease) {
-                    break;
-                }
+        // Merge the two runs by (start, handle).
+        loop {
+            let next = match (bounded.peek(), to_eof.peek()) {
+                (Some(b), Some(e)) if (b.start, b.handle) <= (e.start, e.handle) => bounded.next(),
+                (Some(_), Some(_)) => to_eof.next(),
+                (Some(_), None) => bounded.next(),
+                (None, Some(_)) => to_eof.next(),
+                (None, None) => None,
+            };
+            let Some(lease) = next else {
+                break;
+            };
+            n += 1;
+            if !f(lease) {
+                break;
             }
         }
         n
@@ -235,10 +273,17 @@ impl LeaseTable {
     pub fn insert(&self, lease: Arc<Lease>) {
         let mut next = (**self.index.load()).clone();
         let fk = file_key(&lease.file);
-        next.by_start
-            .insert((fk, lease.start, lease.handle), lease.clone());
-        next.by_len
-            .insert((fk, lease.end - lease.start, lease.handle), ());
+        let mut fl = next.files.get(&fk).cloned().unwrap_or_default();
+        let key = (lease.start, lease.handle);
+        if lease.end == u64::MAX {
+            fl.to_eof.insert(key, lease.clone());
+        } else {
+            let len = lease.end - lease.start;
+            fl.bounded.insert(key, lease.clone());
+            fl.lens.insert((len, lease.handle), ());
+            fl.max_len = fl.max_len.max(len);
+        }
+        next.files.insert(fk, fl);
         next.by_handle.insert(lease.handle, lease);
         self.index.store(Arc::new(next));
     }
@@ -249,8 +294,21 @@ impl LeaseTable {
         let lease = cur.by_handle.get(&h)?.clone();
         let mut next = (**cur).clone();
         let fk = file_key(&lease.file);
-        next.by_start.remove(&(fk, lease.start, h));
-        next.by_len.remove(&(fk, lease.end - lease.start, h));
+        if let Some(mut fl) = next.files.get(&fk).cloned() {
+            let key = (lease.start, h);
+            if lease.end == u64::MAX {
+                fl.to_eof.remove(&key);
+            } else {
+                fl.bounded.remove(&key);
+                fl.lens.remove(&(lease.end - lease.start, h));
+                fl.max_len = fl.lens.get_max().map_or(0, |((len, _), _)| *len);
+            }
+            if fl.is_empty() {
+                next.files.remove(&fk);
+            } else {
+                next.files.insert(fk, fl);
+            }
+        }
         next.by_handle.remove(&h);
         self.index.store(Arc::new(next));
         Some(lease)

@@ -34,7 +34,8 @@ impl std::error::Error for RamError {}
 /// race with the guest's CPUs exactly as real DMA does; implementations move
 /// bytes with raw copies and never hand out Rust references into it.
 pub trait GuestRam: Send + Sync {
-    /// True when `[gpa, gpa + len)` lies inside one mapped region.
+    /// True when `[gpa, gpa + len)` is guest memory (it may span adjacent
+    /// regions: every access below splits at region boundaries).
     fn contains(&self, gpa: u64, len: u64) -> bool;
     /// Copies guest memory into `buf`.
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), RamError>;

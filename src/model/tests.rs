@@ -2738,3 +2738,25 @@ fn device_reset_forgets_every_context_child_mr_and_lease() {
     assert_eq!(dev.pin_totals(), (4, 4));
     assert_ne!(k, ka);
 }
+
+#[test]
+fn a_contiguous_page_run_across_two_adjacent_regions_registers() {
+    // Two regions that touch: a run of pages crossing the seam is one run
+    // in guest-physical space but not inside one mapping.
+    let dev = device_with(Limits::default(), &[(0, MIB), (MIB as u64, MIB)]);
+    let c = ctx(&dev);
+    let l = Layout::pages(run(MIB as u64 - 2 * PAGE, 4));
+    let k = reg(&dev, c, &l, PL_ACCESS_ALL);
+    let src = Layout::pages(run(0x10000, 4));
+    let ks = reg(&dev, c, &src, PL_ACCESS_ALL);
+    let r = ram(&dev);
+    let data = bytes(4 * PAGE as usize, 9);
+    src.write(r.as_ref().as_ref(), 0, &data);
+    write(&dev, c, ks, 0, k, 0, 4 * PAGE).unwrap();
+    assert_eq!(l.all(r.as_ref().as_ref()), data);
+    // A run that leaves guest memory is still refused, naming the page.
+    let bad = Layout::pages(run(2 * MIB as u64 - PAGE, 2));
+    let e = dev.reg_mr(c, bad.req(PL_ACCESS_ALL)).unwrap_err();
+    assert_eq!(e.status, Status::Fault);
+    assert!(e.why.contains("page 1 address 0x200000"), "{}", e.why);
+}
