@@ -42,6 +42,19 @@ impl MmapRam {
         Ok((p, n))
     }
 
+    /// True when `[gpa, gpa + len)` is guest memory, possibly spanning
+    /// adjacent regions.
+    fn covered(&self, gpa: u64, len: u64) -> bool {
+        let mut done = 0;
+        while done < len {
+            match self.host_run(gpa + done, len - done) {
+                Ok((_, n)) => done += n,
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
     /// Calls `f(host pointer, bytes done so far, n)` for each piece of
     /// `[gpa, gpa + len)` that lies in one region, in order; fails before
     /// calling `f` at all unless the whole range is guest memory.
@@ -51,17 +64,14 @@ impl MmapRam {
         len: u64,
         mut f: impl FnMut(*mut u8, u64, u64),
     ) -> Result<(), RamError> {
-        let mut runs = Vec::with_capacity(1);
+        if !self.covered(gpa, len) {
+            return Err(RamError { gpa, len });
+        }
         let mut done = 0;
         while done < len {
-            let (p, n) = self
-                .host_run(gpa + done, len - done)
-                .map_err(|_| RamError { gpa, len })?;
-            runs.push((p, done, n));
+            let (p, n) = self.host_run(gpa + done, len - done)?;
+            f(p, done, n);
             done += n;
-        }
-        for (p, at, n) in runs {
-            f(p, at, n);
         }
         Ok(())
     }
@@ -82,7 +92,7 @@ impl MmapRam {
 
 impl GuestRam for MmapRam {
     fn contains(&self, gpa: u64, len: u64) -> bool {
-        self.for_each_run(gpa, len, |_, _, _| ()).is_ok()
+        self.covered(gpa, len)
     }
 
     fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), RamError> {
@@ -106,10 +116,10 @@ impl GuestRam for MmapRam {
     }
 
     fn copy(&self, src: u64, dst: u64, len: u64) -> Result<(), RamError> {
-        if !self.contains(src, len) {
+        if !self.covered(src, len) {
             return Err(RamError { gpa: src, len });
         }
-        if !self.contains(dst, len) {
+        if !self.covered(dst, len) {
             return Err(RamError { gpa: dst, len });
         }
         let mut done = 0;
