@@ -1086,10 +1086,11 @@ fn bench_write(
                 ),
             );
             if len == MIB {
-                let pieces = copy(gsrc as *const u8, gdst, 64 * KIB);
+                // DMA_CHUNK in src/model/device.rs (private there).
+                let pieces = copy(gsrc as *const u8, gdst, 256 * KIB);
                 rep.row(
                     "3",
-                    "  memcpy 1 MiB in 64 KiB pieces, guest memfd (as Device::dma splits it)",
+                    "  memcpy 1 MiB in 256 KiB pieces, guest memfd (as Device::dma splits it)",
                     fmt_gbs(pieces.median),
                     format!("{:.3} x memcpy", pieces.median / best),
                     format!("spread {}", pieces.spread()),

@@ -8,9 +8,14 @@
 //! the vhost-user handshake (features, protocol features, GET_CONFIG, memory
 //! table). The guest suite (guest-driver/vm/run) covers the rest.
 //!
+//! Signals, socket-path checks and the rest of the daemon's lifecycle
+//! without QEMU are in daemon_lifecycle.rs.
+//!
 //! Needs qemu-system-x86_64 >= 10 (scripts/install-host-deps). Without it
 //! these tests print why and pass, unless PINLEASE_REQUIRE_QEMU=1 (set by
 //! .ci/run), where a missing QEMU fails them.
+
+mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -18,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{wait_for_path, Daemon};
 use serde_json::{json, Value};
 
 fn qemu_available() -> bool {
@@ -41,77 +47,6 @@ fn qemu_has_device(name: &str) -> bool {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("\"{name}\"")))
         .unwrap_or(false)
-}
-
-fn wait_for(path: &Path, what: &str) {
-    let t = Instant::now();
-    while !path.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "{what} {} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-struct Daemon {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl Daemon {
-    fn start() -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_pinlease"))
-            .args(["--log-level", "debug", "serve", "--socket-path"])
-            .arg(dir.path().join("vu.sock"))
-            .arg("--admin-socket")
-            .arg(dir.path().join("admin.sock"))
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let d = Daemon { child, dir };
-        wait_for(&d.sock(), "vhost-user socket");
-        wait_for(&d.admin(), "admin socket");
-        d
-    }
-    fn sock(&self) -> PathBuf {
-        self.dir.path().join("vu.sock")
-    }
-    fn admin(&self) -> PathBuf {
-        self.dir.path().join("admin.sock")
-    }
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
-    }
-    fn status(&self) -> Value {
-        pinlease::admin::request(&self.admin(), &json!({"cmd": "status"})).unwrap()
-    }
-    /// Waits until the daemon reports `connected` == want.
-    fn wait_connected(&self, want: bool) -> Value {
-        let t = Instant::now();
-        loop {
-            let s = self.status();
-            if s["connected"] == json!(want) {
-                return s;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "daemon never reported connected={want}; last status {s}\ndaemon log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 struct Qemu {
@@ -151,7 +86,7 @@ impl Qemu {
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting qemu-system-x86_64");
-        wait_for(&qmp, "QMP socket");
+        wait_for_path(&qmp, "QMP socket");
         Qemu { child, qmp }
     }
 
@@ -250,56 +185,4 @@ fn native_mode_when_qemu_offers_the_generic_device() {
         return;
     }
     attach_twice("vhost-user-test-device-pci,virtio-id=42,num_vqs=2,config_size=8");
-}
-
-#[test]
-fn sigterm_stops_the_daemon_and_removes_its_sockets() {
-    let mut d = Daemon::start();
-    // SAFETY: kill(2) on our own child's pid.
-    let r = unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
-    assert_eq!(r, 0);
-    let t = Instant::now();
-    let status = loop {
-        if let Some(s) = d.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "daemon ignored SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success(), "exit {status:?}\n{}", d.log());
-    assert!(!d.sock().exists(), "vhost-user socket left behind");
-    assert!(!d.admin().exists(), "admin socket left behind");
-}
-
-#[test]
-fn serve_refuses_a_socket_path_that_is_not_a_socket_or_in_use() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("plain");
-    std::fs::write(&file, b"x").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pinlease"))
-        .args(["serve", "--socket-path"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("is not a socket") && err.contains("plain"),
-        "{err}"
-    );
-    assert_eq!(std::fs::read(&file).unwrap(), b"x", "the file was touched");
-
-    let d = Daemon::start();
-    let out = Command::new(env!("CARGO_BIN_EXE_pinlease"))
-        .args(["serve", "--socket-path"])
-        .arg(d.sock())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("another process is listening"), "{err}");
-    assert!(d.status()["ok"] == json!(true), "first daemon disturbed");
 }

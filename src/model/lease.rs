@@ -247,7 +247,13 @@ impl LeaseTable {
             .map(|(_, l)| l)
             .filter(|l| l.end > start)
             .peekable();
-        let mut to_eof = fl.to_eof.range(..(end, 0)).map(|(_, l)| l).peekable();
+        // Most files have no lease to EOF: skip that map's range walk
+        // (an imbl range costs as much as the rest of a lookup).
+        let mut to_eof = (!fl.to_eof.is_empty())
+            .then(|| fl.to_eof.range(..(end, 0)).map(|(_, l)| l))
+            .into_iter()
+            .flatten()
+            .peekable();
         let mut n = 0;
         // Merge the two runs by (start, handle).
         loop {
