@@ -1,0 +1,171 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * pinlease guest module: internal definitions.
+ *
+ * Objects and their references:
+ *
+ * - struct pl_dev: one per bound virtio device. Lives from probe until
+ *   remove() has run and the last context referring to it is freed
+ *   (kref). After remove() (dev->dead) nothing touches the virtio device.
+ * - struct pl_ctx: one per open of /dev/pinleaseN, a device context. Its
+ *   kref is held by the device fd and by every child fd (event channel,
+ *   export). The hardware lifetime ends with the device fd's release
+ *   (CLOSE_CONTEXT, MRs unpinned); the object lifetime ends at kref zero
+ *   (RELEASE_CONTEXT from a work item, then kfree_rcu). Child fds never
+ *   hold pins. dev->ctxs maps the handle's slot to the context; readers
+ *   use RCU and kref_get_unless_zero().
+ * - struct pl_mr: in ctx->mrs (slot of the key), protected by
+ *   ctx->mr_lock. Owns the pinned pages until DEREG_MR, MR_REVOKED,
+ *   context close, device reset or remove().
+ *
+ * Lock order: dev->lock -> ctx->mr_lock -> ctx->ev_lock. No device request
+ * is ever sent with dev->lock or ctx->mr_lock held (a request that times out
+ * waits for the device reset, which takes both).
+ */
+#ifndef _PINLEASE_H
+#define _PINLEASE_H
+
+#include <linux/kref.h>
+#include <linux/miscdevice.h>
+#include <linux/mutex.h>
+#include <linux/rcupdate.h>
+#include <linux/spinlock.h>
+#include <linux/types.h>
+#include <linux/wait.h>
+#include <linux/workqueue.h>
+#include <linux/xarray.h>
+
+#include "pinlease_abi.h"
+#include "pinlease_uapi.h"
+
+struct scatterlist;
+
+/* Event buffers kept posted on the event queue. */
+#define PL_EVT_BUFS		64
+/* Events queued per event-channel fd before new ones are dropped. */
+#define PL_EVCH_DEPTH		256
+/* A request the device has not answered by then means a dead device. */
+#define PL_REQ_TIMEOUT		(30 * HZ)
+/* Pages pinned per pin_user_pages_fast() call (signals checked between). */
+#define PL_PIN_BATCH		4096
+/* Page-list entries per physically contiguous chunk (64 KiB). */
+#define PL_LIST_CHUNK		8192
+
+struct pl_dev {
+	struct kref kref;
+	struct virtio_device *vdev;	/* not to be used once dead */
+	u32 virtio_id;
+	int index;
+	char name[24];		/* "pinlease%d" */
+
+	/* request queue: req_vq and req_ok under req_lock */
+	spinlock_t req_lock;
+	struct virtqueue *req_vq;
+	bool req_ok;
+	wait_queue_head_t req_space;
+	atomic64_t next_tag;
+
+	/* event queue: evt_vq and evt_ok under evt_lock */
+	spinlock_t evt_lock;
+	struct virtqueue *evt_vq;
+	bool evt_ok;
+	struct pl_event *evt_bufs;
+	struct work_struct evt_work;
+
+	struct work_struct reset_work;
+
+	/* serialises ctxs writers, reset and remove */
+	struct mutex lock;
+	bool dead;		/* removed; also read locklessly */
+	bool vqs_live;		/* vqs exist (false after a failed re-init) */
+	u64 gen;		/* device resets so far */
+	struct xarray ctxs;	/* slot of the context handle -> pl_ctx */
+
+	/* QUERY_DEVICE answer, CPU byte order */
+	u32 abi_version;
+	u32 page_size;
+	u64 features;
+	u32 max_contexts;
+	u32 max_mrs;
+	u32 max_pages_per_mr;
+	u32 max_leases;
+	u32 max_children_per_context;
+	u32 max_request_bytes;
+
+	struct miscdevice misc;
+	struct dentry *dbg;
+
+	/* counters for debugfs */
+	atomic64_t nr_requests;
+	atomic64_t nr_events;
+	atomic64_t nr_events_unrouted;
+	atomic64_t nr_events_bad;
+	atomic64_t nr_timeouts;
+	atomic64_t nr_resets;
+};
+
+struct pl_ctx {
+	struct kref kref;
+	struct pl_dev *dev;		/* holds a dev reference */
+	u64 handle;
+	pid_t pid;
+	char comm[16];
+	u64 gen;			/* dev->gen when created */
+
+	struct mutex mr_lock;		/* mrs, closed/dead transitions */
+	struct xarray mrs;		/* slot of the MR key -> pl_mr */
+	bool closed;			/* device fd released */
+	bool dead;			/* device reset or removed */
+
+	spinlock_t ev_lock;		/* evchs and their queues, nr_exports */
+	struct list_head evchs;		/* struct pl_evch.node */
+	u32 nr_exports;
+
+	struct work_struct free_work;
+	struct rcu_head rcu;
+};
+
+struct pl_mr {
+	u64 key;
+	u64 lease;
+	u64 addr;
+	u64 length;
+	u32 access;
+	u32 npages;
+	u32 reg_flags;			/* PL_REG_* sent to the device */
+	u32 pin_flags;			/* PINLEASE_PIN_* */
+	bool imported;
+	bool revoked;
+	u64 file_dev;
+	u64 file_ino;
+	u32 file_gen;
+	u64 file_offset;
+	u64 import_export;		/* export handle it was imported from */
+	struct page **pages;		/* NULL: no pins (imported, unpinned) */
+};
+
+/* pl_virtio.c */
+extern struct workqueue_struct *pl_wq;
+int pl_submit(struct pl_dev *dev, u16 op, u64 ctx, const void *body,
+	      size_t blen, struct scatterlist *extra, unsigned int nextra,
+	      void *rbody, size_t rlen);
+void pl_dev_put(struct pl_dev *dev);
+int pl_dev_reset(struct pl_dev *dev);
+
+/* pl_fops.c */
+extern const struct file_operations pl_dev_fops;
+struct pl_ctx *pl_ctx_lookup(struct pl_dev *dev, u64 handle);
+void pl_ctx_put(struct pl_ctx *ctx);
+void pl_ctx_kill(struct pl_ctx *ctx);
+void pl_ctx_route_event(struct pl_ctx *ctx, const struct pl_event *ev);
+void pl_ctx_mr_revoked(struct pl_ctx *ctx, u64 key);
+const char *pl_ctx_state(const struct pl_ctx *ctx);
+void pl_mr_unpin(struct pl_mr *mr);
+
+/* pl_debugfs.c */
+void pl_debugfs_init(void);
+void pl_debugfs_exit(void);
+void pl_debugfs_add(struct pl_dev *dev);
+void pl_debugfs_remove(struct pl_dev *dev);
+
+#endif /* _PINLEASE_H */

@@ -1,0 +1,163 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * pinlease: debugfs tables of each device.
+ *
+ * /sys/kernel/debug/pinlease/pinleaseN/
+ *   device    limits, state and counters
+ *   contexts  one line per context the module tracks
+ *   mrs       one line per MR
+ *   reset     write 1: reset the device (it forgets everything)
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/debugfs.h>
+#include <linux/kstrtox.h>
+#include <linux/seq_file.h>
+
+#include "pinlease.h"
+
+static struct dentry *pl_dbg_root;
+
+static int pl_dbg_device_show(struct seq_file *m, void *unused)
+{
+	struct pl_dev *dev = m->private;
+
+	seq_printf(m, "name: %s\nvirtio_id: %u\nmode: %s\n", dev->name,
+		   dev->virtio_id,
+		   dev->virtio_id == PL_VIRTIO_ID_NATIVE ? "native" : "carrier");
+	seq_printf(m, "abi_version: %u\npage_size: %u\nfeatures: %#llx\n",
+		   dev->abi_version, dev->page_size, dev->features);
+	seq_printf(m, "max_contexts: %u\nmax_mrs: %u\nmax_pages_per_mr: %u\n",
+		   dev->max_contexts, dev->max_mrs, dev->max_pages_per_mr);
+	seq_printf(m, "max_leases: %u\nmax_children_per_context: %u\nmax_request_bytes: %u\n",
+		   dev->max_leases, dev->max_children_per_context,
+		   dev->max_request_bytes);
+	seq_printf(m, "requests: %lld\nevents: %lld\nevents_unrouted: %lld\nevents_bad: %lld\n",
+		   atomic64_read(&dev->nr_requests),
+		   atomic64_read(&dev->nr_events),
+		   atomic64_read(&dev->nr_events_unrouted),
+		   atomic64_read(&dev->nr_events_bad));
+	seq_printf(m, "timeouts: %lld\nresets: %lld\n",
+		   atomic64_read(&dev->nr_timeouts),
+		   atomic64_read(&dev->nr_resets));
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(pl_dbg_device);
+
+static int pl_dbg_contexts_show(struct seq_file *m, void *unused)
+{
+	struct pl_dev *dev = m->private;
+	struct pl_ctx *ctx;
+	struct pl_mr *mr;
+	unsigned long idx, j;
+	unsigned int nmrs, nevch;
+	struct list_head *pos;
+
+	seq_puts(m, "ctx                 pid     comm             state    refs mrs  evchs exports\n");
+	mutex_lock(&dev->lock);
+	xa_for_each(&dev->ctxs, idx, ctx) {
+		nmrs = 0;
+		nevch = 0;
+		mutex_lock(&ctx->mr_lock);
+		xa_for_each(&ctx->mrs, j, mr)
+			nmrs++;
+		mutex_unlock(&ctx->mr_lock);
+		spin_lock(&ctx->ev_lock);
+		list_for_each(pos, &ctx->evchs)
+			nevch++;
+		spin_unlock(&ctx->ev_lock);
+		seq_printf(m, "%#-18llx  %-7d %-16.16s %-8s %-4u %-4u %-5u %u\n",
+			   ctx->handle, ctx->pid, ctx->comm, pl_ctx_state(ctx),
+			   kref_read(&ctx->kref), nmrs, nevch,
+			   READ_ONCE(ctx->nr_exports));
+	}
+	mutex_unlock(&dev->lock);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(pl_dbg_contexts);
+
+static int pl_dbg_mrs_show(struct seq_file *m, void *unused)
+{
+	struct pl_dev *dev = m->private;
+	struct pl_ctx *ctx;
+	struct pl_mr *mr;
+	unsigned long idx, j;
+
+	seq_puts(m, "ctx                 key                 addr               length       pages    access flags pin state    lease              file\n");
+	mutex_lock(&dev->lock);
+	xa_for_each(&dev->ctxs, idx, ctx) {
+		mutex_lock(&ctx->mr_lock);
+		xa_for_each(&ctx->mrs, j, mr) {
+			seq_printf(m, "%#-18llx  %#-18llx  %#-18llx %-12llu %-8u %-6x %-5x %-3x %-8s %#-18llx ",
+				   ctx->handle, mr->key, mr->addr, mr->length,
+				   mr->npages, mr->access, mr->reg_flags,
+				   mr->pin_flags,
+				   mr->revoked ? "revoked" :
+				   mr->imported ? "imported" : "active",
+				   mr->lease);
+			if (mr->reg_flags & PL_REG_HAS_FILE)
+				seq_printf(m, "%llx:%llu:%u@%llu\n",
+					   mr->file_dev, mr->file_ino,
+					   mr->file_gen, mr->file_offset);
+			else
+				seq_puts(m, "-\n");
+		}
+		mutex_unlock(&ctx->mr_lock);
+	}
+	mutex_unlock(&dev->lock);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(pl_dbg_mrs);
+
+static ssize_t pl_dbg_reset_write(struct file *file, const char __user *ubuf,
+				  size_t count, loff_t *ppos)
+{
+	struct pl_dev *dev = file->private_data;
+	bool on;
+	int err;
+
+	err = kstrtobool_from_user(ubuf, count, &on);
+	if (err)
+		return err;
+	if (!on)
+		return count;
+	err = pl_dev_reset(dev);
+	return err ? err : count;
+}
+
+static const struct file_operations pl_dbg_reset_fops = {
+	.owner = THIS_MODULE,
+	.open = simple_open,
+	.write = pl_dbg_reset_write,
+};
+
+void pl_debugfs_add(struct pl_dev *dev)
+{
+	if (!pl_dbg_root)
+		return;
+	dev->dbg = debugfs_create_dir(dev->name, pl_dbg_root);
+	debugfs_create_file("device", 0400, dev->dbg, dev,
+			    &pl_dbg_device_fops);
+	debugfs_create_file("contexts", 0400, dev->dbg, dev,
+			    &pl_dbg_contexts_fops);
+	debugfs_create_file("mrs", 0400, dev->dbg, dev, &pl_dbg_mrs_fops);
+	debugfs_create_file("reset", 0200, dev->dbg, dev, &pl_dbg_reset_fops);
+}
+
+void pl_debugfs_remove(struct pl_dev *dev)
+{
+	debugfs_remove_recursive(dev->dbg);
+	dev->dbg = NULL;
+}
+
+void pl_debugfs_init(void)
+{
+	pl_dbg_root = debugfs_create_dir(KBUILD_MODNAME, NULL);
+	if (IS_ERR(pl_dbg_root))
+		pl_dbg_root = NULL;
+}
+
+void pl_debugfs_exit(void)
+{
+	debugfs_remove_recursive(pl_dbg_root);
+}

@@ -1,0 +1,631 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * pinlease: virtio driver, request submission, event queue, device reset.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/cache.h>
+#include <linux/completion.h>
+#include <linux/idr.h>
+#include <linux/module.h>
+#include <linux/scatterlist.h>
+#include <linux/slab.h>
+#include <linux/virtio.h>
+#include <linux/virtio_config.h>
+
+#include "pinlease.h"
+#include "pinlease_compat.h"
+
+struct workqueue_struct *pl_wq;
+static DEFINE_IDA(pl_ida);
+
+/* The largest request and response bodies (REG_MR, QUERY_DEVICE). */
+#define PL_MAX_BODY		sizeof(struct pl_reg_mr_req)
+#define PL_MAX_RESP_BODY	sizeof(struct pl_query_device_resp)
+
+/* One request in flight: the buffers the device reads and writes. */
+struct pl_req {
+	struct pl_req_hdr hdr;
+	u8 body[PL_MAX_BODY];
+	struct pl_resp_hdr resp ____cacheline_aligned;
+	u8 resp_body[PL_MAX_RESP_BODY];
+	struct completion done;
+	u32 used_len;
+	int err;		/* set when the driver took the buffer back */
+};
+
+static bool pl_req_room(struct pl_dev *dev, unsigned int ndesc)
+{
+	bool room;
+
+	spin_lock_irq(&dev->req_lock);
+	room = !dev->req_ok || dev->req_vq->num_free >= ndesc;
+	spin_unlock_irq(&dev->req_lock);
+	return room;
+}
+
+static void pl_schedule_reset(struct pl_dev *dev)
+{
+	queue_work(pl_wq, &dev->reset_work);
+}
+
+/**
+ * pl_submit - send one request and wait for its response
+ * @dev: the device
+ * @op: PL_OP_*
+ * @ctx: context handle, 0 for device-wide opcodes
+ * @body: request body (copied), @blen bytes
+ * @blen: body length
+ * @extra: more readable bytes after the body (REG_MR page list), or NULL
+ * @nextra: number of entries in @extra
+ * @rbody: where the response body goes, @rlen bytes
+ * @rlen: expected response body length (exact on success)
+ *
+ * The wait is uninterruptible: the device may already have acted on the
+ * request. A request not answered within PL_REQ_TIMEOUT means a dead device:
+ * the device is reset (which hands every request in flight back with -EIO),
+ * and only then does this return, so a buffer is never freed while the
+ * device may still write it.
+ *
+ * Return: 0, -status of the device's answer, or -EIO / -ENODEV / -ENOMEM.
+ */
+int pl_submit(struct pl_dev *dev, u16 op, u64 ctx, const void *body,
+	      size_t blen, struct scatterlist *extra, unsigned int nextra,
+	      void *rbody, size_t rlen)
+{
+	struct scatterlist out, in, *sgs[3];
+	unsigned int n = 0, nout, ndesc = 2 + nextra;
+	struct pl_req *r;
+	u32 status, len;
+	u64 tag;
+	int err;
+
+	if (WARN_ON(blen > PL_MAX_BODY || rlen > PL_MAX_RESP_BODY))
+		return -EINVAL;
+	if (READ_ONCE(dev->dead))
+		return -ENODEV;
+
+	r = kzalloc(sizeof(*r), GFP_KERNEL);
+	if (!r)
+		return -ENOMEM;
+	tag = atomic64_inc_return(&dev->next_tag);
+	r->hdr.opcode = cpu_to_le16(op);
+	r->hdr.ctx = cpu_to_le64(ctx);
+	r->hdr.tag = cpu_to_le64(tag);
+	if (blen)
+		memcpy(r->body, body, blen);
+	init_completion(&r->done);
+
+	sg_init_one(&out, &r->hdr, sizeof(r->hdr) + blen);
+	sg_init_one(&in, &r->resp, sizeof(r->resp) + rlen);
+	sgs[n++] = &out;
+	if (extra)
+		sgs[n++] = extra;
+	nout = n;
+	sgs[n++] = &in;
+
+	for (;;) {
+		spin_lock_irq(&dev->req_lock);
+		if (!dev->req_ok) {
+			err = READ_ONCE(dev->dead) ? -ENODEV : -EIO;
+			spin_unlock_irq(&dev->req_lock);
+			goto out;
+		}
+		if (ndesc > virtqueue_get_vring_size(dev->req_vq)) {
+			spin_unlock_irq(&dev->req_lock);
+			err = -E2BIG;
+			goto out;
+		}
+		err = virtqueue_add_sgs(dev->req_vq, sgs, nout, 1, r,
+					GFP_ATOMIC);
+		if (!err) {
+			/* kicked under the lock: a reset may delete the vq */
+			virtqueue_kick(dev->req_vq);
+			spin_unlock_irq(&dev->req_lock);
+			break;
+		}
+		spin_unlock_irq(&dev->req_lock);
+		if (err != -ENOSPC)
+			goto out;
+		wait_event_timeout(dev->req_space, pl_req_room(dev, ndesc),
+				   HZ / 10);
+	}
+	atomic64_inc(&dev->nr_requests);
+
+	if (!wait_for_completion_timeout(&r->done, PL_REQ_TIMEOUT)) {
+		atomic64_inc(&dev->nr_timeouts);
+		pr_err("%s: opcode %u tag %llu not answered in %u s: resetting the device\n",
+		       dev->name, op, tag, PL_REQ_TIMEOUT / HZ);
+		pl_schedule_reset(dev);
+		wait_for_completion(&r->done);
+	}
+
+	if (r->err) {
+		err = r->err;
+		goto out;
+	}
+	if (r->used_len < sizeof(r->resp)) {
+		pr_warn_ratelimited("%s: opcode %u: no response (used length %u)\n",
+				    dev->name, op, r->used_len);
+		err = -EIO;
+		goto out;
+	}
+	if (le64_to_cpu(r->resp.tag) != tag) {
+		pr_err_ratelimited("%s: opcode %u: response tag %llu, expected %llu\n",
+				   dev->name, op, le64_to_cpu(r->resp.tag), tag);
+		err = -EIO;
+		goto out;
+	}
+	status = le32_to_cpu(r->resp.status);
+	if (status) {
+		err = status < MAX_ERRNO ? -(int)status : -EIO;
+		goto out;
+	}
+	len = le32_to_cpu(r->resp.len);
+	if (len != rlen || r->used_len < sizeof(r->resp) + rlen) {
+		pr_err_ratelimited("%s: opcode %u: response body %u bytes (used %u), expected %zu\n",
+				   dev->name, op, len, r->used_len, rlen);
+		err = -EIO;
+		goto out;
+	}
+	if (rlen)
+		memcpy(rbody, r->resp_body, rlen);
+	err = 0;
+out:
+	kfree(r);
+	return err;
+}
+
+static void pl_req_done(struct virtqueue *vq)
+{
+	struct pl_dev *dev = vq->vdev->priv;
+	unsigned long flags;
+	struct pl_req *r;
+	unsigned int len;
+
+	spin_lock_irqsave(&dev->req_lock, flags);
+	do {
+		virtqueue_disable_cb(vq);
+		while ((r = virtqueue_get_buf(vq, &len))) {
+			r->used_len = len;
+			complete(&r->done);
+		}
+	} while (!virtqueue_enable_cb(vq));
+	spin_unlock_irqrestore(&dev->req_lock, flags);
+	wake_up(&dev->req_space);
+}
+
+static void pl_evt_done(struct virtqueue *vq)
+{
+	struct pl_dev *dev = vq->vdev->priv;
+
+	queue_work(pl_wq, &dev->evt_work);
+}
+
+static void pl_route_event(struct pl_dev *dev, const struct pl_event *ev)
+{
+	u64 handle = le64_to_cpu(ev->ctx);
+	struct pl_ctx *ctx;
+	unsigned long idx;
+
+	atomic64_inc(&dev->nr_events);
+	if (!handle) {
+		/* device-wide: every context's event channels see it */
+		rcu_read_lock();
+		xa_for_each(&dev->ctxs, idx, ctx) {
+			if (!kref_get_unless_zero(&ctx->kref))
+				continue;
+			pl_ctx_route_event(ctx, ev);
+			pl_ctx_put(ctx);
+		}
+		rcu_read_unlock();
+		return;
+	}
+
+	ctx = pl_ctx_lookup(dev, handle);
+	if (!ctx) {
+		atomic64_inc(&dev->nr_events_unrouted);
+		return;
+	}
+	if (le16_to_cpu(ev->kind) == PL_EVENT_MR_REVOKED)
+		pl_ctx_mr_revoked(ctx, le64_to_cpu(ev->args[0]));
+	pl_ctx_route_event(ctx, ev);
+	pl_ctx_put(ctx);
+}
+
+static void pl_evt_work(struct work_struct *work)
+{
+	struct pl_dev *dev = container_of(work, struct pl_dev, evt_work);
+	struct scatterlist sg;
+	struct pl_event ev, *buf;
+	unsigned int len;
+
+	for (;;) {
+		spin_lock_irq(&dev->evt_lock);
+		if (!dev->evt_ok) {
+			spin_unlock_irq(&dev->evt_lock);
+			return;
+		}
+		buf = virtqueue_get_buf(dev->evt_vq, &len);
+		if (!buf) {
+			spin_unlock_irq(&dev->evt_lock);
+			return;
+		}
+		ev = *buf;
+		sg_init_one(&sg, buf, sizeof(*buf));
+		if (virtqueue_add_inbuf(dev->evt_vq, &sg, 1, buf, GFP_ATOMIC))
+			pr_warn_ratelimited("%s: cannot repost an event buffer\n",
+					    dev->name);
+		virtqueue_kick(dev->evt_vq);
+		spin_unlock_irq(&dev->evt_lock);
+
+		if (len < sizeof(ev)) {
+			atomic64_inc(&dev->nr_events_bad);
+			continue;
+		}
+		pl_route_event(dev, &ev);
+		cond_resched();
+	}
+}
+
+/* Finds the queues and posts the event buffers; caller marks them ok. */
+static int pl_init_vqs(struct pl_dev *dev)
+{
+	static const char * const names[PL_NUM_QUEUES] = {
+		"requests", "events"
+	};
+	vq_callback_t *cbs[PL_NUM_QUEUES] = { pl_req_done, pl_evt_done };
+	struct virtqueue *vqs[PL_NUM_QUEUES];
+	struct scatterlist sg;
+	unsigned int i, nbufs;
+	int err;
+
+	err = pl_find_vqs(dev->vdev, PL_NUM_QUEUES, vqs, cbs, names);
+	if (err)
+		return err;
+	dev->req_vq = vqs[PL_QUEUE_REQUEST];
+	dev->evt_vq = vqs[PL_QUEUE_EVENT];
+
+	nbufs = min_t(unsigned int, PL_EVT_BUFS,
+		      virtqueue_get_vring_size(dev->evt_vq));
+	for (i = 0; i < nbufs; i++) {
+		sg_init_one(&sg, &dev->evt_bufs[i], sizeof(struct pl_event));
+		err = virtqueue_add_inbuf(dev->evt_vq, &sg, 1,
+					  &dev->evt_bufs[i], GFP_KERNEL);
+		if (err) {
+			dev->vdev->config->del_vqs(dev->vdev);
+			return err;
+		}
+	}
+	dev->vqs_live = true;
+	return 0;
+}
+
+/* After virtio_device_ready(): let requests and events flow. */
+static void pl_start_vqs(struct pl_dev *dev)
+{
+	spin_lock_irq(&dev->req_lock);
+	dev->req_ok = true;
+	spin_unlock_irq(&dev->req_lock);
+	spin_lock_irq(&dev->evt_lock);
+	dev->evt_ok = true;
+	virtqueue_kick(dev->evt_vq);
+	spin_unlock_irq(&dev->evt_lock);
+	/* events the device wrote before evt_ok */
+	queue_work(pl_wq, &dev->evt_work);
+}
+
+/*
+ * Resets the device and hands every request in flight back with @err.
+ * Caller holds dev->lock. The device forgets everything (docs/abi.md 7.5).
+ */
+static void pl_stop_vqs(struct pl_dev *dev, int err)
+{
+	struct pl_req *r;
+	unsigned int len;
+
+	spin_lock_irq(&dev->req_lock);
+	dev->req_ok = false;
+	spin_unlock_irq(&dev->req_lock);
+	spin_lock_irq(&dev->evt_lock);
+	dev->evt_ok = false;
+	spin_unlock_irq(&dev->evt_lock);
+
+	if (!dev->vqs_live)
+		return;
+
+	virtio_reset_device(dev->vdev);
+	cancel_work_sync(&dev->evt_work);
+
+	spin_lock_irq(&dev->req_lock);
+	while ((r = virtqueue_get_buf(dev->req_vq, &len))) {
+		r->used_len = len;
+		complete(&r->done);
+	}
+	while ((r = virtqueue_detach_unused_buf(dev->req_vq))) {
+		r->err = err;
+		complete(&r->done);
+	}
+	spin_unlock_irq(&dev->req_lock);
+	wake_up_all(&dev->req_space);
+
+	dev->vdev->config->del_vqs(dev->vdev);
+	dev->vqs_live = false;
+}
+
+/* Caller holds dev->lock: every context forgets its device side. */
+static void pl_kill_contexts(struct pl_dev *dev)
+{
+	struct pl_ctx *ctx;
+	unsigned long idx;
+
+	xa_for_each(&dev->ctxs, idx, ctx) {
+		xa_erase(&dev->ctxs, idx);
+		pl_ctx_kill(ctx);
+	}
+}
+
+/* Device status as probe leaves it, after virtio_reset_device(). */
+static int pl_renegotiate(struct virtio_device *vdev)
+{
+	int err;
+
+	virtio_add_status(vdev, VIRTIO_CONFIG_S_ACKNOWLEDGE);
+	virtio_add_status(vdev, VIRTIO_CONFIG_S_DRIVER);
+	err = vdev->config->finalize_features(vdev);
+	if (err)
+		return err;
+	virtio_add_status(vdev, VIRTIO_CONFIG_S_FEATURES_OK);
+	if (!(vdev->config->get_status(vdev) & VIRTIO_CONFIG_S_FEATURES_OK))
+		return -ENODEV;
+	return 0;
+}
+
+/**
+ * pl_dev_reset - reset the device and start over
+ * @dev: the device
+ *
+ * Every context of the device is marked dead and its MRs unpinned (the
+ * device has forgotten them); open fds keep working for close only.
+ *
+ * Return: 0, or -errno when the device is gone or could not be restarted.
+ */
+int pl_dev_reset(struct pl_dev *dev)
+{
+	int err;
+
+	mutex_lock(&dev->lock);
+	if (dev->dead) {
+		mutex_unlock(&dev->lock);
+		return -ENODEV;
+	}
+	pr_info("%s: resetting the device\n", dev->name);
+	atomic64_inc(&dev->nr_resets);
+	pl_stop_vqs(dev, -EIO);
+	pl_kill_contexts(dev);
+	dev->gen++;
+
+	err = pl_renegotiate(dev->vdev);
+	if (!err)
+		err = pl_init_vqs(dev);
+	if (err) {
+		virtio_add_status(dev->vdev, VIRTIO_CONFIG_S_FAILED);
+		pr_err("%s: re-initialising after reset failed: %d\n",
+		       dev->name, err);
+		mutex_unlock(&dev->lock);
+		return err;
+	}
+	virtio_device_ready(dev->vdev);
+	pl_start_vqs(dev);
+	mutex_unlock(&dev->lock);
+	return 0;
+}
+
+static void pl_reset_work(struct work_struct *work)
+{
+	pl_dev_reset(container_of(work, struct pl_dev, reset_work));
+}
+
+static void pl_dev_free(struct kref *kref)
+{
+	struct pl_dev *dev = container_of(kref, struct pl_dev, kref);
+
+	WARN_ON(!xa_empty(&dev->ctxs));
+	xa_destroy(&dev->ctxs);
+	kfree(dev->evt_bufs);
+	kfree(dev);
+}
+
+void pl_dev_put(struct pl_dev *dev)
+{
+	kref_put(&dev->kref, pl_dev_free);
+}
+
+static int pl_query(struct pl_dev *dev)
+{
+	struct pl_query_device_resp q;
+	int err;
+
+	err = pl_submit(dev, PL_OP_QUERY_DEVICE, 0, NULL, 0, NULL, 0,
+			&q, sizeof(q));
+	if (err)
+		return err;
+	dev->abi_version = le32_to_cpu(q.abi_version);
+	dev->page_size = le32_to_cpu(q.page_size);
+	dev->features = le64_to_cpu(q.features);
+	dev->max_contexts = le32_to_cpu(q.max_contexts);
+	dev->max_mrs = le32_to_cpu(q.max_mrs);
+	dev->max_pages_per_mr = le32_to_cpu(q.max_pages_per_mr);
+	dev->max_leases = le32_to_cpu(q.max_leases);
+	dev->max_children_per_context = le32_to_cpu(q.max_children_per_context);
+	dev->max_request_bytes = le32_to_cpu(q.max_request_bytes);
+	if (dev->abi_version != PL_ABI_VERSION ||
+	    dev->page_size != PL_PAGE_SIZE) {
+		pr_err("%s: QUERY_DEVICE: abi_version %u page_size %u, expected %u and %llu\n",
+		       dev->name, dev->abi_version, dev->page_size,
+		       PL_ABI_VERSION, PL_PAGE_SIZE);
+		return -ENODEV;
+	}
+	return 0;
+}
+
+static int pl_probe(struct virtio_device *vdev)
+{
+	struct pl_dev *dev;
+	u32 magic;
+	u16 abi;
+	int err;
+
+	/* The page list and pin accounting use the device's 4 KiB pages. */
+	BUILD_BUG_ON(PAGE_SIZE != PL_PAGE_SIZE);
+
+	if (!vdev->config->get)
+		return -ENODEV;
+	virtio_cread_le(vdev, struct pl_config, magic, &magic);
+	virtio_cread_le(vdev, struct pl_config, abi_version, &abi);
+	if (magic != PL_MAGIC || abi != PL_ABI_VERSION) {
+		dev_info(&vdev->dev,
+			 "not binding virtio id %u: magic %#x abi_version %u (want %#x and %u)\n",
+			 vdev->id.device, magic, abi, PL_MAGIC,
+			 PL_ABI_VERSION);
+		return -ENODEV;
+	}
+	if (!virtio_has_feature(vdev, VIRTIO_F_VERSION_1)) {
+		dev_err(&vdev->dev, "VIRTIO_F_VERSION_1 not negotiated\n");
+		return -ENODEV;
+	}
+
+	dev = kzalloc(sizeof(*dev), GFP_KERNEL);
+	if (!dev)
+		return -ENOMEM;
+	dev->evt_bufs = kcalloc(PL_EVT_BUFS, sizeof(*dev->evt_bufs),
+				GFP_KERNEL);
+	if (!dev->evt_bufs) {
+		kfree(dev);
+		return -ENOMEM;
+	}
+	kref_init(&dev->kref);
+	dev->vdev = vdev;
+	dev->virtio_id = vdev->id.device;
+	spin_lock_init(&dev->req_lock);
+	init_waitqueue_head(&dev->req_space);
+	atomic64_set(&dev->next_tag, 0);
+	spin_lock_init(&dev->evt_lock);
+	INIT_WORK(&dev->evt_work, pl_evt_work);
+	INIT_WORK(&dev->reset_work, pl_reset_work);
+	mutex_init(&dev->lock);
+	xa_init(&dev->ctxs);
+
+	err = ida_alloc(&pl_ida, GFP_KERNEL);
+	if (err < 0)
+		goto err_free;
+	dev->index = err;
+	snprintf(dev->name, sizeof(dev->name), "pinlease%d", dev->index);
+	vdev->priv = dev;
+
+	err = pl_init_vqs(dev);
+	if (err)
+		goto err_ida;
+	virtio_device_ready(vdev);
+	pl_start_vqs(dev);
+
+	err = pl_query(dev);
+	if (err)
+		goto err_vqs;
+
+	dev->misc.minor = MISC_DYNAMIC_MINOR;
+	dev->misc.name = dev->name;
+	dev->misc.fops = &pl_dev_fops;
+	dev->misc.mode = 0600;
+	err = misc_register(&dev->misc);
+	if (err)
+		goto err_vqs;
+	pl_debugfs_add(dev);
+
+	dev_info(&vdev->dev,
+		 "%s: %s mode (virtio id %u), abi %u, features %#llx, max %u contexts, %u MRs, %u pages per MR\n",
+		 dev->name,
+		 dev->virtio_id == PL_VIRTIO_ID_NATIVE ? "native" : "carrier",
+		 dev->virtio_id, dev->abi_version, dev->features,
+		 dev->max_contexts, dev->max_mrs, dev->max_pages_per_mr);
+	return 0;
+
+err_vqs:
+	mutex_lock(&dev->lock);
+	dev->dead = true;
+	pl_stop_vqs(dev, -ENODEV);
+	mutex_unlock(&dev->lock);
+	cancel_work_sync(&dev->reset_work);
+err_ida:
+	ida_free(&pl_ida, dev->index);
+err_free:
+	vdev->priv = NULL;
+	pl_dev_put(dev);
+	return err;
+}
+
+static void pl_remove(struct virtio_device *vdev)
+{
+	struct pl_dev *dev = vdev->priv;
+
+	pl_debugfs_remove(dev);
+
+	mutex_lock(&dev->lock);
+	WRITE_ONCE(dev->dead, true);
+	/* requests in flight (opens included) fail with -ENODEV */
+	pl_stop_vqs(dev, -ENODEV);
+	pl_kill_contexts(dev);
+	mutex_unlock(&dev->lock);
+
+	misc_deregister(&dev->misc);
+	cancel_work_sync(&dev->reset_work);
+	ida_free(&pl_ida, dev->index);
+	dev_info(&vdev->dev, "%s removed\n", dev->name);
+	vdev->priv = NULL;
+	pl_dev_put(dev);
+}
+
+static const struct virtio_device_id pl_id_table[] = {
+	{ PL_VIRTIO_ID_NATIVE, VIRTIO_DEV_ANY_ID },
+	{ PL_VIRTIO_ID_CARRIER, VIRTIO_DEV_ANY_ID },
+	{ 0 },
+};
+MODULE_DEVICE_TABLE(virtio, pl_id_table);
+
+static struct virtio_driver pl_driver = {
+	.driver.name = KBUILD_MODNAME,
+	.id_table = pl_id_table,
+	.probe = pl_probe,
+	.remove = pl_remove,
+};
+
+static int __init pl_init(void)
+{
+	int err;
+
+	pl_wq = alloc_workqueue("pinlease", 0, 0);
+	if (!pl_wq)
+		return -ENOMEM;
+	pl_debugfs_init();
+	err = register_virtio_driver(&pl_driver);
+	if (err) {
+		pl_debugfs_exit();
+		destroy_workqueue(pl_wq);
+	}
+	return err;
+}
+
+static void __exit pl_exit(void)
+{
+	unregister_virtio_driver(&pl_driver);
+	/* context free works still queued put the last device references */
+	destroy_workqueue(pl_wq);
+	pl_debugfs_exit();
+	ida_destroy(&pl_ida);
+}
+
+module_init(pl_init);
+module_exit(pl_exit);
+
+MODULE_DESCRIPTION("pinlease: long-term page pin and layout lease test device");
+MODULE_LICENSE("GPL");
