@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: (GPL-2.0 WITH Linux-syscall-note) OR BSD-3-Clause */
+/*
+ * pinlease user-space API: the ioctls of /dev/pinleaseN and of the child
+ * fds they create. Shared by the guest module (pinlease.ko) and the guest
+ * tools. guest-driver/README.md holds the contract between the module, the
+ * guest tools and the VM runner (paths, debugfs files, suite output): read
+ * it before changing either side. Every struct is naturally aligned with explicit padding, the same
+ * on 32- and 64-bit user space; reserved fields must be 0 (-EINVAL).
+ *
+ * Each open() of /dev/pinleaseN is one device context. Closing it ends the
+ * context's hardware lifetime (MRs destroyed, pins dropped, leases
+ * released); child fds (event channel, MR export) keep the context struct,
+ * never its pins.
+ *
+ * ioctl magic 0xB9: not registered in
+ * Documentation/userspace-api/ioctl/ioctl-number.rst (out-of-tree module);
+ * it sits between mshv (0xB8) and liveupdate (0xBA).
+ */
+#ifndef _PINLEASE_UAPI_H
+#define _PINLEASE_UAPI_H
+
+#include <linux/ioctl.h>
+#include <linux/types.h>
+
+#define PINLEASE_IOC_MAGIC 0xB9
+
+/* PINLEASE_IOC_QUERY: the device's limits and this fd's context. */
+struct pinlease_query {
+	__u32 abi_version;
+	__u32 page_size;
+	__u64 features;			/* PL_FEATURE_* of pinlease_abi.h */
+	__u32 max_contexts;
+	__u32 max_mrs;
+	__u32 max_pages_per_mr;
+	__u32 max_leases;
+	__u32 max_children_per_context;
+	__u32 virtio_id;		/* 42 native, 41 carrier */
+	__u64 ctx;			/* this fd's device context handle */
+};
+
+/* pinlease_reg_mr.flags: how the module pins the pages. */
+/* Short-term pin (no FOLL_LONGTERM); default is a long-term pin. */
+#define PINLEASE_PIN_SHORTTERM	(1U << 0)
+/* Pin without FOLL_WRITE (the device then may only read the MR). */
+#define PINLEASE_PIN_READONLY	(1U << 1)
+#define PINLEASE_PIN_FLAGS_ALL	(PINLEASE_PIN_SHORTTERM | PINLEASE_PIN_READONLY)
+
+/*
+ * PINLEASE_IOC_REG_MR: pin [addr, addr + length) of the caller's memory
+ * and register it with the device. For a file mapping the module records
+ * the file identity and offset. Errors are the pin's own (-EFAULT for a
+ * writable long-term pin of a shared file mapping that needs dirty
+ * tracking, -EOPNOTSUPP for FS-DAX) or the device's status, negated.
+ */
+struct pinlease_reg_mr {
+	__u64 addr;
+	__u64 length;
+	__u32 access;			/* PL_ACCESS_* of pinlease_abi.h */
+	__u32 flags;			/* PINLEASE_PIN_* */
+	__u64 key;			/* out: MR key */
+	__u64 lease;			/* out: covering lease, or 0 */
+	__u32 npages;			/* out: pages pinned */
+	__u32 reserved;
+};
+
+/*
+ * PINLEASE_IOC_DMA: one device operation between MRs, by key and offset.
+ * op is the device opcode: PL_OP_WRITE, PL_OP_READ (local <-> remote),
+ * PL_OP_COMPARE_SWAP, PL_OP_FETCH_ADD (remote_key/remote_offset; operand,
+ * swap), PL_OP_FILL, PL_OP_VERIFY (remote_key/remote_offset, length,
+ * operand = pattern, mode).
+ */
+struct pinlease_dma {
+	__u32 op;
+	__u32 mode;			/* PL_PATTERN_* for FILL/VERIFY */
+	__u64 local_key;
+	__u64 local_offset;
+	__u64 remote_key;
+	__u64 remote_offset;
+	__u64 length;
+	__u64 operand;
+	__u64 swap;
+	/*
+	 * out: COMPARE_SWAP/FETCH_ADD: result[0] = original value;
+	 * VERIFY: mismatches, first bad offset, first bad value.
+	 */
+	__u64 result[3];
+};
+
+/* PINLEASE_IOC_IMPORT_MR: an MR of this context aliasing an export fd. */
+struct pinlease_import_mr {
+	__s32 export_fd;
+	__u32 access;
+	__u64 key;			/* out */
+};
+
+#define PINLEASE_IOC_QUERY	_IOR(PINLEASE_IOC_MAGIC, 0x00, struct pinlease_query)
+#define PINLEASE_IOC_REG_MR	_IOWR(PINLEASE_IOC_MAGIC, 0x01, struct pinlease_reg_mr)
+/* Argument: pointer to the __u64 MR key. */
+#define PINLEASE_IOC_DEREG_MR	_IOW(PINLEASE_IOC_MAGIC, 0x02, __u64)
+#define PINLEASE_IOC_DMA	_IOWR(PINLEASE_IOC_MAGIC, 0x03, struct pinlease_dma)
+/*
+ * Returns a new event-channel fd (O_CLOEXEC): read() gives whole
+ * struct pl_event records (pinlease_abi.h) for this context; poll() says
+ * when one is waiting. It keeps the context struct, not its pins.
+ */
+#define PINLEASE_IOC_EVENT_FD	_IO(PINLEASE_IOC_MAGIC, 0x04)
+/*
+ * Argument: pointer to the __u64 MR key. Returns an export fd (O_CLOEXEC);
+ * exporting the same MR again while an export fd lives returns another fd
+ * for the same export (the device's export is unique).
+ */
+#define PINLEASE_IOC_EXPORT_MR	_IOW(PINLEASE_IOC_MAGIC, 0x05, __u64)
+#define PINLEASE_IOC_IMPORT_MR	_IOWR(PINLEASE_IOC_MAGIC, 0x06, struct pinlease_import_mr)
+
+#endif /* _PINLEASE_UAPI_H */
