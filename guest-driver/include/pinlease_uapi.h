@@ -64,7 +64,11 @@ struct pinlease_reg_mr {
 };
 
 /*
+ * Errors of every ioctl on a dead context: -EIO after a device reset,
+ * -ENODEV once the device is removed.
+ *
  * PINLEASE_IOC_DMA: one device operation between MRs, by key and offset.
+ * An op outside the list below is -EINVAL (the module never forwards it).
  * op is the device opcode: PL_OP_WRITE, PL_OP_READ (local <-> remote),
  * PL_OP_COMPARE_SWAP, PL_OP_FETCH_ADD (remote_key/remote_offset; operand,
  * swap), PL_OP_FILL, PL_OP_VERIFY (remote_key/remote_offset, length,
@@ -101,8 +105,11 @@ struct pinlease_import_mr {
 #define PINLEASE_IOC_DMA	_IOWR(PINLEASE_IOC_MAGIC, 0x03, struct pinlease_dma)
 /*
  * Returns a new event-channel fd (O_CLOEXEC): read() gives whole
- * struct pl_event records (pinlease_abi.h) for this context; poll() says
- * when one is waiting. It keeps the context struct, not its pins.
+ * struct pl_event records (pinlease_abi.h) for this context (a buffer
+ * shorter than one record: -EINVAL); poll() says when one is waiting.
+ * Once the context is dead (device reset or removed) an empty channel
+ * reads 0 (EOF) and polls POLLHUP. It keeps the context struct, not its
+ * pins.
  */
 #define PINLEASE_IOC_EVENT_FD	_IO(PINLEASE_IOC_MAGIC, 0x04)
 /*

@@ -105,8 +105,12 @@ static int pl_ctx_err(struct pl_ctx *ctx)
 {
 	if (!READ_ONCE(ctx->dead))
 		return 0;
-	/* after a reset the device calls every old handle stale */
-	return READ_ONCE(ctx->dev->dead) ? -ENODEV : -ESTALE;
+	/*
+	 * The context died with a device reset (-EIO, as uverbs answers for a
+	 * disassociated context) or with the device's removal (-ENODEV).
+	 * -ESTALE stays the device's word for one destroyed object.
+	 */
+	return READ_ONCE(ctx->dev->dead) ? -ENODEV : -EIO;
 }
 
 void pl_mr_unpin(struct pl_mr *mr)

@@ -1,0 +1,1967 @@
+//! The guest test cases, in the order they run. Each returns Ok, Skip or
+//! Fail with the values involved; the runner (ktap.rs) adds the pin balance
+//! and kernel-log checks of the contract after every case.
+
+use crate::dev::{format_event, parse_events, Dev, SysError, EVENT_SIZE};
+use crate::ktap::{Case, CaseCtx, CaseErr, CaseResult, Checks};
+use crate::sys::{self, errno_name, Backing, Mapping};
+use crate::uapi::*;
+use crate::{ensure, fail, skip};
+use pinlease::abi::{self, PL_ACCESS_ALL, PL_ACCESS_READ};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * KIB;
+const DEBUGFS_DIR: &str = "/sys/kernel/debug/pinlease/pinlease0";
+const MODULE_PATH: &str = "/lib/pinlease/pinlease.ko";
+const MODULE_NAME: &str = "pinlease";
+
+macro_rules! case {
+    ($f:ident) => {
+        Case {
+            name: stringify!($f),
+            run: $f,
+        }
+    };
+}
+
+/// Every case, in run order.
+pub fn all() -> Vec<Case> {
+    vec![
+        case!(query_device),
+        case!(pin_anon_ok),
+        case!(pin_memfd_ok),
+        case!(pin_hugetlb_ok),
+        case!(pin_private_file_xfs_ok),
+        case!(pin_readonly_shared_file_xfs_ok),
+        case!(pin_shared_writable_ext4_efault),
+        case!(pin_shared_writable_xfs_efault),
+        case!(pin_fsdax_eopnotsupp),
+        case!(pin_shortterm_shared_writable_xfs_ok),
+        case!(dma_write),
+        case!(dma_read),
+        case!(dma_compare_swap_both_outcomes),
+        case!(dma_fetch_add),
+        case!(dma_fill_verify_const),
+        case!(dma_fill_verify_xor_detects_corruption),
+        case!(dma_unaligned_mr_start_and_length),
+        case!(bad_dma_unknown_op_einval),
+        case!(bad_stale_key_estale),
+        case!(bad_out_of_range_erange),
+        case!(bad_reg_args_einval),
+        case!(fdinfo_lists_mrs),
+        case!(debugfs_tables_list_contexts_and_mrs),
+        case!(events_whole_records_poll_empty_no_lease_revokes_yet),
+        case!(events_mr_revoked_import_source_gone),
+        case!(lifetime_event_fd_outlives_device_fd),
+        case!(lifetime_export_fd_outlives_device_fd),
+        case!(lifetime_import_aliases_source),
+        case!(fork_child_holds_fd_and_writes),
+        case!(scm_rights_sender_exits),
+        case!(exit_with_mrs_registered),
+        case!(sigkill_during_large_reg_mr),
+        case!(stress_many_contexts_all_cpus),
+        case!(device_reset_with_live_mrs),
+        case!(module_unload_reload),
+    ]
+}
+
+// ---- the contract's per-case checks ---------------------------------------------
+
+/// Pin balance and kernel-log checks of guest-driver/README.md.
+pub struct GuestChecks {
+    kmsg: Option<sys::Kmsg>,
+}
+
+impl GuestChecks {
+    pub fn new() -> GuestChecks {
+        GuestChecks { kmsg: None }
+    }
+}
+
+impl Default for GuestChecks {
+    fn default() -> Self {
+        GuestChecks::new()
+    }
+}
+
+impl Checks for GuestChecks {
+    fn before(&mut self, name: &str) {
+        self.kmsg = Some(sys::Kmsg::open_at_end());
+        sys::kmsg_write(&format!("pinlease-guest: case {name} start\n"));
+    }
+
+    fn after(&mut self, name: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        match sys::wait_pin_balance(Duration::from_secs(2)) {
+            Ok(Ok(_)) => {}
+            Ok(Err((a, r))) => problems.push(format!(
+                "pin balance: nr_foll_pin_acquired {a} != nr_foll_pin_released {r} \
+                 ({} pins outstanding) 2 s after the case",
+                a as i64 - r as i64
+            )),
+            Err(e) => problems.push(format!("pin balance: {e}")),
+        }
+        match self.kmsg.as_mut() {
+            Some(k) if k.available() => {
+                let bad = sys::kmsg_bad_lines(&k.read_new());
+                for l in bad.iter().take(20) {
+                    problems.push(format!("kernel log: {l}"));
+                }
+                if bad.len() > 20 {
+                    problems.push(format!("kernel log: ... {} more bad lines", bad.len() - 20));
+                }
+            }
+            _ => problems.push("kernel log: /dev/kmsg could not be opened".to_string()),
+        }
+        sys::kmsg_write(&format!("pinlease-guest: case {name} end\n"));
+        problems
+    }
+}
+
+// ---- helpers ----------------------------------------------------------------------------
+
+fn open() -> Result<Dev, CaseErr> {
+    Dev::open_default().map_err(|e| CaseErr::Fail(e.to_string()))
+}
+
+/// Expects `r` to fail with `errno`; `what` names the operation.
+fn expect_errno<T: std::fmt::Debug>(r: Result<T, SysError>, errno: i32, what: &str) -> CaseResult {
+    match r {
+        Ok(v) => fail!(
+            "{what}: expected {} ({errno}), but it succeeded ({v:?})",
+            errno_name(errno)
+        ),
+        Err(e) if e.errno == errno => Ok(()),
+        Err(e) => fail!("{what}: expected {} ({errno}), got: {e}", errno_name(errno)),
+    }
+}
+
+fn expect_errno_in<T: std::fmt::Debug>(
+    r: Result<T, SysError>,
+    errnos: &[i32],
+    what: &str,
+) -> Result<i32, CaseErr> {
+    let names: Vec<&str> = errnos.iter().map(|&e| errno_name(e)).collect();
+    match r {
+        Ok(v) => fail!("{what}: expected one of {names:?}, but it succeeded ({v:?})"),
+        Err(e) if errnos.contains(&e.errno) => Ok(e.errno),
+        Err(e) => fail!("{what}: expected one of {names:?}, got: {e}"),
+    }
+}
+
+fn need_feature(dev: &Dev, bit: u64, name: &str) -> CaseResult {
+    let q = dev.query()?;
+    if q.features & bit == 0 {
+        skip!("device does not offer {name} (features {:#x})", q.features);
+    }
+    Ok(())
+}
+
+fn pattern(i: usize) -> u8 {
+    (i.wrapping_mul(131) ^ (i >> 8)) as u8 ^ 0x5a
+}
+
+/// A file for a case on the filesystem mounted at `mnt`, which must be
+/// `fstype` (SKIP otherwise). Removed on drop.
+struct TestFile {
+    path: String,
+}
+
+impl TestFile {
+    fn on(mnt: &str, fstype: &str, name: &str) -> Result<TestFile, CaseErr> {
+        match sys::mount_at(mnt) {
+            Some(m) if m.fstype == fstype => {}
+            Some(m) => skip!("{mnt} is {} ({}), not {fstype}", m.fstype, m.source),
+            None => skip!("{mnt} is not mounted (no {fstype} disk in this guest)"),
+        }
+        let path = format!("{mnt}/pinlease-{name}.dat");
+        let _ = std::fs::remove_file(&path);
+        Ok(TestFile { path })
+    }
+
+    fn backing(&self, shared: bool) -> Backing {
+        Backing::File {
+            path: self.path.clone(),
+            shared,
+        }
+    }
+}
+
+impl Drop for TestFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Registers `len` bytes of `backing` and checks the verdict: Ok(()) = the
+/// pin must succeed (pinned pages and pin counters checked), Err(errno) =
+/// it must fail with that errno and pin nothing.
+fn verdict(
+    t: &mut CaseCtx,
+    backing: &Backing,
+    len: usize,
+    readonly: bool,
+    flags: u32,
+    expect: Result<(), i32>,
+) -> CaseResult {
+    let dev = open()?;
+    let map = match Mapping::new(backing, len, readonly) {
+        Ok(m) => m,
+        Err(e) if *backing == Backing::Hugetlb && e.errno == libc::ENOMEM => {
+            skip!("no free huge pages: {e}")
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let access = if readonly {
+        PL_ACCESS_READ
+    } else {
+        PL_ACCESS_ALL
+    };
+    let (a0, r0) = sys::pin_counters()?;
+    let res = dev.reg_mr(map.addr(), len as u64, access, flags);
+    let (a1, r1) = sys::pin_counters()?;
+    let pinned = a1 - a0;
+    let released = r1 - r0;
+    t.diag(format!(
+        "{backing} len={len} access={access:#x} flags={flags:#x}: {} (pins acquired +{pinned}, released +{released})",
+        match &res {
+            Ok(r) => format!("ok key={:#x} npages={} lease={:#x}", r.key, r.npages, r.lease),
+            Err(e) => format!("{} ({})", errno_name(e.errno), e.errno),
+        }
+    ));
+    match expect {
+        Ok(()) => {
+            let r = res?;
+            let want_pages = len.div_ceil(4096) as u32;
+            ensure!(r.key != 0, "REG_MR returned key 0");
+            ensure!(
+                r.npages == want_pages,
+                "REG_MR npages {} != {want_pages} for {len} bytes",
+                r.npages
+            );
+            ensure!(
+                r.lease == 0,
+                "REG_MR lease {:#x} != 0 (no lease taken)",
+                r.lease
+            );
+            ensure!(
+                pinned - released == u64::from(want_pages),
+                "nr_foll_pin_acquired grew by {pinned} and released by {released}: \
+                 expected {want_pages} pins held"
+            );
+            if !readonly {
+                // The device reaches the pinned pages: FILL then read back.
+                let q = dev.query()?;
+                if q.features & abi::PL_FEATURE_PATTERN != 0 {
+                    dev.fill(
+                        r.key,
+                        0,
+                        len as u64,
+                        0x0123_4567_89ab_cdef,
+                        abi::PL_PATTERN_OFFSET_XOR,
+                    )?;
+                    for o in (0..len).step_by(4096 + 8) {
+                        let o = o & !7;
+                        let got = map.get_u64(o);
+                        let want = 0x0123_4567_89ab_cdef ^ o as u64;
+                        ensure!(
+                            got == want,
+                            "after FILL: word at {o} is {got:#x}, expected {want:#x}"
+                        );
+                    }
+                }
+            }
+            dev.dereg_mr(r.key)?;
+        }
+        Err(errno) => {
+            expect_errno(res, errno, &format!("REG_MR of {backing}"))?;
+            ensure!(
+                pinned == released,
+                "failed REG_MR left pins: acquired +{pinned}, released +{released}"
+            );
+        }
+    }
+    drop(map);
+    drop(dev);
+    Ok(())
+}
+
+/// Two 64 KiB anonymous MRs (access ALL) in one context, a filled with
+/// `pattern`, b with 0xEE.
+struct Pair {
+    dev: Dev,
+    a: Mapping,
+    b: Mapping,
+    ka: u64,
+    kb: u64,
+}
+
+const PAIR_LEN: usize = 64 * KIB;
+
+fn pair() -> Result<Pair, CaseErr> {
+    let dev = open()?;
+    let a = Mapping::anon(PAIR_LEN)?;
+    let b = Mapping::anon(PAIR_LEN)?;
+    a.fill_with(0, PAIR_LEN, pattern);
+    b.fill_with(0, PAIR_LEN, |_| 0xee);
+    let ka = dev.reg_mr(a.addr(), PAIR_LEN as u64, PL_ACCESS_ALL, 0)?.key;
+    let kb = dev.reg_mr(b.addr(), PAIR_LEN as u64, PL_ACCESS_ALL, 0)?.key;
+    Ok(Pair { dev, a, b, ka, kb })
+}
+
+impl Pair {
+    fn close(self) -> CaseResult {
+        self.dev.dereg_mr(self.ka)?;
+        self.dev.dereg_mr(self.kb)?;
+        Ok(())
+    }
+}
+
+/// Does `text` name handle `h` (as 0x-hex, bare hex or decimal)?
+pub fn names_handle(text: &str, h: u64) -> bool {
+    text.split(|c: char| !c.is_ascii_alphanumeric()).any(|tok| {
+        if tok.is_empty() {
+            return false;
+        }
+        if let Some(hex) = tok.strip_prefix("0x").or_else(|| tok.strip_prefix("0X")) {
+            return u64::from_str_radix(hex, 16) == Ok(h);
+        }
+        tok.parse::<u64>() == Ok(h) || (tok.len() >= 8 && u64::from_str_radix(tok, 16) == Ok(h))
+    })
+}
+
+fn fdinfo(fd: i32) -> Result<String, CaseErr> {
+    Ok(sys::read_to_string(&format!("/proc/self/fdinfo/{fd}"))?)
+}
+
+fn debugfs_table(name: &str) -> Result<String, CaseErr> {
+    if sys::mount_at("/sys/kernel/debug").is_none() {
+        skip!("debugfs is not mounted at /sys/kernel/debug");
+    }
+    Ok(sys::read_to_string(&format!("{DEBUGFS_DIR}/{name}"))?)
+}
+
+/// Polls an event fd for up to `timeout` and reads what is there.
+fn read_events(fd: i32, timeout: Duration) -> Result<Vec<abi::PlEvent>, CaseErr> {
+    let start = Instant::now();
+    let mut out = Vec::new();
+    loop {
+        let left = timeout.saturating_sub(start.elapsed());
+        let rev = sys::poll_one(fd, libc::POLLIN, left.as_millis() as i32)?;
+        if rev & libc::POLLIN == 0 {
+            return Ok(out);
+        }
+        match sys::read_fd(fd, EVENT_SIZE * 16) {
+            Ok(buf) => {
+                ensure!(
+                    buf.len() % EVENT_SIZE == 0,
+                    "event fd read returned {} bytes, not whole {EVENT_SIZE}-byte records",
+                    buf.len()
+                );
+                if buf.is_empty() {
+                    return Ok(out);
+                }
+                out.extend(parse_events(&buf));
+                return Ok(out);
+            }
+            Err(libc::EAGAIN) => {
+                if start.elapsed() >= timeout {
+                    return Ok(out);
+                }
+            }
+            Err(e) => fail!("read(event fd {fd}) failed: {} ({e})", errno_name(e)),
+        }
+    }
+}
+
+// ---- device ---------------------------------------------------------------------------------
+
+fn query_device(t: &mut CaseCtx) -> CaseResult {
+    let d1 = open()?;
+    let d2 = open()?;
+    let q = d1.query()?;
+    let q2 = d2.query()?;
+    t.diag(format!(
+        "abi {} page {} features {:#x} virtio_id {} ctx {:#x} limits: contexts {} mrs {} pages/mr {} leases {} children {}",
+        q.abi_version, q.page_size, q.features, q.virtio_id, q.ctx, q.max_contexts, q.max_mrs,
+        q.max_pages_per_mr, q.max_leases, q.max_children_per_context
+    ));
+    ensure!(
+        q.abi_version == u32::from(abi::PL_ABI_VERSION),
+        "abi_version {} != {}",
+        q.abi_version,
+        abi::PL_ABI_VERSION
+    );
+    ensure!(q.page_size == 4096, "page_size {} != 4096", q.page_size);
+    ensure!(
+        q.virtio_id == abi::PL_VIRTIO_ID_NATIVE || q.virtio_id == abi::PL_VIRTIO_ID_CARRIER,
+        "virtio_id {} is neither 42 nor 41",
+        q.virtio_id
+    );
+    ensure!(
+        q.features & !abi::PL_FEATURES_ALL == 0,
+        "unknown feature bits {:#x}",
+        q.features
+    );
+    ensure!(
+        q.max_contexts >= 1 && q.max_contexts <= abi::PL_MAX_CONTEXTS,
+        "max_contexts {}",
+        q.max_contexts
+    );
+    ensure!(
+        q.max_mrs >= 1 && q.max_mrs <= abi::PL_MAX_MRS,
+        "max_mrs {}",
+        q.max_mrs
+    );
+    ensure!(
+        q.max_pages_per_mr >= 1 && q.max_pages_per_mr <= abi::PL_MAX_PAGES_PER_MR,
+        "max_pages_per_mr {}",
+        q.max_pages_per_mr
+    );
+    ensure!(q.ctx != 0, "ctx handle is 0");
+    ensure!(
+        q2.ctx != 0 && q2.ctx != q.ctx,
+        "two opens share ctx {:#x} / {:#x}",
+        q.ctx,
+        q2.ctx
+    );
+    ensure!(
+        d1.query()?.ctx == q.ctx,
+        "ctx of one fd changed between two QUERYs"
+    );
+    Ok(())
+}
+
+// ---- pin verdicts per backing type ---------------------------------------------------------
+
+fn pin_anon_ok(t: &mut CaseCtx) -> CaseResult {
+    verdict(t, &Backing::Anon, 256 * KIB, false, 0, Ok(()))
+}
+
+fn pin_memfd_ok(t: &mut CaseCtx) -> CaseResult {
+    verdict(t, &Backing::Memfd, 256 * KIB, false, 0, Ok(()))
+}
+
+fn pin_hugetlb_ok(t: &mut CaseCtx) -> CaseResult {
+    let n: u64 = sys::read_to_string("/proc/sys/vm/nr_hugepages")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    if n == 0 {
+        skip!("/proc/sys/vm/nr_hugepages is 0");
+    }
+    verdict(t, &Backing::Hugetlb, sys::HUGE_2M, false, 0, Ok(()))
+}
+
+fn pin_private_file_xfs_ok(t: &mut CaseCtx) -> CaseResult {
+    let f = TestFile::on("/mnt/xfs", "xfs", "private")?;
+    verdict(t, &f.backing(false), 256 * KIB, false, 0, Ok(()))
+}
+
+fn pin_readonly_shared_file_xfs_ok(t: &mut CaseCtx) -> CaseResult {
+    let f = TestFile::on("/mnt/xfs", "xfs", "readonly")?;
+    verdict(
+        t,
+        &f.backing(true),
+        256 * KIB,
+        true,
+        PINLEASE_PIN_READONLY,
+        Ok(()),
+    )
+}
+
+fn pin_shared_writable_ext4_efault(t: &mut CaseCtx) -> CaseResult {
+    let f = TestFile::on("/mnt/ext4", "ext4", "shared")?;
+    verdict(t, &f.backing(true), 256 * KIB, false, 0, Err(libc::EFAULT))
+}
+
+fn pin_shared_writable_xfs_efault(t: &mut CaseCtx) -> CaseResult {
+    let f = TestFile::on("/mnt/xfs", "xfs", "shared")?;
+    verdict(t, &f.backing(true), 256 * KIB, false, 0, Err(libc::EFAULT))
+}
+
+fn pin_fsdax_eopnotsupp(t: &mut CaseCtx) -> CaseResult {
+    match sys::mount_at("/mnt/dax") {
+        Some(m) if m.has_dax() => {}
+        Some(m) => skip!("/mnt/dax is mounted without dax ({})", m.options.join(",")),
+        None => skip!("/mnt/dax is not mounted (no pmem device)"),
+    }
+    let fstype = sys::mount_at("/mnt/dax")
+        .map(|m| m.fstype)
+        .unwrap_or_default();
+    let f = TestFile::on("/mnt/dax", &fstype, "dax")?;
+    // Create the file, then make sure it really is DAX.
+    drop(Mapping::new(&f.backing(true), 256 * KIB, false)?);
+    match sys::file_is_dax(&f.path) {
+        Some(true) => {}
+        Some(false) => skip!("{} is not a DAX file (STATX_ATTR_DAX clear)", f.path),
+        None => t.diag("statx does not report STATX_ATTR_DAX; assuming DAX from the mount"),
+    }
+    verdict(
+        t,
+        &f.backing(true),
+        256 * KIB,
+        false,
+        0,
+        Err(libc::EOPNOTSUPP),
+    )
+}
+
+fn pin_shortterm_shared_writable_xfs_ok(t: &mut CaseCtx) -> CaseResult {
+    let f = TestFile::on("/mnt/xfs", "xfs", "shortterm")?;
+    verdict(
+        t,
+        &f.backing(true),
+        256 * KIB,
+        false,
+        PINLEASE_PIN_SHORTTERM,
+        Ok(()),
+    )
+}
+
+// ---- device operations --------------------------------------------------------------------
+
+fn dma_write(_t: &mut CaseCtx) -> CaseResult {
+    let p = pair()?;
+    let (loff, roff, len) = (100usize, 4000usize, 9000usize);
+    p.dev
+        .write(p.ka, loff as u64, p.kb, roff as u64, len as u64)?;
+    if let Some((o, got, want)) = p.b.first_mismatch(roff, len, |i| pattern(i - roff + loff)) {
+        fail!("after WRITE a[{loff}..] -> b[{roff}..] len {len}: b[{o}] = {got:#04x}, expected {want:#04x}");
+    }
+    for o in [roff - 1, roff + len] {
+        ensure!(
+            p.b.get_u8(o) == 0xee,
+            "WRITE touched b[{o}] outside the range: {:#04x}",
+            p.b.get_u8(o)
+        );
+    }
+    // The whole MR, and a zero-length no-op.
+    p.dev.write(p.ka, 0, p.kb, 0, PAIR_LEN as u64)?;
+    if let Some((o, got, want)) = p.b.first_mismatch(0, PAIR_LEN, pattern) {
+        fail!("after full WRITE: b[{o}] = {got:#04x}, expected {want:#04x}");
+    }
+    p.dev.write(p.ka, 0, p.kb, 0, 0)?;
+    p.close()
+}
+
+fn dma_read(_t: &mut CaseCtx) -> CaseResult {
+    let p = pair()?;
+    // READ copies remote (a) -> local (b).
+    let (loff, roff, len) = (4095usize, 7usize, 12289usize);
+    p.dev
+        .read(p.kb, loff as u64, p.ka, roff as u64, len as u64)?;
+    if let Some((o, got, want)) = p.b.first_mismatch(loff, len, |i| pattern(i - loff + roff)) {
+        fail!("after READ a[{roff}..] -> b[{loff}..] len {len}: b[{o}] = {got:#04x}, expected {want:#04x}");
+    }
+    for o in [loff - 1, loff + len] {
+        ensure!(
+            p.b.get_u8(o) == 0xee,
+            "READ touched b[{o}] outside the range: {:#04x}",
+            p.b.get_u8(o)
+        );
+    }
+    if let Some((o, got, want)) = p.a.first_mismatch(0, PAIR_LEN, pattern) {
+        fail!("READ changed its source: a[{o}] = {got:#04x}, expected {want:#04x}");
+    }
+    p.close()
+}
+
+fn dma_compare_swap_both_outcomes(_t: &mut CaseCtx) -> CaseResult {
+    let p = pair()?;
+    need_feature(&p.dev, abi::PL_FEATURE_ATOMICS, "ATOMICS")?;
+    let off = 4096 + 64;
+    p.b.set_u64(off, 0x1111_2222_3333_4444);
+    let orig = p.dev.compare_swap(
+        p.kb,
+        off as u64,
+        0x1111_2222_3333_4444,
+        0xaaaa_bbbb_cccc_dddd,
+    )?;
+    ensure!(
+        orig == 0x1111_2222_3333_4444,
+        "CAS (match) returned original {orig:#x}"
+    );
+    let now = p.b.get_u64(off);
+    ensure!(
+        now == 0xaaaa_bbbb_cccc_dddd,
+        "CAS (match) left {now:#x}, expected the swap value"
+    );
+    let orig = p
+        .dev
+        .compare_swap(p.kb, off as u64, 0x1111_2222_3333_4444, 0x5555)?;
+    ensure!(
+        orig == 0xaaaa_bbbb_cccc_dddd,
+        "CAS (mismatch) returned original {orig:#x}"
+    );
+    let now = p.b.get_u64(off);
+    ensure!(
+        now == 0xaaaa_bbbb_cccc_dddd,
+        "CAS (mismatch) changed the word to {now:#x}"
+    );
+    ensure!(
+        p.b.get_u64(off - 8) == 0xeeee_eeee_eeee_eeee,
+        "CAS touched the previous word"
+    );
+    ensure!(
+        p.b.get_u64(off + 8) == 0xeeee_eeee_eeee_eeee,
+        "CAS touched the next word"
+    );
+    expect_errno(
+        p.dev.compare_swap(p.kb, off as u64 + 4, 0, 1),
+        libc::EINVAL,
+        "COMPARE_SWAP at a misaligned offset",
+    )?;
+    p.close()
+}
+
+fn dma_fetch_add(_t: &mut CaseCtx) -> CaseResult {
+    let p = pair()?;
+    need_feature(&p.dev, abi::PL_FEATURE_ATOMICS, "ATOMICS")?;
+    let off = PAIR_LEN - 8;
+    p.b.set_u64(off, 0xffff_ffff_ffff_fff0);
+    let orig = p.dev.fetch_add(p.kb, off as u64, 0x20)?;
+    ensure!(
+        orig == 0xffff_ffff_ffff_fff0,
+        "FETCH_ADD returned original {orig:#x}"
+    );
+    let now = p.b.get_u64(off);
+    ensure!(
+        now == 0x10,
+        "FETCH_ADD (wrapping) left {now:#x}, expected 0x10"
+    );
+    for i in 0..10u64 {
+        let o = p.dev.fetch_add(p.kb, off as u64, 3)?;
+        ensure!(
+            o == 0x10 + 3 * i,
+            "FETCH_ADD #{i} returned {o:#x}, expected {:#x}",
+            0x10 + 3 * i
+        );
+    }
+    ensure!(
+        p.b.get_u64(off) == 0x10 + 30,
+        "after 10 adds of 3: {:#x}",
+        p.b.get_u64(off)
+    );
+    expect_errno(
+        p.dev.fetch_add(p.kb, PAIR_LEN as u64, 1),
+        libc::ERANGE,
+        "FETCH_ADD past the MR end",
+    )?;
+    p.close()
+}
+
+fn dma_fill_verify_const(_t: &mut CaseCtx) -> CaseResult {
+    let p = pair()?;
+    need_feature(&p.dev, abi::PL_FEATURE_PATTERN, "PATTERN")?;
+    let pat = 0xa5a5_5a5a_0f0f_f0f0u64;
+    p.dev
+        .fill(p.kb, 0, PAIR_LEN as u64, pat, abi::PL_PATTERN_CONST)?;
+    for o in (0..PAIR_LEN).step_by(8) {
+        let w = p.b.get_u64(o);
+        ensure!(
+            w == pat,
+            "after FILL const: word at {o} = {w:#x}, expected {pat:#x}"
+        );
+    }
+    let v = p
+        .dev
+        .verify(p.kb, 0, PAIR_LEN as u64, pat, abi::PL_PATTERN_CONST)?;
+    ensure!(
+        v.mismatches == 0 && v.first_bad_offset == u64::MAX,
+        "VERIFY of a filled MR: {v}"
+    );
+    let v = p
+        .dev
+        .verify(p.kb, 0, PAIR_LEN as u64, pat ^ 1, abi::PL_PATTERN_CONST)?;
+    ensure!(
+        v.mismatches == (PAIR_LEN / 8) as u64
+            && v.first_bad_offset == 0
+            && v.first_bad_value == pat,
+        "VERIFY with the wrong pattern: {v}, expected {} mismatches from offset 0",
+        PAIR_LEN / 8
+    );
+    p.close()
+}
+
+fn dma_fill_verify_xor_detects_corruption(_t: &mut CaseCtx) -> CaseResult {
+    let p = pair()?;
+    need_feature(&p.dev, abi::PL_FEATURE_PATTERN, "PATTERN")?;
+    let pat = 0x0123_4567_89ab_cdefu64;
+    let (off, len) = (8usize, PAIR_LEN - 16);
+    p.dev.fill(
+        p.kb,
+        off as u64,
+        len as u64,
+        pat,
+        abi::PL_PATTERN_OFFSET_XOR,
+    )?;
+    for o in (off..off + len).step_by(8) {
+        let w = p.b.get_u64(o);
+        ensure!(
+            w == pat ^ o as u64,
+            "after FILL xor: word at {o} = {w:#x}, expected {:#x}",
+            pat ^ o as u64
+        );
+    }
+    ensure!(
+        p.b.get_u64(0) == 0xeeee_eeee_eeee_eeee,
+        "FILL touched word 0"
+    );
+    ensure!(
+        p.b.get_u64(PAIR_LEN - 8) == 0xeeee_eeee_eeee_eeee,
+        "FILL touched the last word"
+    );
+    let v = p.dev.verify(
+        p.kb,
+        off as u64,
+        len as u64,
+        pat,
+        abi::PL_PATTERN_OFFSET_XOR,
+    )?;
+    ensure!(v.mismatches == 0, "VERIFY xor of a filled range: {v}");
+    let bad_off = 3 * 4096 + 40;
+    let bad = 0xdead_beef_dead_beefu64;
+    p.b.set_u64(bad_off, bad);
+    let v = p.dev.verify(
+        p.kb,
+        off as u64,
+        len as u64,
+        pat,
+        abi::PL_PATTERN_OFFSET_XOR,
+    )?;
+    ensure!(
+        v.mismatches == 1 && v.first_bad_offset == bad_off as u64 && v.first_bad_value == bad,
+        "VERIFY after corrupting the word at {bad_off} with {bad:#x}: {v}"
+    );
+    let v = p.dev.verify(
+        p.kb,
+        off as u64,
+        (bad_off - off) as u64,
+        pat,
+        abi::PL_PATTERN_OFFSET_XOR,
+    )?;
+    ensure!(
+        v.mismatches == 0,
+        "VERIFY of the range before the corruption: {v}"
+    );
+    p.close()
+}
+
+fn dma_unaligned_mr_start_and_length(t: &mut CaseCtx) -> CaseResult {
+    // MRs that start and end inside pages: the module's page list and
+    // first_page_offset must put MR offset 0 at the registered address.
+    let dev = open()?;
+    let a = Mapping::anon(4 * 4096)?;
+    let b = Mapping::anon(4 * 4096)?;
+    a.fill_with(0, a.len(), pattern);
+    b.fill_with(0, b.len(), |_| 0xee);
+    let (sa, la) = (100usize, 10_000usize);
+    let (sb, lb) = (4095usize, 8193usize);
+    let ra = dev.reg_mr(a.addr() + sa as u64, la as u64, PL_ACCESS_ALL, 0)?;
+    let rb = dev.reg_mr(b.addr() + sb as u64, lb as u64, PL_ACCESS_ALL, 0)?;
+    t.diag(format!(
+        "MR a: +{sa} len {la} npages {}; MR b: +{sb} len {lb} npages {}",
+        ra.npages, rb.npages
+    ));
+    ensure!(
+        ra.npages == (sa + la).div_ceil(4096) as u32,
+        "MR a npages {} != {}",
+        ra.npages,
+        (sa + la).div_ceil(4096)
+    );
+    ensure!(
+        rb.npages == (sb + lb).div_ceil(4096) as u32,
+        "MR b npages {} != {}",
+        rb.npages,
+        (sb + lb).div_ceil(4096)
+    );
+    dev.write(ra.key, 0, rb.key, 0, lb as u64)?;
+    if let Some((o, got, want)) = b.first_mismatch(sb, lb, |i| pattern(i - sb + sa)) {
+        fail!("WRITE between unaligned MRs: b byte {o} = {got:#04x}, expected {want:#04x} (a byte {})", o - sb + sa);
+    }
+    ensure!(
+        b.get_u8(sb - 1) == 0xee && b.get_u8(sb + lb) == 0xee,
+        "WRITE spilled outside MR b"
+    );
+    expect_errno(
+        dev.write(ra.key, 0, rb.key, 1, lb as u64),
+        libc::ERANGE,
+        "WRITE one byte past MR b",
+    )?;
+    dev.dereg_mr(ra.key)?;
+    dev.dereg_mr(rb.key)?;
+    Ok(())
+}
+
+// ---- bad ioctls -------------------------------------------------------------------------------
+
+fn bad_dma_unknown_op_einval(_t: &mut CaseCtx) -> CaseResult {
+    let p = pair()?;
+    for op in [
+        999u32,
+        0xffff,
+        0x1_0009,
+        abi::Opcode::RegMr as u32,
+        abi::Opcode::LeaseBreak as u32,
+    ] {
+        let mut d = PinleaseDma {
+            op,
+            local_key: p.ka,
+            remote_key: p.kb,
+            length: 8,
+            ..Default::default()
+        };
+        expect_errno(
+            p.dev.dma(&mut d),
+            libc::EINVAL,
+            &format!("DMA with op {op:#x}"),
+        )?;
+    }
+    let mut d = PinleaseDma {
+        op: abi::Opcode::Fill as u32,
+        mode: 7,
+        remote_key: p.kb,
+        length: 8,
+        ..Default::default()
+    };
+    expect_errno(p.dev.dma(&mut d), libc::EINVAL, "FILL with pattern mode 7")?;
+    // Unknown ioctl number on the device fd.
+    let rc = unsafe { libc::ioctl(p.dev.raw(), 0xB9FF_u32 as _, 0) };
+    let e = sys::last_errno();
+    ensure!(
+        rc < 0 && e == libc::ENOTTY,
+        "unknown ioctl 0xB9ff: rc {rc} errno {} (expected ENOTTY)",
+        errno_name(e)
+    );
+    p.close()
+}
+
+fn bad_stale_key_estale(_t: &mut CaseCtx) -> CaseResult {
+    let p = pair()?;
+    let c = Mapping::anon(16 * KIB)?;
+    let kc = p
+        .dev
+        .reg_mr(c.addr(), c.len() as u64, PL_ACCESS_ALL, 0)?
+        .key;
+    p.dev.dereg_mr(kc)?;
+    expect_errno(
+        p.dev.write(p.ka, 0, kc, 0, 8),
+        libc::ESTALE,
+        "WRITE to a deregistered remote key",
+    )?;
+    expect_errno(
+        p.dev.write(kc, 0, p.kb, 0, 8),
+        libc::ESTALE,
+        "WRITE from a deregistered local key",
+    )?;
+    expect_errno(
+        p.dev.dereg_mr(kc),
+        libc::ESTALE,
+        "DEREG_MR of a deregistered key",
+    )?;
+    // The slot is reused by the next registration with a new generation.
+    let kd = p
+        .dev
+        .reg_mr(c.addr(), c.len() as u64, PL_ACCESS_ALL, 0)?
+        .key;
+    ensure!(kd != kc, "a new MR got the stale key {kc:#x} again");
+    expect_errno(
+        p.dev.write(p.ka, 0, kc, 0, 8),
+        libc::ESTALE,
+        "WRITE to the stale key after reuse",
+    )?;
+    p.dev.dereg_mr(kd)?;
+    p.close()
+}
+
+fn bad_out_of_range_erange(_t: &mut CaseCtx) -> CaseResult {
+    let p = pair()?;
+    let l = PAIR_LEN as u64;
+    expect_errno(
+        p.dev.write(p.ka, 0, p.kb, l - 4, 8),
+        libc::ERANGE,
+        "WRITE past the remote MR end",
+    )?;
+    expect_errno(
+        p.dev.write(p.ka, l - 4, p.kb, 0, 8),
+        libc::ERANGE,
+        "WRITE past the local MR end",
+    )?;
+    expect_errno(
+        p.dev.read(p.ka, 0, p.kb, u64::MAX - 3, 8),
+        libc::ERANGE,
+        "READ with offset+length overflowing",
+    )?;
+    expect_errno(
+        p.dev.write(p.ka, 0, p.kb, 0, l + 1),
+        libc::ERANGE,
+        "WRITE longer than the MR",
+    )?;
+    let q = p.dev.query()?;
+    if q.features & abi::PL_FEATURE_PATTERN != 0 {
+        expect_errno(
+            p.dev.fill(p.kb, l - 8, 16, 0, 0),
+            libc::ERANGE,
+            "FILL past the MR end",
+        )?;
+        expect_errno(
+            p.dev.verify(p.kb, l, 8, 0, 0),
+            libc::ERANGE,
+            "VERIFY at the MR end",
+        )?;
+    }
+    ensure!(
+        p.b.get_u64(PAIR_LEN - 8) == 0xeeee_eeee_eeee_eeee,
+        "a refused op changed the MR"
+    );
+    p.close()
+}
+
+fn bad_reg_args_einval(t: &mut CaseCtx) -> CaseResult {
+    let dev = open()?;
+    let m = Mapping::anon(16 * KIB)?;
+    let base = PinleaseRegMr {
+        addr: m.addr(),
+        length: m.len() as u64,
+        access: PL_ACCESS_ALL,
+        ..Default::default()
+    };
+    let tries: [(&str, PinleaseRegMr); 4] = [
+        (
+            "reserved != 0",
+            PinleaseRegMr {
+                reserved: 1,
+                ..base
+            },
+        ),
+        (
+            "unknown pin flag",
+            PinleaseRegMr {
+                flags: 1 << 7,
+                ..base
+            },
+        ),
+        ("access 0", PinleaseRegMr { access: 0, ..base }),
+        (
+            "unknown access bit",
+            PinleaseRegMr {
+                access: 1 << 9,
+                ..base
+            },
+        ),
+    ];
+    for (what, mut r) in tries {
+        let res = dev.reg_mr_raw(&mut r).map(|_| r.key);
+        expect_errno(res, libc::EINVAL, &format!("REG_MR with {what}"))?;
+    }
+    let mut r = PinleaseRegMr { length: 0, ..base };
+    let e = expect_errno_in(
+        dev.reg_mr_raw(&mut r).map(|_| r.key),
+        &[libc::EINVAL],
+        "REG_MR of length 0",
+    )?;
+    t.diag(format!("length 0: {}", errno_name(e)));
+    // Unmapped memory: the pin itself fails.
+    let addr = m.addr();
+    drop(m);
+    let mut r = PinleaseRegMr { addr, ..base };
+    let e = expect_errno_in(
+        dev.reg_mr_raw(&mut r).map(|_| r.key),
+        &[libc::EFAULT, libc::ENOMEM],
+        "REG_MR of unmapped memory",
+    )?;
+    t.diag(format!("unmapped memory: {}", errno_name(e)));
+    Ok(())
+}
+
+// ---- fdinfo, debugfs ---------------------------------------------------------------------------
+
+fn fdinfo_lists_mrs(t: &mut CaseCtx) -> CaseResult {
+    let p = pair()?;
+    let ctx = p.dev.query()?.ctx;
+    let text = fdinfo(p.dev.raw())?;
+    let mr_lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("mr:"))
+        .collect();
+    let show = || text.replace('\n', " | ");
+    ensure!(
+        names_handle(&text, ctx),
+        "fdinfo does not name ctx {ctx:#x}: {}",
+        show()
+    );
+    for k in [p.ka, p.kb] {
+        let line = mr_lines.iter().find(|l| l.contains(&format!("key={k:#x}")));
+        let Some(line) = line else {
+            fail!("fdinfo has no 'mr: key={k:#x}' line: {}", show());
+        };
+        ensure!(
+            line.contains(&format!("pages={}", PAIR_LEN / 4096)),
+            "fdinfo line for {k:#x} lacks pages={}: {line}",
+            PAIR_LEN / 4096
+        );
+    }
+    ensure!(
+        mr_lines.len() == 2,
+        "fdinfo lists {} MRs, expected 2: {}",
+        mr_lines.len(),
+        show()
+    );
+    t.diag(format!("fdinfo: {}", show()));
+    p.dev.dereg_mr(p.ka)?;
+    let text = fdinfo(p.dev.raw())?;
+    ensure!(
+        !text.contains(&format!("key={:#x}", p.ka)),
+        "fdinfo still lists deregistered key {:#x}: {}",
+        p.ka,
+        text.replace('\n', " | ")
+    );
+    p.dev.dereg_mr(p.kb)?;
+    let text = fdinfo(p.dev.raw())?;
+    let n = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("mr:"))
+        .count();
+    ensure!(n == 0, "fdinfo lists {n} MRs after deregistering all");
+    Ok(())
+}
+
+fn debugfs_tables_list_contexts_and_mrs(t: &mut CaseCtx) -> CaseResult {
+    let p = pair()?;
+    let ctx = p.dev.query()?.ctx;
+    let contexts = debugfs_table("contexts")?;
+    let mrs = debugfs_table("mrs")?;
+    ensure!(
+        names_handle(&contexts, ctx),
+        "debugfs contexts does not name ctx {ctx:#x}:\n{contexts}"
+    );
+    for k in [p.ka, p.kb] {
+        ensure!(
+            names_handle(&mrs, k),
+            "debugfs mrs does not name key {k:#x}:\n{mrs}"
+        );
+    }
+    t.diag(format!("contexts:\n{contexts}"));
+    t.diag(format!("mrs:\n{mrs}"));
+    let (ka, kb) = (p.ka, p.kb);
+    drop(p);
+    let start = Instant::now();
+    loop {
+        let contexts = debugfs_table("contexts")?;
+        let mrs = debugfs_table("mrs")?;
+        let stale_mr = names_handle(&mrs, ka) || names_handle(&mrs, kb);
+        if !stale_mr && !names_handle(&contexts, ctx) {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(2) {
+            fail!("2 s after close, debugfs still lists ctx {ctx:#x} or its MRs:\ncontexts:\n{contexts}\nmrs:\n{mrs}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+// ---- events -------------------------------------------------------------------------------------
+
+fn events_whole_records_poll_empty_no_lease_revokes_yet(t: &mut CaseCtx) -> CaseResult {
+    let dev = open()?;
+    let efd = dev.event_fd()?;
+    let fd = efd.as_raw_fd();
+    let fl = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    ensure!(
+        fl >= 0 && fl & libc::FD_CLOEXEC != 0,
+        "event fd is not O_CLOEXEC (F_GETFD {fl})"
+    );
+    sys::set_nonblock(fd)?;
+    let rev = sys::poll_one(fd, libc::POLLIN, 0)?;
+    ensure!(
+        rev & libc::POLLIN == 0,
+        "empty channel polls readable (revents {rev:#x})"
+    );
+    let rev = sys::poll_one(fd, libc::POLLIN, 200)?;
+    ensure!(
+        rev == 0,
+        "empty channel: poll with 200 ms timeout returned revents {rev:#x}"
+    );
+    match sys::read_fd(fd, EVENT_SIZE) {
+        Err(libc::EAGAIN) => {}
+        Ok(b) => fail!(
+            "nonblocking read of an empty channel returned {} bytes",
+            b.len()
+        ),
+        Err(e) => fail!(
+            "nonblocking read of an empty channel: {} ({e}), expected EAGAIN",
+            errno_name(e)
+        ),
+    }
+    // A context's close sends CONTEXT_TORN_DOWN to it: the one event we can
+    // cause without leases. It must arrive as whole 56-byte records.
+    let m = Mapping::anon(16 * KIB)?;
+    let r = dev.reg_mr(m.addr(), m.len() as u64, PL_ACCESS_ALL, 0)?;
+    let ctx = dev.query()?.ctx;
+    drop(dev);
+    let rev = sys::poll_one(fd, libc::POLLIN, 2000)?;
+    if rev & libc::POLLIN == 0 {
+        t.diag(format!(
+            "no event within 2 s after closing the device fd (revents {rev:#x}); \
+             CONTEXT_TORN_DOWN not delivered to the event fd"
+        ));
+        return Ok(());
+    }
+    // A short buffer must not return a partial record.
+    match sys::read_fd(fd, EVENT_SIZE - 1) {
+        Ok(b) if b.is_empty() => {}
+        Ok(b) => fail!(
+            "read with a {}-byte buffer returned {} bytes (partial record)",
+            EVENT_SIZE - 1,
+            b.len()
+        ),
+        Err(e) => t.diag(format!(
+            "read with a {}-byte buffer: {} (ok)",
+            EVENT_SIZE - 1,
+            errno_name(e)
+        )),
+    }
+    let buf = match sys::read_fd(fd, EVENT_SIZE * 3 + 10) {
+        Ok(b) => b,
+        Err(e) => fail!("read after POLLIN: {} ({e})", errno_name(e)),
+    };
+    ensure!(
+        !buf.is_empty() && buf.len() % EVENT_SIZE == 0,
+        "event read returned {} bytes: not whole {EVENT_SIZE}-byte records",
+        buf.len()
+    );
+    let evs = parse_events(&buf);
+    for e in &evs {
+        t.diag(format_event(e));
+    }
+    let td = evs
+        .iter()
+        .find(|e| e.kind == abi::PL_EVENT_CONTEXT_TORN_DOWN);
+    let Some(td) = td else {
+        fail!("events after close contain no CONTEXT_TORN_DOWN");
+    };
+    ensure!(
+        td.ctx == ctx,
+        "CONTEXT_TORN_DOWN ctx {:#x} != {ctx:#x}",
+        td.ctx
+    );
+    ensure!(
+        td.args[0] == 1 && td.args[2] == u64::from(r.npages),
+        "CONTEXT_TORN_DOWN args {:?}: expected 1 MR destroyed, {} pages unpinned",
+        td.args,
+        r.npages
+    );
+    Ok(())
+}
+
+fn events_mr_revoked_import_source_gone(t: &mut CaseCtx) -> CaseResult {
+    let a = open()?;
+    need_feature(&a, abi::PL_FEATURE_EXPORT, "EXPORT")?;
+    let b = open()?;
+    let bctx = b.query()?.ctx;
+    let mx = Mapping::anon(16 * KIB)?;
+    let kx = a.reg_mr(mx.addr(), mx.len() as u64, PL_ACCESS_ALL, 0)?.key;
+    let exp = a.export_mr(kx)?;
+    let ky = b.import_mr(exp.as_raw_fd(), PL_ACCESS_ALL)?;
+    let efd = b.event_fd()?;
+    sys::set_nonblock(efd.as_raw_fd())?;
+    a.dereg_mr(kx)?;
+    let evs = read_events(efd.as_raw_fd(), Duration::from_secs(2))?;
+    for e in &evs {
+        t.diag(format_event(e));
+    }
+    let hit = evs
+        .iter()
+        .find(|e| e.kind == abi::PL_EVENT_MR_REVOKED && e.args[0] == ky);
+    let Some(e) = hit else {
+        fail!("no MR_REVOKED for imported key {ky:#x} within 2 s after its source was deregistered ({} other events)", evs.len());
+    };
+    ensure!(
+        e.ctx == bctx,
+        "MR_REVOKED ctx {:#x} != importer ctx {bctx:#x}",
+        e.ctx
+    );
+    ensure!(
+        e.args[1] == abi::PL_REVOKE_SOURCE_GONE,
+        "MR_REVOKED reason {} != SOURCE_GONE ({})",
+        e.args[1],
+        abi::PL_REVOKE_SOURCE_GONE
+    );
+    ensure!(
+        e.args[2] == 0,
+        "MR_REVOKED of an import reports {} pages",
+        e.args[2]
+    );
+    let ml = Mapping::anon(4096)?;
+    let kl = b.reg_mr(ml.addr(), 4096, PL_ACCESS_ALL, 0)?.key;
+    let e = expect_errno_in(
+        b.write(kl, 0, ky, 0, 8),
+        &[libc::ECANCELED, libc::ESTALE],
+        "WRITE to a revoked import",
+    )?;
+    t.diag(format!("WRITE to the revoked import: {}", errno_name(e)));
+    drop(exp);
+    Ok(())
+}
+
+// ---- lifetimes -------------------------------------------------------------------------------------
+
+fn lifetime_event_fd_outlives_device_fd(t: &mut CaseCtx) -> CaseResult {
+    let dev = open()?;
+    let ctx = dev.query()?.ctx;
+    let m = Mapping::anon(128 * KIB)?;
+    let r1 = dev.reg_mr(m.addr(), 64 * KIB as u64, PL_ACCESS_ALL, 0)?;
+    let r2 = dev.reg_mr(
+        m.addr() + 64 * KIB as u64,
+        64 * KIB as u64,
+        PL_ACCESS_ALL,
+        0,
+    )?;
+    let efd = dev.event_fd()?;
+    let fd = efd.as_raw_fd();
+    sys::set_nonblock(fd)?;
+    drop(dev);
+    // The pins go with the device fd, not with the event fd.
+    match sys::wait_pin_balance(Duration::from_secs(2))? {
+        Ok(_) => {}
+        Err((a, r)) => {
+            fail!("device fd closed, event fd open: pins not dropped (acquired {a}, released {r})")
+        }
+    }
+    // The event fd still polls and reads: whole records, EAGAIN or EOF.
+    for round in 0..3 {
+        let rev = sys::poll_one(fd, libc::POLLIN, 100)?;
+        match sys::read_fd(fd, EVENT_SIZE * 4) {
+            Ok(b) => {
+                ensure!(b.len() % EVENT_SIZE == 0, "read returned {} bytes", b.len());
+                for e in parse_events(&b) {
+                    t.diag(format!(
+                        "round {round} revents {rev:#x}: {}",
+                        format_event(&e)
+                    ));
+                }
+            }
+            Err(libc::EAGAIN) => {}
+            Err(e) => fail!(
+                "read(event fd) after the device fd closed: {} ({e})",
+                errno_name(e)
+            ),
+        }
+    }
+    let info = fdinfo(fd)?;
+    t.diag(format!("event fd fdinfo: {}", info.replace('\n', " | ")));
+    for k in [r1.key, r2.key] {
+        ensure!(
+            !info.contains(&format!("key={k:#x}")),
+            "event fd fdinfo lists MR {k:#x} of the closed context"
+        );
+    }
+    if sys::mount_at("/sys/kernel/debug").is_some() {
+        if let Ok(mrs) = sys::read_to_string(&format!("{DEBUGFS_DIR}/mrs")) {
+            for k in [r1.key, r2.key] {
+                ensure!(
+                    !names_handle(&mrs, k),
+                    "debugfs mrs still lists {k:#x} of closed ctx {ctx:#x}:\n{mrs}"
+                );
+            }
+        }
+    }
+    drop(efd);
+    Ok(())
+}
+
+fn lifetime_export_fd_outlives_device_fd(t: &mut CaseCtx) -> CaseResult {
+    let a = open()?;
+    need_feature(&a, abi::PL_FEATURE_EXPORT, "EXPORT")?;
+    let m = Mapping::anon(64 * KIB)?;
+    let kx = a.reg_mr(m.addr(), m.len() as u64, PL_ACCESS_ALL, 0)?.key;
+    let exp1 = a.export_mr(kx)?;
+    let exp2 = a.export_mr(kx)?;
+    ensure!(
+        exp1.as_raw_fd() != exp2.as_raw_fd(),
+        "second export returned the same fd number"
+    );
+    let fl = unsafe { libc::fcntl(exp1.as_raw_fd(), libc::F_GETFD) };
+    ensure!(
+        fl >= 0 && fl & libc::FD_CLOEXEC != 0,
+        "export fd is not O_CLOEXEC (F_GETFD {fl})"
+    );
+    drop(a);
+    match sys::wait_pin_balance(Duration::from_secs(2))? {
+        Ok(_) => {}
+        Err((ac, r)) => fail!(
+            "device fd closed, export fds open: pins not dropped (acquired {ac}, released {r})"
+        ),
+    }
+    let b = open()?;
+    let res = b.import_mr(exp1.as_raw_fd(), PL_ACCESS_READ);
+    let e = expect_errno_in(
+        res,
+        &[
+            libc::ECANCELED,
+            libc::ESTALE,
+            libc::ENOENT,
+            libc::ESHUTDOWN,
+            libc::ENODEV,
+        ],
+        "IMPORT_MR of an export whose context was closed",
+    )?;
+    t.diag(format!(
+        "import after the source context closed: {} (ABI: ECANCELED)",
+        errno_name(e)
+    ));
+    t.diag(format!(
+        "export fd fdinfo: {}",
+        fdinfo(exp1.as_raw_fd())?.replace('\n', " | ")
+    ));
+    drop(exp1);
+    drop(b);
+    drop(exp2);
+    Ok(())
+}
+
+fn lifetime_import_aliases_source(_t: &mut CaseCtx) -> CaseResult {
+    let a = open()?;
+    need_feature(&a, abi::PL_FEATURE_EXPORT, "EXPORT")?;
+    let b = open()?;
+    let mx = Mapping::anon(64 * KIB)?;
+    mx.fill_with(0, mx.len(), |_| 0);
+    let kx = a.reg_mr(mx.addr(), mx.len() as u64, PL_ACCESS_ALL, 0)?.key;
+    let exp = a.export_mr(kx)?;
+    let ky = b.import_mr(exp.as_raw_fd(), PL_ACCESS_ALL)?;
+    ensure!(ky != kx, "import got the source's key {kx:#x}");
+    let ml = Mapping::anon(16 * KIB)?;
+    ml.fill_with(0, ml.len(), pattern);
+    let kl = b.reg_mr(ml.addr(), ml.len() as u64, PL_ACCESS_ALL, 0)?.key;
+    // WRITE through the import lands in the source's pages.
+    b.write(kl, 0, ky, 512, 12 * KIB as u64)?;
+    if let Some((o, got, want)) = mx.first_mismatch(512, 12 * KIB, |i| pattern(i - 512)) {
+        fail!("WRITE through import {ky:#x}: source mapping byte {o} = {got:#04x}, expected {want:#04x}");
+    }
+    ensure!(
+        mx.get_u8(511) == 0 && mx.get_u8(512 + 12 * KIB) == 0,
+        "WRITE through the import spilled"
+    );
+    // And user-space writes to the source are seen through the import.
+    mx.set_u64(32 * KIB, 0x7777_8888_9999_aaaa);
+    b.read(kl, 0, ky, 32 * KIB as u64, 8)?;
+    ensure!(
+        ml.get_u64(0) == 0x7777_8888_9999_aaaa,
+        "READ through the import got {:#x}",
+        ml.get_u64(0)
+    );
+    // An import with access beyond what the import fd allows is refused.
+    let kr = b.import_mr(exp.as_raw_fd(), PL_ACCESS_READ)?;
+    expect_errno(
+        b.write(kl, 0, kr, 0, 8),
+        libc::EPERM,
+        "WRITE to a read-only import",
+    )?;
+    b.dereg_mr(kr)?;
+    b.dereg_mr(ky)?;
+    drop(exp);
+    drop(b);
+    a.dereg_mr(kx)?;
+    Ok(())
+}
+
+// ---- processes --------------------------------------------------------------------------------------
+
+fn fork_child_holds_fd_and_writes(t: &mut CaseCtx) -> CaseResult {
+    let dev = open()?;
+    need_feature(&dev, abi::PL_FEATURE_PATTERN, "PATTERN")?;
+    let m = Mapping::anon(64 * KIB)?;
+    m.fill_with(0, m.len(), |_| 0);
+    let k = dev.reg_mr(m.addr(), m.len() as u64, PL_ACCESS_ALL, 0)?.key;
+    let (rd, wr) = sys::pipe()?;
+    let pat = 0x4242_4242_1234_5678u64;
+    let pid = sys::fork_child(|| {
+        // The child does the device write; the parent has closed its fd by
+        // then, so the child's exit is the last close.
+        std::thread::sleep(Duration::from_millis(50));
+        let res = dev.fill(k, 0, 64 * KIB as u64, pat, abi::PL_PATTERN_CONST);
+        let errno = res.err().map_or(0, |e| e.errno) as u8;
+        let child_sees = u8::from(m.get_u64(0) == pat);
+        let _ = sys::write_all(wr.as_raw_fd(), &[errno, child_sees]);
+        0
+    })?;
+    drop(wr);
+    drop(dev);
+    let msg = sys::read_exact_timeout(rd.as_raw_fd(), 2, Duration::from_secs(30));
+    let exit = sys::wait_timeout(pid, Duration::from_secs(30))?;
+    let Some(exit) = exit else {
+        let st = sys::proc_stack(pid);
+        sys::kill(pid, libc::SIGKILL);
+        let _ = sys::wait_timeout(pid, Duration::from_secs(10));
+        fail!("child holding the fd did not exit within 30 s ({st})");
+    };
+    let msg = msg?;
+    ensure!(exit == sys::Exit::Code(0), "child: {exit}");
+    ensure!(
+        msg[0] == 0,
+        "child's FILL through the inherited fd failed: {} ({})",
+        errno_name(msg[0].into()),
+        msg[0]
+    );
+    t.diag(format!(
+        "child sees the pattern in its own copy of the buffer: {}",
+        if msg[1] == 1 {
+            "yes"
+        } else {
+            "no (fork copied the pinned pages for the child)"
+        }
+    ));
+    let mut bad = 0;
+    let mut first = None;
+    for o in (0..m.len()).step_by(8) {
+        let w = m.get_u64(o);
+        if w != pat {
+            bad += 1;
+            first.get_or_insert((o, w));
+        }
+    }
+    if let Some((o, w)) = first {
+        fail!(
+            "parent does not see the child's device write: {bad} of {} words differ, first at {o}: {w:#x} (expected {pat:#x})",
+            m.len() / 8
+        );
+    }
+    Ok(())
+}
+
+fn scm_rights_sender_exits(t: &mut CaseCtx) -> CaseResult {
+    let (s_parent, s_child) = sys::socketpair()?;
+    let pat = 0x5c5c_0000_1111_2222u64;
+    let len = 64 * KIB;
+    let pid = sys::fork_child(|| {
+        let run = || -> Result<(), SysError> {
+            let dev = Dev::open_default()?;
+            let m = Mapping::anon(len)?;
+            for o in (0..len).step_by(8) {
+                m.set_u64(o, pat ^ o as u64);
+            }
+            let k = dev.reg_mr(m.addr(), len as u64, PL_ACCESS_ALL, 0)?.key;
+            sys::send_fd(s_child.as_raw_fd(), dev.raw(), &k.to_le_bytes())?;
+            // Exit with the fd and the mapping still here: the receiver's
+            // reference keeps the context; the pins keep the pages.
+            std::mem::forget(m);
+            std::mem::forget(dev);
+            Ok(())
+        };
+        match run() {
+            Ok(()) => 0,
+            Err(e) => {
+                let _ = sys::write_all(s_child.as_raw_fd(), e.to_string().as_bytes());
+                1
+            }
+        }
+    })?;
+    drop(s_child);
+    let ready = sys::poll_one(s_parent.as_raw_fd(), libc::POLLIN, 30_000)?;
+    let exit = sys::wait_timeout(pid, Duration::from_secs(30))?;
+    ensure!(
+        ready & libc::POLLIN != 0,
+        "nothing from the sender within 30 s"
+    );
+    let (data, fd) = sys::recv_fd(s_parent.as_raw_fd(), 512)?;
+    ensure!(
+        exit == Some(sys::Exit::Code(0)),
+        "sender: {exit:?}: {}",
+        String::from_utf8_lossy(&data)
+    );
+    let Some(fd) = fd else {
+        fail!(
+            "no fd arrived; sender said {:?}",
+            String::from_utf8_lossy(&data)
+        );
+    };
+    ensure!(
+        data.len() == 8,
+        "sender sent {} bytes, not a key",
+        data.len()
+    );
+    let k = u64::from_le_bytes(data[..8].try_into().unwrap());
+    let dev = Dev::from_fd(fd, "/dev/pinlease0 (received)");
+    let q = dev.query()?;
+    t.diag(format!("received ctx {:#x}, key {k:#x}", q.ctx));
+    if q.features & abi::PL_FEATURE_PATTERN != 0 {
+        let v = dev.verify(k, 0, len as u64, pat, abi::PL_PATTERN_OFFSET_XOR)?;
+        ensure!(v.mismatches == 0, "VERIFY of the exited sender's MR: {v}");
+        dev.fill(k, 0, len as u64, 7, abi::PL_PATTERN_CONST)?;
+        let v = dev.verify(k, 0, len as u64, 7, abi::PL_PATTERN_CONST)?;
+        ensure!(
+            v.mismatches == 0,
+            "VERIFY after FILL of the exited sender's MR: {v}"
+        );
+    }
+    // Registering the receiver's own memory in the sender's context.
+    let m = Mapping::anon(16 * KIB)?;
+    match dev.reg_mr(m.addr(), m.len() as u64, PL_ACCESS_ALL, 0) {
+        Ok(r) => {
+            t.diag(format!(
+                "receiver registered its own memory in the received context: key {:#x}",
+                r.key
+            ));
+            dev.write(r.key, 0, k, 0, 8)?;
+            dev.dereg_mr(r.key)?;
+        }
+        Err(e) => t.diag(format!(
+            "receiver's own REG_MR in the received context refused: {e}"
+        )),
+    }
+    dev.dereg_mr(k)?;
+    drop(dev);
+    Ok(())
+}
+
+fn exit_with_mrs_registered(t: &mut CaseCtx) -> CaseResult {
+    let (rd, wr) = sys::pipe()?;
+    let pid = sys::fork_child(|| {
+        let run = || -> Result<(), SysError> {
+            let dev = Dev::open_default()?;
+            let a = Mapping::anon(MIB)?;
+            let b = Mapping::new(&Backing::Memfd, 256 * KIB, false)?;
+            dev.reg_mr(a.addr(), a.len() as u64, PL_ACCESS_ALL, 0)?;
+            dev.reg_mr(b.addr(), b.len() as u64, PL_ACCESS_ALL, 0)?;
+            dev.reg_mr(
+                a.addr(),
+                64 * KIB as u64,
+                PL_ACCESS_READ,
+                PINLEASE_PIN_SHORTTERM,
+            )?;
+            let efd = dev.event_fd()?;
+            std::mem::forget(efd);
+            std::mem::forget((dev, a, b));
+            Ok(())
+        };
+        let rc = match run() {
+            Ok(()) => 0,
+            Err(e) => {
+                let _ = sys::write_all(wr.as_raw_fd(), e.to_string().as_bytes());
+                1
+            }
+        };
+        // Exit with everything live: exit_mmap and the fds' release race.
+        unsafe { libc::_exit(rc) }
+    })?;
+    drop(wr);
+    let exit = sys::wait_timeout(pid, Duration::from_secs(60))?;
+    let Some(exit) = exit else {
+        let st = sys::proc_stack(pid);
+        sys::kill(pid, libc::SIGKILL);
+        fail!("child exiting with MRs registered did not finish within 60 s ({st})");
+    };
+    let msg = sys::read_fd(rd.as_raw_fd(), 512).unwrap_or_default();
+    ensure!(
+        exit == sys::Exit::Code(0),
+        "child: {exit}: {}",
+        String::from_utf8_lossy(&msg)
+    );
+    t.diag("child exited with 3 MRs and an event fd open");
+    Ok(())
+}
+
+fn sigkill_during_large_reg_mr(t: &mut CaseCtx) -> CaseResult {
+    let avail = sys::meminfo_kb("MemAvailable").unwrap_or(0) as usize * KIB;
+    let len = (256 * MIB).min(avail / 3) & !(2 * MIB - 1);
+    if len < 16 * MIB {
+        skip!(
+            "MemAvailable {} KiB is too little for a large REG_MR",
+            avail / KIB
+        );
+    }
+    let (rd, wr) = sys::pipe()?;
+    let pid = sys::fork_child(|| {
+        let run = || -> Result<(), SysError> {
+            let dev = Dev::open_default()?;
+            let m = Mapping::anon(len)?;
+            sys::write_all(wr.as_raw_fd(), b"r")?;
+            // The pin faults in every page: slow enough to be killed inside.
+            let r = dev.reg_mr(m.addr(), len as u64, PL_ACCESS_ALL, 0)?;
+            sys::write_all(
+                wr.as_raw_fd(),
+                format!("registered {} pages", r.npages).as_bytes(),
+            )?;
+            std::thread::sleep(Duration::from_secs(60));
+            Ok(())
+        };
+        match run() {
+            Ok(()) => 0,
+            Err(e) => {
+                let _ = sys::write_all(wr.as_raw_fd(), e.to_string().as_bytes());
+                1
+            }
+        }
+    })?;
+    drop(wr);
+    let ready = sys::read_exact_timeout(rd.as_raw_fd(), 1, Duration::from_secs(30));
+    if ready.is_ok() {
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    let t0 = Instant::now();
+    sys::kill(pid, libc::SIGKILL);
+    let exit = sys::wait_timeout(pid, Duration::from_secs(60))?;
+    let Some(exit) = exit else {
+        fail!(
+            "child SIGKILLed during REG_MR of {} MiB is still there after 60 s ({})",
+            len / MIB,
+            sys::proc_stack(pid)
+        );
+    };
+    let msg = sys::read_fd(rd.as_raw_fd(), 512).unwrap_or_default();
+    let msg = String::from_utf8_lossy(&msg);
+    t.diag(format!(
+        "REG_MR of {} MiB: child ended by {exit} {} ms after SIGKILL; killed inside REG_MR: {}{}",
+        len / MIB,
+        t0.elapsed().as_millis(),
+        if msg.is_empty() { "yes" } else { "no" },
+        if msg.is_empty() {
+            String::new()
+        } else {
+            format!(" (child said {msg:?})")
+        }
+    ));
+    ready?;
+    ensure!(
+        exit == sys::Exit::Signal(libc::SIGKILL),
+        "child: {exit}, expected SIGKILL"
+    );
+    Ok(())
+}
+
+fn stress_many_contexts_all_cpus(t: &mut CaseCtx) -> CaseResult {
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let threads = (cpus * 2).min(16);
+    let ctx_per_thread = 2;
+    let duration = Duration::from_secs(4);
+    let have_pattern = {
+        let d = open()?;
+        d.query()?.features & abi::PL_FEATURE_PATTERN != 0
+    };
+    let results: Vec<Result<u64, String>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|ti| {
+                std::thread::Builder::new()
+                    .name(format!("stress-{ti}"))
+                    .spawn_scoped(s, move || -> Result<u64, String> {
+                        let e = |e: SysError| format!("thread {ti}: {e}");
+                        let devs: Vec<Dev> = (0..ctx_per_thread)
+                            .map(|_| Dev::open_default())
+                            .collect::<Result<_, _>>()
+                            .map_err(e)?;
+                        let len = 32 * KIB;
+                        let maps: Vec<Mapping> = (0..ctx_per_thread)
+                            .map(|_| Mapping::anon(len))
+                            .collect::<Result<_, _>>()
+                            .map_err(e)?;
+                        let start = Instant::now();
+                        let mut iters = 0u64;
+                        while start.elapsed() < duration || iters == 0 {
+                            let mut keys = Vec::new();
+                            for (d, m) in devs.iter().zip(&maps) {
+                                keys.push(
+                                    d.reg_mr(m.addr(), len as u64, PL_ACCESS_ALL, 0)
+                                        .map_err(e)?
+                                        .key,
+                                );
+                            }
+                            let pat = (ti as u64) << 32 | iters;
+                            maps[0].fill_with(0, len, |i| (i as u64 ^ pat) as u8);
+                            // Context 0 writes its MR into context 1's MR.
+                            devs[0]
+                                .write(keys[0], 0, keys[1], 0, len as u64)
+                                .map_err(e)?;
+                            if let Some((o, g, w)) =
+                                maps[1].first_mismatch(0, len, |i| (i as u64 ^ pat) as u8)
+                            {
+                                return Err(format!(
+                                    "thread {ti} iter {iters}: byte {o} = {g:#x}, expected {w:#x}"
+                                ));
+                            }
+                            if have_pattern {
+                                devs[1]
+                                    .fill(keys[0], 0, len as u64, pat, abi::PL_PATTERN_OFFSET_XOR)
+                                    .map_err(e)?;
+                                let v = devs[0]
+                                    .verify(keys[0], 0, len as u64, pat, abi::PL_PATTERN_OFFSET_XOR)
+                                    .map_err(e)?;
+                                if v.mismatches != 0 {
+                                    return Err(format!("thread {ti} iter {iters}: VERIFY {v}"));
+                                }
+                            }
+                            for (d, k) in devs.iter().zip(&keys) {
+                                d.dereg_mr(*k).map_err(e)?;
+                            }
+                            iters += 1;
+                        }
+                        Ok(iters)
+                    })
+                    .expect("spawn stress thread")
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("thread panicked".to_string()))
+            })
+            .collect()
+    });
+    let mut total = 0;
+    let mut errors = Vec::new();
+    for r in results {
+        match r {
+            Ok(n) => total += n,
+            Err(e) => errors.push(e),
+        }
+    }
+    t.diag(format!(
+        "{threads} threads x {ctx_per_thread} contexts on {cpus} CPUs for {} s: {total} iterations",
+        duration.as_secs()
+    ));
+    ensure!(errors.is_empty(), "{}", errors.join("; "));
+    Ok(())
+}
+
+// ---- reset, module reload -----------------------------------------------------------------------
+
+/// Opens the device and runs a QUERY, retrying up to `timeout`.
+fn wait_device_usable(timeout: Duration) -> Result<Dev, SysError> {
+    let start = Instant::now();
+    loop {
+        let r = Dev::open_default().and_then(|d| d.query().map(|_| d));
+        match r {
+            Ok(d) => return Ok(d),
+            Err(e) if start.elapsed() >= timeout => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+fn reload_module(t: &mut CaseCtx) -> CaseResult {
+    let start = Instant::now();
+    loop {
+        match sys::delete_module(MODULE_NAME) {
+            Ok(()) => break,
+            Err(e)
+                if (e.errno == libc::EBUSY
+                    || e.errno == libc::EAGAIN
+                    || e.errno == libc::EWOULDBLOCK)
+                    && start.elapsed() < Duration::from_secs(5) =>
+            {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => fail!(
+                "{e} (refcnt {})",
+                sys::read_to_string(&format!("/sys/module/{MODULE_NAME}/refcnt"))
+                    .unwrap_or_default()
+                    .trim()
+            ),
+        }
+    }
+    t.diag(format!("rmmod took {} ms", start.elapsed().as_millis()));
+    let gone = {
+        let s = Instant::now();
+        loop {
+            if !std::path::Path::new(crate::dev::DEFAULT_DEV).exists() {
+                break true;
+            }
+            if s.elapsed() > Duration::from_secs(2) {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    ensure!(
+        gone,
+        "{} still exists 2 s after rmmod",
+        crate::dev::DEFAULT_DEV
+    );
+    ensure!(
+        !sys::module_loaded(MODULE_NAME),
+        "/sys/module/{MODULE_NAME} still exists after rmmod"
+    );
+    sys::finit_module(MODULE_PATH)?;
+    ensure!(
+        sys::wait_path(crate::dev::DEFAULT_DEV, Duration::from_secs(10)),
+        "{} did not come back within 10 s of insmod",
+        crate::dev::DEFAULT_DEV
+    );
+    Ok(())
+}
+
+fn device_reset_with_live_mrs(t: &mut CaseCtx) -> CaseResult {
+    let reset = format!("{DEBUGFS_DIR}/reset");
+    if sys::mount_at("/sys/kernel/debug").is_none() {
+        skip!("debugfs is not mounted");
+    }
+    ensure!(
+        std::path::Path::new(&reset).exists(),
+        "{reset} does not exist"
+    );
+    let dev = open()?;
+    let q = dev.query()?;
+    let m = Mapping::anon(256 * KIB)?;
+    let r = dev.reg_mr(m.addr(), 128 * KIB as u64, PL_ACCESS_ALL, 0)?;
+    let r2 = dev.reg_mr(
+        m.addr() + 128 * KIB as u64,
+        128 * KIB as u64,
+        PL_ACCESS_ALL,
+        0,
+    )?;
+    let efd = dev.event_fd()?;
+    let exp = if q.features & abi::PL_FEATURE_EXPORT != 0 {
+        Some(dev.export_mr(r.key)?)
+    } else {
+        None
+    };
+    sys::write_str(&reset, "1")?;
+    // The pins were dropped by the reset, with the fd still open.
+    match sys::wait_pin_balance(Duration::from_secs(2))? {
+        Ok(_) => {}
+        Err((a, rl)) => {
+            fail!("after reset with the fd open: pins not dropped (acquired {a}, released {rl})")
+        }
+    }
+    // Contract: every later ioctl of a dead context fails -ENODEV or -EIO.
+    let dead = [libc::ENODEV, libc::EIO];
+    let show = |r: Result<(), SysError>| match r {
+        Ok(()) => "succeeded".to_string(),
+        Err(e) => format!("{} ({})", errno_name(e.errno), e.errno),
+    };
+    let results = [
+        ("WRITE", d_err(dev.write(r.key, 0, r2.key, 0, 8))),
+        (
+            "REG_MR",
+            d_err(dev.reg_mr(m.addr(), 4096, PL_ACCESS_ALL, 0)),
+        ),
+        ("DEREG_MR", d_err(dev.dereg_mr(r.key))),
+        ("EVENT_FD", d_err(dev.event_fd())),
+        ("QUERY", d_err(dev.query())),
+    ];
+    let summary: Vec<String> = results
+        .iter()
+        .map(|(n, r)| format!("{n} {}", show(r.clone())))
+        .collect();
+    t.diag(format!("after reset: {}", summary.join(", ")));
+    let wrong: Vec<&String> = results
+        .iter()
+        .zip(&summary)
+        .filter(|((n, r), _)| *n != "QUERY" && !matches!(r, Err(e) if dead.contains(&e.errno)))
+        .map(|(_, s)| s)
+        .collect();
+    if !wrong.is_empty() {
+        t.diag("contract (guest-driver/README.md): ioctls of a reset context fail -ENODEV/-EIO");
+    }
+    let wrong_text = wrong
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let _ = sys::poll_one(efd.as_raw_fd(), libc::POLLIN, 0)?;
+    drop(exp);
+    drop(efd);
+    drop(dev);
+    drop(m);
+    let d = match wait_device_usable(Duration::from_secs(5)) {
+        Ok(d) => {
+            t.diag("device usable again after reset without a module reload");
+            d
+        }
+        Err(e) => {
+            t.diag(format!(
+                "device not usable 5 s after reset ({e}); reloading the module"
+            ));
+            if !std::path::Path::new(MODULE_PATH).exists() {
+                fail!("device unusable after reset and {MODULE_PATH} is missing: {e}");
+            }
+            reload_module(t)?;
+            wait_device_usable(Duration::from_secs(5))?
+        }
+    };
+    let m = Mapping::anon(16 * KIB)?;
+    let k = d.reg_mr(m.addr(), m.len() as u64, PL_ACCESS_ALL, 0)?.key;
+    d.dereg_mr(k)?;
+    ensure!(
+        wrong_text.is_empty(),
+        "after reset, expected ENODEV or EIO: {wrong_text}"
+    );
+    Ok(())
+}
+
+/// Drops the success value: only whether and how an ioctl failed matters.
+fn d_err<T>(r: Result<T, SysError>) -> Result<(), SysError> {
+    r.map(|_| ())
+}
+
+fn module_unload_reload(t: &mut CaseCtx) -> CaseResult {
+    if !std::path::Path::new(MODULE_PATH).exists() {
+        skip!("{MODULE_PATH} does not exist");
+    }
+    if !sys::module_loaded(MODULE_NAME) {
+        skip!("module {MODULE_NAME} is not loaded (built in?)");
+    }
+    reload_module(t)?;
+    let d = wait_device_usable(Duration::from_secs(5))?;
+    let q = d.query()?;
+    t.diag(format!(
+        "after reload: virtio_id {} ctx {:#x}",
+        q.virtio_id, q.ctx
+    ));
+    let m = Mapping::anon(64 * KIB)?;
+    let k = d.reg_mr(m.addr(), m.len() as u64, PL_ACCESS_ALL, 0)?.key;
+    let k2 = d.reg_mr(m.addr(), m.len() as u64, PL_ACCESS_ALL, 0)?.key;
+    m.fill_with(0, m.len(), pattern);
+    d.write(k, 0, k2, 0, 8)?;
+    d.dereg_mr(k)?;
+    d.dereg_mr(k2)?;
+    Ok(())
+}
+
+/// Fds a case leaves open would keep the module busy; this returns the
+/// number of open fds of this process (for diagnostics).
+pub fn open_fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_names_are_unique_and_plain() {
+        let cases = all();
+        assert!(cases.len() >= 25, "only {} cases", cases.len());
+        let mut names: Vec<&str> = cases.iter().map(|c| c.name).collect();
+        for n in &names {
+            assert!(
+                n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "case name {n:?}"
+            );
+            for bad in sys::KMSG_BAD {
+                assert!(
+                    !n.contains(bad),
+                    "case name {n:?} would trip the kernel-log check"
+                );
+            }
+        }
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), cases.len(), "duplicate case names");
+    }
+
+    #[test]
+    fn handles_are_found_in_text() {
+        let h = 0x0000_0003_0000_0011u64;
+        assert!(names_handle("ctx 0x300000011 pid 5", h));
+        assert!(names_handle("key=0x0000000300000011", h));
+        assert!(names_handle("ctx=12884901905", h));
+        assert!(names_handle("300000011 x", h));
+        assert!(!names_handle("ctx 0x300000012", h));
+        assert!(!names_handle("", h));
+    }
+}

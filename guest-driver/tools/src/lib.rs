@@ -1,0 +1,9 @@
+//! Guest-side tool and test suite of pinlease: drives `/dev/pinleaseN`
+//! (the guest module's ioctls, `guest-driver/include/pinlease_uapi.h`) and
+//! prints KTAP. See `guest-driver/README.md` for the contract.
+
+pub mod cases;
+pub mod dev;
+pub mod ktap;
+pub mod sys;
+pub mod uapi;

@@ -1,0 +1,399 @@
+//! `src/uapi.rs` must mirror `guest-driver/include/pinlease_uapi.h`
+//! exactly: struct sizes, field offsets and sizes, `PINLEASE_*` constants
+//! and ioctl numbers, and the same set of names on both sides.
+//!
+//! Same approach as the root crate's `tests/abi_layout.rs`: parse the header
+//! for its `struct pinlease_*` definitions and `PINLEASE_*` macros, generate
+//! a C program printing `sizeof`/`offsetof`/values, compile it with gcc, run
+//! it and compare with `uapi::layout_table()` and `uapi::constant_table()`.
+//! Every disagreement is reported in one failure message.
+
+use pinlease_guest::uapi;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const HEADER_NAME: &str = "pinlease_uapi.h";
+
+/// `PINLEASE_*` macros that are not values (include guards and helpers).
+const HEADER_NON_VALUES: &[&str] = &[];
+
+fn include_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../include")
+}
+
+#[derive(Debug, Default)]
+struct HeaderDecls {
+    defines: BTreeSet<String>,
+    structs: BTreeMap<String, Vec<String>>,
+}
+
+fn strip_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let block = rest.find("/*");
+        let line = rest.find("//");
+        match (block, line) {
+            (Some(b), l) if l.is_none_or(|l| b < l) => {
+                out.push_str(&rest[..b]);
+                out.push(' ');
+                rest = match rest[b + 2..].find("*/") {
+                    Some(e) => &rest[b + 2 + e + 2..],
+                    None => "",
+                };
+            }
+            (_, Some(l)) => {
+                out.push_str(&rest[..l]);
+                rest = match rest[l..].find('\n') {
+                    Some(e) => &rest[l + e..],
+                    None => "",
+                };
+            }
+            _ => {
+                out.push_str(rest);
+                return out;
+            }
+        }
+    }
+}
+
+fn is_ident_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+fn parse_header(text: &str) -> HeaderDecls {
+    let text = strip_comments(text).replace("\\\n", " ");
+    let mut decls = HeaderDecls::default();
+    for line in text.lines() {
+        let Some(rest) = line.trim_start().strip_prefix('#') else {
+            continue;
+        };
+        let Some(rest) = rest.trim_start().strip_prefix("define") else {
+            continue;
+        };
+        let name: String = rest
+            .trim_start()
+            .chars()
+            .take_while(|&c| is_ident_char(c))
+            .collect();
+        if name.starts_with("PINLEASE_") {
+            decls.defines.insert(name);
+        }
+    }
+    let mut rest = text.as_str();
+    while let Some(pos) = rest.find("struct") {
+        let before_ok = rest[..pos]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !is_ident_char(c));
+        let after = &rest[pos + "struct".len()..];
+        rest = after;
+        if !before_ok || after.chars().next().is_some_and(is_ident_char) {
+            continue;
+        }
+        let after = after.trim_start();
+        let name: String = after.chars().take_while(|&c| is_ident_char(c)).collect();
+        let after_name = after[name.len()..].trim_start();
+        if !name.starts_with("pinlease_") || !after_name.starts_with('{') {
+            continue;
+        }
+        let body = &after_name[1..];
+        let Some(end) = body.find('}') else {
+            continue;
+        };
+        let fields = body[..end]
+            .split(';')
+            .filter_map(|decl| {
+                let decl = decl.split('[').next().unwrap_or("").trim_end();
+                let field: String = decl
+                    .chars()
+                    .rev()
+                    .take_while(|&c| is_ident_char(c))
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                (!field.is_empty()).then_some(field)
+            })
+            .collect();
+        decls.structs.insert(name, fields);
+        rest = &body[end..];
+    }
+    decls
+}
+
+type RustLayout = BTreeMap<&'static str, (usize, Vec<(&'static str, usize, usize)>)>;
+
+fn rust_layout() -> RustLayout {
+    let mut out: RustLayout = BTreeMap::new();
+    for (s, field, offset, size) in uapi::layout_table() {
+        let e = out.entry(s).or_insert_with(|| (0, Vec::new()));
+        if field == "-" {
+            e.0 = size;
+        } else {
+            e.1.push((field, offset, size));
+        }
+    }
+    out
+}
+
+fn compile(
+    dir: &Path,
+    include: &Path,
+    stem: &str,
+    src: &str,
+    extra: &[&str],
+) -> Result<PathBuf, String> {
+    let c = dir.join(format!("{stem}.c"));
+    let exe = dir.join(stem);
+    std::fs::write(&c, src).expect("write generated C source");
+    let out = Command::new("gcc")
+        .args(["-std=gnu11", "-Wall", "-Werror"])
+        .args(extra)
+        .arg("-I")
+        .arg(include)
+        .arg(&c)
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("gcc not found ({e}): this test compiles {HEADER_NAME} with gcc; install gcc")
+        });
+    if out.status.success() {
+        Ok(exe)
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn mismatches(include: &Path) -> Vec<String> {
+    let header = std::fs::read_to_string(include.join(HEADER_NAME)).expect("read header");
+    let decls = parse_header(&header);
+    let rust = rust_layout();
+    let consts: BTreeMap<&str, u64> = uapi::constant_table().into_iter().collect();
+    assert_eq!(
+        consts.len(),
+        uapi::constant_table().len(),
+        "a constant is listed twice"
+    );
+    let mut bad = Vec::new();
+
+    for (c_name, (_, fields)) in &rust {
+        match decls.structs.get(*c_name) {
+            None => bad.push(format!("struct {c_name}: Rust has it, header lacks it")),
+            Some(c_fields) => {
+                let r: Vec<&str> = fields.iter().map(|f| f.0).collect();
+                let c: Vec<&str> = c_fields.iter().map(String::as_str).collect();
+                for f in &r {
+                    if !c.contains(f) {
+                        bad.push(format!(
+                            "struct {c_name} field {f}: Rust has it, header lacks it"
+                        ));
+                    }
+                }
+                for f in &c {
+                    if !r.contains(f) {
+                        bad.push(format!(
+                            "struct {c_name} field {f}: header has it, Rust lacks it"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    for c_name in decls.structs.keys() {
+        if !rust.contains_key(c_name.as_str()) {
+            bad.push(format!(
+                "struct {c_name}: header defines it, Rust (uapi::layout_table) lacks it"
+            ));
+        }
+    }
+    for name in consts.keys() {
+        if !decls.defines.contains(*name) {
+            bad.push(format!("const {name}: Rust has it, header lacks it"));
+        }
+    }
+    for name in &decls.defines {
+        if !consts.contains_key(name.as_str())
+            && !HEADER_NON_VALUES.contains(&name.as_str())
+            && name != "PINLEASE_UAPI_H"
+        {
+            bad.push(format!(
+                "const {name}: header defines it, Rust (uapi::constant_table) lacks it"
+            ));
+        }
+    }
+
+    let mut prog = String::from(
+        "#include <stddef.h>\n#include <stdio.h>\n#include \"pinlease_uapi.h\"\n\
+         #define FIELD(s, f) printf(\"field %s %s %zu %zu\\n\", #s, #f, \\\n\
+         \toffsetof(struct s, f), sizeof(((struct s *)0)->f))\n\
+         int main(void)\n{\n",
+    );
+    for (c_name, (_, fields)) in &rust {
+        let Some(c_fields) = decls.structs.get(*c_name) else {
+            continue;
+        };
+        writeln!(
+            prog,
+            "\tprintf(\"struct %s %zu\\n\", \"{c_name}\", sizeof(struct {c_name}));"
+        )
+        .unwrap();
+        for (f, _, _) in fields {
+            if c_fields.iter().any(|c| c == f) {
+                writeln!(prog, "\tFIELD({c_name}, {f});").unwrap();
+            }
+        }
+    }
+    for name in consts.keys() {
+        if decls.defines.contains(*name) {
+            writeln!(
+                prog,
+                "\tprintf(\"const %s %llu\\n\", \"{name}\", (unsigned long long)({name}));"
+            )
+            .unwrap();
+        }
+    }
+    prog.push_str("\treturn 0;\n}\n");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut last = Vec::new();
+    // The header alone: compiles cleanly, no implicit padding, and the same
+    // layout in 32-bit user space (only checked if gcc can target it).
+    if let Err(d) = compile(
+        dir.path(),
+        include,
+        "alone",
+        "#include \"pinlease_uapi.h\"\nint main(void)\n{\n\treturn 0;\n}\n",
+        &["-Wextra", "-Wpadded", "-c"],
+    ) {
+        last.push(format!(
+            "header does not compile cleanly alone (-Wextra -Wpadded -Werror):\n{d}"
+        ));
+    }
+    let exe = match compile(dir.path(), include, "probe", &prog, &[]) {
+        Ok(e) => e,
+        Err(d) => {
+            bad.push(format!(
+                "generated probe does not compile:\n{d}\n--- probe ---\n{prog}"
+            ));
+            bad.append(&mut last);
+            return bad;
+        }
+    };
+    let out = Command::new(&exe).output().expect("run probe");
+    assert!(out.status.success(), "probe exited with {}", out.status);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let (mut sizes, mut fields, mut vals) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+    for line in stdout.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let num = |s: &str| -> u64 { s.parse().unwrap_or_else(|_| panic!("probe line {line:?}")) };
+        match w.as_slice() {
+            ["struct", s, n] => {
+                sizes.insert(s.to_string(), num(n));
+            }
+            ["field", s, f, o, n] => {
+                fields.insert((s.to_string(), f.to_string()), (num(o), num(n)));
+            }
+            ["const", n, v] => {
+                vals.insert(n.to_string(), num(v));
+            }
+            _ => panic!("unexpected probe line {line:?}"),
+        }
+    }
+    for (c_name, (size, fs)) in &rust {
+        if let Some(&c) = sizes.get(*c_name) {
+            if c != *size as u64 {
+                bad.push(format!("struct {c_name} sizeof: Rust {size}, C {c}"));
+            }
+        }
+        for (f, off, fsize) in fs {
+            let Some(&(co, cs)) = fields.get(&(c_name.to_string(), f.to_string())) else {
+                continue;
+            };
+            if co != *off as u64 {
+                bad.push(format!(
+                    "struct {c_name} field {f} offset: Rust {off}, C {co}"
+                ));
+            }
+            if cs != *fsize as u64 {
+                bad.push(format!(
+                    "struct {c_name} field {f} size: Rust {fsize}, C {cs}"
+                ));
+            }
+        }
+    }
+    for (name, v) in &consts {
+        if let Some(&c) = vals.get(*name) {
+            if c != *v {
+                bad.push(format!("const {name}: Rust {v} ({v:#x}), C {c} ({c:#x})"));
+            }
+        }
+    }
+    bad.append(&mut last);
+    bad
+}
+
+#[test]
+fn c_uapi_header_matches_rust_mirror() {
+    let bad = mismatches(&include_dir());
+    assert!(
+        bad.is_empty(),
+        "src/uapi.rs and guest-driver/include/{HEADER_NAME} disagree ({} problems):\n  {}",
+        bad.len(),
+        bad.join("\n  ")
+    );
+}
+
+/// The checker catches deliberate mistakes, all at once.
+#[test]
+fn checker_catches_a_broken_header_copy() {
+    let good = std::fs::read_to_string(include_dir().join(HEADER_NAME)).unwrap();
+    let edits = [
+        // Field type change: size of the field, the struct and the ioctl number.
+        (
+            "\t__u32 npages;\t\t\t/* out: pages pinned */",
+            "\t__u64 npages;",
+        ),
+        // Wrong ioctl nr.
+        (
+            "_IOWR(PINLEASE_IOC_MAGIC, 0x03,",
+            "_IOWR(PINLEASE_IOC_MAGIC, 0x13,",
+        ),
+        // Missing field.
+        ("\t__u64 swap;\n", ""),
+        // Extra names.
+        (
+            "#endif /* _PINLEASE_UAPI_H */",
+            "#define PINLEASE_BOGUS 1\nstruct pinlease_bogus {\n\t__u32 x;\n};\n#endif",
+        ),
+    ];
+    let mut broken = good.clone();
+    for (from, to) in edits {
+        assert!(
+            broken.contains(from),
+            "self-check edit target {from:?} not in the header"
+        );
+        broken = broken.replacen(from, to, 1);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(HEADER_NAME), broken).unwrap();
+    let report = mismatches(dir.path()).join("\n");
+    for want in [
+        "struct pinlease_reg_mr field npages size: Rust 4, C 8",
+        "struct pinlease_reg_mr sizeof: Rust 48, C 56",
+        "const PINLEASE_IOC_REG_MR: Rust",
+        "const PINLEASE_IOC_DMA: Rust",
+        "struct pinlease_dma field swap: Rust has it, header lacks it",
+        "const PINLEASE_BOGUS: header defines it",
+        "struct pinlease_bogus: header defines it",
+        "header does not compile cleanly alone",
+    ] {
+        assert!(
+            report.contains(want),
+            "checker missed {want:?}; it reported:\n{report}"
+        );
+    }
+}
