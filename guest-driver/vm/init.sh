@@ -4,8 +4,9 @@
 # Sets up the guest environment that guest-driver/README.md promises the
 # module and the suite (proc, sys, devtmpfs, debugfs; filesystems on
 # /mnt/xfs, /mnt/ext4, /mnt/dax; hugepages; pinlease.ko loaded), then runs
-# one of: the suite, the user's --exec script, or an interactive shell
-# (--keep). The runner bakes its choices into /etc/pinlease/run.conf.
+# one of: the suite, the no-device checks (--no-device: the module is not
+# loaded here), the user's --exec script, or an interactive shell (--keep).
+# The runner bakes its choices into /etc/pinlease/run.conf.
 #
 # Lines starting "pinlease-init:" are this script's progress and problems;
 # the runner streams them. "PINLEASE-..." lines are markers the runner
@@ -77,7 +78,10 @@ hp=$(cat /proc/sys/vm/nr_hugepages)
 [ "$hp" -ge 16 ] || say "only $hp of 16 hugepages allocated"
 
 mkdir -p /lib/pinlease
-if [ -f /lib/pinlease/pinlease.ko ]; then
+# MODE nodevice (vm/run --no-device) loads and unloads the module itself.
+if [ "$MODE" = nodevice ]; then
+	say "pinlease.ko not loaded: pinlease-guest nodevice loads it"
+elif [ -f /lib/pinlease/pinlease.ko ]; then
 	if insmod /lib/pinlease/pinlease.ko; then
 		set -- /dev/pinlease*
 		if [ -e "$1" ]; then
@@ -100,6 +104,12 @@ case "$MODE" in
 suite)
 	echo "PINLEASE-RUN-START suite"
 	pinlease-guest suite --cases "$CASES"
+	rc=$?
+	;;
+nodevice)
+	# No pinlease device in this VM: load/unload checks, KTAP like the suite.
+	echo "PINLEASE-RUN-START nodevice"
+	pinlease-guest nodevice --module /lib/pinlease/pinlease.ko
 	rc=$?
 	;;
 exec)

@@ -2,7 +2,7 @@
 //! Fail with the values involved; the runner (ktap.rs) adds the pin balance
 //! and kernel-log checks of the contract after every case.
 
-use crate::dev::{format_event, parse_events, Dev, SysError, EVENT_SIZE};
+use crate::dev::{format_event, parse_events, Dev, SysError, SysResult, EVENT_SIZE};
 use crate::ktap::{Case, CaseCtx, CaseErr, CaseResult, Checks};
 use crate::sys::{self, errno_name, Backing, Mapping};
 use crate::uapi::*;
@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
 const DEBUGFS_DIR: &str = "/sys/kernel/debug/pinlease/pinlease0";
-const MODULE_PATH: &str = "/lib/pinlease/pinlease.ko";
-const MODULE_NAME: &str = "pinlease";
+pub const MODULE_PATH: &str = "/lib/pinlease/pinlease.ko";
+pub const MODULE_NAME: &str = "pinlease";
+/// The module's virtio driver (`.driver.name = KBUILD_MODNAME`).
+pub const DRIVER_DIR: &str = "/sys/bus/virtio/drivers/pinlease";
 
 macro_rules! case {
     ($f:ident) => {
@@ -63,6 +65,7 @@ pub fn all() -> Vec<Case> {
         case!(sigkill_during_large_reg_mr),
         case!(stress_many_contexts_all_cpus),
         case!(device_reset_with_live_mrs),
+        case!(unbind_with_live_mrs_then_rebind),
         case!(module_unload_reload),
     ]
 }
@@ -1895,6 +1898,276 @@ fn device_reset_with_live_mrs(t: &mut CaseCtx) -> CaseResult {
 /// Drops the success value: only whether and how an ioctl failed matters.
 fn d_err<T>(r: Result<T, SysError>) -> Result<(), SysError> {
     r.map(|_| ())
+}
+
+/// The virtio devices (`virtioN`) bound to the pinlease driver.
+pub fn bound_virtio_devices() -> SysResult<Vec<String>> {
+    let rd = std::fs::read_dir(DRIVER_DIR).map_err(|e| {
+        SysError::new(
+            format!("read_dir {DRIVER_DIR}"),
+            e.raw_os_error().unwrap_or(libc::EIO),
+        )
+    })?;
+    let mut v: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("virtio") && n[6..].chars().all(|c| c.is_ascii_digit()))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Rebinds the device on drop unless `bound` was set: a failing case must
+/// not leave the rest of the suite without a device.
+struct RebindGuard {
+    name: String,
+    bound: bool,
+}
+
+impl Drop for RebindGuard {
+    fn drop(&mut self) {
+        if !self.bound && !std::path::Path::new(&format!("{DRIVER_DIR}/{}", self.name)).exists() {
+            let _ = sys::write_str(&format!("{DRIVER_DIR}/bind"), &self.name);
+        }
+    }
+}
+
+/// Closes an fd and reports close(2)'s result (OwnedFd's drop hides it).
+fn close_checked(fd: std::os::fd::OwnedFd, what: &str) -> CaseResult {
+    use std::os::fd::IntoRawFd;
+    let raw = fd.into_raw_fd();
+    // SAFETY: we own `raw` (just taken out of an OwnedFd) and close it once.
+    if unsafe { libc::close(raw) } != 0 {
+        fail!("{}", SysError::last(format!("close({what}, fd {raw})")));
+    }
+    Ok(())
+}
+
+fn unbind_with_live_mrs_then_rebind(t: &mut CaseCtx) -> CaseResult {
+    if !std::path::Path::new(DRIVER_DIR).is_dir() {
+        fail!("{DRIVER_DIR} does not exist (is pinlease.ko loaded?)");
+    }
+    let bound = bound_virtio_devices()?;
+    let name = match bound.as_slice() {
+        [one] => one.clone(),
+        [] => fail!("no virtioN device bound in {DRIVER_DIR}"),
+        many => skip!(
+            "{} devices bound ({many:?}): cannot tell which one is pinlease0",
+            many.len()
+        ),
+    };
+    let dev = open()?;
+    let q = dev.query()?;
+    let anon = Mapping::anon(128 * KIB)?;
+    let mfd = Mapping::new(&Backing::Memfd, 64 * KIB, false)?;
+    anon.fill_with(0, anon.len(), pattern);
+    let ra = dev.reg_mr(anon.addr(), anon.len() as u64, PL_ACCESS_ALL, 0)?;
+    let rm = dev.reg_mr(mfd.addr(), mfd.len() as u64, PL_ACCESS_ALL, 0)?;
+    dev.write(ra.key, 0, rm.key, 0, 4096)?;
+    let efd = dev.event_fd()?;
+    sys::set_nonblock(efd.as_raw_fd())?;
+    let (a0, r0) = sys::pin_counters()?;
+    let held = a0 as i64 - r0 as i64;
+    let want = i64::from(ra.npages + rm.npages);
+    ensure!(
+        held >= want,
+        "before unbind: {held} pins outstanding, expected at least {want} (MRs {:#x} {:#x})",
+        ra.key,
+        rm.key
+    );
+    let before = fdinfo(dev.raw())?;
+    ensure!(
+        [ra.key, rm.key]
+            .iter()
+            .all(|k| before.contains(&format!("key={k:#x}"))),
+        "fdinfo before unbind does not list both MRs:\n{before}"
+    );
+
+    let mut guard = RebindGuard {
+        name: name.clone(),
+        bound: false,
+    };
+    let t0 = Instant::now();
+    sys::write_str(&format!("{DRIVER_DIR}/unbind"), &name)?;
+    t.diag(format!(
+        "unbound {name} (virtio_id {}, ctx {:#x}, MRs {:#x} anon {} pages, {:#x} memfd {} pages, \
+         {held} pins held) in {} ms",
+        q.virtio_id,
+        q.ctx,
+        ra.key,
+        ra.npages,
+        rm.key,
+        rm.npages,
+        t0.elapsed().as_millis()
+    ));
+    ensure!(
+        !std::path::Path::new(&format!("{DRIVER_DIR}/{name}")).exists(),
+        "{DRIVER_DIR}/{name} still exists after unbind"
+    );
+
+    // Pins dropped by remove(), with the device fd still open.
+    if let Err((a, r)) = sys::wait_pin_balance(Duration::from_secs(2))? {
+        fail!(
+            "unbound with the device fd open: {} pins still held 2 s later \
+             (nr_foll_pin_acquired {a}, nr_foll_pin_released {r})",
+            a as i64 - r as i64
+        );
+    }
+
+    // Every ioctl of the old fd: ENODEV (the device is gone, not reset).
+    let m = Mapping::anon(4096)?;
+    let results = [
+        ("QUERY", d_err(dev.query())),
+        (
+            "REG_MR",
+            d_err(dev.reg_mr(m.addr(), 4096, PL_ACCESS_ALL, 0)),
+        ),
+        ("WRITE", d_err(dev.write(ra.key, 0, rm.key, 0, 8))),
+        ("DEREG_MR", d_err(dev.dereg_mr(ra.key))),
+        ("EVENT_FD", d_err(dev.event_fd())),
+    ];
+    let shown: Vec<String> = results
+        .iter()
+        .map(|(n, r)| match r {
+            Ok(()) => format!("{n} succeeded"),
+            Err(e) => format!("{n} {}", errno_name(e.errno)),
+        })
+        .collect();
+    t.diag(format!("old fd after unbind: {}", shown.join(", ")));
+    let wrong: Vec<&String> = results
+        .iter()
+        .zip(&shown)
+        .filter(|((_, r), _)| !matches!(r, Err(e) if e.errno == libc::ENODEV))
+        .map(|(_, s)| s)
+        .collect();
+    ensure!(
+        wrong.is_empty(),
+        "after unbind, ioctls on the old fd must fail ENODEV: {wrong:?}"
+    );
+    drop(m);
+
+    // fdinfo still works and shows no MRs.
+    let info = fdinfo(dev.raw())?;
+    t.diag(format!(
+        "old fd fdinfo: {}",
+        info.trim().replace('\n', " | ")
+    ));
+    ensure!(
+        !info.contains("key="),
+        "fdinfo of the unbound context still lists MRs:\n{info}"
+    );
+    ensure!(
+        info.lines()
+            .any(|l| l.starts_with("state:") && l.contains("removed")),
+        "fdinfo of the unbound context does not say state removed:\n{info}"
+    );
+
+    // The event fd: POLLHUP, then EOF (queued events first, if any).
+    let rev = sys::poll_one(efd.as_raw_fd(), libc::POLLIN, 1000)?;
+    ensure!(
+        rev & libc::POLLHUP != 0,
+        "event fd after unbind: poll revents {rev:#x}, expected POLLHUP"
+    );
+    let mut eof = false;
+    for _ in 0..64 {
+        match sys::read_fd(efd.as_raw_fd(), EVENT_SIZE * 16) {
+            Ok(b) if b.is_empty() => {
+                eof = true;
+                break;
+            }
+            Ok(b) => {
+                ensure!(
+                    b.len() % EVENT_SIZE == 0,
+                    "event read returned {} bytes",
+                    b.len()
+                );
+                for e in parse_events(&b) {
+                    t.diag(format!("queued before EOF: {}", format_event(&e)));
+                }
+            }
+            Err(e) => fail!(
+                "read(event fd) after unbind: {} ({e}), expected EOF",
+                errno_name(e)
+            ),
+        }
+    }
+    ensure!(eof, "event fd after unbind never read EOF");
+    t.diag(format!("event fd: revents {rev:#x}, read EOF"));
+
+    // The node, the debugfs dir: gone; a new open fails.
+    let node_gone = {
+        let s = Instant::now();
+        loop {
+            if !std::path::Path::new(crate::dev::DEFAULT_DEV).exists() {
+                break true;
+            }
+            if s.elapsed() > Duration::from_secs(2) {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    ensure!(
+        node_gone,
+        "{} still exists 2 s after unbind",
+        crate::dev::DEFAULT_DEV
+    );
+    expect_errno(
+        Dev::open_default(),
+        libc::ENOENT,
+        "open of /dev/pinlease0 after unbind",
+    )?;
+    if sys::mount_at("/sys/kernel/debug").is_some() {
+        ensure!(
+            !std::path::Path::new(DEBUGFS_DIR).exists(),
+            "{DEBUGFS_DIR} still exists after unbind"
+        );
+    }
+
+    close_checked(efd, "event fd")?;
+    close_checked(dev.into_fd(), "unbound device fd")?;
+    drop(anon);
+    drop(mfd);
+
+    // Bind again: a fresh device, fully usable.
+    let t1 = Instant::now();
+    sys::write_str(&format!("{DRIVER_DIR}/bind"), &name)?;
+    guard.bound = true;
+    ensure!(
+        std::path::Path::new(&format!("{DRIVER_DIR}/{name}")).exists(),
+        "{DRIVER_DIR}/{name} missing after bind"
+    );
+    ensure!(
+        sys::wait_path(crate::dev::DEFAULT_DEV, Duration::from_secs(10)),
+        "{} did not come back within 10 s of bind",
+        crate::dev::DEFAULT_DEV
+    );
+    let d = wait_device_usable(Duration::from_secs(5))?;
+    let q2 = d.query()?;
+    t.diag(format!(
+        "rebound {name} in {} ms: virtio_id {} ctx {:#x}",
+        t1.elapsed().as_millis(),
+        q2.virtio_id,
+        q2.ctx
+    ));
+    let src = Mapping::anon(64 * KIB)?;
+    let dst = Mapping::new(&Backing::Memfd, 64 * KIB, false)?;
+    src.fill_with(0, src.len(), pattern);
+    dst.fill_with(0, dst.len(), |_| 0xee);
+    let ks = d
+        .reg_mr(src.addr(), src.len() as u64, PL_ACCESS_ALL, 0)?
+        .key;
+    let kd = d
+        .reg_mr(dst.addr(), dst.len() as u64, PL_ACCESS_ALL, 0)?
+        .key;
+    d.write(ks, 0, kd, 0, src.len() as u64)?;
+    if let Some((o, g, w)) = dst.first_mismatch(0, dst.len(), pattern) {
+        fail!("WRITE after rebind: byte {o} = {g:#x}, expected {w:#x}");
+    }
+    d.dereg_mr(ks)?;
+    d.dereg_mr(kd)?;
+    drop(d);
+    Ok(())
 }
 
 fn module_unload_reload(t: &mut CaseCtx) -> CaseResult {

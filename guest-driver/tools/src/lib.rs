@@ -5,5 +5,6 @@
 pub mod cases;
 pub mod dev;
 pub mod ktap;
+pub mod nodevice;
 pub mod sys;
 pub mod uapi;

@@ -91,6 +91,18 @@ enum Cmd {
         #[arg(long)]
         list: bool,
     },
+    /// In a guest WITHOUT a pinlease device: load pinlease.ko, check that no
+    /// device, node or debugfs entry appears, unload, load and unload again,
+    /// check the kernel log; KTAP like `suite` (exit 0 only if all ok). The
+    /// module must not be loaded beforehand. Used by `vm/run --no-device`.
+    Nodevice {
+        /// The module file to load.
+        #[arg(long, default_value = pinlease_guest::cases::MODULE_PATH)]
+        module: String,
+        /// List the check names instead of running them.
+        #[arg(long)]
+        list: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -154,6 +166,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Suite { cases, list } => return suite(&cases, list),
+        Cmd::Nodevice { module, list } => return nodevice(&module, list),
         Cmd::Query => query(&cli.dev),
         Cmd::Reg {
             len,
@@ -214,6 +227,25 @@ fn suite(glob: &str, list: bool) -> ExitCode {
         return ExitCode::FAILURE;
     }
     if sum.all_passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn nodevice(module: &str, list: bool) -> ExitCode {
+    if list {
+        for c in pinlease_guest::nodevice::all() {
+            println!("{}", c.name);
+        }
+        return ExitCode::SUCCESS;
+    }
+    ktap::install_panic_hook();
+    // SAFETY: setting a signal disposition.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if pinlease_guest::nodevice::run(module, &mut out) {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -560,5 +592,9 @@ mod tests {
         let c =
             Cli::try_parse_from(["pinlease-guest", "suite", "--cases", "dma_*", "--list"]).unwrap();
         assert!(matches!(c.cmd, Cmd::Suite { list: true, .. }));
+        let c = Cli::try_parse_from(["pinlease-guest", "nodevice"]).unwrap();
+        assert!(
+            matches!(c.cmd, Cmd::Nodevice { ref module, list: false } if module == "/lib/pinlease/pinlease.ko")
+        );
     }
 }

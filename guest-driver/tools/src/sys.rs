@@ -521,6 +521,15 @@ pub const KMSG_BAD: &[&str] = &[
 impl Kmsg {
     /// Opens /dev/kmsg positioned at the end of the log.
     pub fn open_at_end() -> Kmsg {
+        Kmsg::open(true)
+    }
+
+    /// Opens /dev/kmsg at the oldest record the kernel still holds.
+    pub fn open_at_start() -> Kmsg {
+        Kmsg::open(false)
+    }
+
+    fn open(at_end: bool) -> Kmsg {
         let path = CString::new("/dev/kmsg").unwrap();
         // SAFETY: open with a valid path.
         let fd = unsafe {
@@ -534,8 +543,10 @@ impl Kmsg {
         }
         // SAFETY: fresh fd.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: lseek on an open fd.
-        unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_END) };
+        if at_end {
+            // SAFETY: lseek on an open fd.
+            unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_END) };
+        }
         Kmsg { fd: Some(fd) }
     }
 
