@@ -98,6 +98,32 @@ struct pinlease_import_mr {
 	__u64 key;			/* out */
 };
 
+/*
+ * PINLEASE_IOC_LEASE_TAKE: an FL_LAYOUT lease on the file of data_fd, held
+ * by this device fd (the module opens its own struct file on the inode:
+ * closing data_fd does not end the lease; LEASE_RELEASE or closing the
+ * device fd does). The kernel lease covers the whole file; [start, start +
+ * length) (length 0: to EOF) is the range the device applies policy
+ * (PL_POLICY_* of pinlease_abi.h) to when the kernel breaks the lease:
+ * - PL_POLICY_REVOKE: the device revokes this context's MRs on the range
+ *   (PL_EVENT_MR_REVOKED), the module unpins them and removes the lease;
+ *   the breaker (truncate, punch hole...) then goes on;
+ * - PL_POLICY_WAIT: PL_EVENT_LEASE_BROKEN; the breaker waits
+ *   (interruptibly) until LEASE_RELEASE or the device fd's close;
+ * - PL_POLICY_TIMEOUT: PL_EVENT_LEASE_BROKEN; after lease-break-time
+ *   (/proc/sys/fs/lease-break-time) the kernel removes the lease; pins
+ *   remain and the device marks the lease LOST (PL_EVENT_LEASE_LOST).
+ * Errors: -EBADF (data_fd), -EINVAL (not a regular file, bad policy or
+ * range), the kernel's vfs_setlease() error, the device's status, negated.
+ */
+struct pinlease_lease_take {
+	__s32 data_fd;
+	__u32 policy;			/* PL_POLICY_* */
+	__u64 start;
+	__u64 length;			/* 0: to EOF */
+	__u64 lease;			/* out: the lease handle */
+};
+
 #define PINLEASE_IOC_QUERY	_IOR(PINLEASE_IOC_MAGIC, 0x00, struct pinlease_query)
 #define PINLEASE_IOC_REG_MR	_IOWR(PINLEASE_IOC_MAGIC, 0x01, struct pinlease_reg_mr)
 /* Argument: pointer to the __u64 MR key. */
@@ -119,5 +145,14 @@ struct pinlease_import_mr {
  */
 #define PINLEASE_IOC_EXPORT_MR	_IOW(PINLEASE_IOC_MAGIC, 0x05, __u64)
 #define PINLEASE_IOC_IMPORT_MR	_IOWR(PINLEASE_IOC_MAGIC, 0x06, struct pinlease_import_mr)
+#define PINLEASE_IOC_LEASE_TAKE	_IOWR(PINLEASE_IOC_MAGIC, 0x07, struct pinlease_lease_take)
+/*
+ * Argument: pointer to the __u64 lease handle. Removes the kernel lease (a
+ * waiting breaker goes on) and releases it on the device, in any state
+ * (active, breaking, revoked, lost); also on a dead context (after a
+ * device reset), so a waiting breaker can be let go. -ENOENT: not a lease
+ * of this fd.
+ */
+#define PINLEASE_IOC_LEASE_RELEASE _IOW(PINLEASE_IOC_MAGIC, 0x08, __u64)
 
 #endif /* _PINLEASE_UAPI_H */

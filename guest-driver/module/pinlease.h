@@ -18,7 +18,12 @@
  *   ctx->mr_lock. Owns the pinned pages until DEREG_MR, MR_REVOKED,
  *   context close, device reset or remove().
  *
- * Lock order: dev->lock -> ctx->mr_lock -> ctx->ev_lock. No device request
+ * - struct pl_lease: a layout lease (pl_lease.c), in ctx->leases (under
+ *   ctx->lease_lock) from LEASE_TAKE until LEASE_RELEASE or the device
+ *   fd's close; owns the module's struct file the kernel lease sits on.
+ *
+ * Lock order: dev->lock -> ctx->mr_lock -> ctx->ev_lock;
+ * dev->lock -> ctx->lease_lock -> lease->lock -> ctx->mr_lock. No device request
  * is ever sent with dev->lock or ctx->mr_lock held (a request that times out
  * waits for the device reset, which takes both).
  */
@@ -121,8 +126,39 @@ struct pl_ctx {
 	struct list_head evchs;		/* struct pl_evch.node */
 	u32 nr_exports;
 
+	struct mutex lease_lock;		/* leases membership only */
+	struct xarray leases;		/* allocated id -> pl_lease */
+
 	struct work_struct free_work;
 	struct rcu_head rcu;
+};
+
+enum pl_lease_state {
+	PL_LS_ACTIVE,
+	PL_LS_BREAKING,		/* wait/timeout: broken, the breaker waits */
+	PL_LS_REVOKED,		/* revoke: MRs revoked, kernel lease removed */
+	PL_LS_LOST,		/* timeout: the kernel removed it, pins remain */
+};
+
+struct pl_lease {
+	struct pl_ctx *ctx;		/* no reference: ends before the ctx */
+	u64 handle;			/* the device's lease handle */
+	struct file *file;		/* the module's own file on the inode */
+	struct mutex lock;		/* state, the flags below, the works */
+	u32 policy;			/* PL_POLICY_* */
+	int state;			/* enum pl_lease_state */
+	bool kernel_held;		/* the FL_LAYOUT lease is on the inode */
+	bool dev_held;			/* the device has it in its table */
+	bool closing;
+	u64 start, length;		/* length 0: to EOF */
+	u64 file_dev, file_ino;
+	u32 file_gen;
+	pid_t pid;			/* taker */
+	u32 nr_breaks;
+	u32 mrs_revoked;
+	unsigned long break_deadline;	/* timeout: the kernel's fl_break_time */
+	struct work_struct break_work;
+	struct delayed_work lost_work;
 };
 
 struct pl_mr {
@@ -161,6 +197,15 @@ void pl_ctx_route_event(struct pl_ctx *ctx, const struct pl_event *ev);
 void pl_ctx_mr_revoked(struct pl_ctx *ctx, u64 key);
 const char *pl_ctx_state(const struct pl_ctx *ctx);
 void pl_mr_unpin(struct pl_mr *mr);
+
+/* pl_lease.c */
+long pl_ioctl_lease_take(struct pl_ctx *ctx, void __user *argp);
+long pl_ioctl_lease_release(struct pl_ctx *ctx, void __user *argp);
+void pl_ctx_release_leases(struct pl_ctx *ctx);
+struct seq_file;
+void pl_lease_show(struct seq_file *m, const struct pl_lease *l);
+const char *pl_lease_state_name(const struct pl_lease *l);
+const char *pl_lease_policy_name(const struct pl_lease *l);
 
 /* pl_debugfs.c */
 void pl_debugfs_init(void);

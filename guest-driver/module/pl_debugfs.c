@@ -6,6 +6,7 @@
  *   device    limits, state and counters
  *   contexts  one line per context the module tracks
  *   mrs       one line per MR
+ *   leases    one line per layout lease
  *   reset     write 1: reset the device (it forgets everything)
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
@@ -109,6 +110,37 @@ static int pl_dbg_mrs_show(struct seq_file *m, void *unused)
 }
 DEFINE_SHOW_ATTRIBUTE(pl_dbg_mrs);
 
+static int pl_dbg_leases_show(struct seq_file *m, void *unused)
+{
+	struct pl_dev *dev = m->private;
+	struct pl_ctx *ctx;
+	struct pl_lease *l;
+	unsigned long idx, j;
+
+	seq_puts(m, "ctx                 lease               pid     policy  state    kernel file                  start        end\n");
+	mutex_lock(&dev->lock);
+	xa_for_each(&dev->ctxs, idx, ctx) {
+		mutex_lock(&ctx->lease_lock);
+		xa_for_each(&ctx->leases, j, l) {
+			seq_printf(m, "%#-18llx  %#-18llx  %-7d %-7s %-8s %-6s %llx:%llu:%u %-12llu ",
+				   ctx->handle, l->handle, l->pid,
+				   pl_lease_policy_name(l),
+				   pl_lease_state_name(l),
+				   READ_ONCE(l->kernel_held) ? "held" : "gone",
+				   l->file_dev, l->file_ino, l->file_gen,
+				   l->start);
+			if (l->length)
+				seq_printf(m, "%llu\n", l->start + l->length);
+			else
+				seq_puts(m, "eof\n");
+		}
+		mutex_unlock(&ctx->lease_lock);
+	}
+	mutex_unlock(&dev->lock);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(pl_dbg_leases);
+
 static ssize_t pl_dbg_reset_write(struct file *file, const char __user *ubuf,
 				  size_t count, loff_t *ppos)
 {
@@ -141,6 +173,8 @@ void pl_debugfs_add(struct pl_dev *dev)
 	debugfs_create_file("contexts", 0400, dev->dbg, dev,
 			    &pl_dbg_contexts_fops);
 	debugfs_create_file("mrs", 0400, dev->dbg, dev, &pl_dbg_mrs_fops);
+	debugfs_create_file("leases", 0400, dev->dbg, dev,
+			    &pl_dbg_leases_fops);
 	debugfs_create_file("reset", 0200, dev->dbg, dev, &pl_dbg_reset_fops);
 }
 

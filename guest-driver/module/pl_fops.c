@@ -64,6 +64,8 @@ static void pl_ctx_free_work(struct work_struct *work)
 	}
 	WARN_ON(!xa_empty(&ctx->mrs));
 	xa_destroy(&ctx->mrs);
+	WARN_ON(!xa_empty(&ctx->leases));
+	xa_destroy(&ctx->leases);
 	kfree_rcu(ctx, rcu);
 	pl_dev_put(dev);
 }
@@ -223,6 +225,8 @@ static int pl_open(struct inode *inode, struct file *file)
 	xa_init(&ctx->mrs);
 	spin_lock_init(&ctx->ev_lock);
 	INIT_LIST_HEAD(&ctx->evchs);
+	mutex_init(&ctx->lease_lock);
+	xa_init_flags(&ctx->leases, XA_FLAGS_ALLOC);
 	INIT_WORK(&ctx->free_work, pl_ctx_free_work);
 	ctx->pid = task_tgid_vnr(current);
 	get_task_comm(ctx->comm, current);
@@ -290,6 +294,8 @@ static int pl_release(struct inode *inode, struct file *file)
 	}
 	/* the hardware lifetime is over: no MR is in use any more */
 	pl_ctx_unpin_all(ctx);
+	/* unpinned first: a breaker waiting on a lease goes on after this */
+	pl_ctx_release_leases(ctx);
 	pl_ctx_put(ctx);
 	return 0;
 }
@@ -785,6 +791,9 @@ static long pl_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 	void __user *argp = (void __user *)arg;
 	int err;
 
+	/* a dead context may still let go of a lease a breaker waits on */
+	if (cmd == PINLEASE_IOC_LEASE_RELEASE)
+		return pl_ioctl_lease_release(ctx, argp);
 	err = pl_ctx_err(ctx);
 	if (err)
 		return err;
@@ -804,6 +813,8 @@ static long pl_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
 		return pl_ioctl_export_mr(ctx, argp);
 	case PINLEASE_IOC_IMPORT_MR:
 		return pl_ioctl_import_mr(ctx, argp);
+	case PINLEASE_IOC_LEASE_TAKE:
+		return pl_ioctl_lease_take(ctx, argp);
 	default:
 		return -ENOTTY;
 	}
@@ -825,6 +836,7 @@ static void pl_show_mr(struct seq_file *m, const struct pl_mr *mr)
 static void pl_show_fdinfo(struct seq_file *m, struct file *file)
 {
 	struct pl_ctx *ctx = file->private_data;
+	struct pl_lease *l;
 	struct pl_mr *mr;
 	unsigned long idx;
 	unsigned int n = 0;
@@ -838,6 +850,15 @@ static void pl_show_fdinfo(struct seq_file *m, struct file *file)
 	xa_for_each(&ctx->mrs, idx, mr)
 		pl_show_mr(m, mr);
 	mutex_unlock(&ctx->mr_lock);
+
+	n = 0;
+	mutex_lock(&ctx->lease_lock);
+	xa_for_each(&ctx->leases, idx, l)
+		n++;
+	seq_printf(m, "leases:\t%u\n", n);
+	xa_for_each(&ctx->leases, idx, l)
+		pl_lease_show(m, l);
+	mutex_unlock(&ctx->lease_lock);
 }
 
 const struct file_operations pl_dev_fops = {

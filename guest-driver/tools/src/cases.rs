@@ -63,6 +63,15 @@ pub fn all() -> Vec<Case> {
         case!(scm_rights_sender_exits),
         case!(exit_with_mrs_registered),
         case!(sigkill_during_large_reg_mr),
+        case!(lease_take_release_basic),
+        case!(lease_survives_data_fd_close),
+        case!(revoke_policy_truncate),
+        case!(revoke_policy_punch_hole),
+        case!(revoke_policy_xfs_io_truncate),
+        case!(wait_policy_truncate_waits_for_release),
+        case!(timeout_policy_lease_lost),
+        case!(ext4_never_breaks_layout_leases),
+        case!(holder_killed_while_breaker_waits),
         case!(stress_many_contexts_all_cpus),
         case!(device_reset_with_live_mrs),
         case!(unbind_with_live_mrs_then_rebind),
@@ -2198,6 +2207,605 @@ fn module_unload_reload(t: &mut CaseCtx) -> CaseResult {
 /// number of open fds of this process (for diagnostics).
 pub fn open_fd_count() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+// ---- layout leases ---------------------------------------------------------------------------
+
+const LEASE_LEN: usize = 64 * KIB;
+
+/// The `lease:` line of `text` (fdinfo) naming `lease`.
+fn lease_line(text: &str, lease: u64) -> Option<String> {
+    text.lines()
+        .find(|l| l.starts_with("lease:") && names_handle(l, lease))
+        .map(str::to_string)
+}
+
+/// The value of `key=` in a `lease:` line.
+fn line_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+}
+
+/// The lease's state in `fd`'s fdinfo, or None when it is not listed.
+fn lease_state(fd: i32, lease: u64) -> Result<Option<String>, CaseErr> {
+    let text = fdinfo(fd)?;
+    Ok(lease_line(&text, lease).and_then(|l| line_field(&l, "state").map(str::to_string)))
+}
+
+/// Polls fdinfo until the lease is in `state` (up to `timeout`).
+fn wait_lease_state(fd: i32, lease: u64, state: &str, timeout: Duration) -> CaseResult {
+    let start = Instant::now();
+    loop {
+        let s = lease_state(fd, lease)?;
+        if s.as_deref() == Some(state) {
+            return Ok(());
+        }
+        if start.elapsed() >= timeout {
+            fail!(
+                "lease {lease:#x}: fdinfo state {s:?} after {timeout:?}, expected {state}: {}",
+                fdinfo(fd)?.replace('\n', " | ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Reads events until one matches `pred` or `timeout` passes; all read.
+fn wait_event(
+    t: &mut CaseCtx,
+    fd: i32,
+    timeout: Duration,
+    pred: impl Fn(&abi::PlEvent) -> bool,
+) -> Result<(Option<abi::PlEvent>, Vec<abi::PlEvent>), CaseErr> {
+    let start = Instant::now();
+    let mut all = Vec::new();
+    loop {
+        let left = timeout.saturating_sub(start.elapsed());
+        let evs = read_events(fd, left.min(Duration::from_millis(200)))?;
+        for e in &evs {
+            t.diag(format!("event: {}", format_event(e)));
+        }
+        all.extend(evs);
+        if let Some(e) = all.iter().find(|e| pred(e)) {
+            return Ok((Some(*e), all));
+        }
+        if start.elapsed() >= timeout {
+            return Ok((None, all));
+        }
+    }
+}
+
+/// What the breaker child does to the file.
+#[derive(Clone, Copy, Debug)]
+enum Breaker {
+    Truncate,
+    PunchHole,
+    XfsIoTruncate,
+}
+
+/// Forks a child that breaks the layout lease of `path`: exit 0 when the
+/// operation returned, else the errno (or xfs_io's exit code).
+fn spawn_breaker(how: Breaker, path: &str) -> Result<libc::pid_t, CaseErr> {
+    let p = path.to_string();
+    let pid = sys::fork_child(move || {
+        let c = std::ffi::CString::new(p.clone()).unwrap();
+        match how {
+            Breaker::Truncate => {
+                // SAFETY: truncate(2) with a valid path.
+                if unsafe { libc::truncate(c.as_ptr(), 0) } < 0 {
+                    return sys::last_errno();
+                }
+                0
+            }
+            Breaker::PunchHole => {
+                // SAFETY: open/fallocate with a valid path and our own fd.
+                unsafe {
+                    let fd = libc::open(c.as_ptr(), libc::O_RDWR);
+                    if fd < 0 {
+                        return sys::last_errno();
+                    }
+                    let rc = libc::fallocate(
+                        fd,
+                        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                        0,
+                        LEASE_LEN as i64,
+                    );
+                    if rc < 0 {
+                        return sys::last_errno();
+                    }
+                    libc::close(fd);
+                }
+                0
+            }
+            Breaker::XfsIoTruncate => {
+                match std::process::Command::new("xfs_io")
+                    .args(["-c", "truncate 0", &p])
+                    .status()
+                {
+                    Ok(s) => s.code().unwrap_or(125),
+                    Err(_) => 127,
+                }
+            }
+        }
+    })?;
+    Ok(pid)
+}
+
+/// Waits for the breaker; fails (killing it) if it does not end in time.
+fn reap_breaker(pid: libc::pid_t, timeout: Duration, what: &str) -> Result<Exit, CaseErr> {
+    match sys::wait_timeout(pid, timeout)? {
+        Some(e) => Ok(e),
+        None => {
+            let st = sys::proc_stack(pid);
+            sys::kill(pid, libc::SIGKILL);
+            let _ = sys::wait_timeout(pid, Duration::from_secs(10));
+            fail!("{what}: breaker still blocked after {timeout:?} ({st})");
+        }
+    }
+}
+
+use crate::sys::Exit;
+
+/// Pins held now (acquired - released).
+fn pins_held() -> Result<i64, CaseErr> {
+    let (a, r) = sys::pin_counters()?;
+    Ok(a as i64 - r as i64)
+}
+
+/// A lease holder: device fd, event fd, a 64 KiB shared file mapping
+/// registered short-term writable, a local anonymous MR, and a lease.
+struct Holder {
+    dev: Dev,
+    ev: std::os::fd::OwnedFd,
+    file: TestFile,
+    map: Mapping,
+    key: u64,
+    local: Mapping,
+    lkey: u64,
+    lease: u64,
+}
+
+fn holder(
+    t: &mut CaseCtx,
+    mnt: &str,
+    fstype: &str,
+    name: &str,
+    policy: u32,
+) -> Result<Option<Holder>, CaseErr> {
+    let dev = open()?;
+    need_feature(&dev, abi::PL_FEATURE_LEASES, "LEASES")?;
+    let file = TestFile::on(mnt, fstype, name)?;
+    // Written before the lease: an XFS write breaks layout leases too.
+    let map = Mapping::new(&file.backing(true), LEASE_LEN, false)?;
+    map.touch();
+    let ev = dev.event_fd()?;
+    sys::set_nonblock(ev.as_raw_fd())?;
+    let data = std::fs::File::open(&file.path)
+        .map_err(|e| CaseErr::Fail(format!("open {}: {e}", file.path)))?;
+    let lease = match dev.lease_take(data.as_raw_fd(), policy, 0, 0) {
+        Ok(l) => l,
+        Err(e) if fstype != "xfs" => {
+            // The kernel's verdict on FL_LAYOUT there is the finding.
+            t.diag(format!(
+                "LEASE_TAKE on {fstype} refused by the kernel: {e}: {fstype} takes no layout leases"
+            ));
+            return Ok(None);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    drop(data);
+    let r = dev.reg_mr(
+        map.addr(),
+        LEASE_LEN as u64,
+        PL_ACCESS_ALL,
+        PINLEASE_PIN_SHORTTERM,
+    )?;
+    t.diag(format!(
+        "{}: lease {lease:#x} policy {policy}, MR {:#x} ({} pages) under lease {:#x}",
+        file.path, r.key, r.npages, r.lease
+    ));
+    let local = Mapping::anon(4096)?;
+    local.fill_with(0, 4096, |_| 0xa5);
+    let lkey = dev.reg_mr(local.addr(), 4096, PL_ACCESS_ALL, 0)?.key;
+    Ok(Some(Holder {
+        dev,
+        ev,
+        file,
+        map,
+        key: r.key,
+        local,
+        lkey,
+        lease,
+    }))
+}
+
+fn lease_take_release_basic(t: &mut CaseCtx) -> CaseResult {
+    let dev = open()?;
+    need_feature(&dev, abi::PL_FEATURE_LEASES, "LEASES")?;
+    let file = TestFile::on("/mnt/xfs", "xfs", "lease-basic")?;
+    let m = Mapping::new(&file.backing(true), LEASE_LEN, false)?;
+    drop(m);
+    let data = std::fs::File::open(&file.path)
+        .map_err(|e| CaseErr::Fail(format!("open {}: {e}", file.path)))?;
+    expect_errno(
+        dev.lease_take(data.as_raw_fd(), 0, 0, 0),
+        libc::EINVAL,
+        "LEASE_TAKE policy 0",
+    )?;
+    expect_errno(
+        dev.lease_take(-1, abi::PL_POLICY_REVOKE, 0, 0),
+        libc::EBADF,
+        "LEASE_TAKE fd -1",
+    )?;
+    let lease = dev.lease_take(data.as_raw_fd(), abi::PL_POLICY_REVOKE, 0, LEASE_LEN as u64)?;
+    ensure!(lease != 0, "LEASE_TAKE returned lease 0");
+    let fi = fdinfo(dev.raw())?;
+    let Some(line) = lease_line(&fi, lease) else {
+        fail!(
+            "fdinfo does not list lease {lease:#x}: {}",
+            fi.replace('\n', " | ")
+        );
+    };
+    t.diag(format!("fdinfo: {line}"));
+    ensure!(
+        line_field(&line, "state") == Some("active")
+            && line_field(&line, "policy") == Some("revoke"),
+        "fdinfo lease line: {line}"
+    );
+    let tab = debugfs_table("leases")?;
+    ensure!(
+        tab.lines().any(|l| names_handle(l, lease)),
+        "debugfs leases does not list {lease:#x}: {}",
+        tab.replace('\n', " | ")
+    );
+    dev.lease_release(lease)?;
+    ensure!(
+        lease_line(&fdinfo(dev.raw())?, lease).is_none(),
+        "lease {lease:#x} still in fdinfo after LEASE_RELEASE"
+    );
+    ensure!(
+        !debugfs_table("leases")?
+            .lines()
+            .any(|l| names_handle(l, lease)),
+        "lease {lease:#x} still in debugfs after LEASE_RELEASE"
+    );
+    expect_errno(
+        dev.lease_release(lease),
+        libc::ENOENT,
+        "second LEASE_RELEASE",
+    )?;
+    Ok(())
+}
+
+fn lease_survives_data_fd_close(t: &mut CaseCtx) -> CaseResult {
+    let dev = open()?;
+    need_feature(&dev, abi::PL_FEATURE_LEASES, "LEASES")?;
+    let file = TestFile::on("/mnt/xfs", "xfs", "lease-fdclose")?;
+    drop(Mapping::new(&file.backing(true), LEASE_LEN, false)?);
+    let data = std::fs::File::open(&file.path)
+        .map_err(|e| CaseErr::Fail(format!("open {}: {e}", file.path)))?;
+    let lease = dev.lease_take(data.as_raw_fd(), abi::PL_POLICY_REVOKE, 0, 0)?;
+    drop(data);
+    ensure!(
+        lease_state(dev.raw(), lease)?.as_deref() == Some("active"),
+        "lease {lease:#x} not active after the data fd's close"
+    );
+    let pid = spawn_breaker(Breaker::Truncate, &file.path)?;
+    let exit = reap_breaker(pid, Duration::from_secs(30), "truncate")?;
+    ensure!(exit == Exit::Code(0), "truncate child: {exit}");
+    wait_lease_state(dev.raw(), lease, "revoked", Duration::from_secs(5))?;
+    let line = lease_line(&fdinfo(dev.raw())?, lease).unwrap_or_default();
+    t.diag(format!("after truncate from another process: {line}"));
+    ensure!(
+        line_field(&line, "breaks") == Some("1"),
+        "the truncate did not break the lease once: {line}"
+    );
+    dev.lease_release(lease)?;
+    Ok(())
+}
+
+fn revoke_with(t: &mut CaseCtx, how: Breaker, name: &str) -> CaseResult {
+    let Some(h) = holder(t, "/mnt/xfs", "xfs", name, abi::PL_POLICY_REVOKE)? else {
+        fail!("no lease on XFS");
+    };
+    if let Breaker::XfsIoTruncate = how {
+        if std::process::Command::new("xfs_io")
+            .arg("-V")
+            .output()
+            .is_err()
+        {
+            skip!("xfs_io is not on PATH");
+        }
+    }
+    let held0 = pins_held()?;
+    let pid = spawn_breaker(how, &h.file.path)?;
+    let t0 = Instant::now();
+    let exit = reap_breaker(pid, Duration::from_secs(30), &format!("{how:?}"))?;
+    t.diag(format!("{how:?} returned after {:?}: {exit}", t0.elapsed()));
+    ensure!(exit == Exit::Code(0), "{how:?} child: {exit}");
+    let key = h.key;
+    let (hit, _) = wait_event(t, h.ev.as_raw_fd(), Duration::from_secs(5), |e| {
+        e.kind == abi::PL_EVENT_MR_REVOKED && e.args[0] == key
+    })?;
+    let Some(e) = hit else {
+        fail!("no MR_REVOKED for MR {key:#x} within 5 s after {how:?}");
+    };
+    ensure!(
+        e.args[1] == abi::PL_REVOKE_LEASE_BREAK,
+        "MR_REVOKED reason {} != LEASE_BREAK",
+        e.args[1]
+    );
+    expect_errno(
+        h.dev.write(h.lkey, 0, h.key, 0, 4096),
+        libc::ECANCELED,
+        "device WRITE into the revoked MR",
+    )?;
+    let held1 = pins_held()?;
+    t.diag(format!(
+        "pins held: {held0} before the break, {held1} after (MR of {} pages)",
+        LEASE_LEN / 4096
+    ));
+    ensure!(
+        held0 - held1 == (LEASE_LEN / 4096) as i64,
+        "the break released {} pins, expected {}",
+        held0 - held1,
+        LEASE_LEN / 4096
+    );
+    let st = lease_state(h.dev.raw(), h.lease)?;
+    ensure!(
+        st.as_deref() == Some("revoked"),
+        "lease state {st:?} after the break"
+    );
+    h.dev.dereg_mr(h.key)?;
+    h.dev.lease_release(h.lease)?;
+    h.dev.dereg_mr(h.lkey)?;
+    drop(h.local);
+    drop(h.map);
+    Ok(())
+}
+
+fn revoke_policy_truncate(t: &mut CaseCtx) -> CaseResult {
+    revoke_with(t, Breaker::Truncate, "revoke-truncate")
+}
+
+fn revoke_policy_punch_hole(t: &mut CaseCtx) -> CaseResult {
+    revoke_with(t, Breaker::PunchHole, "revoke-punch")
+}
+
+fn revoke_policy_xfs_io_truncate(t: &mut CaseCtx) -> CaseResult {
+    revoke_with(t, Breaker::XfsIoTruncate, "revoke-xfsio")
+}
+
+fn wait_policy_truncate_waits_for_release(t: &mut CaseCtx) -> CaseResult {
+    let Some(h) = holder(t, "/mnt/xfs", "xfs", "wait-truncate", abi::PL_POLICY_WAIT)? else {
+        fail!("no lease on XFS");
+    };
+    let pid = spawn_breaker(Breaker::Truncate, &h.file.path)?;
+    let lease = h.lease;
+    let (hit, _) = wait_event(t, h.ev.as_raw_fd(), Duration::from_secs(5), |e| {
+        e.kind == abi::PL_EVENT_LEASE_BROKEN && e.args[0] == lease
+    })?;
+    std::thread::sleep(Duration::from_millis(1000));
+    let still = sys::wait_timeout(pid, Duration::ZERO)?;
+    if still.is_some() || hit.is_none() {
+        let _ = reap_breaker(pid, Duration::from_secs(1), "truncate");
+    }
+    ensure!(
+        hit.is_some(),
+        "no LEASE_BROKEN for lease {lease:#x} within 5 s of the truncate"
+    );
+    ensure!(
+        still.is_none(),
+        "truncate did not wait for the holder: {:?}",
+        still
+    );
+    t.diag(format!("breaker after 1 s: {}", sys::proc_stack(pid)));
+    let st = lease_state(h.dev.raw(), lease)?;
+    ensure!(
+        st.as_deref() == Some("breaking"),
+        "lease state {st:?} while the breaker waits"
+    );
+    // The device still reaches the MR: the holder decides.
+    h.dev.write(h.lkey, 0, h.key, 0, 4096)?;
+    h.dev.dereg_mr(h.key)?;
+    ensure!(
+        sys::wait_timeout(pid, Duration::from_millis(300))?.is_none(),
+        "truncate went on before LEASE_RELEASE"
+    );
+    h.dev.lease_release(lease)?;
+    let t0 = Instant::now();
+    let exit = reap_breaker(pid, Duration::from_secs(10), "truncate after LEASE_RELEASE")?;
+    t.diag(format!(
+        "truncate returned {:?} after LEASE_RELEASE: {exit}",
+        t0.elapsed()
+    ));
+    ensure!(exit == Exit::Code(0), "truncate child: {exit}");
+    h.dev.dereg_mr(h.lkey)?;
+    Ok(())
+}
+
+/// Sets /proc/sys/fs/lease-break-time, restoring the old value on drop.
+struct BreakTime(String);
+
+impl BreakTime {
+    fn set(secs: u32) -> Result<BreakTime, CaseErr> {
+        let old = sys::read_to_string("/proc/sys/fs/lease-break-time")?;
+        sys::write_str("/proc/sys/fs/lease-break-time", &format!("{secs}\n"))?;
+        Ok(BreakTime(old))
+    }
+}
+
+impl Drop for BreakTime {
+    fn drop(&mut self) {
+        let _ = sys::write_str("/proc/sys/fs/lease-break-time", &self.0);
+    }
+}
+
+fn timeout_policy_lease_lost(t: &mut CaseCtx) -> CaseResult {
+    let _bt = BreakTime::set(1)?;
+    let Some(h) = holder(t, "/mnt/xfs", "xfs", "timeout-lost", abi::PL_POLICY_TIMEOUT)? else {
+        fail!("no lease on XFS");
+    };
+    let held0 = pins_held()?;
+    let t0 = Instant::now();
+    let pid = spawn_breaker(Breaker::Truncate, &h.file.path)?;
+    let exit = reap_breaker(pid, Duration::from_secs(30), "truncate")?;
+    let took = t0.elapsed();
+    t.diag(format!("truncate returned after {took:?}: {exit}"));
+    ensure!(exit == Exit::Code(0), "truncate child: {exit}");
+    ensure!(
+        took >= Duration::from_millis(700),
+        "truncate did not wait for lease-break-time (1 s): {took:?}"
+    );
+    wait_lease_state(h.dev.raw(), h.lease, "lost", Duration::from_secs(5))?;
+    let lease = h.lease;
+    let (lost, all) = wait_event(t, h.ev.as_raw_fd(), Duration::from_secs(5), |e| {
+        e.kind == abi::PL_EVENT_LEASE_LOST && e.args[0] == lease
+    })?;
+    ensure!(
+        all.iter()
+            .any(|e| e.kind == abi::PL_EVENT_LEASE_BROKEN && e.args[0] == lease),
+        "no LEASE_BROKEN for lease {lease:#x}"
+    );
+    ensure!(lost.is_some(), "no LEASE_LOST for lease {lease:#x}");
+    ensure!(
+        pins_held()? == held0,
+        "pins changed while the lease timed out: {} -> {}",
+        held0,
+        pins_held()?
+    );
+    // The device still writes the pages the file no longer owns.
+    h.dev.write(h.lkey, 0, h.key, 0, 4096)?;
+    let tab = debugfs_table("leases")?;
+    let row = tab.lines().find(|l| names_handle(l, lease)).unwrap_or("");
+    t.diag(format!("debugfs leases: {row}"));
+    ensure!(
+        row.contains("lost"),
+        "debugfs leases row for {lease:#x}: {row:?}"
+    );
+    h.dev.dereg_mr(h.key)?;
+    ensure!(
+        pins_held()? == held0 - (LEASE_LEN / 4096) as i64,
+        "DEREG_MR of the LOST lease's MR did not release its pins"
+    );
+    h.dev.lease_release(lease)?;
+    h.dev.dereg_mr(h.lkey)?;
+    Ok(())
+}
+
+fn ext4_never_breaks_layout_leases(t: &mut CaseCtx) -> CaseResult {
+    let Some(h) = holder(t, "/mnt/ext4", "ext4", "ext4-lease", abi::PL_POLICY_REVOKE)? else {
+        return Ok(());
+    };
+    let pid = spawn_breaker(Breaker::Truncate, &h.file.path)?;
+    let exit = reap_breaker(pid, Duration::from_secs(30), "truncate on ext4")?;
+    ensure!(exit == Exit::Code(0), "truncate child: {exit}");
+    let key = h.key;
+    let (hit, all) = wait_event(t, h.ev.as_raw_fd(), Duration::from_millis(500), |e| {
+        e.kind == abi::PL_EVENT_MR_REVOKED && e.args[0] == key
+    })?;
+    ensure!(hit.is_none(), "ext4 truncate revoked MR {key:#x}");
+    ensure!(
+        !all.iter().any(|e| e.kind == abi::PL_EVENT_LEASE_BROKEN),
+        "ext4 truncate broke a layout lease"
+    );
+    let line = lease_line(&fdinfo(h.dev.raw())?, h.lease).unwrap_or_default();
+    t.diag(format!("after truncate on ext4: {line}"));
+    ensure!(
+        line_field(&line, "state") == Some("active") && line_field(&line, "breaks") == Some("0"),
+        "lease after an ext4 truncate: {line}"
+    );
+    h.dev.write(h.lkey, 0, h.key, 0, 4096)?;
+    t.diag("ext4 never calls break_layout(): the MR stays live after truncate".to_string());
+    h.dev.dereg_mr(h.key)?;
+    h.dev.lease_release(h.lease)?;
+    h.dev.dereg_mr(h.lkey)?;
+    Ok(())
+}
+
+fn holder_killed_while_breaker_waits(t: &mut CaseCtx) -> CaseResult {
+    let dev = open()?;
+    need_feature(&dev, abi::PL_FEATURE_LEASES, "LEASES")?;
+    drop(dev);
+    let file = TestFile::on("/mnt/xfs", "xfs", "holder-killed")?;
+    drop(Mapping::new(&file.backing(true), LEASE_LEN, false)?);
+    let (rd, wr) = sys::pipe()?;
+    let path = file.path.clone();
+    let holder_pid = sys::fork_child(move || {
+        let res = (|| -> Result<(Dev, Mapping, u64), SysError> {
+            let dev = Dev::open_default()?;
+            let map = Mapping::new(
+                &Backing::File {
+                    path: path.clone(),
+                    shared: true,
+                },
+                LEASE_LEN,
+                false,
+            )?;
+            let data = std::fs::File::open(&path).map_err(|_| SysError::new("open", libc::EIO))?;
+            let lease = dev.lease_take(data.as_raw_fd(), abi::PL_POLICY_WAIT, 0, 0)?;
+            drop(data);
+            dev.reg_mr(
+                map.addr(),
+                LEASE_LEN as u64,
+                PL_ACCESS_ALL,
+                PINLEASE_PIN_SHORTTERM,
+            )?;
+            Ok((dev, map, lease))
+        })();
+        match res {
+            Ok(keep) => {
+                let _ = sys::write_all(wr.as_raw_fd(), &[0]);
+                loop {
+                    std::thread::sleep(Duration::from_secs(1));
+                    let _ = &keep;
+                }
+            }
+            Err(e) => {
+                let _ = sys::write_all(wr.as_raw_fd(), &[e.errno as u8]);
+                1
+            }
+        }
+    })?;
+    let msg = sys::read_exact_timeout(rd.as_raw_fd(), 1, Duration::from_secs(30));
+    let msg = match msg {
+        Ok(m) => m,
+        Err(e) => {
+            sys::kill(holder_pid, libc::SIGKILL);
+            let _ = sys::wait_timeout(holder_pid, Duration::from_secs(10));
+            return Err(e.into());
+        }
+    };
+    if msg[0] != 0 {
+        let _ = sys::wait_timeout(holder_pid, Duration::from_secs(10));
+        fail!("holder setup failed: {}", errno_name(msg[0].into()));
+    }
+    let pid = spawn_breaker(Breaker::Truncate, &file.path)?;
+    std::thread::sleep(Duration::from_millis(1000));
+    let still = sys::wait_timeout(pid, Duration::ZERO)?;
+    t.diag(format!("breaker after 1 s: {}", sys::proc_stack(pid)));
+    sys::kill(holder_pid, libc::SIGKILL);
+    let hexit = sys::wait_timeout(holder_pid, Duration::from_secs(10))?;
+    let t0 = Instant::now();
+    let exit = reap_breaker(
+        pid,
+        Duration::from_secs(10),
+        "truncate after the holder's death",
+    )?;
+    t.diag(format!(
+        "holder: {hexit:?}; truncate returned {:?} after the kill: {exit}",
+        t0.elapsed()
+    ));
+    ensure!(
+        still.is_none(),
+        "truncate did not wait for the holder: {still:?}"
+    );
+    ensure!(
+        hexit == Some(Exit::Signal(libc::SIGKILL)),
+        "holder: {hexit:?}"
+    );
+    ensure!(exit == Exit::Code(0), "truncate child: {exit}");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -304,6 +304,36 @@ impl Dev {
         })?;
         Ok(m.key)
     }
+
+    /// Takes a layout lease on `data_fd`'s file; returns the lease handle.
+    pub fn lease_take(
+        &self,
+        data_fd: RawFd,
+        policy: u32,
+        start: u64,
+        length: u64,
+    ) -> SysResult<u64> {
+        let mut a = PinleaseLeaseTake {
+            data_fd,
+            policy,
+            start,
+            length,
+            lease: 0,
+        };
+        self.ioctl(PINLEASE_IOC_LEASE_TAKE, &mut a, || {
+            format!("data_fd={data_fd} policy={policy} start={start} length={length}")
+        })?;
+        Ok(a.lease)
+    }
+
+    /// Releases a lease of this fd.
+    pub fn lease_release(&self, lease: u64) -> SysResult<()> {
+        let mut h = lease;
+        self.ioctl(PINLEASE_IOC_LEASE_RELEASE, &mut h, || {
+            format!("lease={lease:#x}")
+        })?;
+        Ok(())
+    }
 }
 
 /// VERIFY's answer.

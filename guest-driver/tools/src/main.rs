@@ -78,7 +78,7 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         timeout: u64,
     },
-    /// Print the debugfs tables (contexts, mrs) of the device.
+    /// Print the debugfs tables (contexts, mrs, leases) of the device.
     Status,
     /// One process: two MRs, a WRITE between them, the bytes checked and printed.
     Demo,
@@ -484,7 +484,7 @@ fn status() -> CliResult {
     let mut names: Vec<_> = devs.filter_map(|d| d.ok()).map(|d| d.path()).collect();
     names.sort();
     for d in names {
-        for t in ["contexts", "mrs"] {
+        for t in ["contexts", "mrs", "leases"] {
             let p = d.join(t);
             println!("==> {} <==", p.display());
             match std::fs::read_to_string(&p) {

@@ -83,6 +83,21 @@ pub struct PinleaseImportMr {
     pub key: u64,
 }
 
+/// PINLEASE_IOC_LEASE_TAKE: an FL_LAYOUT lease on `data_fd`'s file, held
+/// by the device fd.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PinleaseLeaseTake {
+    pub data_fd: i32,
+    /// `PL_POLICY_*`.
+    pub policy: u32,
+    pub start: u64,
+    /// 0: to EOF.
+    pub length: u64,
+    /// out: the lease handle.
+    pub lease: u64,
+}
+
 // ---- ioctl numbers (asm-generic/ioctl.h encoding, as on x86 and arm64) -------
 
 const IOC_NRBITS: u32 = 8;
@@ -116,6 +131,11 @@ pub const PINLEASE_IOC_EXPORT_MR: u32 = ioc(IOC_WRITE, 0x05, size_of::<u64>());
 pub const PINLEASE_IOC_IMPORT_MR: u32 =
     ioc(IOC_READ | IOC_WRITE, 0x06, size_of::<PinleaseImportMr>());
 
+pub const PINLEASE_IOC_LEASE_TAKE: u32 =
+    ioc(IOC_READ | IOC_WRITE, 0x07, size_of::<PinleaseLeaseTake>());
+/// Argument: pointer to the u64 lease handle.
+pub const PINLEASE_IOC_LEASE_RELEASE: u32 = ioc(IOC_WRITE, 0x08, size_of::<u64>());
+
 /// Name of an ioctl request number of this UAPI, for error messages.
 pub fn ioctl_name(req: u32) -> &'static str {
     match req {
@@ -126,6 +146,8 @@ pub fn ioctl_name(req: u32) -> &'static str {
         PINLEASE_IOC_EVENT_FD => "PINLEASE_IOC_EVENT_FD",
         PINLEASE_IOC_EXPORT_MR => "PINLEASE_IOC_EXPORT_MR",
         PINLEASE_IOC_IMPORT_MR => "PINLEASE_IOC_IMPORT_MR",
+        PINLEASE_IOC_LEASE_TAKE => "PINLEASE_IOC_LEASE_TAKE",
+        PINLEASE_IOC_LEASE_RELEASE => "PINLEASE_IOC_LEASE_RELEASE",
         _ => "unknown ioctl",
     }
 }
@@ -191,6 +213,12 @@ pub fn layout_table() -> Vec<(&'static str, &'static str, usize, usize)> {
         PinleaseImportMr,
         [export_fd, access, key]
     );
+    layout!(
+        out,
+        "pinlease_lease_take",
+        PinleaseLeaseTake,
+        [data_fd, policy, start, length, lease]
+    );
     out
 }
 
@@ -208,6 +236,11 @@ pub fn constant_table() -> Vec<(&'static str, u64)> {
         ("PINLEASE_IOC_EVENT_FD", PINLEASE_IOC_EVENT_FD.into()),
         ("PINLEASE_IOC_EXPORT_MR", PINLEASE_IOC_EXPORT_MR.into()),
         ("PINLEASE_IOC_IMPORT_MR", PINLEASE_IOC_IMPORT_MR.into()),
+        ("PINLEASE_IOC_LEASE_TAKE", PINLEASE_IOC_LEASE_TAKE.into()),
+        (
+            "PINLEASE_IOC_LEASE_RELEASE",
+            PINLEASE_IOC_LEASE_RELEASE.into(),
+        ),
     ]
 }
 

@@ -1,0 +1,463 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * pinlease: layout leases held against the device fd.
+ *
+ * LEASE_TAKE opens the module's own struct file on the data file's inode
+ * (as nfsd does for pNFS layouts), sets an FL_LAYOUT read lease on it owned
+ * by the struct pl_lease, and reports the lease to the device. Only the
+ * device fd (its context) ends the lease: LEASE_RELEASE or the close of the
+ * device fd; the data fd may be closed at once.
+ *
+ * When the kernel breaks the lease (on 6.12 only XFS calls break_layout():
+ * truncate, fallocate, reflink, write), lm_break runs with the inode's
+ * flc_lock spinlock held: it only queues break_work and returns false, so
+ * the breaker waits in __break_lease():
+ * - revoke: break time 0; the work sends LEASE_BREAK (the device revokes the
+ *   holder's MRs on the lease's range), unpins those MRs, then removes the
+ *   kernel lease (the breaker goes on) and releases it on the device;
+ * - wait: break time 0; the work sends LEASE_BREAK (the device sends
+ *   LEASE_BROKEN to the holder) and the breaker waits, interruptibly, until
+ *   the holder releases the lease or closes the device fd;
+ * - timeout: the kernel's lease-break-time stays; the breaker's wait times
+ *   out and time_out_leases() deletes the lease with lease_modify(), which
+ *   calls no lease manager hook on 6.12. lost_work therefore looks for the
+ *   lease on the inode after the break deadline and, once it is gone, tells
+ *   the device LEASE_RELEASE(LOST): pins remain and the device counts.
+ *
+ * Locking: lease->lock serialises a lease's state, the works and release;
+ * it may be held across device requests (reset never takes it). Order:
+ * ctx->lease_lock -> lease->lock -> ctx->mr_lock. ctx->lease_lock guards
+ * ctx->leases membership only and is never held across a device request.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/file.h>
+#include <linux/filelock.h>
+#include <linux/fs.h>
+#include <linux/mm.h>
+#include <linux/sched.h>
+#include <linux/seq_file.h>
+#include <linux/slab.h>
+#include <linux/uaccess.h>
+
+#include "pinlease.h"
+#include "pinlease_compat.h"
+
+static const char *const pl_lease_state_names[] = {
+	[PL_LS_ACTIVE] = "active",
+	[PL_LS_BREAKING] = "breaking",
+	[PL_LS_REVOKED] = "revoked",
+	[PL_LS_LOST] = "lost",
+};
+
+static const char *const pl_policy_names[] = {
+	[PL_POLICY_REVOKE] = "revoke",
+	[PL_POLICY_WAIT] = "wait",
+	[PL_POLICY_TIMEOUT] = "timeout",
+};
+
+const char *pl_lease_state_name(const struct pl_lease *l)
+{
+	return pl_lease_state_names[READ_ONCE(l->state)];
+}
+
+const char *pl_lease_policy_name(const struct pl_lease *l)
+{
+	return pl_policy_names[l->policy];
+}
+
+/* lm_break: flc_lock (a spinlock) is held; never sleep. */
+static bool pl_lm_break(struct file_lease *fl)
+{
+	struct pl_lease *l = fl->c.flc_owner;
+
+	if (l->policy == PL_POLICY_TIMEOUT)
+		/* the kernel times the lease out after lease-break-time */
+		WRITE_ONCE(l->break_deadline, fl->fl_break_time);
+	else
+		/* the breaker waits until we remove the lease (nfsd's model) */
+		fl->fl_break_time = 0;
+	queue_work(pl_wq, &l->break_work);
+	return false;
+}
+
+static int pl_lm_change(struct file_lease *onlist, int arg,
+			struct list_head *dispose)
+{
+	return lease_modify(onlist, arg, dispose);
+}
+
+static const struct lease_manager_operations pl_lm_ops = {
+	.lm_break = pl_lm_break,
+	.lm_change = pl_lm_change,
+};
+
+/* Is our FL_LAYOUT lease still on the inode? */
+static bool pl_lease_on_inode(struct pl_lease *l)
+{
+	struct file_lock_context *flctx;
+	struct file_lease *fl;
+	bool found = false;
+
+	flctx = locks_inode_context(file_inode(l->file));
+	if (!flctx)
+		return false;
+	spin_lock(&flctx->flc_lock);
+	list_for_each_entry(fl, &flctx->flc_lease, c.flc_list) {
+		if (fl->c.flc_file == l->file && fl->c.flc_owner == l) {
+			found = true;
+			break;
+		}
+	}
+	spin_unlock(&flctx->flc_lock);
+	return found;
+}
+
+/* Removes the kernel lease (the breaker, if any, goes on). lease->lock held. */
+static void pl_lease_unset(struct pl_lease *l)
+{
+	void *owner = l;
+	int err;
+
+	if (!l->kernel_held)
+		return;
+	l->kernel_held = false;
+	err = kernel_setlease(l->file, F_UNLCK, NULL, &owner);
+	/* -EAGAIN: the kernel timed it out already */
+	if (err && err != -EAGAIN)
+		pr_warn("%s: lease %#llx: removing the kernel lease: %d\n",
+			l->ctx->dev->name, l->handle, err);
+}
+
+/* LEASE_RELEASE to the device. lease->lock held. */
+static int pl_lease_dev_release(struct pl_lease *l, u32 reason)
+{
+	struct pl_lease_release_req req = {
+		.lease = cpu_to_le64(l->handle),
+		.reason = cpu_to_le32(reason),
+	};
+	struct pl_ctx *ctx = l->ctx;
+	int err;
+
+	if (!l->dev_held || READ_ONCE(ctx->dead))
+		return 0;
+	err = pl_submit(ctx->dev, PL_OP_LEASE_RELEASE, ctx->handle, &req,
+			sizeof(req), NULL, 0, NULL, 0);
+	if (reason == PL_RELEASE_HOLDER || err)
+		l->dev_held = false;
+	if (err && err != -ENODEV && !READ_ONCE(ctx->dead))
+		pr_warn("%s: LEASE_RELEASE %#llx reason %u: %d\n",
+			ctx->dev->name, l->handle, reason, err);
+	return err;
+}
+
+/*
+ * The device revoked the holder's MRs on the lease's range: unpin them
+ * before the lease goes (the MR_REVOKED events find them unpinned).
+ */
+static u32 pl_lease_unpin_range(struct pl_lease *l)
+{
+	struct pl_ctx *ctx = l->ctx;
+	struct pl_mr *mr;
+	unsigned long idx;
+	u64 lend = l->length ? l->start + l->length : U64_MAX;
+	u32 n = 0;
+
+	mutex_lock(&ctx->mr_lock);
+	xa_for_each(&ctx->mrs, idx, mr) {
+		if (!(mr->reg_flags & PL_REG_HAS_FILE) || mr->imported ||
+		    mr->file_dev != l->file_dev || mr->file_ino != l->file_ino ||
+		    mr->file_gen != l->file_gen)
+			continue;
+		if (mr->file_offset >= lend ||
+		    mr->file_offset + mr->length <= l->start)
+			continue;
+		if (!mr->revoked) {
+			mr->revoked = true;
+			n++;
+		}
+		pl_mr_unpin(mr);
+	}
+	mutex_unlock(&ctx->mr_lock);
+	return n;
+}
+
+static void pl_lease_break_work(struct work_struct *work)
+{
+	struct pl_lease *l = container_of(work, struct pl_lease, break_work);
+	struct pl_ctx *ctx = l->ctx;
+	struct pl_lease_break_req req = {
+		.file.dev = cpu_to_le64(l->file_dev),
+		.file.ino = cpu_to_le64(l->file_ino),
+		.file.generation = cpu_to_le32(l->file_gen),
+		/* which range the kernel is changing is not known here */
+		.start = 0,
+		.length = 0,
+		.reason = cpu_to_le32(PL_BREAK_OTHER),
+	};
+	struct pl_lease_break_resp resp = {};
+	unsigned long deadline;
+	long delay;
+	int err = -ENODEV;
+
+	mutex_lock(&l->lock);
+	if (l->closing || !l->kernel_held || l->state != PL_LS_ACTIVE)
+		goto out;
+	if (!READ_ONCE(ctx->dead))
+		err = pl_submit(ctx->dev, PL_OP_LEASE_BREAK, 0, &req,
+				sizeof(req), NULL, 0, &resp, sizeof(resp));
+	if (err && err != -ENODEV && !READ_ONCE(ctx->dead))
+		pr_warn("%s: LEASE_BREAK for lease %#llx: %d\n",
+			ctx->dev->name, l->handle, err);
+	l->nr_breaks++;
+
+	switch (l->policy) {
+	case PL_POLICY_REVOKE:
+		/*
+		 * Unpin only what the device stopped using (or forgot: a dead
+		 * context has no pins left). On any other failure the pins
+		 * stay with their MRs until DEREG_MR or close.
+		 */
+		if (!err)
+			l->mrs_revoked += pl_lease_unpin_range(l);
+		pl_lease_unset(l);
+		pl_lease_dev_release(l, PL_RELEASE_HOLDER);
+		WRITE_ONCE(l->state, PL_LS_REVOKED);
+		break;
+	case PL_POLICY_WAIT:
+		WRITE_ONCE(l->state, PL_LS_BREAKING);
+		break;
+	case PL_POLICY_TIMEOUT:
+		WRITE_ONCE(l->state, PL_LS_BREAKING);
+		deadline = READ_ONCE(l->break_deadline);
+		delay = deadline ? (long)(deadline - jiffies) : 0;
+		queue_delayed_work(pl_wq, &l->lost_work,
+				   max(delay, 0L) + HZ / 10);
+		break;
+	}
+out:
+	mutex_unlock(&l->lock);
+}
+
+/* Timeout policy: has the kernel removed the lease after the break time? */
+static void pl_lease_lost_work(struct work_struct *work)
+{
+	struct pl_lease *l = container_of(to_delayed_work(work),
+					  struct pl_lease, lost_work);
+
+	mutex_lock(&l->lock);
+	if (l->closing || !l->kernel_held)
+		goto out;
+	if (pl_lease_on_inode(l)) {
+		/* the breaker has not run time_out_leases() yet */
+		queue_delayed_work(pl_wq, &l->lost_work, HZ / 4);
+		goto out;
+	}
+	l->kernel_held = false;
+	WRITE_ONCE(l->state, PL_LS_LOST);
+	pr_info("%s: lease %#llx (ino %llu) timed out by the kernel with pins held: LOST\n",
+		l->ctx->dev->name, l->handle, l->file_ino);
+	pl_lease_dev_release(l, PL_RELEASE_LOST);
+out:
+	mutex_unlock(&l->lock);
+}
+
+/*
+ * Ends a lease taken out of ctx->leases: kernel lease removed, works
+ * stopped, device told (@tell_dev: not after CLOSE_CONTEXT, which released
+ * every lease), module file put.
+ */
+static int pl_lease_destroy(struct pl_lease *l, bool tell_dev)
+{
+	int err = 0;
+
+	mutex_lock(&l->lock);
+	l->closing = true;
+	pl_lease_unset(l);
+	mutex_unlock(&l->lock);
+	/* no lm_break can run now: the kernel lease is gone */
+	cancel_work_sync(&l->break_work);
+	cancel_delayed_work_sync(&l->lost_work);
+	mutex_lock(&l->lock);
+	if (tell_dev)
+		err = pl_lease_dev_release(l, PL_RELEASE_HOLDER);
+	mutex_unlock(&l->lock);
+	fput(l->file);
+	kfree(l);
+	return err;
+}
+
+long pl_ioctl_lease_take(struct pl_ctx *ctx, void __user *argp)
+{
+	struct pinlease_lease_take a;
+	struct pl_lease_take_req req = {};
+	struct pl_handle_resp resp;
+	struct file_lease *fl;
+	struct inode *inode;
+	struct pl_lease *l;
+	struct fd f;
+	u64 end;
+	u32 id;
+	int err;
+
+	if (copy_from_user(&a, argp, sizeof(a)))
+		return -EFAULT;
+	if (a.policy < PL_POLICY_REVOKE || a.policy > PL_POLICY_TIMEOUT ||
+	    check_add_overflow(a.start, a.length, &end) || a.start > LLONG_MAX)
+		return -EINVAL;
+
+	l = kzalloc(sizeof(*l), GFP_KERNEL);
+	if (!l)
+		return -ENOMEM;
+	mutex_init(&l->lock);
+	INIT_WORK(&l->break_work, pl_lease_break_work);
+	INIT_DELAYED_WORK(&l->lost_work, pl_lease_lost_work);
+	l->ctx = ctx;
+	l->policy = a.policy;
+	l->start = a.start;
+	l->length = a.length;
+	l->pid = task_tgid_vnr(current);
+
+	f = fdget(a.data_fd);
+	if (!fd_file(f)) {
+		kfree(l);
+		return -EBADF;
+	}
+	inode = file_inode(fd_file(f));
+	if (!S_ISREG(inode->i_mode)) {
+		fdput(f);
+		kfree(l);
+		return -EINVAL;
+	}
+	l->file_dev = inode->i_sb->s_dev;
+	l->file_ino = inode->i_ino;
+	l->file_gen = inode->i_generation;
+	/* our own struct file: the data fd may be closed, the lease stays */
+	l->file = dentry_open(&fd_file(f)->f_path, O_RDONLY | O_LARGEFILE,
+			      current_cred());
+	fdput(f);
+	if (IS_ERR(l->file)) {
+		err = PTR_ERR(l->file);
+		kfree(l);
+		return err;
+	}
+
+	fl = locks_alloc_lease();
+	if (!fl) {
+		err = -ENOMEM;
+		goto err_fput;
+	}
+	locks_init_lease(fl);
+	fl->fl_lmops = &pl_lm_ops;
+	fl->c.flc_flags = FL_LAYOUT;
+	fl->c.flc_type = F_RDLCK;
+	fl->c.flc_owner = l;
+	fl->c.flc_pid = current->tgid;
+	fl->c.flc_file = l->file;
+
+	/* a break before the device knows the lease waits for this lock */
+	mutex_lock(&l->lock);
+	err = vfs_setlease(l->file, F_RDLCK, &fl, NULL);
+	if (err) {
+		mutex_unlock(&l->lock);
+		locks_free_lease(fl);
+		goto err_fput;
+	}
+	WARN_ON_ONCE(fl);	/* the kernel took it */
+	l->kernel_held = true;
+
+	req.file.dev = cpu_to_le64(l->file_dev);
+	req.file.ino = cpu_to_le64(l->file_ino);
+	req.file.generation = cpu_to_le32(l->file_gen);
+	req.start = cpu_to_le64(a.start);
+	req.length = cpu_to_le64(a.length);
+	req.policy = cpu_to_le32(a.policy);
+	req.owner_pid = cpu_to_le32(l->pid);
+	err = pl_submit(ctx->dev, PL_OP_LEASE_TAKE, ctx->handle, &req,
+			sizeof(req), NULL, 0, &resp, sizeof(resp));
+	if (err) {
+		l->closing = true;
+		pl_lease_unset(l);
+		mutex_unlock(&l->lock);
+		goto err_cancel;
+	}
+	l->handle = le64_to_cpu(resp.handle);
+	l->dev_held = true;
+	mutex_unlock(&l->lock);
+
+	mutex_lock(&ctx->lease_lock);
+	err = xa_alloc(&ctx->leases, &id, l, xa_limit_32b, GFP_KERNEL);
+	mutex_unlock(&ctx->lease_lock);
+	if (err) {
+		pl_lease_destroy(l, true);
+		return err;
+	}
+
+	/* taken even if the copy fails: it goes away at close */
+	a.lease = l->handle;
+	return copy_to_user(argp, &a, sizeof(a)) ? -EFAULT : 0;
+
+err_cancel:
+	cancel_work_sync(&l->break_work);
+	cancel_delayed_work_sync(&l->lost_work);
+err_fput:
+	fput(l->file);
+	kfree(l);
+	return err;
+}
+
+long pl_ioctl_lease_release(struct pl_ctx *ctx, void __user *argp)
+{
+	struct pl_lease *l, *found = NULL;
+	unsigned long idx;
+	u64 handle;
+
+	if (get_user(handle, (u64 __user *)argp))
+		return -EFAULT;
+	mutex_lock(&ctx->lease_lock);
+	xa_for_each(&ctx->leases, idx, l) {
+		if (l->handle == handle) {
+			xa_erase(&ctx->leases, idx);
+			found = l;
+			break;
+		}
+	}
+	mutex_unlock(&ctx->lease_lock);
+	if (!found)
+		return -ENOENT;
+	return pl_lease_destroy(found, true);
+}
+
+/* Device fd closed (after CLOSE_CONTEXT and the unpin): every lease ends. */
+void pl_ctx_release_leases(struct pl_ctx *ctx)
+{
+	struct pl_lease *l;
+	unsigned long idx;
+
+	for (;;) {
+		mutex_lock(&ctx->lease_lock);
+		l = xa_find(&ctx->leases, &idx, ULONG_MAX, XA_PRESENT);
+		if (l)
+			xa_erase(&ctx->leases, idx);
+		mutex_unlock(&ctx->lease_lock);
+		if (!l)
+			break;
+		/* CLOSE_CONTEXT released them on the device */
+		pl_lease_destroy(l, false);
+		idx = 0;
+	}
+}
+
+void pl_lease_show(struct seq_file *m, const struct pl_lease *l)
+{
+	seq_printf(m, "lease:\thandle=%#llx dev=%llx ino=%llu gen=%u start=%llu end=",
+		   l->handle, l->file_dev, l->file_ino, l->file_gen, l->start);
+	if (l->length)
+		seq_printf(m, "%llu", l->start + l->length);
+	else
+		seq_puts(m, "eof");
+	seq_printf(m, " policy=%s state=%s kernel=%s pid=%d breaks=%u mrs_revoked=%u\n",
+		   pl_lease_policy_name(l), pl_lease_state_name(l),
+		   READ_ONCE(l->kernel_held) ? "held" : "gone", l->pid,
+		   READ_ONCE(l->nr_breaks), READ_ONCE(l->mrs_revoked));
+}
