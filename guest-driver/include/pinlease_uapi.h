@@ -51,6 +51,11 @@ struct pinlease_query {
  * the file identity and offset. Errors are the pin's own (-EFAULT for a
  * writable long-term pin of a shared file mapping that needs dirty
  * tracking, -EOPNOTSUPP for FS-DAX) or the device's status, negated.
+ * With the module parameter require_lease set
+ * (/sys/module/pinlease/parameters/require_lease, default N), REG_MR of a
+ * file mapping (memfd/shmem included; anonymous memory is not affected)
+ * fails with -EPERM unless an active layout lease taken on the same device
+ * fd covers [file offset, + length).
  */
 struct pinlease_reg_mr {
 	__u64 addr;

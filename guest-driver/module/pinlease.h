@@ -189,6 +189,7 @@ void pl_dev_put(struct pl_dev *dev);
 int pl_dev_reset(struct pl_dev *dev);
 
 /* pl_fops.c */
+extern bool pl_require_lease;
 extern const struct file_operations pl_dev_fops;
 struct pl_ctx *pl_ctx_lookup(struct pl_dev *dev, u64 handle);
 void pl_ctx_put(struct pl_ctx *ctx);
@@ -202,6 +203,8 @@ void pl_mr_unpin(struct pl_mr *mr);
 long pl_ioctl_lease_take(struct pl_ctx *ctx, void __user *argp);
 long pl_ioctl_lease_release(struct pl_ctx *ctx, void __user *argp);
 void pl_ctx_release_leases(struct pl_ctx *ctx);
+bool pl_lease_covers(struct pl_ctx *ctx, u64 dev, u64 ino, u32 gen, u64 off,
+		     u64 len);
 struct seq_file;
 void pl_lease_show(struct seq_file *m, const struct pl_lease *l);
 const char *pl_lease_state_name(const struct pl_lease *l);

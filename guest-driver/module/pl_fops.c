@@ -431,6 +431,17 @@ static int pl_ctx_add_mr(struct pl_ctx *ctx, struct pl_mr *mr)
 	return err;
 }
 
+/*
+ * require_lease (Ira Weiny's RFC rule): REG_MR of a file-backed range fails
+ * with -EPERM unless an ACTIVE layout lease of the same context covers it.
+ * Anonymous memory is not affected; any file vma (memfd/shmem too) is.
+ * Writable at runtime: /sys/module/pinlease/parameters/require_lease.
+ */
+bool pl_require_lease;
+module_param_named(require_lease, pl_require_lease, bool, 0644);
+MODULE_PARM_DESC(require_lease,
+		 "REG_MR of a file range needs an active layout lease of the same context covering it (default N)");
+
 static long pl_ioctl_reg_mr(struct pl_ctx *ctx, void __user *argp)
 {
 	struct pl_dev *dev = ctx->dev;
@@ -492,6 +503,12 @@ static long pl_ioctl_reg_mr(struct pl_ctx *ctx, void __user *argp)
 		goto err_free;
 	}
 	pl_mr_file(mr);
+	if (READ_ONCE(pl_require_lease) && (mr->reg_flags & PL_REG_HAS_FILE) &&
+	    !pl_lease_covers(ctx, mr->file_dev, mr->file_ino, mr->file_gen,
+			     mr->file_offset, mr->length)) {
+		err = -EPERM;
+		goto err_unpin;
+	}
 
 	sg = pl_page_list(mr, &nsg);
 	if (!sg) {

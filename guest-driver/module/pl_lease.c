@@ -172,8 +172,15 @@ static u32 pl_lease_unpin_range(struct pl_lease *l)
 		if (mr->file_offset >= lend ||
 		    mr->file_offset + mr->length <= l->start)
 			continue;
+		/*
+		 * The device's MR_REVOKED event may have been routed first
+		 * (pl_ctx_mr_revoked): an MR the device put under this lease
+		 * at REG_MR counts as revoked by it all the same.
+		 */
 		if (!mr->revoked) {
 			mr->revoked = true;
+			n++;
+		} else if (mr->lease == l->handle) {
 			n++;
 		}
 		pl_mr_unpin(mr);
@@ -446,6 +453,33 @@ void pl_ctx_release_leases(struct pl_ctx *ctx)
 		pl_lease_destroy(l, false);
 		idx = 0;
 	}
+}
+
+/*
+ * require_lease: does an ACTIVE lease of @ctx cover [off, off + len) of the
+ * file (dev, ino, gen)? A revoked, breaking or lost lease does not count.
+ */
+bool pl_lease_covers(struct pl_ctx *ctx, u64 dev, u64 ino, u32 gen, u64 off,
+		     u64 len)
+{
+	struct pl_lease *l;
+	unsigned long idx;
+	bool ok = false;
+
+	mutex_lock(&ctx->lease_lock);
+	xa_for_each(&ctx->leases, idx, l) {
+		if (l->file_dev != dev || l->file_ino != ino ||
+		    l->file_gen != gen || READ_ONCE(l->state) != PL_LS_ACTIVE)
+			continue;
+		if (off < l->start)
+			continue;
+		if (l->length && off + len > l->start + l->length)
+			continue;
+		ok = true;
+		break;
+	}
+	mutex_unlock(&ctx->lease_lock);
+	return ok;
 }
 
 void pl_lease_show(struct seq_file *m, const struct pl_lease *l)

@@ -68,10 +68,23 @@ pub fn all() -> Vec<Case> {
         case!(revoke_policy_truncate),
         case!(revoke_policy_punch_hole),
         case!(revoke_policy_xfs_io_truncate),
+        case!(revoke_policy_collapse_range),
+        case!(revoke_policy_insert_range),
+        case!(revoke_policy_zero_range),
+        case!(revoke_policy_reflink_onto_leased_file),
+        case!(revoke_policy_xfs_io_fcollapse),
+        case!(revoke_policy_xfs_io_finsert),
+        case!(revoke_policy_xfs_io_fzero),
+        case!(revoke_policy_xfs_io_reflink),
         case!(wait_policy_truncate_waits_for_release),
+        case!(wait_policy_collapse_range_waits_for_release),
         case!(timeout_policy_lease_lost),
         case!(ext4_never_breaks_layout_leases),
         case!(holder_killed_while_breaker_waits),
+        case!(concurrent_truncate_vs_reg_mr),
+        case!(reg_mr_require_lease_param),
+        case!(fsdax_shortterm_pin_under_lease),
+        case!(fsdax_truncate_vs_pin_under_revoke_lease),
         case!(stress_many_contexts_all_cpus),
         case!(device_reset_with_live_mrs),
         case!(unbind_with_live_mrs_then_rebind),
@@ -2281,7 +2294,54 @@ enum Breaker {
     Truncate,
     PunchHole,
     XfsIoTruncate,
+    /// fallocate(FALLOC_FL_COLLAPSE_RANGE, 0, 4096)
+    CollapseRange,
+    /// fallocate(FALLOC_FL_INSERT_RANGE, 0, 4096)
+    InsertRange,
+    /// fallocate(FALLOC_FL_ZERO_RANGE, 0, LEASE_LEN)
+    ZeroRange,
+    /// FICLONERANGE of `<path>.src` onto the leased file, LEASE_LEN at 0
+    Reflink,
+    /// `xfs_io -c <cmd> <path>`; "SRC" in the command is `<path>.src`
+    XfsIo(&'static str),
+    /// pwrite(2) of one byte at offset 0 (XFS's write path: BREAK_WRITE)
+    Write,
 }
+
+/// Source file of the Reflink breakers.
+fn reflink_src(path: &str) -> String {
+    format!("{path}.src")
+}
+
+/// fallocate(2) on `path` from a child: 0 or the errno.
+fn child_fallocate(c: &std::ffi::CStr, mode: i32, off: i64, len: i64) -> i32 {
+    // SAFETY: open/fallocate/close on a valid path and our own fd.
+    unsafe {
+        let fd = libc::open(c.as_ptr(), libc::O_RDWR);
+        if fd < 0 {
+            return sys::last_errno();
+        }
+        let rc = libc::fallocate(fd, mode, off, len);
+        let e = sys::last_errno();
+        libc::close(fd);
+        if rc < 0 {
+            return e;
+        }
+    }
+    0
+}
+
+/// struct file_clone_range (linux/fs.h).
+#[repr(C)]
+struct FileCloneRange {
+    src_fd: i64,
+    src_offset: u64,
+    src_length: u64,
+    dest_offset: u64,
+}
+
+/// FICLONERANGE = _IOW(0x94, 13, struct file_clone_range)
+const FICLONERANGE: libc::c_ulong = 0x4020_940d;
 
 /// Forks a child that breaks the layout lease of `path`: exit 0 when the
 /// operation returned, else the errno (or xfs_io's exit code).
@@ -2317,18 +2377,74 @@ fn spawn_breaker(how: Breaker, path: &str) -> Result<libc::pid_t, CaseErr> {
                 }
                 0
             }
-            Breaker::XfsIoTruncate => {
-                match std::process::Command::new("xfs_io")
-                    .args(["-c", "truncate 0", &p])
-                    .status()
-                {
-                    Ok(s) => s.code().unwrap_or(125),
-                    Err(_) => 127,
+            Breaker::XfsIoTruncate => xfs_io_child("truncate 0", &p),
+            Breaker::XfsIo(cmd) => xfs_io_child(cmd, &p),
+            Breaker::CollapseRange => child_fallocate(&c, libc::FALLOC_FL_COLLAPSE_RANGE, 0, 4096),
+            Breaker::InsertRange => child_fallocate(&c, libc::FALLOC_FL_INSERT_RANGE, 0, 4096),
+            Breaker::ZeroRange => {
+                child_fallocate(&c, libc::FALLOC_FL_ZERO_RANGE, 0, LEASE_LEN as i64)
+            }
+            Breaker::Reflink => {
+                let src = std::ffi::CString::new(reflink_src(&p)).unwrap();
+                // SAFETY: open/ioctl/close with valid paths and our own fds.
+                unsafe {
+                    let sfd = libc::open(src.as_ptr(), libc::O_RDONLY);
+                    if sfd < 0 {
+                        return sys::last_errno();
+                    }
+                    let dfd = libc::open(c.as_ptr(), libc::O_RDWR);
+                    if dfd < 0 {
+                        return sys::last_errno();
+                    }
+                    let mut r = FileCloneRange {
+                        src_fd: sfd.into(),
+                        src_offset: 0,
+                        src_length: LEASE_LEN as u64,
+                        dest_offset: 0,
+                    };
+                    if libc::ioctl(dfd, FICLONERANGE as _, &mut r) < 0 {
+                        return sys::last_errno();
+                    }
+                    libc::close(dfd);
+                    libc::close(sfd);
                 }
+                0
+            }
+            Breaker::Write => {
+                // SAFETY: open/pwrite/close with a valid path and buffer.
+                unsafe {
+                    let fd = libc::open(c.as_ptr(), libc::O_WRONLY);
+                    if fd < 0 {
+                        return sys::last_errno();
+                    }
+                    let b = [0x77u8];
+                    if libc::pwrite(fd, b.as_ptr().cast(), 1, 0) != 1 {
+                        return sys::last_errno();
+                    }
+                    libc::close(fd);
+                }
+                0
             }
         }
     })?;
     Ok(pid)
+}
+
+/// Runs `xfs_io -c cmd path` ("SRC" in cmd: the reflink source) with its
+/// output captured (it must not reach the KTAP stream): its exit code, 124
+/// when it printed to stderr (xfs_io exits 0 after many failed commands),
+/// 127 when it cannot be run.
+fn xfs_io_child(cmd: &str, path: &str) -> i32 {
+    let cmd = cmd.replace("SRC", &reflink_src(path));
+    match std::process::Command::new("xfs_io")
+        .args(["-c", &cmd, path])
+        .stdin(std::process::Stdio::null())
+        .output()
+    {
+        Ok(o) if o.status.code() == Some(0) && !o.stderr.is_empty() => 124,
+        Ok(o) => o.status.code().unwrap_or(125),
+        Err(_) => 127,
+    }
 }
 
 /// Waits for the breaker; fails (killing it) if it does not end in time.
@@ -2508,15 +2624,7 @@ fn revoke_with(t: &mut CaseCtx, how: Breaker, name: &str) -> CaseResult {
     let Some(h) = holder(t, "/mnt/xfs", "xfs", name, abi::PL_POLICY_REVOKE)? else {
         fail!("no lease on XFS");
     };
-    if let Breaker::XfsIoTruncate = how {
-        if std::process::Command::new("xfs_io")
-            .arg("-V")
-            .output()
-            .is_err()
-        {
-            skip!("xfs_io is not on PATH");
-        }
-    }
+    let _src = prepare_breaker(t, how, &h.file.path)?;
     let held0 = pins_held()?;
     let pid = spawn_breaker(how, &h.file.path)?;
     let t0 = Instant::now();
@@ -2556,12 +2664,149 @@ fn revoke_with(t: &mut CaseCtx, how: Breaker, name: &str) -> CaseResult {
         st.as_deref() == Some("revoked"),
         "lease state {st:?} after the break"
     );
+    let line = lease_line(&fdinfo(h.dev.raw())?, h.lease).unwrap_or_default();
+    ensure!(
+        line_field(&line, "breaks") == Some("1") && line_field(&line, "mrs_revoked") == Some("1"),
+        "lease after {how:?}: {line}"
+    );
+    check_breaker_effect(how, &h.file.path)?;
+    t.diag(format!(
+        "finding: 6.12 XFS breaks the layout lease on {how:?} (the module reports PL_BREAK_OTHER): {line}"
+    ));
     h.dev.dereg_mr(h.key)?;
     h.dev.lease_release(h.lease)?;
     h.dev.dereg_mr(h.lkey)?;
     drop(h.local);
     drop(h.map);
     Ok(())
+}
+
+/// A file removed on drop.
+struct Scratch(String);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// What a breaker needs before it runs: xfs_io on PATH; for reflink, the
+/// source file (LEASE_LEN bytes of 0x5c) and a check that the filesystem
+/// clones at all.
+fn prepare_breaker(t: &mut CaseCtx, how: Breaker, path: &str) -> Result<Option<Scratch>, CaseErr> {
+    let xfs_io = matches!(how, Breaker::XfsIoTruncate | Breaker::XfsIo(_));
+    if xfs_io
+        && std::process::Command::new("xfs_io")
+            .arg("-V")
+            .output()
+            .is_err()
+    {
+        skip!("xfs_io is not on PATH");
+    }
+    let reflink = match how {
+        Breaker::Reflink => true,
+        Breaker::XfsIo(cmd) => cmd.contains("SRC"),
+        _ => false,
+    };
+    if !reflink {
+        return Ok(None);
+    }
+    let src = Scratch(reflink_src(path));
+    std::fs::write(&src.0, vec![0x5cu8; LEASE_LEN])
+        .map_err(|e| CaseErr::Fail(format!("write {}: {e}", src.0)))?;
+    // Does this filesystem reflink? Clone onto a scratch file first.
+    let probe = Scratch(format!("{path}.probe"));
+    let s =
+        std::fs::File::open(&src.0).map_err(|e| CaseErr::Fail(format!("open {}: {e}", src.0)))?;
+    let d = std::fs::File::create(&probe.0)
+        .map_err(|e| CaseErr::Fail(format!("create {}: {e}", probe.0)))?;
+    let mut r = FileCloneRange {
+        src_fd: s.as_raw_fd().into(),
+        src_offset: 0,
+        src_length: 0,
+        dest_offset: 0,
+    };
+    // SAFETY: FICLONERANGE on our own fds with a valid struct.
+    if unsafe { libc::ioctl(d.as_raw_fd(), FICLONERANGE as _, &mut r) } < 0 {
+        let e = sys::last_errno();
+        if e == libc::EOPNOTSUPP || e == libc::EXDEV || e == libc::EINVAL {
+            skip!(
+                "{path}: the filesystem does not reflink ({})",
+                errno_name(e)
+            );
+        }
+        fail!("FICLONERANGE probe: {}", errno_name(e));
+    }
+    t.diag(format!("{}: reflink works (probe clone)", src.0));
+    Ok(Some(src))
+}
+
+/// Checks that the breaker did what it says to the file.
+fn check_breaker_effect(how: Breaker, path: &str) -> CaseResult {
+    let data = std::fs::read(path).map_err(|e| CaseErr::Fail(format!("read {path}: {e}")))?;
+    let (want_len, want_byte): (usize, Option<u8>) = match how {
+        Breaker::Truncate | Breaker::XfsIoTruncate => (0, None),
+        Breaker::CollapseRange => (LEASE_LEN - 4096, None),
+        Breaker::InsertRange => (LEASE_LEN + 4096, None),
+        Breaker::ZeroRange => (LEASE_LEN, Some(0)),
+        Breaker::Reflink => (LEASE_LEN, Some(0x5c)),
+        Breaker::XfsIo(cmd) if cmd.starts_with("fcollapse") => (LEASE_LEN - 4096, None),
+        Breaker::XfsIo(cmd) if cmd.starts_with("finsert") => (LEASE_LEN + 4096, None),
+        Breaker::XfsIo(cmd) if cmd.starts_with("fzero") => (LEASE_LEN, Some(0)),
+        Breaker::XfsIo(cmd) if cmd.starts_with("reflink") => (LEASE_LEN, Some(0x5c)),
+        _ => return Ok(()),
+    };
+    ensure!(
+        data.len() == want_len,
+        "{how:?}: file size {} after it, expected {want_len}",
+        data.len()
+    );
+    if let Some(b) = want_byte {
+        if let Some(i) = data.iter().position(|&x| x != b) {
+            fail!("{how:?}: byte {i} is {:#04x}, expected {b:#04x}", data[i]);
+        }
+    }
+    Ok(())
+}
+
+fn revoke_policy_collapse_range(t: &mut CaseCtx) -> CaseResult {
+    revoke_with(t, Breaker::CollapseRange, "revoke-collapse")
+}
+
+fn revoke_policy_insert_range(t: &mut CaseCtx) -> CaseResult {
+    revoke_with(t, Breaker::InsertRange, "revoke-insert")
+}
+
+fn revoke_policy_zero_range(t: &mut CaseCtx) -> CaseResult {
+    revoke_with(t, Breaker::ZeroRange, "revoke-zero")
+}
+
+fn revoke_policy_reflink_onto_leased_file(t: &mut CaseCtx) -> CaseResult {
+    revoke_with(t, Breaker::Reflink, "revoke-reflink")
+}
+
+fn revoke_policy_xfs_io_fcollapse(t: &mut CaseCtx) -> CaseResult {
+    revoke_with(
+        t,
+        Breaker::XfsIo("fcollapse 0 4096"),
+        "revoke-xfsio-fcollapse",
+    )
+}
+
+fn revoke_policy_xfs_io_finsert(t: &mut CaseCtx) -> CaseResult {
+    revoke_with(t, Breaker::XfsIo("finsert 0 4096"), "revoke-xfsio-finsert")
+}
+
+fn revoke_policy_xfs_io_fzero(t: &mut CaseCtx) -> CaseResult {
+    revoke_with(t, Breaker::XfsIo("fzero 0 65536"), "revoke-xfsio-fzero")
+}
+
+fn revoke_policy_xfs_io_reflink(t: &mut CaseCtx) -> CaseResult {
+    revoke_with(
+        t,
+        Breaker::XfsIo("reflink SRC 0 0 65536"),
+        "revoke-xfsio-reflink",
+    )
 }
 
 fn revoke_policy_truncate(t: &mut CaseCtx) -> CaseResult {
@@ -2577,10 +2822,19 @@ fn revoke_policy_xfs_io_truncate(t: &mut CaseCtx) -> CaseResult {
 }
 
 fn wait_policy_truncate_waits_for_release(t: &mut CaseCtx) -> CaseResult {
-    let Some(h) = holder(t, "/mnt/xfs", "xfs", "wait-truncate", abi::PL_POLICY_WAIT)? else {
+    wait_with(t, Breaker::Truncate, "wait-truncate")
+}
+
+fn wait_policy_collapse_range_waits_for_release(t: &mut CaseCtx) -> CaseResult {
+    wait_with(t, Breaker::CollapseRange, "wait-collapse")
+}
+
+fn wait_with(t: &mut CaseCtx, how: Breaker, name: &str) -> CaseResult {
+    let Some(h) = holder(t, "/mnt/xfs", "xfs", name, abi::PL_POLICY_WAIT)? else {
         fail!("no lease on XFS");
     };
-    let pid = spawn_breaker(Breaker::Truncate, &h.file.path)?;
+    let _src = prepare_breaker(t, how, &h.file.path)?;
+    let pid = spawn_breaker(how, &h.file.path)?;
     let lease = h.lease;
     let (hit, _) = wait_event(t, h.ev.as_raw_fd(), Duration::from_secs(5), |e| {
         e.kind == abi::PL_EVENT_LEASE_BROKEN && e.args[0] == lease
@@ -2588,15 +2842,15 @@ fn wait_policy_truncate_waits_for_release(t: &mut CaseCtx) -> CaseResult {
     std::thread::sleep(Duration::from_millis(1000));
     let still = sys::wait_timeout(pid, Duration::ZERO)?;
     if still.is_some() || hit.is_none() {
-        let _ = reap_breaker(pid, Duration::from_secs(1), "truncate");
+        let _ = reap_breaker(pid, Duration::from_secs(1), &format!("{how:?}"));
     }
     ensure!(
         hit.is_some(),
-        "no LEASE_BROKEN for lease {lease:#x} within 5 s of the truncate"
+        "no LEASE_BROKEN for lease {lease:#x} within 5 s of {how:?}"
     );
     ensure!(
         still.is_none(),
-        "truncate did not wait for the holder: {:?}",
+        "{how:?} did not wait for the holder: {:?}",
         still
     );
     t.diag(format!("breaker after 1 s: {}", sys::proc_stack(pid)));
@@ -2610,16 +2864,21 @@ fn wait_policy_truncate_waits_for_release(t: &mut CaseCtx) -> CaseResult {
     h.dev.dereg_mr(h.key)?;
     ensure!(
         sys::wait_timeout(pid, Duration::from_millis(300))?.is_none(),
-        "truncate went on before LEASE_RELEASE"
+        "{how:?} went on before LEASE_RELEASE"
     );
     h.dev.lease_release(lease)?;
     let t0 = Instant::now();
-    let exit = reap_breaker(pid, Duration::from_secs(10), "truncate after LEASE_RELEASE")?;
+    let exit = reap_breaker(
+        pid,
+        Duration::from_secs(10),
+        &format!("{how:?} after LEASE_RELEASE"),
+    )?;
     t.diag(format!(
-        "truncate returned {:?} after LEASE_RELEASE: {exit}",
+        "{how:?} returned {:?} after LEASE_RELEASE: {exit}",
         t0.elapsed()
     ));
-    ensure!(exit == Exit::Code(0), "truncate child: {exit}");
+    ensure!(exit == Exit::Code(0), "{how:?} child: {exit}");
+    check_breaker_effect(how, &h.file.path)?;
     h.dev.dereg_mr(h.lkey)?;
     Ok(())
 }
@@ -2805,6 +3064,412 @@ fn holder_killed_while_breaker_waits(t: &mut CaseCtx) -> CaseResult {
         "holder: {hexit:?}"
     );
     ensure!(exit == Exit::Code(0), "truncate child: {exit}");
+    Ok(())
+}
+
+// ---- concurrent truncate vs REG_MR -------------------------------------------------------------
+
+/// How long the race runs.
+const RACE_TIME: Duration = Duration::from_millis(1000);
+
+fn concurrent_truncate_vs_reg_mr(t: &mut CaseCtx) -> CaseResult {
+    let dev = open()?;
+    need_feature(&dev, abi::PL_FEATURE_LEASES, "LEASES")?;
+    let file = TestFile::on("/mnt/xfs", "xfs", "race")?;
+    let map = Mapping::new(&file.backing(true), LEASE_LEN, false)?;
+    let ev = dev.event_fd()?;
+    sys::set_nonblock(ev.as_raw_fd())?;
+    let data = std::fs::File::open(&file.path)
+        .map_err(|e| CaseErr::Fail(format!("open {}: {e}", file.path)))?;
+    let held0 = pins_held()?;
+    // Forked before any thread exists: truncate to 0 and back, until told.
+    let (stop_rd, stop_wr) = sys::pipe()?;
+    let path = file.path.clone();
+    let (rd_raw, wr_raw) = (stop_rd.as_raw_fd(), stop_wr.as_raw_fd());
+    let truncer = sys::fork_child(move || {
+        // SAFETY: the child's copy of the write end; the parent keeps its own.
+        unsafe { libc::close(wr_raw) };
+        let c = std::ffi::CString::new(path).unwrap();
+        let mut n = 0;
+        loop {
+            for size in [0, LEASE_LEN as i64] {
+                // SAFETY: truncate(2) with a valid path.
+                if unsafe { libc::truncate(c.as_ptr(), size) } < 0 {
+                    return sys::last_errno();
+                }
+            }
+            n += 1;
+            if sys::poll_one(rd_raw, libc::POLLIN, 0).unwrap_or(1) != 0 {
+                // exit code: 0 when it looped at least once
+                return if n > 0 { 0 } else { 99 };
+            }
+        }
+    })?;
+    drop(stop_rd);
+    let deadline = Instant::now() + RACE_TIME;
+    let addr = map.addr();
+    let dev_ref = &dev;
+    // Each racer: REG_MR of the whole mapping; every other one kept until
+    // the end (a later break revokes it), the rest deregistered at once.
+    let racer = move || -> Result<(Vec<u64>, u32, Vec<i32>), SysError> {
+        let (mut kept, mut ok, mut errs) = (Vec::new(), 0u32, Vec::new());
+        while Instant::now() < deadline {
+            match dev_ref.reg_mr(
+                addr,
+                LEASE_LEN as u64,
+                PL_ACCESS_ALL,
+                PINLEASE_PIN_SHORTTERM,
+            ) {
+                Ok(r) => {
+                    ok += 1;
+                    if ok % 2 == 0 {
+                        kept.push(r.key);
+                    } else {
+                        dev_ref.dereg_mr(r.key)?;
+                    }
+                }
+                Err(e) => errs.push(e.errno),
+            }
+        }
+        Ok((kept, ok, errs))
+    };
+    let mut leases = 0u32;
+    let mut lease = dev.lease_take(data.as_raw_fd(), abi::PL_POLICY_REVOKE, 0, 0)?;
+    leases += 1;
+    let results = std::thread::scope(|s| -> Result<_, CaseErr> {
+        let r1 = s.spawn(racer);
+        let r2 = s.spawn(racer);
+        // The lease keeper: a revoked lease is released and taken again.
+        let mut keeper = || -> CaseResult {
+            while Instant::now() < deadline {
+                if lease_state(dev.raw(), lease)?.as_deref() == Some("revoked") {
+                    dev.lease_release(lease)?;
+                    lease = dev.lease_take(data.as_raw_fd(), abi::PL_POLICY_REVOKE, 0, 0)?;
+                    leases += 1;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Ok(())
+        };
+        let kr = keeper();
+        let a = r1
+            .join()
+            .map_err(|_| CaseErr::Fail("racer panicked".into()))?;
+        let b = r2
+            .join()
+            .map_err(|_| CaseErr::Fail("racer panicked".into()))?;
+        kr?;
+        Ok((a?, b?))
+    })?;
+    drop(stop_wr);
+    let texit = reap_breaker(truncer, Duration::from_secs(30), "truncate loop")?;
+    let (a, b) = results;
+    let mut kept = a.0;
+    kept.extend(b.0);
+    let ok = a.1 + b.1;
+    let mut errs = a.2;
+    errs.extend(b.2);
+    let evs = read_events(ev.as_raw_fd(), Duration::from_millis(300))?;
+    let revoked = evs
+        .iter()
+        .filter(|e| e.kind == abi::PL_EVENT_MR_REVOKED && kept.contains(&e.args[0]))
+        .count();
+    let mut hist = std::collections::BTreeMap::new();
+    for e in &errs {
+        *hist.entry(errno_name(*e)).or_insert(0u32) += 1;
+    }
+    t.diag(format!(
+        "{:?}: {ok} REG_MR ok ({} kept), failures {hist:?}, {revoked} kept MRs revoked by a break, {leases} leases taken; truncate loop: {texit}",
+        RACE_TIME,
+        kept.len()
+    ));
+    ensure!(texit == Exit::Code(0), "truncate loop: {texit}");
+    // A REG_MR racing a truncate pins pages beyond the new EOF: SIGBUS in
+    // the fault, EFAULT from GUP. Nothing else is a clean answer.
+    if let Some(e) = errs.iter().find(|&&e| e != libc::EFAULT) {
+        fail!("REG_MR failed with {} during the race", errno_name(*e));
+    }
+    ensure!(ok > 0, "no REG_MR succeeded during the race");
+    for k in &kept {
+        dev.dereg_mr(*k)?;
+    }
+    dev.lease_release(lease)?;
+    let fi = fdinfo(dev.raw())?;
+    ensure!(
+        !fi.lines()
+            .any(|l| l.starts_with("mr:") || l.starts_with("lease:")),
+        "MRs or leases left after the race: {}",
+        fi.replace('\n', " | ")
+    );
+    let held1 = pins_held()?;
+    ensure!(
+        held1 == held0,
+        "pins held {held0} before the race, {held1} after"
+    );
+    drop(map);
+    Ok(())
+}
+
+// ---- require_lease -----------------------------------------------------------------------------
+
+const REQUIRE_LEASE: &str = "/sys/module/pinlease/parameters/require_lease";
+
+/// Sets the module's require_lease parameter; resets it to N on drop.
+struct RequireLease;
+
+impl RequireLease {
+    fn set() -> Result<RequireLease, CaseErr> {
+        if !std::path::Path::new(REQUIRE_LEASE).exists() {
+            skip!("{REQUIRE_LEASE} does not exist (module without require_lease)");
+        }
+        sys::write_str(REQUIRE_LEASE, "Y\n")?;
+        Ok(RequireLease)
+    }
+}
+
+impl Drop for RequireLease {
+    fn drop(&mut self) {
+        let _ = sys::write_str(REQUIRE_LEASE, "N\n");
+    }
+}
+
+fn reg_mr_require_lease_param(t: &mut CaseCtx) -> CaseResult {
+    let dev = open()?;
+    need_feature(&dev, abi::PL_FEATURE_LEASES, "LEASES")?;
+    let file = TestFile::on("/mnt/xfs", "xfs", "require-lease")?;
+    let map = Mapping::new(&file.backing(true), LEASE_LEN, false)?;
+    map.touch();
+    let data = std::fs::File::open(&file.path)
+        .map_err(|e| CaseErr::Fail(format!("open {}: {e}", file.path)))?;
+    let anon = Mapping::anon(LEASE_LEN)?;
+    let reg = |d: &Dev, addr: u64, len: usize| {
+        d.reg_mr(addr, len as u64, PL_ACCESS_ALL, PINLEASE_PIN_SHORTTERM)
+    };
+    let held0 = pins_held()?;
+    {
+        let _p = RequireLease::set()?;
+        let v = sys::read_to_string(REQUIRE_LEASE)?;
+        ensure!(v.trim() == "Y", "require_lease reads {v:?} after writing Y");
+        expect_errno(
+            reg(&dev, map.addr(), LEASE_LEN),
+            libc::EPERM,
+            "REG_MR of a file range without a lease",
+        )?;
+        // Anonymous memory is not affected (long-term too).
+        let k = dev
+            .reg_mr(anon.addr(), LEASE_LEN as u64, PL_ACCESS_ALL, 0)?
+            .key;
+        dev.dereg_mr(k)?;
+        // A lease on the first page covers only the first page.
+        let part = dev.lease_take(data.as_raw_fd(), abi::PL_POLICY_REVOKE, 0, 4096)?;
+        expect_errno(
+            reg(&dev, map.addr(), LEASE_LEN),
+            libc::EPERM,
+            "REG_MR of 64 KiB under a 4 KiB lease",
+        )?;
+        let r = reg(&dev, map.addr(), 4096)?;
+        t.diag(format!(
+            "4 KiB lease {part:#x}: REG_MR of its page ok, MR {:#x} lease {:#x}",
+            r.key, r.lease
+        ));
+        dev.dereg_mr(r.key)?;
+        // A lease to EOF covers all of it.
+        let full = dev.lease_take(data.as_raw_fd(), abi::PL_POLICY_REVOKE, 0, 0)?;
+        let r = reg(&dev, map.addr(), LEASE_LEN)?;
+        t.diag(format!(
+            "lease {full:#x} to EOF: REG_MR ok, MR {:#x} reported under lease {:#x}",
+            r.key, r.lease
+        ));
+        // Another context's lease is not this context's.
+        let other = open()?;
+        expect_errno(
+            reg(&other, map.addr(), LEASE_LEN),
+            libc::EPERM,
+            "REG_MR by another context under this context's lease",
+        )?;
+        drop(other);
+        // A revoked lease does not count: truncate breaks both leases.
+        let pid = spawn_breaker(Breaker::Truncate, &file.path)?;
+        let exit = reap_breaker(pid, Duration::from_secs(30), "truncate")?;
+        ensure!(exit == Exit::Code(0), "truncate child: {exit}");
+        wait_lease_state(dev.raw(), full, "revoked", Duration::from_secs(5))?;
+        wait_lease_state(dev.raw(), part, "revoked", Duration::from_secs(5))?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&file.path)
+            .and_then(|f| f.set_len(LEASE_LEN as u64))
+            .map_err(|e| CaseErr::Fail(format!("extend {}: {e}", file.path)))?;
+        expect_errno(
+            reg(&dev, map.addr(), LEASE_LEN),
+            libc::EPERM,
+            "REG_MR under revoked leases only",
+        )?;
+        dev.dereg_mr(r.key)?;
+        dev.lease_release(full)?;
+        dev.lease_release(part)?;
+    }
+    let v = sys::read_to_string(REQUIRE_LEASE)?;
+    ensure!(v.trim() == "N", "require_lease reads {v:?} after the reset");
+    let r = reg(&dev, map.addr(), LEASE_LEN)?;
+    dev.dereg_mr(r.key)?;
+    t.diag("require_lease=N again: REG_MR without a lease ok".to_string());
+    ensure!(pins_held()? == held0, "pins did not balance");
+    Ok(())
+}
+
+// ---- FS-DAX: short-term pins under a layout lease ----------------------------------------------
+
+/// A file on /mnt/dax that is DAX, LEASE_LEN bytes, or a skip.
+fn dax_file(t: &mut CaseCtx, name: &str) -> Result<TestFile, CaseErr> {
+    match sys::mount_at("/mnt/dax") {
+        Some(m) if m.has_dax() => {}
+        Some(m) => skip!("/mnt/dax is mounted without dax ({})", m.options.join(",")),
+        None => skip!("/mnt/dax is not mounted (no pmem device)"),
+    }
+    let fstype = sys::mount_at("/mnt/dax")
+        .map(|m| m.fstype)
+        .unwrap_or_default();
+    let f = TestFile::on("/mnt/dax", &fstype, name)?;
+    drop(Mapping::new(&f.backing(true), LEASE_LEN, false)?);
+    match sys::file_is_dax(&f.path) {
+        Some(true) => {}
+        Some(false) => skip!("{} is not a DAX file (STATX_ATTR_DAX clear)", f.path),
+        None => t.diag("statx does not report STATX_ATTR_DAX; assuming DAX from the mount"),
+    }
+    Ok(f)
+}
+
+fn fsdax_shortterm_pin_under_lease(t: &mut CaseCtx) -> CaseResult {
+    let dev = open()?;
+    need_feature(&dev, abi::PL_FEATURE_LEASES, "LEASES")?;
+    let f = dax_file(t, "dax-lease")?;
+    let map = Mapping::new(&f.backing(true), LEASE_LEN, false)?;
+    let data =
+        std::fs::File::open(&f.path).map_err(|e| CaseErr::Fail(format!("open {}: {e}", f.path)))?;
+    let lease = dev.lease_take(data.as_raw_fd(), abi::PL_POLICY_REVOKE, 0, 0)?;
+    drop(data);
+    expect_errno(
+        dev.reg_mr(map.addr(), LEASE_LEN as u64, PL_ACCESS_ALL, 0),
+        libc::EOPNOTSUPP,
+        "FOLL_LONGTERM REG_MR of FS-DAX under a lease",
+    )?;
+    let r = dev.reg_mr(
+        map.addr(),
+        LEASE_LEN as u64,
+        PL_ACCESS_ALL,
+        PINLEASE_PIN_SHORTTERM,
+    )?;
+    t.diag(format!(
+        "FS-DAX: long-term pin EOPNOTSUPP; short-term pin under revoke lease {lease:#x}: MR {:#x} ({} pages), lease {:#x}",
+        r.key, r.npages, r.lease
+    ));
+    let local = Mapping::anon(4096)?;
+    local.fill_with(0, 4096, |i| (i % 251) as u8);
+    let lkey = dev.reg_mr(local.addr(), 4096, PL_ACCESS_ALL, 0)?.key;
+    dev.write(lkey, 0, r.key, 8192, 4096)?;
+    if let Some((o, got, want)) = map.first_mismatch(8192, 4096, |i| ((i - 8192) % 251) as u8) {
+        fail!("device WRITE into the DAX MR: byte {o} = {got:#04x}, expected {want:#04x}");
+    }
+    ensure!(
+        lease_state(dev.raw(), lease)?.as_deref() == Some("active"),
+        "lease not active after DMA into the DAX pages"
+    );
+    dev.dereg_mr(r.key)?;
+    dev.dereg_mr(lkey)?;
+    dev.lease_release(lease)?;
+    Ok(())
+}
+
+fn fsdax_truncate_vs_pin_under_revoke_lease(t: &mut CaseCtx) -> CaseResult {
+    let dev = open()?;
+    need_feature(&dev, abi::PL_FEATURE_LEASES, "LEASES")?;
+    let f = dax_file(t, "dax-truncate")?;
+    let map = Mapping::new(&f.backing(true), LEASE_LEN, false)?;
+    let ev = dev.event_fd()?;
+    sys::set_nonblock(ev.as_raw_fd())?;
+    let data =
+        std::fs::File::open(&f.path).map_err(|e| CaseErr::Fail(format!("open {}: {e}", f.path)))?;
+    let lease = dev.lease_take(data.as_raw_fd(), abi::PL_POLICY_REVOKE, 0, 0)?;
+    drop(data);
+    let held0 = pins_held()?;
+    let r = dev.reg_mr(
+        map.addr(),
+        LEASE_LEN as u64,
+        PL_ACCESS_ALL,
+        PINLEASE_PIN_SHORTTERM,
+    )?;
+    let key = r.key;
+    let npages = (LEASE_LEN / 4096) as i64;
+    ensure!(
+        pins_held()? == held0 + npages,
+        "REG_MR did not pin {npages} pages"
+    );
+    let pid = spawn_breaker(Breaker::Truncate, &f.path)?;
+    let (hit, _) = wait_event(t, ev.as_raw_fd(), Duration::from_secs(1), |e| {
+        e.kind == abi::PL_EVENT_MR_REVOKED && e.args[0] == key
+    })?;
+    if hit.is_some() {
+        let _ = reap_breaker(pid, Duration::from_secs(30), "truncate");
+        fail!("the DAX truncate revoked MR {key:#x} at once: 6.12 waits for the pinned DAX pages in xfs_break_dax_layouts() before break_layout()");
+    }
+    // 6.12: xfs_break_layouts(BREAK_UNMAP) runs xfs_break_dax_layouts()
+    // first, which waits (interruptibly) for the DAX pages' references
+    // to drop; break_layout() is only reached after that.
+    let still = sys::wait_timeout(pid, Duration::ZERO)?;
+    let stack = sys::proc_stack(pid);
+    t.diag(format!("truncate after 1 s: {stack}"));
+    let line = lease_line(&fdinfo(dev.raw())?, lease).unwrap_or_default();
+    ensure!(
+        still.is_none(),
+        "truncate neither revoked the MR nor waited: {still:?}"
+    );
+    ensure!(
+        line_field(&line, "breaks") == Some("0") && line_field(&line, "state") == Some("active"),
+        "lease while the truncate waits: {line}"
+    );
+    t.diag("finding: on 6.12 a truncate of a DAX file waits for the pinned DAX pages in xfs_break_dax_layouts() before break_layout(): the lease is not broken and the truncate blocks (interruptibly)".to_string());
+    sys::kill(pid, libc::SIGKILL);
+    let k = reap_breaker(pid, Duration::from_secs(10), "killed truncate")?;
+    ensure!(k == Exit::Signal(libc::SIGKILL), "killed truncate: {k}");
+    // The XFS write path breaks layout leases without the DAX wait.
+    let w = spawn_breaker(Breaker::Write, &f.path)?;
+    let wexit = reap_breaker(w, Duration::from_secs(30), "pwrite")?;
+    ensure!(wexit == Exit::Code(0), "pwrite child: {wexit}");
+    let (hit, _) = wait_event(t, ev.as_raw_fd(), Duration::from_secs(5), |e| {
+        e.kind == abi::PL_EVENT_MR_REVOKED && e.args[0] == key
+    })?;
+    ensure!(
+        hit.is_some(),
+        "a write(2) to the DAX file did not revoke MR {key:#x}"
+    );
+    t.diag(
+        "a write(2) (BREAK_WRITE, no DAX wait) broke the lease: MR revoked, pins dropped"
+            .to_string(),
+    );
+    let pid = spawn_breaker(Breaker::Truncate, &f.path)?;
+    let truncate_exit = reap_breaker(pid, Duration::from_secs(30), "truncate after the revoke")?;
+    ensure!(truncate_exit == Exit::Code(0), "truncate: {truncate_exit}");
+    let held1 = pins_held()?;
+    ensure!(
+        held1 == held0,
+        "pins held {held0} before REG_MR, {held1} after the revoke"
+    );
+    ensure!(
+        lease_state(dev.raw(), lease)?.as_deref() == Some("revoked"),
+        "lease not revoked"
+    );
+    ensure!(
+        std::fs::metadata(&f.path).map(|m| m.len()).unwrap_or(1) == 0,
+        "the truncate did not complete"
+    );
+    expect_errno(
+        dev.read(key, 0, key, 0, 8),
+        libc::ECANCELED,
+        "device access to the revoked DAX MR",
+    )?;
+    dev.dereg_mr(key)?;
+    dev.lease_release(lease)?;
+    drop(map);
     Ok(())
 }
 
