@@ -10,6 +10,7 @@
 pub mod abi;
 pub mod admin;
 pub mod backend;
+pub mod c_header;
 pub mod error;
 pub mod frontend;
 pub mod guest_ram;

@@ -11,7 +11,8 @@
 //! sizes, offsets, values, and names present on one side only.
 
 use pinlease::abi;
-use std::collections::{BTreeMap, BTreeSet};
+use pinlease::c_header::{compile, parse_header};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,115 +40,6 @@ fn c_struct_name(rust: &str) -> String {
         }
     }
     out
-}
-
-/// What the header text declares, found without a C compiler.
-#[derive(Debug, Default)]
-struct HeaderDecls {
-    /// `PL_*` macro names.
-    defines: BTreeSet<String>,
-    /// `struct pl_*` definitions with their field names in order.
-    structs: BTreeMap<String, Vec<String>>,
-}
-
-fn strip_comments(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    loop {
-        let block = rest.find("/*");
-        let line = rest.find("//");
-        match (block, line) {
-            (Some(b), l) if l.is_none_or(|l| b < l) => {
-                out.push_str(&rest[..b]);
-                out.push(' ');
-                rest = match rest[b + 2..].find("*/") {
-                    Some(e) => &rest[b + 2 + e + 2..],
-                    None => "",
-                };
-            }
-            (_, Some(l)) => {
-                out.push_str(&rest[..l]);
-                rest = match rest[l..].find('\n') {
-                    Some(e) => &rest[l + e..],
-                    None => "",
-                };
-            }
-            _ => {
-                out.push_str(rest);
-                return out;
-            }
-        }
-    }
-}
-
-fn is_ident_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_'
-}
-
-fn parse_header(text: &str) -> HeaderDecls {
-    let text = strip_comments(text).replace("\\\n", " ");
-    let mut decls = HeaderDecls::default();
-
-    for line in text.lines() {
-        let line = line.trim_start();
-        let Some(rest) = line.strip_prefix('#') else {
-            continue;
-        };
-        let Some(rest) = rest.trim_start().strip_prefix("define") else {
-            continue;
-        };
-        let name: String = rest
-            .trim_start()
-            .chars()
-            .take_while(|&c| is_ident_char(c))
-            .collect();
-        if name.starts_with("PL_") {
-            decls.defines.insert(name);
-        }
-    }
-
-    // Tokenise just enough to find `struct <name> { ... }` definitions.
-    let mut rest = text.as_str();
-    while let Some(pos) = rest.find("struct") {
-        let before_ok = rest[..pos]
-            .chars()
-            .next_back()
-            .is_none_or(|c| !is_ident_char(c));
-        let after = &rest[pos + "struct".len()..];
-        rest = after;
-        if !before_ok || after.chars().next().is_some_and(is_ident_char) {
-            continue;
-        }
-        let after = after.trim_start();
-        let name: String = after.chars().take_while(|&c| is_ident_char(c)).collect();
-        let after_name = after[name.len()..].trim_start();
-        if !name.starts_with("pl_") || !after_name.starts_with('{') {
-            continue;
-        }
-        let body_start = &after_name[1..];
-        let Some(end) = body_start.find('}') else {
-            continue;
-        };
-        let fields = body_start[..end]
-            .split(';')
-            .filter_map(|decl| {
-                // `__le64 args[4]` -> `args`; `struct pl_file_id file` -> `file`.
-                let decl = decl.split('[').next().unwrap_or("").trim_end();
-                let field: String = decl
-                    .chars()
-                    .rev()
-                    .take_while(|&c| is_ident_char(c))
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect();
-                (!field.is_empty()).then_some(field)
-            })
-            .collect();
-        decls.structs.insert(name, fields);
-        rest = &body_start[end..];
-    }
-    decls
 }
 
 /// Rust layout, keyed by C struct name: (Rust name, size, fields in order
@@ -180,58 +72,13 @@ fn rust_constants() -> BTreeMap<&'static str, u64> {
     out
 }
 
-fn gcc_path() -> &'static str {
-    match Command::new("gcc").arg("--version").output() {
-        Ok(o) if o.status.success() => "gcc",
-        Ok(o) => panic!(
-            "`gcc --version` failed ({}): tests/abi_layout.rs needs a working gcc to \
-             compare guest-driver/include/pinlease_abi.h with src/abi.rs",
-            o.status
-        ),
-        Err(e) => panic!(
-            "gcc not found ({e}): tests/abi_layout.rs compiles \
-             guest-driver/include/pinlease_abi.h with gcc to compare it with src/abi.rs; \
-             install gcc (Debian: apt-get install gcc)"
-        ),
-    }
-}
-
-/// Compiles `source` in `dir` with the header from `include`; Err holds
-/// gcc's diagnostics.
-fn compile(
-    dir: &Path,
-    include: &Path,
-    stem: &str,
-    source: &str,
-    extra: &[&str],
-) -> Result<PathBuf, String> {
-    let src = dir.join(format!("{stem}.c"));
-    let exe = dir.join(stem);
-    std::fs::write(&src, source).expect("write generated C source");
-    let out = Command::new(gcc_path())
-        .args(["-std=gnu11", "-Wall", "-Werror"])
-        .args(extra)
-        .arg("-I")
-        .arg(include)
-        .arg(&src)
-        .arg("-o")
-        .arg(&exe)
-        .output()
-        .expect("run gcc");
-    if out.status.success() {
-        Ok(exe)
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
 /// Every disagreement between the header in `include` and the Rust side,
 /// one line each; empty when the mirrors agree.
 fn mismatches(include: &Path) -> Vec<String> {
     let header_path = include.join(HEADER_NAME);
     let header = std::fs::read_to_string(&header_path)
         .unwrap_or_else(|e| panic!("read {}: {e}", header_path.display()));
-    let decls = parse_header(&header);
+    let decls = parse_header(&header, "PL_", "pl_");
     let rust = rust_layout();
     let consts = rust_constants();
     let mut bad = Vec::new();

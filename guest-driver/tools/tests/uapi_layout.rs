@@ -8,8 +8,9 @@
 //! it and compare with `uapi::layout_table()` and `uapi::constant_table()`.
 //! Every disagreement is reported in one failure message.
 
+use pinlease::c_header::{compile, parse_header};
 use pinlease_guest::uapi;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,107 +22,6 @@ const HEADER_NON_VALUES: &[&str] = &[];
 
 fn include_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../include")
-}
-
-#[derive(Debug, Default)]
-struct HeaderDecls {
-    defines: BTreeSet<String>,
-    structs: BTreeMap<String, Vec<String>>,
-}
-
-fn strip_comments(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    loop {
-        let block = rest.find("/*");
-        let line = rest.find("//");
-        match (block, line) {
-            (Some(b), l) if l.is_none_or(|l| b < l) => {
-                out.push_str(&rest[..b]);
-                out.push(' ');
-                rest = match rest[b + 2..].find("*/") {
-                    Some(e) => &rest[b + 2 + e + 2..],
-                    None => "",
-                };
-            }
-            (_, Some(l)) => {
-                out.push_str(&rest[..l]);
-                rest = match rest[l..].find('\n') {
-                    Some(e) => &rest[l + e..],
-                    None => "",
-                };
-            }
-            _ => {
-                out.push_str(rest);
-                return out;
-            }
-        }
-    }
-}
-
-fn is_ident_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_'
-}
-
-fn parse_header(text: &str) -> HeaderDecls {
-    let text = strip_comments(text).replace("\\\n", " ");
-    let mut decls = HeaderDecls::default();
-    for line in text.lines() {
-        let Some(rest) = line.trim_start().strip_prefix('#') else {
-            continue;
-        };
-        let Some(rest) = rest.trim_start().strip_prefix("define") else {
-            continue;
-        };
-        let name: String = rest
-            .trim_start()
-            .chars()
-            .take_while(|&c| is_ident_char(c))
-            .collect();
-        if name.starts_with("PINLEASE_") {
-            decls.defines.insert(name);
-        }
-    }
-    let mut rest = text.as_str();
-    while let Some(pos) = rest.find("struct") {
-        let before_ok = rest[..pos]
-            .chars()
-            .next_back()
-            .is_none_or(|c| !is_ident_char(c));
-        let after = &rest[pos + "struct".len()..];
-        rest = after;
-        if !before_ok || after.chars().next().is_some_and(is_ident_char) {
-            continue;
-        }
-        let after = after.trim_start();
-        let name: String = after.chars().take_while(|&c| is_ident_char(c)).collect();
-        let after_name = after[name.len()..].trim_start();
-        if !name.starts_with("pinlease_") || !after_name.starts_with('{') {
-            continue;
-        }
-        let body = &after_name[1..];
-        let Some(end) = body.find('}') else {
-            continue;
-        };
-        let fields = body[..end]
-            .split(';')
-            .filter_map(|decl| {
-                let decl = decl.split('[').next().unwrap_or("").trim_end();
-                let field: String = decl
-                    .chars()
-                    .rev()
-                    .take_while(|&c| is_ident_char(c))
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect();
-                (!field.is_empty()).then_some(field)
-            })
-            .collect();
-        decls.structs.insert(name, fields);
-        rest = &body[end..];
-    }
-    decls
 }
 
 type RustLayout = BTreeMap<&'static str, (usize, Vec<(&'static str, usize, usize)>)>;
@@ -139,38 +39,9 @@ fn rust_layout() -> RustLayout {
     out
 }
 
-fn compile(
-    dir: &Path,
-    include: &Path,
-    stem: &str,
-    src: &str,
-    extra: &[&str],
-) -> Result<PathBuf, String> {
-    let c = dir.join(format!("{stem}.c"));
-    let exe = dir.join(stem);
-    std::fs::write(&c, src).expect("write generated C source");
-    let out = Command::new("gcc")
-        .args(["-std=gnu11", "-Wall", "-Werror"])
-        .args(extra)
-        .arg("-I")
-        .arg(include)
-        .arg(&c)
-        .arg("-o")
-        .arg(&exe)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("gcc not found ({e}): this test compiles {HEADER_NAME} with gcc; install gcc")
-        });
-    if out.status.success() {
-        Ok(exe)
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
 fn mismatches(include: &Path) -> Vec<String> {
     let header = std::fs::read_to_string(include.join(HEADER_NAME)).expect("read header");
-    let decls = parse_header(&header);
+    let decls = parse_header(&header, "PINLEASE_", "pinlease_");
     let rust = rust_layout();
     let consts: BTreeMap<&str, u64> = uapi::constant_table().into_iter().collect();
     assert_eq!(

@@ -1,0 +1,168 @@
+//! Reading the project's C headers, for the tests that check them against
+//! their Rust mirrors: `tests/abi_layout.rs` (pinlease_abi.h vs
+//! `crate::abi`) and `guest-driver/tools/tests/uapi_layout.rs`
+//! (pinlease_uapi.h vs the guest tool's UAPI mirror). Test support, kept in
+//! the library so both crates' tests share one copy.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What the header text declares, found without a C compiler.
+#[derive(Debug, Default)]
+pub struct HeaderDecls {
+    /// Names of the macros with the header's prefix.
+    pub defines: BTreeSet<String>,
+    /// Struct definitions with the header's prefix, fields in order.
+    pub structs: BTreeMap<String, Vec<String>>,
+}
+
+/// The header text without `/* */` and `//` comments.
+pub fn strip_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let block = rest.find("/*");
+        let line = rest.find("//");
+        match (block, line) {
+            (Some(b), l) if l.is_none_or(|l| b < l) => {
+                out.push_str(&rest[..b]);
+                out.push(' ');
+                rest = match rest[b + 2..].find("*/") {
+                    Some(e) => &rest[b + 2 + e + 2..],
+                    None => "",
+                };
+            }
+            (_, Some(l)) => {
+                out.push_str(&rest[..l]);
+                rest = match rest[l..].find('\n') {
+                    Some(e) => &rest[l + e..],
+                    None => "",
+                };
+            }
+            _ => {
+                out.push_str(rest);
+                return out;
+            }
+        }
+    }
+}
+
+fn is_ident_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// The `#define`s whose names start with `macro_prefix` and the
+/// `struct <name> { ... }` definitions whose names start with
+/// `struct_prefix`, found by reading the text (no C compiler), so a name
+/// one side lacks is reported by name rather than as a compile error.
+pub fn parse_header(text: &str, macro_prefix: &str, struct_prefix: &str) -> HeaderDecls {
+    let text = strip_comments(text).replace("\\\n", " ");
+    let mut decls = HeaderDecls::default();
+
+    for line in text.lines() {
+        let line = line.trim_start();
+        let Some(rest) = line.strip_prefix('#') else {
+            continue;
+        };
+        let Some(rest) = rest.trim_start().strip_prefix("define") else {
+            continue;
+        };
+        let name: String = rest
+            .trim_start()
+            .chars()
+            .take_while(|&c| is_ident_char(c))
+            .collect();
+        if name.starts_with(macro_prefix) {
+            decls.defines.insert(name);
+        }
+    }
+
+    // Tokenise just enough to find `struct <name> { ... }` definitions.
+    let mut rest = text.as_str();
+    while let Some(pos) = rest.find("struct") {
+        let before_ok = rest[..pos]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !is_ident_char(c));
+        let after = &rest[pos + "struct".len()..];
+        rest = after;
+        if !before_ok || after.chars().next().is_some_and(is_ident_char) {
+            continue;
+        }
+        let after = after.trim_start();
+        let name: String = after.chars().take_while(|&c| is_ident_char(c)).collect();
+        let after_name = after[name.len()..].trim_start();
+        if !name.starts_with(struct_prefix) || !after_name.starts_with('{') {
+            continue;
+        }
+        let body_start = &after_name[1..];
+        let Some(end) = body_start.find('}') else {
+            continue;
+        };
+        let fields = body_start[..end]
+            .split(';')
+            .filter_map(|decl| {
+                // `__le64 args[4]` -> `args`; `struct x_id file` -> `file`.
+                let decl = decl.split('[').next().unwrap_or("").trim_end();
+                let field: String = decl
+                    .chars()
+                    .rev()
+                    .take_while(|&c| is_ident_char(c))
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                (!field.is_empty()).then_some(field)
+            })
+            .collect();
+        decls.structs.insert(name, fields);
+        rest = &body_start[end..];
+    }
+    decls
+}
+
+fn gcc_path() -> &'static str {
+    match Command::new("gcc").arg("--version").output() {
+        Ok(o) if o.status.success() => "gcc",
+        Ok(o) => panic!(
+            "`gcc --version` failed ({}): the header layout tests need a working gcc \
+             to compare the C headers with their Rust mirrors",
+            o.status
+        ),
+        Err(e) => panic!(
+            "gcc not found ({e}): the header layout tests compile the C headers \
+             with gcc to compare them with their Rust mirrors; install gcc \
+             (Debian: apt-get install gcc)"
+        ),
+    }
+}
+
+/// Compiles `source` in `dir` with the header from `include`; Err holds
+/// gcc's diagnostics.
+pub fn compile(
+    dir: &Path,
+    include: &Path,
+    stem: &str,
+    source: &str,
+    extra: &[&str],
+) -> Result<PathBuf, String> {
+    let src = dir.join(format!("{stem}.c"));
+    let exe = dir.join(stem);
+    std::fs::write(&src, source).expect("write generated C source");
+    let out = Command::new(gcc_path())
+        .args(["-std=gnu11", "-Wall", "-Werror"])
+        .args(extra)
+        .arg("-I")
+        .arg(include)
+        .arg(&src)
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .expect("run gcc");
+    if out.status.success() {
+        Ok(exe)
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
