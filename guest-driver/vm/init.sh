@@ -100,6 +100,9 @@ fi
 [ -n "$CONSOLE_LOGLEVEL" ] && echo "$CONSOLE_LOGLEVEL" >/proc/sys/kernel/printk
 
 export CASES
+# The runner answers snapshot requests (PINLEASE-SNAPSHOT) on the console;
+# its answers must not be echoed into the KTAP stream.
+stty -echo 2>/dev/null
 case "$MODE" in
 suite)
 	echo "PINLEASE-RUN-START suite"

@@ -2225,6 +2225,8 @@ pub fn open_fd_count() -> usize {
 // ---- layout leases ---------------------------------------------------------------------------
 
 const LEASE_LEN: usize = 64 * KIB;
+/// How long a case waits for the runner to take a status snapshot.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
 
 /// The `lease:` line of `text` (fdinfo) naming `lease`.
 fn lease_line(text: &str, lease: u64) -> Option<String> {
@@ -2626,6 +2628,9 @@ fn revoke_with(t: &mut CaseCtx, how: Breaker, name: &str) -> CaseResult {
     };
     let _src = prepare_breaker(t, how, &h.file.path)?;
     let held0 = pins_held()?;
+    // The device's lease table while the lease is held, for the runner's
+    // status-<name>-held.json (docs/scenarios.md shows these).
+    sys::snapshot(&format!("{name}-held"), SNAPSHOT_WAIT);
     let pid = spawn_breaker(how, &h.file.path)?;
     let t0 = Instant::now();
     let exit = reap_breaker(pid, Duration::from_secs(30), &format!("{how:?}"))?;
@@ -2664,6 +2669,7 @@ fn revoke_with(t: &mut CaseCtx, how: Breaker, name: &str) -> CaseResult {
         st.as_deref() == Some("revoked"),
         "lease state {st:?} after the break"
     );
+    sys::snapshot(&format!("{name}-revoked"), SNAPSHOT_WAIT);
     let line = lease_line(&fdinfo(h.dev.raw())?, h.lease).unwrap_or_default();
     ensure!(
         line_field(&line, "breaks") == Some("1") && line_field(&line, "mrs_revoked") == Some("1"),
@@ -2917,6 +2923,7 @@ fn timeout_policy_lease_lost(t: &mut CaseCtx) -> CaseResult {
         "truncate did not wait for lease-break-time (1 s): {took:?}"
     );
     wait_lease_state(h.dev.raw(), h.lease, "lost", Duration::from_secs(5))?;
+    sys::snapshot("timeout-lost", SNAPSHOT_WAIT);
     let lease = h.lease;
     let (lost, all) = wait_event(t, h.ev.as_raw_fd(), Duration::from_secs(5), |e| {
         e.kind == abi::PL_EVENT_LEASE_LOST && e.args[0] == lease

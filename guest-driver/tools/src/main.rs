@@ -91,6 +91,15 @@ enum Cmd {
         #[arg(long)]
         list: bool,
     },
+    /// Ask guest-driver/vm/run for a `pinlease status --json` snapshot now
+    /// (written as status-NAME.json in its --out directory); waits for the
+    /// runner's answer, giving up after --timeout seconds without one.
+    Snapshot {
+        /// 1-64 characters of [A-Za-z0-9_.-].
+        name: String,
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
     /// In a guest WITHOUT a pinlease device: load pinlease.ko, check that no
     /// device, node or debugfs entry appears, unload, load and unload again,
     /// check the kernel log; KTAP like `suite` (exit 0 only if all ok). The
@@ -167,6 +176,14 @@ fn main() -> ExitCode {
     let res = match cli.cmd {
         Cmd::Suite { cases, list } => return suite(&cases, list),
         Cmd::Nodevice { module, list } => return nodevice(&module, list),
+        Cmd::Snapshot { name, timeout } => {
+            return if pinlease_guest::sys::snapshot(&name, Duration::from_secs(timeout)) {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("pinlease-guest snapshot {name}: no answer from the runner");
+                ExitCode::FAILURE
+            };
+        }
         Cmd::Query => query(&cli.dev),
         Cmd::Reg {
             len,
