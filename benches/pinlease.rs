@@ -556,6 +556,7 @@ fn bench_round_trips(rep: &mut Report, daemon: &Daemon, dir: &Path, mode: Mode) 
         admin_socket: None,
         limits: Limits::default(),
         max_connections: Some(1),
+        scrub_period: None,
     };
     let server = std::thread::spawn(move || serve(&cfg, state));
     let mut ifo = TestFrontend::connect(&in_sock, FrontendConfig::default(), TIMEOUT)

@@ -247,7 +247,21 @@ pub const PL_ACCESS_ALL: u32 = PL_ACCESS_READ | PL_ACCESS_WRITE | PL_ACCESS_ATOM
 pub const PL_REG_HAS_FILE: u32 = 1 << 0;
 /// REG_MR: the driver pinned with FOLL_LONGTERM (informational, shown in status).
 pub const PL_REG_LONGTERM: u32 = 1 << 1;
-pub const PL_REG_FLAGS_ALL: u32 = PL_REG_HAS_FILE | PL_REG_LONGTERM;
+/// REG_MR: the device's scrubber may write canaries into the MR on its own
+/// (`pinlease serve --scrub-period-ms`); needs `PL_ACCESS_WRITE`.
+pub const PL_REG_SCRUB: u32 = 1 << 2;
+pub const PL_REG_FLAGS_ALL: u32 = PL_REG_HAS_FILE | PL_REG_LONGTERM | PL_REG_SCRUB;
+
+/// Scrub canaries: the word at MR offset `o` of a `PL_REG_SCRUB` MR is
+/// `pl_scrub_seed(key) ^ o`, with `pl_scrub_seed(key) =
+/// PL_SCRUB_SEED_MAGIC ^ rotl64(key, 32)`: the high half is
+/// `0x53435242 ^ slot` (the key's slot), the low half `generation ^ o`.
+pub const PL_SCRUB_SEED_MAGIC: u64 = 0x5343_5242_0000_0000;
+
+/// The scrub canary seed of the MR with key `key` (docs/abi.md §5.9.1).
+pub const fn pl_scrub_seed(key: u64) -> u64 {
+    PL_SCRUB_SEED_MAGIC ^ key.rotate_left(32)
+}
 
 /// CREATE_CHILD kinds.
 pub const PL_CHILD_EVENT_CHANNEL: u32 = 1;
@@ -297,6 +311,8 @@ pub const PL_EVENT_LEASE_LOST: u16 = 3;
 pub const PL_EVENT_CONTEXT_TORN_DOWN: u16 = 4;
 pub const PL_EVENT_FAULT_INJECTED: u16 = 5;
 pub const PL_EVENT_DEVICE_ERROR: u16 = 6;
+/// The scrubber wrote into an MR under a LOST lease (once per lease).
+pub const PL_EVENT_SCRUB_LOST_ACCESS: u16 = 7;
 
 /// Event flag: events were dropped before this one (no buffer was posted
 /// and the device's backlog was full); `dropped` counts them.
@@ -703,6 +719,8 @@ pub fn constant_table() -> Vec<(&'static str, u64)> {
         ("PL_ACCESS_ATOMIC", PL_ACCESS_ATOMIC.into()),
         ("PL_REG_HAS_FILE", PL_REG_HAS_FILE.into()),
         ("PL_REG_LONGTERM", PL_REG_LONGTERM.into()),
+        ("PL_REG_SCRUB", PL_REG_SCRUB.into()),
+        ("PL_SCRUB_SEED_MAGIC", PL_SCRUB_SEED_MAGIC),
         ("PL_CHILD_EVENT_CHANNEL", PL_CHILD_EVENT_CHANNEL.into()),
         ("PL_CHILD_MR_EXPORT", PL_CHILD_MR_EXPORT.into()),
         ("PL_POLICY_REVOKE", PL_POLICY_REVOKE.into()),
@@ -733,6 +751,10 @@ pub fn constant_table() -> Vec<(&'static str, u64)> {
         ),
         ("PL_EVENT_FAULT_INJECTED", PL_EVENT_FAULT_INJECTED.into()),
         ("PL_EVENT_DEVICE_ERROR", PL_EVENT_DEVICE_ERROR.into()),
+        (
+            "PL_EVENT_SCRUB_LOST_ACCESS",
+            PL_EVENT_SCRUB_LOST_ACCESS.into(),
+        ),
         ("PL_EVENT_F_DROPPED", PL_EVENT_F_DROPPED.into()),
         ("PL_REVOKE_LEASE_BREAK", PL_REVOKE_LEASE_BREAK),
         ("PL_REVOKE_MEMORY_MAP", PL_REVOKE_MEMORY_MAP),

@@ -64,6 +64,12 @@ enum Command {
         /// Event backlog kept while the driver posts no event buffers.
         #[arg(long, default_value_t = pinlease::model::events::DEFAULT_BACKLOG)]
         event_backlog: usize,
+        /// Canary scrubber period in milliseconds: every period the device
+        /// verifies and rewrites canaries in each PL_REG_SCRUB MR
+        /// (docs/abi.md 5.9.1). 0 = off (the default); at most 3600000.
+        #[arg(long, default_value_t = 0, value_name = "MS", allow_negative_numbers = true,
+              value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+        scrub_period_ms: u64,
     },
     /// Show contexts, MRs, the lease table and counters of a running daemon.
     Status {
@@ -83,6 +89,7 @@ fn run(cli: Cli) -> pinlease::error::Result<()> {
             admin_socket,
             max_connections,
             event_backlog,
+            scrub_period_ms,
         } => {
             let state = ServerState::new()?;
             install_signal_handlers(state.clone())?;
@@ -94,6 +101,8 @@ fn run(cli: Cli) -> pinlease::error::Result<()> {
                     ..Limits::default()
                 },
                 max_connections,
+                scrub_period: (scrub_period_ms > 0)
+                    .then(|| std::time::Duration::from_millis(scrub_period_ms)),
             };
             serve(&cfg, Arc::clone(&state))
         }

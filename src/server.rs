@@ -18,6 +18,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::backend::{PinleaseBackend, EVENTS_PENDING_ID};
 use crate::error::{Error, Result};
+use crate::model::scrub::Scrubber;
 use crate::model::{Device, Limits};
 
 #[derive(Debug, Clone)]
@@ -27,6 +28,8 @@ pub struct ServeConfig {
     pub limits: Limits,
     /// Serve this many connections, then exit (tests); None: until signalled.
     pub max_connections: Option<u64>,
+    /// Canary scrubber period (docs/abi.md §5.9.1); None: no scrubber.
+    pub scrub_period: Option<std::time::Duration>,
 }
 
 /// What the admin socket and signal handler share with the serve loop.
@@ -169,6 +172,14 @@ fn serve_one(listener: &mut Listener, cfg: &ServeConfig, state: &ServerState) ->
         .map_err(|e| Error::Daemon(format!("accepting a frontend: {e}")))?;
     let n = state.connections.fetch_add(1, Ordering::SeqCst) + 1;
     info!("frontend connected (connection {n}); fresh device state");
+    // One scrubber per connection; stopped (and joined) when it ends.
+    let scrubber = match cfg.scrub_period {
+        Some(p) => Some(Scrubber::start(device.clone(), p).map_err(|e| Error::Io {
+            what: "spawning the scrubber thread".into(),
+            source: e,
+        })?),
+        None => None,
+    };
     *state.device.lock().unwrap_or_else(|e| e.into_inner()) = Some(device);
     *state.shutdown.lock().unwrap_or_else(|e| e.into_inner()) = daemon.shutdown_handle();
     state.connected.store(true, Ordering::SeqCst);
@@ -176,6 +187,9 @@ fn serve_one(listener: &mut Listener, cfg: &ServeConfig, state: &ServerState) ->
         daemon.request_shutdown();
     }
     let result = daemon.wait();
+    if let Some(s) = scrubber {
+        s.stop();
+    }
     state.connected.store(false, Ordering::SeqCst);
     *state.shutdown.lock().unwrap_or_else(|e| e.into_inner()) = None;
     for handler in daemon.get_epoll_handlers() {

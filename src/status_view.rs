@@ -175,6 +175,7 @@ pub fn render(reply: &Value) -> String {
             "FILE",
             "FILE-OFFSET",
             "LEASE",
+            "SCRUB(ROUNDS/WORDS/MISMATCHES)",
         ],
         mrs.iter()
             .map(|m| {
@@ -196,6 +197,15 @@ pub fn render(reply: &Value) -> String {
                     file(m),
                     s(m, "file_offset"),
                     s(m, "lease"),
+                    match m.get("scrub") {
+                        Some(sc) if sc.is_object() => format!(
+                            "{}/{}/{}",
+                            s(sc, "rounds"),
+                            s(sc, "canaries_written"),
+                            s(sc, "mismatches")
+                        ),
+                        _ => "-".into(),
+                    },
                 ]
             })
             .collect(),
@@ -236,7 +246,10 @@ pub fn render(reply: &Value) -> String {
                     age(l, "since_unix_ms", now_ms),
                     s(l, "mrs"),
                     s(l, "pinned_pages"),
-                    s(l, "lost_accesses"),
+                    match l.get("scrub_lost_accesses").and_then(Value::as_u64) {
+                        Some(n) if n > 0 => format!("{} (scrub {n})", s(l, "lost_accesses")),
+                        _ => s(l, "lost_accesses"),
+                    },
                 ]
             })
             .collect(),
@@ -254,6 +267,23 @@ pub fn render(reply: &Value) -> String {
         s(&c, "memory_map_updates"),
         s(&c, "device_resets")
     );
+    if let Some(sc) = c.get("scrub").filter(|v| v.is_object()) {
+        let period = sc.get("period_ms").and_then(Value::as_u64).unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "  scrubber {}  rounds {}  MR passes {}  canaries written {}  mismatches {}  lost accesses {}",
+            if period == 0 {
+                "off".to_string()
+            } else {
+                format!("every {period} ms")
+            },
+            s(sc, "rounds"),
+            s(sc, "mr_passes"),
+            s(sc, "canaries_written"),
+            s(sc, "mismatches"),
+            s(sc, "lost_accesses")
+        );
+    }
     if let Some(ev) = c.get("events") {
         let _ = writeln!(
             out,

@@ -348,7 +348,16 @@ fn reg_mr_field_checks() {
             },
             Status::Inval,
         ),
-        ("flag bit 2", RegMrArgs { flags: 4, ..ok }, Status::Inval),
+        ("flag bit 3", RegMrArgs { flags: 8, ..ok }, Status::Inval),
+        (
+            "PL_REG_SCRUB without PL_ACCESS_WRITE",
+            RegMrArgs {
+                access: PL_ACCESS_READ,
+                flags: PL_REG_SCRUB,
+                ..ok
+            },
+            Status::Inval,
+        ),
         (
             "length overflows",
             RegMrArgs {
@@ -413,7 +422,7 @@ fn reg_mr_field_checks() {
             reg["ERANGE"].clone(),
             reg["EFAULT"].clone()
         ),
-        (json!(11), json!(2), json!(2))
+        (json!(12), json!(2), json!(2))
     );
     let log = b.d.log();
     assert!(
@@ -425,7 +434,7 @@ fn reg_mr_field_checks() {
     let last = 16 * MIB - 4096;
     c.reg_mr(ctx, &RegMrArgs::pages(PL_ACCESS_ALL, &[last]))
         .unwrap();
-    b.check("bad-field", 11);
+    b.check("bad-field", 12);
 }
 
 #[test]

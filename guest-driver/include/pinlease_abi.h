@@ -116,7 +116,26 @@
 #define PL_REG_HAS_FILE		(1U << 0)
 /* REG_MR: the driver pinned with FOLL_LONGTERM (informational). */
 #define PL_REG_LONGTERM		(1U << 1)
-#define PL_REG_FLAGS_ALL	(PL_REG_HAS_FILE | PL_REG_LONGTERM)
+/*
+ * REG_MR: the device's scrubber may write canaries into the MR on its own
+ * (daemon option --scrub-period-ms); needs PL_ACCESS_WRITE.
+ */
+#define PL_REG_SCRUB		(1U << 2)
+#define PL_REG_FLAGS_ALL	(PL_REG_HAS_FILE | PL_REG_LONGTERM | \
+				 PL_REG_SCRUB)
+
+/*
+ * Scrub canaries (docs/abi.md 5.9.1): the word at MR offset o of a
+ * PL_REG_SCRUB MR is pl_scrub_seed(key) ^ o, where
+ * pl_scrub_seed(key) = PL_SCRUB_SEED_MAGIC ^ rotl64(key, 32): the high half
+ * is 0x53435242 ^ the key's slot, the low half the key's generation ^ o.
+ */
+#define PL_SCRUB_SEED_MAGIC	0x5343524200000000ULL
+
+static inline __u64 pl_scrub_seed(__u64 key)
+{
+	return PL_SCRUB_SEED_MAGIC ^ ((key << 32) | (key >> 32));
+}
 
 /* CREATE_CHILD kinds. */
 #define PL_CHILD_EVENT_CHANNEL	1
@@ -169,6 +188,8 @@
 #define PL_EVENT_CONTEXT_TORN_DOWN	4
 #define PL_EVENT_FAULT_INJECTED		5
 #define PL_EVENT_DEVICE_ERROR		6
+/* The scrubber wrote into an MR under a LOST lease (once per lease). */
+#define PL_EVENT_SCRUB_LOST_ACCESS	7
 
 /*
  * Event flag: events were dropped before this one (no buffer was posted and

@@ -78,6 +78,15 @@ pub struct Counters {
     pub lost_accesses: AtomicU64,
     pub memory_map_updates: AtomicU64,
     pub device_resets: AtomicU64,
+    /// Scrubber: rounds run, MR passes, canary words written, words found
+    /// changed at verification, passes into MRs under a LOST lease.
+    pub scrub_rounds: AtomicU64,
+    pub scrub_mr_passes: AtomicU64,
+    pub scrub_canaries_written: AtomicU64,
+    pub scrub_mismatches: AtomicU64,
+    pub scrub_lost_accesses: AtomicU64,
+    /// Scrub period in force (ms, 0 = scrubber off), for status.
+    pub scrub_period_ms: AtomicU64,
 }
 
 impl Default for Counters {
@@ -91,6 +100,12 @@ impl Default for Counters {
             lost_accesses: AtomicU64::new(0),
             memory_map_updates: AtomicU64::new(0),
             device_resets: AtomicU64::new(0),
+            scrub_rounds: AtomicU64::new(0),
+            scrub_mr_passes: AtomicU64::new(0),
+            scrub_canaries_written: AtomicU64::new(0),
+            scrub_mismatches: AtomicU64::new(0),
+            scrub_lost_accesses: AtomicU64::new(0),
+            scrub_period_ms: AtomicU64::new(0),
         }
     }
 }

@@ -179,7 +179,7 @@ impl Device {
         self.memory.load_full()
     }
 
-    fn ram(&self) -> Result<Arc<Box<dyn GuestRam>>> {
+    pub(crate) fn ram(&self) -> Result<Arc<Box<dyn GuestRam>>> {
         self.memory()
             .ok_or_else(|| Reject::new(Status::Fault, "no guest memory map has been set"))
     }
@@ -450,6 +450,15 @@ impl Device {
                 format!("REG_MR flags {:#x} (valid: {PL_REG_FLAGS_ALL:#x})", r.flags),
             ));
         }
+        if r.flags & PL_REG_SCRUB != 0 && r.access & PL_ACCESS_WRITE == 0 {
+            return Err(Reject::new(
+                Status::Inval,
+                format!(
+                    "PL_REG_SCRUB needs PL_ACCESS_WRITE (access {:#x}): the scrubber writes canaries",
+                    r.access
+                ),
+            ));
+        }
         let n = r.pages.len() as u64;
         if n == 0 {
             return Err(Reject::new(Status::Inval, "page list is empty"));
@@ -598,6 +607,7 @@ impl Device {
             imports: Mutex::new(Vec::new()),
             bytes_read: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
+            scrub: Default::default(),
         };
         self.mrs.insert(key, Arc::new(mr));
         hw.mrs.insert(key);
@@ -700,19 +710,20 @@ impl Device {
         })
     }
 
-    fn canceled(mr: &Mr) -> Reject {
+    pub(crate) fn canceled(mr: &Mr) -> Reject {
         Reject::new(
             Status::Canceled,
             format!("MR key {:#x} was revoked", mr.key),
         )
     }
 
-    fn ram_error(e: crate::model::memory::RamError) -> Reject {
+    pub(crate) fn ram_error(e: crate::model::memory::RamError) -> Reject {
         Reject::new(Status::Io, e.to_string())
     }
 
-    /// Counts a device access to `mr` whose lease was lost.
-    fn note_access(&self, mr: &Mr) {
+    /// Counts a device access to `mr` whose lease was lost; returns that
+    /// lease when it was.
+    pub(crate) fn note_access(&self, mr: &Mr) -> Option<Arc<Lease>> {
         let lease = mr.lease.lock().unwrap_or_else(|e| e.into_inner());
         let mut cur = lease.clone();
         drop(lease);
@@ -721,12 +732,10 @@ impl Device {
                 cur = src.lease.lock().unwrap_or_else(|e| e.into_inner()).clone();
             }
         }
-        if let Some(l) = cur {
-            if l.state() == LeaseState::Lost {
-                l.lost_accesses.fetch_add(1, Ordering::Relaxed);
-                self.counters.lost_accesses.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+        let l = cur.filter(|l| l.state() == LeaseState::Lost)?;
+        l.lost_accesses.fetch_add(1, Ordering::Relaxed);
+        self.counters.lost_accesses.fetch_add(1, Ordering::Relaxed);
+        Some(l)
     }
 
     pub fn dma(&self, ctx_h: Handle, dir: DmaDir, req: &PlDmaReq) -> Result<()> {
@@ -743,8 +752,8 @@ impl Device {
         Self::check_range(dst, dst_off, req.length)?;
         let ram = self.ram()?;
         let _inside = enter_all(&[src, dst])?;
-        self.note_access(src);
-        self.note_access(dst);
+        let _ = self.note_access(src);
+        let _ = self.note_access(dst);
         let mut done = 0u64;
         let mut since_check = 0u64;
         while done < req.length {
@@ -803,7 +812,7 @@ impl Device {
         }
         let ram = self.ram()?;
         let _in = enter_all(&[&mr])?;
-        self.note_access(&mr);
+        let _ = self.note_access(&mr);
         let v = match op {
             AtomicOp::CompareSwap => ram.compare_swap_u64(gpa, req.operand, req.swap),
             AtomicOp::FetchAdd => ram.fetch_add_u64(gpa, req.operand),
@@ -855,7 +864,7 @@ impl Device {
         Self::check_range(&mr, req.offset, req.length)?;
         let ram = self.ram()?;
         let _in = enter_all(&[&mr])?;
-        self.note_access(&mr);
+        let _ = self.note_access(&mr);
         let mut buf = Vec::new();
         self.walk(&mr, req.offset, req.length, |gpa, off, n| {
             buf.clear();
@@ -878,7 +887,7 @@ impl Device {
         Self::check_range(&mr, req.offset, req.length)?;
         let ram = self.ram()?;
         let _in = enter_all(&[&mr])?;
-        self.note_access(&mr);
+        let _ = self.note_access(&mr);
         let mut resp = PlVerifyResp {
             first_bad_offset: u64::MAX,
             ..Default::default()
@@ -909,7 +918,7 @@ impl Device {
 
     /// Calls `f(gpa, mr_offset, len)` over contiguous runs of the range,
     /// checking between runs that the MR was not revoked meanwhile.
-    fn walk<F>(&self, mr: &Mr, offset: u64, len: u64, mut f: F) -> Result<()>
+    pub(crate) fn walk<F>(&self, mr: &Mr, offset: u64, len: u64, mut f: F) -> Result<()>
     where
         F: FnMut(u64, u64, u64) -> Result<()>,
     {
@@ -1264,6 +1273,7 @@ impl Device {
             imports: Mutex::new(Vec::new()),
             bytes_read: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
+            scrub: Default::default(),
         });
         let mut imports = src.imports.lock().unwrap_or_else(|e| e.into_inner());
         imports.retain(|i| i.strong_count() > 0);
@@ -1337,7 +1347,7 @@ impl Device {
 /// Enters the gates of `mrs` and of the MRs they import from, each distinct
 /// gate once: entering one gate twice could deadlock behind a revoke that is
 /// waiting for it (std's RwLock makes new readers wait for a queued writer).
-fn enter_all<'a>(mrs: &[&'a Mr]) -> Result<Vec<std::sync::RwLockReadGuard<'a, ()>>> {
+pub(crate) fn enter_all<'a>(mrs: &[&'a Mr]) -> Result<Vec<std::sync::RwLockReadGuard<'a, ()>>> {
     let mut seen: Vec<*const Gate> = Vec::new();
     let mut guards = Vec::new();
     for &first in mrs {

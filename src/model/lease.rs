@@ -108,6 +108,10 @@ pub struct Lease {
     pub since: Mutex<SystemTime>,
     /// Device accesses to MRs under this lease after it was LOST.
     pub lost_accesses: AtomicU64,
+    /// Of those, the scrubber's (one per MR per scrub round).
+    pub scrub_lost_accesses: AtomicU64,
+    /// SCRUB_LOST_ACCESS was sent for this lease (once per lease).
+    pub scrub_reported: std::sync::atomic::AtomicBool,
 }
 
 impl Lease {
@@ -132,6 +136,8 @@ impl Lease {
             state: AtomicU8::new(LeaseState::Active as u8),
             since: Mutex::new(SystemTime::now()),
             lost_accesses: AtomicU64::new(0),
+            scrub_lost_accesses: AtomicU64::new(0),
+            scrub_reported: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

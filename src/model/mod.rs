@@ -10,6 +10,7 @@ pub mod events;
 pub mod lease;
 pub mod memory;
 pub mod mr;
+pub mod scrub;
 pub mod status;
 pub mod table;
 

@@ -136,6 +136,8 @@ pub struct Mr {
     pub imports: Mutex<Vec<Weak<Mr>>>,
     pub bytes_read: AtomicU64,
     pub bytes_written: AtomicU64,
+    /// The canary scrubber's counters (`PL_REG_SCRUB` MRs only).
+    pub scrub: crate::model::scrub::MrScrub,
 }
 
 impl Mr {

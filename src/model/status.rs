@@ -93,6 +93,34 @@ pub struct MrStatus {
     pub lease: Option<String>,
     pub bytes_read: u64,
     pub bytes_written: u64,
+    /// Scrubber counters, for `PL_REG_SCRUB` MRs only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scrub: Option<MrScrubStatus>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MrScrubStatus {
+    /// The canary seed (`pl_scrub_seed(key)`, docs/abi.md §5.9.1).
+    pub seed: String,
+    pub rounds: u64,
+    pub canaries_written: u64,
+    pub mismatches: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_mismatch_offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_round_unix_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScrubCounterStatus {
+    /// Period in force; 0: the scrubber is off.
+    pub period_ms: u64,
+    pub rounds: u64,
+    pub mr_passes: u64,
+    pub canaries_written: u64,
+    pub mismatches: u64,
+    /// Scrub passes into MRs under a LOST lease (also in `lost_accesses`).
+    pub lost_accesses: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -110,6 +138,8 @@ pub struct LeaseStatus {
     pub mrs: usize,
     pub pinned_pages: u64,
     pub lost_accesses: u64,
+    /// Of `lost_accesses`, the scrubber's.
+    pub scrub_lost_accesses: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -123,6 +153,7 @@ pub struct CounterStatus {
     pub lost_accesses: u64,
     pub memory_map_updates: u64,
     pub device_resets: u64,
+    pub scrub: ScrubCounterStatus,
     pub events: EventStats,
 }
 
@@ -226,6 +257,20 @@ impl Device {
                     lease: lease.map(hex),
                     bytes_read: m.bytes_read.load(std::sync::atomic::Ordering::Relaxed),
                     bytes_written: m.bytes_written.load(std::sync::atomic::Ordering::Relaxed),
+                    scrub: (m.flags & crate::abi::PL_REG_SCRUB != 0).then(|| {
+                        let ld = |a: &std::sync::atomic::AtomicU64| {
+                            a.load(std::sync::atomic::Ordering::Relaxed)
+                        };
+                        let last = ld(&m.scrub.last_round_unix_ms);
+                        MrScrubStatus {
+                            seed: hex(crate::abi::pl_scrub_seed(m.key)),
+                            rounds: ld(&m.scrub.rounds),
+                            canaries_written: ld(&m.scrub.canaries_written),
+                            mismatches: ld(&m.scrub.mismatches),
+                            last_mismatch_offset: m.scrub.last_mismatch(),
+                            last_round_unix_ms: (last != 0).then_some(last),
+                        }
+                    }),
                 }
             })
             .collect();
@@ -256,6 +301,9 @@ impl Device {
                     } else {
                         0
                     },
+                    scrub_lost_accesses: l
+                        .scrub_lost_accesses
+                        .load(std::sync::atomic::Ordering::Relaxed),
                 }
             })
             .collect();
@@ -293,6 +341,14 @@ impl Device {
                 lost_accesses: ld(&c.lost_accesses),
                 memory_map_updates: ld(&c.memory_map_updates),
                 device_resets: ld(&c.device_resets),
+                scrub: ScrubCounterStatus {
+                    period_ms: ld(&c.scrub_period_ms),
+                    rounds: ld(&c.scrub_rounds),
+                    mr_passes: ld(&c.scrub_mr_passes),
+                    canaries_written: ld(&c.scrub_canaries_written),
+                    mismatches: ld(&c.scrub_mismatches),
+                    lost_accesses: ld(&c.scrub_lost_accesses),
+                },
                 events: self.events.stats(),
             },
         }

@@ -619,7 +619,7 @@ fn reg_mr_rejects_bad_requests_and_pins_nothing() {
     assert_eq!(bad(ok.req(PL_ACCESS_ALL | 0x100)), Status::Inval);
     assert_eq!(
         bad(RegMr {
-            flags: 4,
+            flags: 8,
             ..ok.req(PL_ACCESS_ALL)
         }),
         Status::Inval,
