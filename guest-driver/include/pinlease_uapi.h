@@ -44,6 +44,15 @@ struct pinlease_query {
 /* Pin without FOLL_WRITE (the device then may only read the MR). */
 #define PINLEASE_PIN_READONLY	(1U << 1)
 #define PINLEASE_PIN_FLAGS_ALL	(PINLEASE_PIN_SHORTTERM | PINLEASE_PIN_READONLY)
+/*
+ * Let the device's canary scrubber write this MR (PL_REG_SCRUB, docs/abi.md
+ * 5.9.1; the daemon runs it with `pinlease serve --scrub-period-ms N`): every
+ * period it checks and rewrites canary words pl_scrub_seed(key) ^ offset in
+ * the whole MR. Needs PL_ACCESS_WRITE (the device's -EINVAL otherwise).
+ */
+#define PINLEASE_REG_SCRUB	(1U << 2)
+/* Every pinlease_reg_mr.flags bit. */
+#define PINLEASE_REG_FLAGS_ALL	(PINLEASE_PIN_FLAGS_ALL | PINLEASE_REG_SCRUB)
 
 /*
  * PINLEASE_IOC_REG_MR: pin [addr, addr + length) of the caller's memory
@@ -61,7 +70,7 @@ struct pinlease_reg_mr {
 	__u64 addr;
 	__u64 length;
 	__u32 access;			/* PL_ACCESS_* of pinlease_abi.h */
-	__u32 flags;			/* PINLEASE_PIN_* */
+	__u32 flags;			/* PINLEASE_PIN_*, PINLEASE_REG_SCRUB */
 	__u64 key;			/* out: MR key */
 	__u64 lease;			/* out: covering lease, or 0 */
 	__u32 npages;			/* out: pages pinned */

@@ -457,7 +457,7 @@ static long pl_ioctl_reg_mr(struct pl_ctx *ctx, void __user *argp)
 
 	if (copy_from_user(&a, argp, sizeof(a)))
 		return -EFAULT;
-	if (a.reserved || (a.flags & ~PINLEASE_PIN_FLAGS_ALL) || !a.access ||
+	if (a.reserved || (a.flags & ~PINLEASE_REG_FLAGS_ALL) || !a.access ||
 	    (a.access & ~PL_ACCESS_ALL) || !a.length ||
 	    check_add_overflow(a.addr, a.length, &end))
 		return -EINVAL;
@@ -496,6 +496,9 @@ static long pl_ioctl_reg_mr(struct pl_ctx *ctx, void __user *argp)
 		gup_flags |= FOLL_LONGTERM;
 		mr->reg_flags |= PL_REG_LONGTERM;
 	}
+	/* the device checks PL_ACCESS_WRITE: its -EINVAL is the answer */
+	if (a.flags & PINLEASE_REG_SCRUB)
+		mr->reg_flags |= PL_REG_SCRUB;
 	err = pl_pin(start, npages, gup_flags, mr->pages);
 	if (err) {
 		kvfree(mr->pages);

@@ -391,6 +391,7 @@ pub fn event_kind_name(kind: u16) -> &'static str {
         abi::PL_EVENT_CONTEXT_TORN_DOWN => "CONTEXT_TORN_DOWN",
         abi::PL_EVENT_FAULT_INJECTED => "FAULT_INJECTED",
         abi::PL_EVENT_DEVICE_ERROR => "DEVICE_ERROR",
+        abi::PL_EVENT_SCRUB_LOST_ACCESS => "SCRUB_LOST_ACCESS",
         _ => "UNKNOWN",
     }
 }

@@ -48,6 +48,10 @@ enum Cmd {
         /// Read-only mapping and pin (no FOLL_WRITE); access READ.
         #[arg(long)]
         readonly: bool,
+        /// PINLEASE_REG_SCRUB: the device's scrubber (`pinlease serve
+        /// --scrub-period-ms`) writes canaries into the MR (not with --readonly).
+        #[arg(long)]
+        scrub: bool,
         /// Keep the fd (and so the MR) for this many seconds, then exit.
         #[arg(long, default_value_t = 0)]
         hold: u64,
@@ -190,9 +194,12 @@ fn main() -> ExitCode {
             backing,
             shortterm,
             readonly,
+            scrub,
             hold,
             events,
-        } => reg(&cli.dev, len, &backing, shortterm, readonly, hold, events),
+        } => reg(
+            &cli.dev, len, &backing, shortterm, readonly, scrub, hold, events,
+        ),
         Cmd::Dereg { key } => Dev::open(&cli.dev)
             .and_then(|d| d.dereg_mr(key))
             .map(|()| println!("deregistered {key:#x}"))
@@ -308,12 +315,14 @@ fn query(path: &str) -> CliResult {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn reg(
     path: &str,
     len: u64,
     backing: &Backing,
     shortterm: bool,
     readonly: bool,
+    scrub: bool,
     hold: u64,
     show_events: bool,
 ) -> CliResult {
@@ -325,6 +334,9 @@ fn reg(
     }
     if readonly {
         flags |= PINLEASE_PIN_READONLY;
+    }
+    if scrub {
+        flags |= PINLEASE_REG_SCRUB;
     }
     let access = if readonly {
         PL_ACCESS_READ

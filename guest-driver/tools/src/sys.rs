@@ -270,6 +270,18 @@ impl Mapping {
         }
     }
 
+    /// Calls `f(offset, word)` for every aligned little-endian u64 of the
+    /// mapping (volatile reads; the mapping must be readable).
+    pub fn for_each_u64(&self, mut f: impl FnMut(usize, u64)) {
+        let words = self.len / 8;
+        let p = self.ptr as *const u64;
+        for i in 0..words {
+            // SAFETY: in bounds of a live mapping, aligned (page-aligned base).
+            let w = u64::from_le(unsafe { std::ptr::read_volatile(p.add(i)) });
+            f(i * 8, w);
+        }
+    }
+
     pub fn bytes(&self, off: usize, len: usize) -> Vec<u8> {
         self.check(off, len);
         (off..off + len)
@@ -492,6 +504,34 @@ impl Mount {
     pub fn has_dax(&self) -> bool {
         self.options.iter().any(|o| o == "dax" || o == "dax=always")
     }
+}
+
+/// Page frame numbers of the `npages` pages from `addr` in this process
+/// (/proc/self/pagemap, root only): 0 for a page not present.
+pub fn pagemap_pfns(addr: u64, npages: usize) -> SysResult<Vec<u64>> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open("/proc/self/pagemap")
+        .map_err(|e| SysError::new("open /proc/self/pagemap", e.raw_os_error().unwrap_or(0)))?;
+    let mut buf = vec![0u8; npages * 8];
+    let off = addr / page_size() as u64 * 8;
+    f.read_exact_at(&mut buf, off).map_err(|e| {
+        SysError::new(
+            format!("read /proc/self/pagemap at {off:#x}"),
+            e.raw_os_error().unwrap_or(libc::EIO),
+        )
+    })?;
+    Ok(buf
+        .chunks_exact(8)
+        .map(|c| {
+            let e = u64::from_le_bytes(c.try_into().unwrap());
+            // bit 63: present; bits 0-54: PFN (0 without CAP_SYS_ADMIN)
+            if e >> 63 == 1 {
+                e & ((1 << 55) - 1)
+            } else {
+                0
+            }
+        })
+        .collect())
 }
 
 pub fn meminfo_kb(field: &str) -> Option<u64> {

@@ -34,6 +34,11 @@ pub const PINLEASE_PIN_SHORTTERM: u32 = 1 << 0;
 /// Pin without FOLL_WRITE (the device then may only read the MR).
 pub const PINLEASE_PIN_READONLY: u32 = 1 << 1;
 pub const PINLEASE_PIN_FLAGS_ALL: u32 = PINLEASE_PIN_SHORTTERM | PINLEASE_PIN_READONLY;
+/// Let the device's canary scrubber write this MR (`PL_REG_SCRUB`,
+/// docs/abi.md §5.9.1); needs `PL_ACCESS_WRITE`.
+pub const PINLEASE_REG_SCRUB: u32 = 1 << 2;
+/// Every `PinleaseRegMr::flags` bit.
+pub const PINLEASE_REG_FLAGS_ALL: u32 = PINLEASE_PIN_FLAGS_ALL | PINLEASE_REG_SCRUB;
 
 /// PINLEASE_IOC_REG_MR.
 #[repr(C)]
@@ -43,7 +48,7 @@ pub struct PinleaseRegMr {
     pub length: u64,
     /// `PL_ACCESS_*`.
     pub access: u32,
-    /// `PINLEASE_PIN_*`.
+    /// `PINLEASE_PIN_*`, `PINLEASE_REG_SCRUB`.
     pub flags: u32,
     /// out: MR key.
     pub key: u64,
@@ -229,6 +234,8 @@ pub fn constant_table() -> Vec<(&'static str, u64)> {
         ("PINLEASE_PIN_SHORTTERM", PINLEASE_PIN_SHORTTERM.into()),
         ("PINLEASE_PIN_READONLY", PINLEASE_PIN_READONLY.into()),
         ("PINLEASE_PIN_FLAGS_ALL", PINLEASE_PIN_FLAGS_ALL.into()),
+        ("PINLEASE_REG_SCRUB", PINLEASE_REG_SCRUB.into()),
+        ("PINLEASE_REG_FLAGS_ALL", PINLEASE_REG_FLAGS_ALL.into()),
         ("PINLEASE_IOC_QUERY", PINLEASE_IOC_QUERY.into()),
         ("PINLEASE_IOC_REG_MR", PINLEASE_IOC_REG_MR.into()),
         ("PINLEASE_IOC_DEREG_MR", PINLEASE_IOC_DEREG_MR.into()),
