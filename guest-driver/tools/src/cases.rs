@@ -76,9 +76,22 @@ pub fn all() -> Vec<Case> {
         case!(revoke_policy_xfs_io_finsert),
         case!(revoke_policy_xfs_io_fzero),
         case!(revoke_policy_xfs_io_reflink),
+        case!(revoke_policy_write),
+        case!(revoke_policy_xfs_io_pwrite),
         case!(wait_policy_truncate_waits_for_release),
+        case!(wait_policy_punch_hole_waits_for_release),
         case!(wait_policy_collapse_range_waits_for_release),
+        case!(wait_policy_insert_range_waits_for_release),
+        case!(wait_policy_zero_range_waits_for_release),
+        case!(wait_policy_reflink_waits_for_release),
+        case!(wait_policy_write_waits_for_release),
         case!(timeout_policy_lease_lost),
+        case!(timeout_policy_punch_hole_lease_lost),
+        case!(timeout_policy_collapse_range_lease_lost),
+        case!(timeout_policy_insert_range_lease_lost),
+        case!(timeout_policy_zero_range_lease_lost),
+        case!(timeout_policy_reflink_lease_lost),
+        case!(timeout_policy_write_lease_lost),
         case!(scrub_canaries_appear_in_registered_pages),
         case!(revoke_then_no_canary_in_fresh_memory),
         case!(timeout_lost_lease_scrub_reports_loss),
@@ -2775,6 +2788,7 @@ fn check_breaker_effect(how: Breaker, path: &str) -> CaseResult {
         Breaker::XfsIo(cmd) if cmd.starts_with("finsert") => (LEASE_LEN + 4096, None),
         Breaker::XfsIo(cmd) if cmd.starts_with("fzero") => (LEASE_LEN, Some(0)),
         Breaker::XfsIo(cmd) if cmd.starts_with("reflink") => (LEASE_LEN, Some(0x5c)),
+        Breaker::Write | Breaker::XfsIo("pwrite 0 4096") => (LEASE_LEN, None),
         _ => return Ok(()),
     };
     ensure!(
@@ -2784,6 +2798,17 @@ fn check_breaker_effect(how: Breaker, path: &str) -> CaseResult {
     );
     if let Some(b) = want_byte {
         if let Some(i) = data.iter().position(|&x| x != b) {
+            fail!("{how:?}: byte {i} is {:#04x}, expected {b:#04x}", data[i]);
+        }
+    }
+    // pwrite(2) writes 0x77 at 0; xfs_io's pwrite its default 0xcd pattern.
+    let written: Option<(usize, u8)> = match how {
+        Breaker::Write => Some((1, 0x77)),
+        Breaker::XfsIo("pwrite 0 4096") => Some((4096, 0xcd)),
+        _ => None,
+    };
+    if let Some((n, b)) = written {
+        if let Some(i) = data[..n].iter().position(|&x| x != b) {
             fail!("{how:?}: byte {i} is {:#04x}, expected {b:#04x}", data[i]);
         }
     }
@@ -2830,6 +2855,14 @@ fn revoke_policy_xfs_io_reflink(t: &mut CaseCtx) -> CaseResult {
     )
 }
 
+fn revoke_policy_write(t: &mut CaseCtx) -> CaseResult {
+    revoke_with(t, Breaker::Write, "revoke-write")
+}
+
+fn revoke_policy_xfs_io_pwrite(t: &mut CaseCtx) -> CaseResult {
+    revoke_with(t, Breaker::XfsIo("pwrite 0 4096"), "revoke-xfsio-pwrite")
+}
+
 fn revoke_policy_truncate(t: &mut CaseCtx) -> CaseResult {
     revoke_with(t, Breaker::Truncate, "revoke-truncate")
 }
@@ -2850,16 +2883,56 @@ fn wait_policy_collapse_range_waits_for_release(t: &mut CaseCtx) -> CaseResult {
     wait_with(t, Breaker::CollapseRange, "wait-collapse")
 }
 
+fn wait_policy_punch_hole_waits_for_release(t: &mut CaseCtx) -> CaseResult {
+    wait_with(t, Breaker::PunchHole, "wait-punch")
+}
+
+fn wait_policy_insert_range_waits_for_release(t: &mut CaseCtx) -> CaseResult {
+    wait_with(t, Breaker::InsertRange, "wait-insert")
+}
+
+fn wait_policy_zero_range_waits_for_release(t: &mut CaseCtx) -> CaseResult {
+    wait_with(t, Breaker::ZeroRange, "wait-zero")
+}
+
+fn wait_policy_reflink_waits_for_release(t: &mut CaseCtx) -> CaseResult {
+    wait_with(t, Breaker::Reflink, "wait-reflink")
+}
+
+fn wait_policy_write_waits_for_release(t: &mut CaseCtx) -> CaseResult {
+    wait_with(t, Breaker::Write, "wait-write")
+}
+
 fn wait_with(t: &mut CaseCtx, how: Breaker, name: &str) -> CaseResult {
     let Some(h) = holder(t, "/mnt/xfs", "xfs", name, abi::PL_POLICY_WAIT)? else {
         fail!("no lease on XFS");
     };
     let _src = prepare_breaker(t, how, &h.file.path)?;
+    let t0 = Instant::now();
     let pid = spawn_breaker(how, &h.file.path)?;
     let lease = h.lease;
     let (hit, _) = wait_event(t, h.ev.as_raw_fd(), Duration::from_secs(5), |e| {
         e.kind == abi::PL_EVENT_LEASE_BROKEN && e.args[0] == lease
     })?;
+    let broken_after = t0.elapsed();
+    if hit.is_none() {
+        // Did the kernel break the lease at all? If the breaker returned
+        // and the lease is still active, that is what 6.12 does.
+        if let Some(exit) = sys::wait_timeout(pid, Duration::ZERO)? {
+            let st = lease_state(h.dev.raw(), lease)?;
+            if st.as_deref() == Some("active") {
+                t.diag(format!(
+                    "finding: 6.12 XFS does not break the layout lease on {how:?}: it returned after {:?} ({exit}), lease still active",
+                    t0.elapsed()
+                ));
+                h.dev.write(h.lkey, 0, h.key, 0, 4096)?;
+                h.dev.dereg_mr(h.key)?;
+                h.dev.lease_release(lease)?;
+                h.dev.dereg_mr(h.lkey)?;
+                return Ok(());
+            }
+        }
+    }
     std::thread::sleep(Duration::from_millis(1000));
     let still = sys::wait_timeout(pid, Duration::ZERO)?;
     if still.is_some() || hit.is_none() {
@@ -2874,7 +2947,11 @@ fn wait_with(t: &mut CaseCtx, how: Breaker, name: &str) -> CaseResult {
         "{how:?} did not wait for the holder: {:?}",
         still
     );
-    t.diag(format!("breaker after 1 s: {}", sys::proc_stack(pid)));
+    let blocked = t0.elapsed();
+    t.diag(format!(
+        "LEASE_BROKEN {broken_after:?} after {how:?} started; breaker still blocked after {blocked:?}: {}",
+        sys::proc_stack(pid)
+    ));
     let st = lease_state(h.dev.raw(), lease)?;
     ensure!(
         st.as_deref() == Some("breaking"),
@@ -2888,18 +2965,22 @@ fn wait_with(t: &mut CaseCtx, how: Breaker, name: &str) -> CaseResult {
         "{how:?} went on before LEASE_RELEASE"
     );
     h.dev.lease_release(lease)?;
-    let t0 = Instant::now();
+    let t1 = Instant::now();
     let exit = reap_breaker(
         pid,
         Duration::from_secs(10),
         &format!("{how:?} after LEASE_RELEASE"),
     )?;
     t.diag(format!(
-        "{how:?} returned {:?} after LEASE_RELEASE: {exit}",
+        "{how:?} returned {:?} after LEASE_RELEASE ({:?} after it started): {exit}",
+        t1.elapsed(),
         t0.elapsed()
     ));
     ensure!(exit == Exit::Code(0), "{how:?} child: {exit}");
     check_breaker_effect(how, &h.file.path)?;
+    t.diag(format!(
+        "finding: 6.12 XFS breaks the layout lease on {how:?}; with the wait policy the breaker sleeps until LEASE_RELEASE"
+    ));
     h.dev.dereg_mr(h.lkey)?;
     Ok(())
 }
@@ -2922,24 +3003,74 @@ impl Drop for BreakTime {
 }
 
 fn timeout_policy_lease_lost(t: &mut CaseCtx) -> CaseResult {
+    timeout_with(t, Breaker::Truncate, "timeout-truncate")
+}
+
+fn timeout_policy_punch_hole_lease_lost(t: &mut CaseCtx) -> CaseResult {
+    timeout_with(t, Breaker::PunchHole, "timeout-punch")
+}
+
+fn timeout_policy_collapse_range_lease_lost(t: &mut CaseCtx) -> CaseResult {
+    timeout_with(t, Breaker::CollapseRange, "timeout-collapse")
+}
+
+fn timeout_policy_insert_range_lease_lost(t: &mut CaseCtx) -> CaseResult {
+    timeout_with(t, Breaker::InsertRange, "timeout-insert")
+}
+
+fn timeout_policy_zero_range_lease_lost(t: &mut CaseCtx) -> CaseResult {
+    timeout_with(t, Breaker::ZeroRange, "timeout-zero")
+}
+
+fn timeout_policy_reflink_lease_lost(t: &mut CaseCtx) -> CaseResult {
+    timeout_with(t, Breaker::Reflink, "timeout-reflink")
+}
+
+fn timeout_policy_write_lease_lost(t: &mut CaseCtx) -> CaseResult {
+    timeout_with(t, Breaker::Write, "timeout-write")
+}
+
+/// The timeout policy under `how`, lease-break-time 1 s: the breaker goes on
+/// after about 1 s, the lease goes LOST, the MR stays pinned and the device
+/// still writes it (a lost access, in the `{name}-lost` snapshot), pins
+/// balance after DEREG_MR.
+fn timeout_with(t: &mut CaseCtx, how: Breaker, name: &str) -> CaseResult {
     let _bt = BreakTime::set(1)?;
-    let Some(h) = holder(t, "/mnt/xfs", "xfs", "timeout-lost", abi::PL_POLICY_TIMEOUT)? else {
+    let Some(h) = holder(t, "/mnt/xfs", "xfs", name, abi::PL_POLICY_TIMEOUT)? else {
         fail!("no lease on XFS");
     };
+    let _src = prepare_breaker(t, how, &h.file.path)?;
     let held0 = pins_held()?;
-    let t0 = Instant::now();
-    let pid = spawn_breaker(Breaker::Truncate, &h.file.path)?;
-    let exit = reap_breaker(pid, Duration::from_secs(30), "truncate")?;
-    let took = t0.elapsed();
-    t.diag(format!("truncate returned after {took:?}: {exit}"));
-    ensure!(exit == Exit::Code(0), "truncate child: {exit}");
-    ensure!(
-        took >= Duration::from_millis(700),
-        "truncate did not wait for lease-break-time (1 s): {took:?}"
-    );
-    wait_lease_state(h.dev.raw(), h.lease, "lost", Duration::from_secs(5))?;
-    sys::snapshot("timeout-lost", SNAPSHOT_WAIT);
     let lease = h.lease;
+    let t0 = Instant::now();
+    let pid = spawn_breaker(how, &h.file.path)?;
+    let exit = reap_breaker(pid, Duration::from_secs(30), &format!("{how:?}"))?;
+    let took = t0.elapsed();
+    t.diag(format!(
+        "{how:?} returned after {took:?} (lease-break-time 1 s): {exit}"
+    ));
+    ensure!(exit == Exit::Code(0), "{how:?} child: {exit}");
+    if took < Duration::from_millis(700) {
+        // Returned at once: did the kernel break the lease at all?
+        let (_, all) = wait_event(t, h.ev.as_raw_fd(), Duration::from_millis(500), |e| {
+            e.args[0] == lease
+        })?;
+        let st = lease_state(h.dev.raw(), lease)?;
+        ensure!(
+            st.as_deref() == Some("active") && !all.iter().any(|e| e.args[0] == lease),
+            "{how:?} did not wait for lease-break-time (1 s): {took:?}, lease state {st:?}"
+        );
+        t.diag(format!(
+            "finding: 6.12 XFS does not break the layout lease on {how:?}: returned after {took:?}, lease still active"
+        ));
+        h.dev.write(h.lkey, 0, h.key, 0, 4096)?;
+        h.dev.dereg_mr(h.key)?;
+        h.dev.lease_release(lease)?;
+        h.dev.dereg_mr(h.lkey)?;
+        return Ok(());
+    }
+    wait_lease_state(h.dev.raw(), lease, "lost", Duration::from_secs(5))?;
+    let lost_after = t0.elapsed();
     let (lost, all) = wait_event(t, h.ev.as_raw_fd(), Duration::from_secs(5), |e| {
         e.kind == abi::PL_EVENT_LEASE_LOST && e.args[0] == lease
     })?;
@@ -2955,8 +3086,13 @@ fn timeout_policy_lease_lost(t: &mut CaseCtx) -> CaseResult {
         held0,
         pins_held()?
     );
-    // The device still writes the pages the file no longer owns.
+    // Before the device WRITE: a write(2) leaves the pages in the file.
+    check_breaker_effect(how, &h.file.path)?;
+    // The device still writes the pages (for the removing triggers, pages
+    // the file no longer owns).
     h.dev.write(h.lkey, 0, h.key, 0, 4096)?;
+    // The device's table with the lost access counted: status-<name>-lost.
+    sys::snapshot(&format!("{name}-lost"), SNAPSHOT_WAIT);
     let tab = debugfs_table("leases")?;
     let row = tab.lines().find(|l| names_handle(l, lease)).unwrap_or("");
     t.diag(format!("debugfs leases: {row}"));
@@ -2965,10 +3101,14 @@ fn timeout_policy_lease_lost(t: &mut CaseCtx) -> CaseResult {
         "debugfs leases row for {lease:#x}: {row:?}"
     );
     h.dev.dereg_mr(h.key)?;
+    let held1 = pins_held()?;
     ensure!(
-        pins_held()? == held0 - (LEASE_LEN / 4096) as i64,
-        "DEREG_MR of the LOST lease's MR did not release its pins"
+        held1 == held0 - (LEASE_LEN / 4096) as i64,
+        "DEREG_MR of the LOST lease's MR did not release its pins: {held0} -> {held1}"
     );
+    t.diag(format!(
+        "finding: 6.12 XFS breaks the layout lease on {how:?}; {how:?} went on after {took:?}, lease state lost {lost_after:?} after the start, MR pinned until DEREG_MR (pins {held0} -> {held1})"
+    ));
     h.dev.lease_release(lease)?;
     h.dev.dereg_mr(h.lkey)?;
     Ok(())
