@@ -72,6 +72,7 @@ pub fn all() -> Vec<Case> {
         case!(revoke_policy_insert_range),
         case!(revoke_policy_zero_range),
         case!(revoke_policy_reflink_onto_leased_file),
+        case!(revoke_policy_xfs_io_fpunch),
         case!(revoke_policy_xfs_io_fcollapse),
         case!(revoke_policy_xfs_io_finsert),
         case!(revoke_policy_xfs_io_fzero),
@@ -2787,6 +2788,8 @@ fn check_breaker_effect(how: Breaker, path: &str) -> CaseResult {
         Breaker::XfsIo(cmd) if cmd.starts_with("fcollapse") => (LEASE_LEN - 4096, None),
         Breaker::XfsIo(cmd) if cmd.starts_with("finsert") => (LEASE_LEN + 4096, None),
         Breaker::XfsIo(cmd) if cmd.starts_with("fzero") => (LEASE_LEN, Some(0)),
+        // A hole over the whole file: same size, reads back as zeros.
+        Breaker::XfsIo(cmd) if cmd.starts_with("fpunch") => (LEASE_LEN, Some(0)),
         Breaker::XfsIo(cmd) if cmd.starts_with("reflink") => (LEASE_LEN, Some(0x5c)),
         Breaker::Write | Breaker::XfsIo("pwrite 0 4096") => (LEASE_LEN, None),
         _ => return Ok(()),
@@ -2829,6 +2832,10 @@ fn revoke_policy_zero_range(t: &mut CaseCtx) -> CaseResult {
 
 fn revoke_policy_reflink_onto_leased_file(t: &mut CaseCtx) -> CaseResult {
     revoke_with(t, Breaker::Reflink, "revoke-reflink")
+}
+
+fn revoke_policy_xfs_io_fpunch(t: &mut CaseCtx) -> CaseResult {
+    revoke_with(t, Breaker::XfsIo("fpunch 0 65536"), "revoke-xfsio-fpunch")
 }
 
 fn revoke_policy_xfs_io_fcollapse(t: &mut CaseCtx) -> CaseResult {
