@@ -86,6 +86,10 @@ pub fn all() -> Vec<Case> {
         case!(wait_policy_zero_range_waits_for_release),
         case!(wait_policy_reflink_waits_for_release),
         case!(wait_policy_write_waits_for_release),
+        case!(wait_policy_xfs_io_truncate),
+        case!(wait_policy_xfs_io_fpunch),
+        case!(wait_policy_xfs_io_fcollapse),
+        case!(wait_policy_xfs_io_reflink),
         case!(timeout_policy_lease_lost),
         case!(timeout_policy_punch_hole_lease_lost),
         case!(timeout_policy_collapse_range_lease_lost),
@@ -93,6 +97,10 @@ pub fn all() -> Vec<Case> {
         case!(timeout_policy_zero_range_lease_lost),
         case!(timeout_policy_reflink_lease_lost),
         case!(timeout_policy_write_lease_lost),
+        case!(timeout_policy_xfs_io_truncate),
+        case!(timeout_policy_xfs_io_fpunch),
+        case!(timeout_policy_xfs_io_fcollapse),
+        case!(timeout_policy_xfs_io_reflink),
         case!(scrub_canaries_appear_in_registered_pages),
         case!(revoke_then_no_canary_in_fresh_memory),
         case!(timeout_lost_lease_scrub_reports_loss),
@@ -2908,6 +2916,44 @@ fn wait_policy_reflink_waits_for_release(t: &mut CaseCtx) -> CaseResult {
 
 fn wait_policy_write_waits_for_release(t: &mut CaseCtx) -> CaseResult {
     wait_with(t, Breaker::Write, "wait-write")
+}
+
+// The triggers issue 4 names for xfs_io (truncate, fpunch, fcollapse,
+// reflink) under the wait and timeout policies; revoke has its own above.
+const XFS_IO_FPUNCH: Breaker = Breaker::XfsIo("fpunch 0 65536");
+const XFS_IO_FCOLLAPSE: Breaker = Breaker::XfsIo("fcollapse 0 4096");
+const XFS_IO_REFLINK: Breaker = Breaker::XfsIo("reflink SRC 0 0 65536");
+
+fn wait_policy_xfs_io_truncate(t: &mut CaseCtx) -> CaseResult {
+    wait_with(t, Breaker::XfsIoTruncate, "wait-xfsio-truncate")
+}
+
+fn wait_policy_xfs_io_fpunch(t: &mut CaseCtx) -> CaseResult {
+    wait_with(t, XFS_IO_FPUNCH, "wait-xfsio-fpunch")
+}
+
+fn wait_policy_xfs_io_fcollapse(t: &mut CaseCtx) -> CaseResult {
+    wait_with(t, XFS_IO_FCOLLAPSE, "wait-xfsio-fcollapse")
+}
+
+fn wait_policy_xfs_io_reflink(t: &mut CaseCtx) -> CaseResult {
+    wait_with(t, XFS_IO_REFLINK, "wait-xfsio-reflink")
+}
+
+fn timeout_policy_xfs_io_truncate(t: &mut CaseCtx) -> CaseResult {
+    timeout_with(t, Breaker::XfsIoTruncate, "timeout-xfsio-truncate")
+}
+
+fn timeout_policy_xfs_io_fpunch(t: &mut CaseCtx) -> CaseResult {
+    timeout_with(t, XFS_IO_FPUNCH, "timeout-xfsio-fpunch")
+}
+
+fn timeout_policy_xfs_io_fcollapse(t: &mut CaseCtx) -> CaseResult {
+    timeout_with(t, XFS_IO_FCOLLAPSE, "timeout-xfsio-fcollapse")
+}
+
+fn timeout_policy_xfs_io_reflink(t: &mut CaseCtx) -> CaseResult {
+    timeout_with(t, XFS_IO_REFLINK, "timeout-xfsio-reflink")
 }
 
 fn wait_with(t: &mut CaseCtx, how: Breaker, name: &str) -> CaseResult {
