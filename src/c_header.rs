@@ -166,3 +166,87 @@ pub fn compile(
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
+
+/// What a probe program (see [`probe_source`]) printed.
+#[derive(Debug, Default)]
+pub struct ProbeOutput {
+    /// `sizeof(struct s)` by C struct name.
+    pub sizes: BTreeMap<String, u64>,
+    /// (offset, size) by (C struct name, field name).
+    pub fields: BTreeMap<(String, String), (u64, u64)>,
+    /// Constant values by macro name.
+    pub consts: BTreeMap<String, u64>,
+}
+
+/// C source of a program printing, for each of `structs` (C name and field
+/// names) that `decls` says the header defines, its size and the offset and
+/// size of each of its fields the header has, and the value of each of
+/// `consts` the header defines. `prelude` goes before `#include "header"`
+/// (e.g. to turn the header's own size assertions off, so every mismatch
+/// is printed rather than the first one gcc meets).
+pub fn probe_source<'a>(
+    prelude: &str,
+    header: &str,
+    decls: &HeaderDecls,
+    structs: impl IntoIterator<Item = (&'a str, Vec<&'a str>)>,
+    consts: impl IntoIterator<Item = &'a str>,
+) -> String {
+    use std::fmt::Write as _;
+    let mut prog = format!(
+        "#include <stddef.h>\n#include <stdio.h>\n{prelude}#include \"{header}\"\n\
+         #define FIELD(s, f) printf(\"field %s %s %zu %zu\\n\", #s, #f, \\\n\
+         \toffsetof(struct s, f), sizeof(((struct s *)0)->f))\n\
+         int main(void)\n{{\n"
+    );
+    for (c_name, fields) in structs {
+        let Some(c_fields) = decls.structs.get(c_name) else {
+            continue;
+        };
+        let _ = writeln!(
+            prog,
+            "\tprintf(\"struct %s %zu\\n\", \"{c_name}\", sizeof(struct {c_name}));"
+        );
+        for f in fields {
+            if c_fields.iter().any(|c| c == f) {
+                let _ = writeln!(prog, "\tFIELD({c_name}, {f});");
+            }
+        }
+    }
+    for name in consts {
+        if decls.defines.contains(name) {
+            let _ = writeln!(
+                prog,
+                "\tprintf(\"const %s %llu\\n\", \"{name}\", (unsigned long long)({name}));"
+            );
+        }
+    }
+    prog.push_str("\treturn 0;\n}\n");
+    prog
+}
+
+/// Runs a compiled probe and parses what it printed; panics (these are
+/// test helpers) on a failed run or a line it did not expect.
+pub fn run_probe(exe: &Path) -> ProbeOutput {
+    let out = Command::new(exe).output().expect("run the probe");
+    assert!(out.status.success(), "probe exited with {}", out.status);
+    let stdout = String::from_utf8(out.stdout).expect("probe output is UTF-8");
+    let mut p = ProbeOutput::default();
+    for line in stdout.lines() {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let num = |s: &str| -> u64 { s.parse().unwrap_or_else(|_| panic!("probe line {line:?}")) };
+        match w.as_slice() {
+            ["struct", s, size] => {
+                p.sizes.insert(s.to_string(), num(size));
+            }
+            ["field", s, f, off, size] => {
+                p.fields
+                    .insert((s.to_string(), f.to_string()), (num(off), num(size)));
+            }
+            ["const", n, v] => {
+                p.consts.insert(n.to_string(), num(v));
+            }
+            _ => panic!("unexpected probe output line {line:?}"),
+        }
+    }
+    p
+}

@@ -11,11 +11,9 @@
 //! sizes, offsets, values, and names present on one side only.
 
 use pinlease::abi;
-use pinlease::c_header::{compile, parse_header};
+use pinlease::c_header::{compile, parse_header, probe_source, run_probe, ProbeOutput};
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// `PL_*` macros of the header that are helpers, not ABI values.
 const HEADER_HELPER_MACROS: &[&str] = &["PL_ABI_CHECK_SIZE"];
@@ -131,44 +129,17 @@ fn mismatches(include: &Path) -> Vec<String> {
     }
 
     // The probe: sizes, offsets and values of everything both sides name.
-    let mut prog = String::from(
-        "#include <stddef.h>\n\
-         #include <stdio.h>\n\
-         /*\n\
-          * Disable the header's own size assertions, so that every size\n\
-          * mismatch is printed and compared, not only the first gcc sees.\n\
-          */\n\
-         #define _Static_assert(cond, msg) extern int abi_layout_probe_unused\n\
-         #include \"pinlease_abi.h\"\n\
-         #define FIELD(s, f) printf(\"field %s %s %zu %zu\\n\", #s, #f, \\\n\
-         \toffsetof(struct s, f), sizeof(((struct s *)0)->f))\n\
-         int main(void)\n{\n",
+    // The header's own size assertions are turned off, so that every size
+    // mismatch is printed and compared, not only the first gcc sees.
+    let prog = probe_source(
+        "#define _Static_assert(cond, msg) extern int abi_layout_probe_unused\n",
+        HEADER_NAME,
+        &decls,
+        rust.iter().map(|(c_name, (_, _, fields))| {
+            (c_name.as_str(), fields.iter().map(|f| f.0).collect())
+        }),
+        consts.keys().copied(),
     );
-    for (c_name, (_, _, fields)) in &rust {
-        let Some(c_fields) = decls.structs.get(c_name) else {
-            continue;
-        };
-        writeln!(
-            prog,
-            "\tprintf(\"struct %s %zu\\n\", \"{c_name}\", sizeof(struct {c_name}));"
-        )
-        .unwrap();
-        for (f, _, _) in fields {
-            if c_fields.iter().any(|c| c == f) {
-                writeln!(prog, "\tFIELD({c_name}, {f});").unwrap();
-            }
-        }
-    }
-    for name in consts.keys() {
-        if decls.defines.contains(*name) {
-            writeln!(
-                prog,
-                "\tprintf(\"const %s %llu\\n\", \"{name}\", (unsigned long long)({name}));"
-            )
-            .unwrap();
-        }
-    }
-    prog.push_str("\treturn 0;\n}\n");
 
     let dir = tempfile::tempdir().expect("create tempdir");
     // The header on its own, with its size assertions, and no padding.
@@ -198,29 +169,11 @@ fn mismatches(include: &Path) -> Vec<String> {
             return bad;
         }
     };
-    let out = Command::new(&exe).output().expect("run the probe");
-    assert!(out.status.success(), "probe exited with {}", out.status);
-    let stdout = String::from_utf8(out.stdout).expect("probe output is UTF-8");
-
-    let mut c_sizes = BTreeMap::new();
-    let mut c_fields = BTreeMap::new();
-    let mut c_consts = BTreeMap::new();
-    for line in stdout.lines() {
-        let w: Vec<&str> = line.split_whitespace().collect();
-        let num = |s: &str| -> u64 { s.parse().unwrap_or_else(|_| panic!("probe line {line:?}")) };
-        match w.as_slice() {
-            ["struct", s, size] => {
-                c_sizes.insert(s.to_string(), num(size));
-            }
-            ["field", s, f, off, size] => {
-                c_fields.insert((s.to_string(), f.to_string()), (num(off), num(size)));
-            }
-            ["const", n, v] => {
-                c_consts.insert(n.to_string(), num(v));
-            }
-            _ => panic!("unexpected probe output line {line:?}"),
-        }
-    }
+    let ProbeOutput {
+        sizes: c_sizes,
+        fields: c_fields,
+        consts: c_consts,
+    } = run_probe(&exe);
 
     for (c_name, (r_name, size, fields)) in &rust {
         if let Some(&c_size) = c_sizes.get(c_name) {

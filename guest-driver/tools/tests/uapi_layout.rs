@@ -8,12 +8,10 @@
 //! it and compare with `uapi::layout_table()` and `uapi::constant_table()`.
 //! Every disagreement is reported in one failure message.
 
-use pinlease::c_header::{compile, parse_header};
+use pinlease::c_header::{compile, parse_header, probe_source, run_probe, ProbeOutput};
 use pinlease_guest::uapi;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const HEADER_NAME: &str = "pinlease_uapi.h";
 
@@ -97,37 +95,14 @@ fn mismatches(include: &Path) -> Vec<String> {
         }
     }
 
-    let mut prog = String::from(
-        "#include <stddef.h>\n#include <stdio.h>\n#include \"pinlease_uapi.h\"\n\
-         #define FIELD(s, f) printf(\"field %s %s %zu %zu\\n\", #s, #f, \\\n\
-         \toffsetof(struct s, f), sizeof(((struct s *)0)->f))\n\
-         int main(void)\n{\n",
+    let prog = probe_source(
+        "",
+        HEADER_NAME,
+        &decls,
+        rust.iter()
+            .map(|(c_name, (_, fields))| (*c_name, fields.iter().map(|f| f.0).collect())),
+        consts.keys().copied(),
     );
-    for (c_name, (_, fields)) in &rust {
-        let Some(c_fields) = decls.structs.get(*c_name) else {
-            continue;
-        };
-        writeln!(
-            prog,
-            "\tprintf(\"struct %s %zu\\n\", \"{c_name}\", sizeof(struct {c_name}));"
-        )
-        .unwrap();
-        for (f, _, _) in fields {
-            if c_fields.iter().any(|c| c == f) {
-                writeln!(prog, "\tFIELD({c_name}, {f});").unwrap();
-            }
-        }
-    }
-    for name in consts.keys() {
-        if decls.defines.contains(*name) {
-            writeln!(
-                prog,
-                "\tprintf(\"const %s %llu\\n\", \"{name}\", (unsigned long long)({name}));"
-            )
-            .unwrap();
-        }
-    }
-    prog.push_str("\treturn 0;\n}\n");
 
     let dir = tempfile::tempdir().expect("tempdir");
     let mut last = Vec::new();
@@ -154,26 +129,11 @@ fn mismatches(include: &Path) -> Vec<String> {
             return bad;
         }
     };
-    let out = Command::new(&exe).output().expect("run probe");
-    assert!(out.status.success(), "probe exited with {}", out.status);
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let (mut sizes, mut fields, mut vals) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
-    for line in stdout.lines() {
-        let w: Vec<&str> = line.split_whitespace().collect();
-        let num = |s: &str| -> u64 { s.parse().unwrap_or_else(|_| panic!("probe line {line:?}")) };
-        match w.as_slice() {
-            ["struct", s, n] => {
-                sizes.insert(s.to_string(), num(n));
-            }
-            ["field", s, f, o, n] => {
-                fields.insert((s.to_string(), f.to_string()), (num(o), num(n)));
-            }
-            ["const", n, v] => {
-                vals.insert(n.to_string(), num(v));
-            }
-            _ => panic!("unexpected probe line {line:?}"),
-        }
-    }
+    let ProbeOutput {
+        sizes,
+        fields,
+        consts: vals,
+    } = run_probe(&exe);
     for (c_name, (size, fs)) in &rust {
         if let Some(&c) = sizes.get(*c_name) {
             if c != *size as u64 {
