@@ -1813,18 +1813,7 @@ fn reload_module(t: &mut CaseCtx) -> CaseResult {
         }
     }
     t.diag(format!("rmmod took {} ms", start.elapsed().as_millis()));
-    let gone = {
-        let s = Instant::now();
-        loop {
-            if !std::path::Path::new(crate::dev::DEFAULT_DEV).exists() {
-                break true;
-            }
-            if s.elapsed() > Duration::from_secs(2) {
-                break false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let gone = sys::wait_path_gone(crate::dev::DEFAULT_DEV, Duration::from_secs(2));
     ensure!(
         gone,
         "{} still exists 2 s after rmmod",
@@ -2142,18 +2131,7 @@ fn unbind_with_live_mrs_then_rebind(t: &mut CaseCtx) -> CaseResult {
     t.diag(format!("event fd: revents {rev:#x}, read EOF"));
 
     // The node, the debugfs dir: gone; a new open fails.
-    let node_gone = {
-        let s = Instant::now();
-        loop {
-            if !std::path::Path::new(crate::dev::DEFAULT_DEV).exists() {
-                break true;
-            }
-            if s.elapsed() > Duration::from_secs(2) {
-                break false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
+    let node_gone = sys::wait_path_gone(crate::dev::DEFAULT_DEV, Duration::from_secs(2));
     ensure!(
         node_gone,
         "{} still exists 2 s after unbind",

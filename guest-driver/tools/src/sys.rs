@@ -961,9 +961,20 @@ pub fn module_loaded(name: &str) -> bool {
 
 /// Waits for a path to exist.
 pub fn wait_path(path: &str, timeout: Duration) -> bool {
+    wait_path_state(path, true, timeout)
+}
+
+/// Waits for a path to disappear (a device node after unbind or rmmod).
+pub fn wait_path_gone(path: &str, timeout: Duration) -> bool {
+    wait_path_state(path, false, timeout)
+}
+
+/// Polls every 20 ms until `path` exists (or not, per `present`); false
+/// once `timeout` passed without that.
+fn wait_path_state(path: &str, present: bool, timeout: Duration) -> bool {
     let start = Instant::now();
     loop {
-        if std::path::Path::new(path).exists() {
+        if std::path::Path::new(path).exists() == present {
             return true;
         }
         if start.elapsed() >= timeout {
