@@ -288,6 +288,9 @@ pub const PL_BREAK_ZERO_RANGE: u32 = 5;
 pub const PL_BREAK_REFLINK: u32 = 6;
 pub const PL_BREAK_WRITE: u32 = 7;
 pub const PL_BREAK_OTHER: u32 = 8;
+/// A spurious break raised by the device's fault plan (docs/faults.md), not
+/// by the guest kernel.
+pub const PL_BREAK_INJECTED: u32 = 9;
 
 /// FILL / VERIFY pattern modes.
 /// Every 8-byte word holds `pattern`.
@@ -313,6 +316,9 @@ pub const PL_EVENT_FAULT_INJECTED: u16 = 5;
 pub const PL_EVENT_DEVICE_ERROR: u16 = 6;
 /// The scrubber wrote into an MR under a LOST lease (once per lease).
 pub const PL_EVENT_SCRUB_LOST_ACCESS: u16 = 7;
+/// The device needs a reset (virtio DEVICE_NEEDS_RESET, raised by the fault
+/// plan): every request is answered EIO until the driver resets the device.
+pub const PL_EVENT_NEEDS_RESET: u16 = 8;
 
 /// Event flag: events were dropped before this one (no buffer was posted
 /// and the device's backlog was full); `dropped` counts them.
@@ -323,6 +329,8 @@ pub const PL_REVOKE_LEASE_BREAK: u64 = 1;
 pub const PL_REVOKE_MEMORY_MAP: u64 = 2;
 pub const PL_REVOKE_CONTEXT_CLOSE: u64 = 3;
 pub const PL_REVOKE_SOURCE_GONE: u64 = 4;
+/// Revoked by the device's fault plan (docs/faults.md).
+pub const PL_REVOKE_INJECTED: u64 = 5;
 
 // ---- request and response layouts --------------------------------------------
 
@@ -736,6 +744,7 @@ pub fn constant_table() -> Vec<(&'static str, u64)> {
         ("PL_BREAK_REFLINK", PL_BREAK_REFLINK.into()),
         ("PL_BREAK_WRITE", PL_BREAK_WRITE.into()),
         ("PL_BREAK_OTHER", PL_BREAK_OTHER.into()),
+        ("PL_BREAK_INJECTED", PL_BREAK_INJECTED.into()),
         ("PL_PATTERN_CONST", PL_PATTERN_CONST.into()),
         ("PL_PATTERN_OFFSET_XOR", PL_PATTERN_OFFSET_XOR.into()),
         ("PL_FEATURE_EXPORT", PL_FEATURE_EXPORT),
@@ -755,11 +764,13 @@ pub fn constant_table() -> Vec<(&'static str, u64)> {
             "PL_EVENT_SCRUB_LOST_ACCESS",
             PL_EVENT_SCRUB_LOST_ACCESS.into(),
         ),
+        ("PL_EVENT_NEEDS_RESET", PL_EVENT_NEEDS_RESET.into()),
         ("PL_EVENT_F_DROPPED", PL_EVENT_F_DROPPED.into()),
         ("PL_REVOKE_LEASE_BREAK", PL_REVOKE_LEASE_BREAK),
         ("PL_REVOKE_MEMORY_MAP", PL_REVOKE_MEMORY_MAP),
         ("PL_REVOKE_CONTEXT_CLOSE", PL_REVOKE_CONTEXT_CLOSE),
         ("PL_REVOKE_SOURCE_GONE", PL_REVOKE_SOURCE_GONE),
+        ("PL_REVOKE_INJECTED", PL_REVOKE_INJECTED),
         ("PL_MAX_CONTEXTS", PL_MAX_CONTEXTS.into()),
         ("PL_MAX_MRS", PL_MAX_MRS.into()),
         ("PL_MAX_PAGES_PER_MR", PL_MAX_PAGES_PER_MR.into()),

@@ -164,6 +164,7 @@ static inline __u64 pl_scrub_seed(__u64 key)
 #define PL_BREAK_REFLINK	6
 #define PL_BREAK_WRITE		7
 #define PL_BREAK_OTHER		8
+#define PL_BREAK_INJECTED	9	/* spurious break from the fault plan */
 
 /* FILL / VERIFY pattern modes: every 8-byte word holds pattern. */
 #define PL_PATTERN_CONST	0
@@ -190,6 +191,8 @@ static inline __u64 pl_scrub_seed(__u64 key)
 #define PL_EVENT_DEVICE_ERROR		6
 /* The scrubber wrote into an MR under a LOST lease (once per lease). */
 #define PL_EVENT_SCRUB_LOST_ACCESS	7
+/* the device needs a reset: every request answers EIO until it is reset */
+#define PL_EVENT_NEEDS_RESET		8
 
 /*
  * Event flag: events were dropped before this one (no buffer was posted and
@@ -202,6 +205,7 @@ static inline __u64 pl_scrub_seed(__u64 key)
 #define PL_REVOKE_MEMORY_MAP	2
 #define PL_REVOKE_CONTEXT_CLOSE	3
 #define PL_REVOKE_SOURCE_GONE	4
+#define PL_REVOKE_INJECTED	5	/* revoked by the fault plan */
 
 /* ---- limits ------------------------------------------------------------- */
 
