@@ -130,7 +130,7 @@ int pl_submit(struct pl_dev *dev, u16 op, u64 ctx, const void *body,
 			goto out;
 		}
 		/* req_ok: no reset is between its stop and its restart */
-		gen = dev->gen;
+		gen = READ_ONCE(dev->gen);
 		err = virtqueue_add_sgs(dev->req_vq, sgs, nout, 1, r,
 					GFP_ATOMIC);
 		if (!err) {
@@ -231,7 +231,7 @@ static void pl_req_done(struct virtqueue *vq)
 	 * timeout. Reset now.
 	 */
 	broken = dev->req_ok && virtqueue_is_broken(vq);
-	gen = dev->gen;
+	gen = READ_ONCE(dev->gen);
 	spin_unlock_irqrestore(&dev->req_lock, flags);
 	wake_up(&dev->req_space);
 	if (broken) {
@@ -313,7 +313,7 @@ static void pl_evt_work(struct work_struct *work)
 			spin_unlock_irq(&dev->evt_lock);
 			return;
 		}
-		gen = dev->gen;
+		gen = READ_ONCE(dev->gen);
 		buf = virtqueue_get_buf(dev->evt_vq, &len);
 		if (!buf) {
 			bool broken = virtqueue_is_broken(dev->evt_vq);
@@ -480,7 +480,7 @@ static int pl_dev_reset_before(struct pl_dev *dev, u64 want)
 	atomic64_inc(&dev->nr_resets);
 	pl_stop_vqs(dev, -EIO);
 	pl_kill_contexts(dev);
-	dev->gen++;
+	WRITE_ONCE(dev->gen, dev->gen + 1);	/* read under req_lock/evt_lock */
 
 	err = pl_renegotiate(dev->vdev);
 	if (!err)
