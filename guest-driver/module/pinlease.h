@@ -231,8 +231,8 @@ const char *pl_lease_policy_name(const struct pl_lease *l);
 unsigned long pl_req_timeout(void);
 unsigned int pl_req_timeout_ms(void);
 long pl_fault_pin_limit(unsigned long npages);
-void pl_fault_pin_fired(struct pl_dev *dev, unsigned long pinned,
-			unsigned long npages);
+bool pl_fault_pin_fire(struct pl_dev *dev, unsigned long pinned,
+		       unsigned long npages);
 bool pl_fault_lease_set(struct pl_dev *dev, u64 ino);
 void pl_fault_release_delay(struct pl_dev *dev, u64 handle);
 bool pl_fault_drop_event(struct pl_dev *dev, const struct pl_event *ev);

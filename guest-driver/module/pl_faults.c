@@ -130,24 +130,32 @@ unsigned int pl_req_timeout_ms(void)
 	return atomic_read(&pl_fp_req_timeout.val);
 }
 
+/*
+ * How many pages a REG_MR of @npages pins before fault_pin_after stops it,
+ * or -1. Only a look: the count is taken when the REG_MR gets there, so a
+ * REG_MR that fails earlier for a real reason does not use it up.
+ */
 long pl_fault_pin_limit(unsigned long npages)
 {
 	int after = atomic_read(&pl_fp_pin_after.val);
 
 	/* a REG_MR that pins fewer pages never gets there */
-	if (after < 0 || (unsigned long)after >= npages)
-		return -1;
-	if (!pl_fault_take_pin_times())
+	if (after < 0 || (unsigned long)after >= npages ||
+	    !atomic_read(&pl_fp_pin_times.val))
 		return -1;
 	return after;
 }
 
-void pl_fault_pin_fired(struct pl_dev *dev, unsigned long pinned,
-			unsigned long npages)
+/* @pinned pages are pinned, fault_pin_after reached: does it fire? */
+bool pl_fault_pin_fire(struct pl_dev *dev, unsigned long pinned,
+		       unsigned long npages)
 {
+	if (!pl_fault_take_pin_times())
+		return false;
 	atomic64_inc(&dev->faults.pin_after);
 	pr_info("fault injected: pin_after %lu pages (%s REG_MR of %lu pages, pid %d): -EFAULT\n",
 		pinned, dev->name, npages, task_tgid_vnr(current));
+	return true;
 }
 
 bool pl_fault_lease_set(struct pl_dev *dev, u64 ino)

@@ -334,6 +334,7 @@ static int pl_pin(struct pl_dev *dev, unsigned long start,
 	unsigned long pinned = 0, want = fail_at < 0 ? npages : fail_at;
 	int ret;
 
+again:
 	while (pinned < want) {
 		if (fatal_signal_pending(current)) {
 			ret = -EINTR;
@@ -352,9 +353,13 @@ static int pl_pin(struct pl_dev *dev, unsigned long start,
 		cond_resched();
 	}
 	if (pinned < npages) {
-		pl_fault_pin_fired(dev, pinned, npages);
-		ret = -EFAULT;
-		goto unpin;
+		/* a racing REG_MR may have taken the last fault_pin_times */
+		if (pl_fault_pin_fire(dev, pinned, npages)) {
+			ret = -EFAULT;
+			goto unpin;
+		}
+		want = npages;
+		goto again;
 	}
 	return 0;
 unpin:
