@@ -4381,6 +4381,57 @@ fn fault_pin_times_counts_down(t: &mut CaseCtx) -> CaseResult {
     let fired = fault_count("fired pin_after")? - fired0;
     t.diag(format!("fired pin_after +{fired}"));
     ensure!(fired == 6, "fired pin_after went up by {fired}, expected 6");
+    // Racing REG_MRs take the countdown exactly: 4 threads x 8 REG_MRs
+    // against fault_pin_times=10 fail exactly 10 times.
+    const THREADS: usize = 4;
+    const EACH: usize = 8;
+    const TIMES: i64 = 10;
+    fp.set("fault_pin_after", 3)?;
+    fp.set("fault_pin_times", TIMES)?;
+    let results: Vec<Result<usize, String>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..THREADS)
+            .map(|_| {
+                s.spawn(|| -> Result<usize, String> {
+                    let d = Dev::open_default().map_err(|e| e.to_string())?;
+                    let m = Mapping::anon(FAULT_MR_PAGES * 4096).map_err(|e| e.to_string())?;
+                    let mut faults = 0;
+                    for _ in 0..EACH {
+                        match reg_fault_mr(&d, &m) {
+                            Ok(r) => d.dereg_mr(r.key).map_err(|e| e.to_string())?,
+                            Err(e) if e.errno == libc::EFAULT => faults += 1,
+                            Err(e) => return Err(e.to_string()),
+                        }
+                    }
+                    Ok(faults)
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("thread panicked".into())))
+            .collect()
+    });
+    let mut faults = 0;
+    for r in results {
+        match r {
+            Ok(n) => faults += n as i64,
+            Err(e) => fail!("racing REG_MR: {e}"),
+        }
+    }
+    t.diag(format!(
+        "{THREADS} threads x {EACH} REG_MRs, fault_pin_times={TIMES}: {faults} failed EFAULT"
+    ));
+    ensure!(
+        faults == TIMES,
+        "{faults} racing REG_MRs failed, fault_pin_times was {TIMES}"
+    );
+    let v = param_get("fault_pin_times")?;
+    ensure!(v == 0, "fault_pin_times reads {v} after the race");
+    let fired = fault_count("fired pin_after")? - fired0;
+    ensure!(
+        fired == 6 + TIMES,
+        "fired pin_after went up by {fired}, expected {}",
+        6 + TIMES
+    );
     ensure!(pins_held()? == held0, "pins did not balance");
     Ok(())
 }
