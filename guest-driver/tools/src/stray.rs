@@ -194,15 +194,13 @@ pub fn run(percent: u32, duration: Duration) -> Result<StrayReport, String> {
         r.passes += 1;
         r.words = s.words;
         r.nonzero = r.nonzero.max(s.nonzero);
-        if s.canaries > r.canaries || r.hits.is_empty() {
-            r.canaries = r.canaries.max(s.canaries);
-            if !s.hits.is_empty() {
-                r.hits = s
-                    .hits
-                    .iter()
-                    .map(|c| (map.addr() + c.offset as u64, *c))
-                    .collect();
-            }
+        if s.canaries > r.canaries {
+            r.canaries = s.canaries;
+            r.hits = s
+                .hits
+                .iter()
+                .map(|c| (map.addr() + c.offset as u64, *c))
+                .collect();
         }
         if t0.elapsed() >= duration {
             break;
