@@ -227,9 +227,13 @@ static void pl_lease_break_work(struct work_struct *work)
 		 */
 		if (!err)
 			l->mrs_revoked += pl_lease_unpin_range(l);
+		/*
+		 * State first: removing the kernel lease lets the breaker
+		 * return, and whoever watches it must then see "revoked".
+		 */
+		WRITE_ONCE(l->state, PL_LS_REVOKED);
 		pl_lease_unset(l);
 		pl_lease_dev_release(l, PL_RELEASE_HOLDER);
-		WRITE_ONCE(l->state, PL_LS_REVOKED);
 		break;
 	case PL_POLICY_WAIT:
 		WRITE_ONCE(l->state, PL_LS_BREAKING);
