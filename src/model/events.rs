@@ -3,13 +3,34 @@
 //! next one delivered carries the count (PL_EVENT_F_DROPPED).
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use crate::abi::{PlEvent, PL_EVENT_F_DROPPED};
+use crate::abi::{PlEvent, PL_EVENT_FAULT_INJECTED, PL_EVENT_F_DROPPED, PL_EVENT_NEEDS_RESET};
 
 /// Called (from any thread) when an event is queued, so the transport can
 /// wake up and deliver it. Kept as a closure: the model knows no eventfds.
 pub type Notify = Box<dyn Fn() + Send + Sync>;
+
+/// What a fault plan decided for an event about to be queued (the
+/// `event:KIND` fault point, docs/faults.md 1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventFate {
+    Deliver,
+    /// Discarded.
+    Drop,
+    /// Queued twice.
+    Duplicate,
+    /// Taken by the filter, which queues it later with `push_unfiltered`
+    /// (delay).
+    Held,
+    /// Held here until the next event is queued, then queued after it (or
+    /// alone by `release_reordered`).
+    Reorder,
+}
+
+/// Decides the fate of an event (kind, ctx, args). Called before any lock
+/// of the queue is taken, possibly with the device's writer lock held.
+pub type Filter = Arc<dyn Fn(u16, u64, [u64; 4]) -> EventFate + Send + Sync>;
 
 pub const DEFAULT_BACKLOG: usize = 4096;
 
@@ -18,6 +39,8 @@ struct Inner {
     queue: VecDeque<PlEvent>,
     next_seq: u64,
     dropped_pending: u32,
+    /// Events a `reorder` fault holds until the next one is queued.
+    reordered: Vec<(u16, u64, [u64; 4])>,
     dropped_total: u64,
     queued_total: u64,
     delivered_total: u64,
@@ -27,6 +50,7 @@ pub struct EventQueue {
     inner: Mutex<Inner>,
     capacity: usize,
     notify: Mutex<Option<Notify>>,
+    filter: Mutex<Option<Filter>>,
 }
 
 /// Counters for status.
@@ -47,6 +71,7 @@ impl EventQueue {
             }),
             capacity,
             notify: Mutex::new(None),
+            filter: Mutex::new(None),
         }
     }
 
@@ -58,14 +83,76 @@ impl EventQueue {
         *self.notify.lock().unwrap_or_else(|e| e.into_inner()) = Some(n);
     }
 
-    /// Queues an event of `kind` about context `ctx` with `args`.
+    pub fn set_filter(&self, f: Filter) {
+        *self.filter.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+    }
+
+    /// Queues an event of `kind` about context `ctx` with `args`, subject
+    /// to the fault filter (FAULT_INJECTED and NEEDS_RESET never are).
     pub fn push(&self, kind: u16, ctx: u64, args: [u64; 4]) {
+        let filter = if kind == PL_EVENT_FAULT_INJECTED || kind == PL_EVENT_NEEDS_RESET {
+            None
+        } else {
+            self.filter
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        };
+        match filter.map_or(EventFate::Deliver, |f| f(kind, ctx, args)) {
+            EventFate::Deliver => self.push_unfiltered(kind, ctx, args),
+            EventFate::Drop | EventFate::Held => {}
+            EventFate::Duplicate => {
+                self.push_unfiltered(kind, ctx, args);
+                self.push_unfiltered(kind, ctx, args);
+            }
+            EventFate::Reorder => self.lock().reordered.push((kind, ctx, args)),
+        }
+    }
+
+    /// Queues the events a `reorder` fault held, after whatever was queued
+    /// since (or alone, when nothing came in time).
+    pub fn release_reordered(&self) {
+        let held = std::mem::take(&mut self.lock().reordered);
+        for (kind, ctx, args) in held {
+            self.enqueue(kind, ctx, args);
+        }
+        if !self.is_empty() {
+            self.notify();
+        }
+    }
+
+    /// Queues an event without consulting the fault filter (a delayed event
+    /// coming due), then any reordered ones held before it.
+    pub fn push_unfiltered(&self, kind: u16, ctx: u64, args: [u64; 4]) {
+        let mut queued = self.enqueue(kind, ctx, args);
+        let held = std::mem::take(&mut self.lock().reordered);
+        for (kind, ctx, args) in held {
+            queued |= self.enqueue(kind, ctx, args);
+        }
+        if queued {
+            self.notify();
+        }
+    }
+
+    fn notify(&self) {
+        if let Some(n) = self
+            .notify
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            n();
+        }
+    }
+
+    /// Appends one event; false when the backlog is full (counted).
+    fn enqueue(&self, kind: u16, ctx: u64, args: [u64; 4]) -> bool {
         {
             let mut g = self.lock();
             if g.queue.len() >= self.capacity {
                 g.dropped_pending = g.dropped_pending.saturating_add(1);
                 g.dropped_total += 1;
-                return;
+                return false;
             }
             let seq = g.next_seq;
             g.next_seq += 1;
@@ -84,14 +171,7 @@ impl EventQueue {
             });
             g.queued_total += 1;
         }
-        if let Some(n) = self
-            .notify
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            n();
-        }
+        true
     }
 
     /// Takes the oldest event for delivery.
@@ -114,7 +194,9 @@ impl EventQueue {
     /// Drops the backlog (device reset); dropped events are not counted
     /// as drops, which mean "the driver missed events it should see".
     pub fn clear(&self) {
-        self.lock().queue.clear();
+        let mut g = self.lock();
+        g.queue.clear();
+        g.reordered.clear();
     }
 
     pub fn is_empty(&self) -> bool {
