@@ -250,4 +250,39 @@ mod tests {
         let s = q.stats();
         assert_eq!((s.queued, s.delivered, s.dropped, s.backlog), (4, 4, 2, 0));
     }
+
+    #[test]
+    fn filter_fates() {
+        let q = EventQueue::new(16);
+        // The fate is picked by args[0]; FAULT_INJECTED/NEEDS_RESET bypass.
+        q.set_filter(Arc::new(|_, _, args| match args[0] {
+            1 => EventFate::Drop,
+            2 => EventFate::Duplicate,
+            3 => EventFate::Reorder,
+            4 => EventFate::Held,
+            _ => EventFate::Deliver,
+        }));
+        q.push(1, 0, [1, 0, 0, 0]);
+        q.push(PL_EVENT_FAULT_INJECTED, 0, [1, 0, 0, 0]);
+        q.push(1, 0, [2, 0, 0, 0]);
+        q.push(1, 0, [3, 0, 0, 0]);
+        q.push(1, 0, [4, 0, 0, 0]);
+        q.push(1, 0, [5, 0, 0, 0]);
+        q.push(1, 0, [3, 1, 0, 0]);
+        let got: Vec<u64> = std::iter::from_fn(|| q.pop()).map(|e| e.args[0]).collect();
+        // Dropped 1 (the FAULT_INJECTED one passes), 2 twice, the reordered
+        // 3 after 5, the held 4 nowhere, the last 3 still held.
+        assert_eq!(got, vec![1, 2, 2, 5, 3]);
+        q.release_reordered();
+        assert_eq!(q.pop().map(|e| e.args), Some([3, 1, 0, 0]));
+        q.push(1, 0, [3, 2, 0, 0]);
+        q.clear();
+        q.push(1, 0, [5, 0, 0, 0]);
+        assert_eq!(
+            q.pop().map(|e| e.args[0]),
+            Some(5),
+            "reset forgot the held one"
+        );
+        assert!(q.pop().is_none());
+    }
 }
