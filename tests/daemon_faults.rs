@@ -718,3 +718,83 @@ fn status_shows_the_plan_and_counts_and_seed_override() {
     );
     d.assert_healthy();
 }
+
+#[test]
+fn fail_at_context_teardown_and_lease_break_leaves_the_model_alone() {
+    let (mut d, _f) = daemon_with_plan(
+        r#"
+[[rule]]
+point = "context-teardown"
+action = "fail"
+status = "EBUSY"
+count = 1
+[[rule]]
+point = "lease-break"
+action = "fail"
+status = "ENOMEM"
+"#,
+        &[],
+    );
+    let mut c = client(&d);
+    let ctx = c.create_context(1, "teardown").unwrap();
+    let lease = c
+        .lease_take(ctx, &lease_req(file(1), 0, 4096, PL_POLICY_REVOKE))
+        .unwrap();
+    let r = c.lease_break(&break_req(file(1), 0, 4096, PL_BREAK_TRUNCATE));
+    assert_eq!(status_of(r), Status::NoMem);
+    let st = d.device();
+    assert_eq!(
+        find_by_handle(&st["leases"], "handle", lease).unwrap()["state"],
+        "active"
+    );
+    // A break that overlaps no ACTIVE lease is not a lease-break hit.
+    c.lease_break(&break_req(file(2), 0, 4096, PL_BREAK_TRUNCATE))
+        .unwrap();
+    assert_eq!(rules(&d)[1]["hits"].as_u64(), Some(1));
+    assert_eq!(status_of(c.close_context(ctx)), Status::Busy);
+    let st = d.device();
+    assert_eq!(
+        find_by_handle(&st["contexts"], "handle", ctx).unwrap()["state"],
+        "open"
+    );
+    let fi = event_of(&mut c, PL_EVENT_FAULT_INJECTED);
+    assert_eq!(fi.args, [5 << 16, 1, 2, Status::NoMem as u64]);
+    let fi = event_of(&mut c, PL_EVENT_FAULT_INJECTED);
+    assert_eq!(
+        (fi.ctx, fi.args),
+        (ctx, [4 << 16, 1, 1, Status::Busy as u64])
+    );
+    let closed = c.close_context(ctx).unwrap();
+    assert_eq!(closed.leases_released, 1);
+    d.assert_healthy();
+}
+
+#[test]
+fn reordered_event_follows_the_next_one() {
+    let (mut d, _f) = daemon_with_plan(
+        "[[rule]]\npoint = \"event:CONTEXT_TORN_DOWN\"\naction = \"reorder\"\ncount = 1\n",
+        &[],
+    );
+    let mut c = client(&d);
+    let a = c.create_context(1, "a").unwrap();
+    let b = c.create_context(2, "b").unwrap();
+    c.close_context(a).unwrap();
+    c.close_context(b).unwrap();
+    let fi = expect_event(&mut c, "FAULT_INJECTED");
+    assert_eq!(
+        (fi.kind, fi.ctx, fi.args),
+        (
+            PL_EVENT_FAULT_INJECTED,
+            a,
+            [2 << 16 | u64::from(PL_EVENT_CONTEXT_TORN_DOWN), 5, 1, 0]
+        )
+    );
+    let first = expect_event(&mut c, "B's CONTEXT_TORN_DOWN");
+    let second = expect_event(&mut c, "A's CONTEXT_TORN_DOWN");
+    assert_eq!(
+        (first.kind, first.ctx, second.kind, second.ctx),
+        (PL_EVENT_CONTEXT_TORN_DOWN, b, PL_EVENT_CONTEXT_TORN_DOWN, a)
+    );
+    assert!(first.seq < second.seq);
+    d.assert_healthy();
+}
