@@ -1,4 +1,4 @@
-//! The admin socket: `pinlease status` (and later `pinlease inject`) talk to
+//! The admin socket: `pinlease status` and `pinlease inject` talk to
 //! the daemon here. One JSON object per line each way. The socket is mode
 //! 0600 and every peer's credentials are checked (SO_PEERCRED): only root
 //! and the daemon's own uid are served.
