@@ -102,27 +102,36 @@ impl PinleaseBackend {
             let (Some(dev), Some(deferred)) = (dev.upgrade(), deferred.upgrade()) else {
                 return EventFate::Deliver;
             };
-            let mut fate = EventFate::Deliver;
-            for f in faults.hit(Point::Event(Some(kind))) {
-                match faults.fire(&dev, &f, ctx, None, true) {
-                    Effect::Drop => fate = EventFate::Drop,
-                    Effect::Duplicate if fate == EventFate::Deliver => fate = EventFate::Duplicate,
-                    Effect::Delay(ms) if fate != EventFate::Held => {
-                        deferred.hold(
-                            Item::Event { kind, ctx, args },
-                            std::time::Duration::from_millis(ms),
-                            false,
-                        );
-                        fate = EventFate::Held;
-                    }
-                    Effect::Reorder if fate == EventFate::Deliver => {
-                        deferred.hold(Item::ReleaseReorderedEvents, REORDER_WAIT, false);
-                        fate = EventFate::Reorder;
-                    }
-                    _ => {}
-                }
+            let effects: Vec<Effect> = faults
+                .hit(Point::Event(Some(kind)))
+                .iter()
+                .map(|f| faults.fire(&dev, f, ctx, None, true))
+                .collect();
+            // One fate per event: drop beats delay beats reorder beats
+            // duplicate.
+            if effects.contains(&Effect::Drop) {
+                return EventFate::Drop;
             }
-            fate
+            let delay = effects.iter().find_map(|e| match e {
+                Effect::Delay(ms) => Some(*ms),
+                _ => None,
+            });
+            if let Some(ms) = delay {
+                deferred.hold(
+                    Item::Event { kind, ctx, args },
+                    std::time::Duration::from_millis(ms),
+                    false,
+                );
+                return EventFate::Held;
+            }
+            if effects.contains(&Effect::Reorder) {
+                deferred.hold(Item::ReleaseReorderedEvents, REORDER_WAIT, false);
+                return EventFate::Reorder;
+            }
+            if effects.contains(&Effect::Duplicate) {
+                return EventFate::Duplicate;
+            }
+            EventFate::Deliver
         }));
     }
 

@@ -232,6 +232,9 @@ fn named_mr(op: Opcode, b: &[u8]) -> Option<u64> {
 struct Faults<'a> {
     engine: Option<&'a FaultEngine>,
     completion: Completion,
+    /// A fault at a point inside `dispatch` decided the answer: the model
+    /// did not act, so `request:OP:after` is not hit.
+    decided: bool,
 }
 
 impl Faults<'_> {
@@ -242,7 +245,10 @@ impl Faults<'_> {
         };
         let effects = engine.at(dev, point, ctx, None);
         match fold_effects(&effects, &mut self.completion) {
-            Some(s) => Err(injected(s, &point.to_string())),
+            Some(s) => {
+                self.decided = true;
+                Err(injected(s, &point.to_string()))
+            }
             None => Ok(()),
         }
     }
@@ -422,6 +428,7 @@ pub fn handle(dev: &Device, engine: Option<&FaultEngine>, req: &[u8], resp_cap: 
     let mut faults = Faults {
         engine,
         completion: Completion::default(),
+        decided: false,
     };
     let response = handle_inner(dev, &mut faults, req, resp_cap);
     Handled {
@@ -494,7 +501,7 @@ fn handle_inner(dev: &Device, faults: &mut Faults<'_>, req: &[u8], resp_cap: usi
                 _ => named_mr(op, b),
             };
             let forced = match faults.engine {
-                Some(e) if forced.is_none() && !faults.completion.drop => {
+                Some(e) if forced.is_none() && !faults.completion.drop && !faults.decided => {
                     let effects = e.at(dev, after, hdr.ctx, named);
                     fold_effects(&effects, &mut faults.completion)
                 }
