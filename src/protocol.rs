@@ -450,6 +450,7 @@ fn handle_inner(dev: &Device, faults: &mut Faults<'_>, req: &[u8], resp_cap: usi
     };
     let op = Opcode::from_u16(hdr.opcode);
     if dev.needs_reset() {
+        dev.refuse_needing_reset();
         dev.counters.request(op, Status::Io);
         return encode(Status::Io, hdr.tag, &[]);
     }

@@ -407,6 +407,12 @@ fn needs_reset_answers_eio_until_the_device_is_reset() {
     assert_eq!(nr.args, [1, 0, 0, 0]);
     assert_eq!(status_of(c.nop()), Status::Io);
     assert_eq!(status_of(c.create_context(2, "x")), Status::Io);
+    // Each refusal repeats NEEDS_RESET (a status bit stays set until the
+    // reset), so a driver that lost the first event still learns why.
+    for refused in ["NOP", "CREATE_CONTEXT"] {
+        let again = event_of(&mut c, PL_EVENT_NEEDS_RESET);
+        assert_eq!(again.args, [1, 0, 0, 0], "after the refused {refused}");
+    }
     let st = d.device();
     assert_eq!(st["needs_reset"], true);
     assert_eq!(

@@ -380,6 +380,15 @@ impl FaultEngine {
             }
         }
         error!("{summary}");
+        // A planned abort is not a daemon bug: its record is the report
+        // above, and a core file would only litter the runner's directory.
+        let no_core = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: setrlimit reads a valid rlimit; failure only leaves the
+        // core limit as it was.
+        unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
         std::process::abort()
     }
 

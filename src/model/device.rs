@@ -131,6 +131,8 @@ pub struct Device {
     /// NEEDS_RESET (a fault plan's needs-reset): every request is answered
     /// EIO and no DMA runs until the driver resets the device.
     needs_reset: AtomicBool,
+    /// The rule that raised NEEDS_RESET, repeated in every NEEDS_RESET event.
+    needs_reset_rule: AtomicU32,
 }
 
 impl Device {
@@ -158,6 +160,7 @@ impl Device {
             pins: AtomicU64::new(0),
             live_contexts: AtomicU32::new(0),
             needs_reset: AtomicBool::new(false),
+            needs_reset_rule: AtomicU32::new(0),
         }
     }
 
@@ -1246,7 +1249,18 @@ impl Device {
     /// Enters NEEDS_RESET and tells the driver (PL_EVENT_NEEDS_RESET, args
     /// [rule id, 0, 0, 0]); until `reset`, requests get EIO and no DMA runs.
     pub fn enter_needs_reset(&self, rule: u32) {
+        self.needs_reset_rule.store(rule, Ordering::SeqCst);
         self.needs_reset.store(true, Ordering::SeqCst);
+        self.events
+            .push(PL_EVENT_NEEDS_RESET, 0, [u64::from(rule), 0, 0, 0]);
+    }
+
+    /// Refuses a request in NEEDS_RESET: the status bit of a real device
+    /// stays set until the reset, so every refusal repeats the event; a
+    /// driver that lost the first one (a dropped event) still learns why
+    /// everything fails, instead of seeing EIO forever.
+    pub fn refuse_needing_reset(&self) {
+        let rule = self.needs_reset_rule.load(Ordering::SeqCst);
         self.events
             .push(PL_EVENT_NEEDS_RESET, 0, [u64::from(rule), 0, 0, 0]);
     }
