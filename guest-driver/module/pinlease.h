@@ -204,6 +204,7 @@ int pl_submit(struct pl_dev *dev, u16 op, u64 ctx, const void *body,
 	      void *rbody, size_t rlen);
 void pl_dev_put(struct pl_dev *dev);
 int pl_dev_reset(struct pl_dev *dev);
+int pl_dev_reset_since(struct pl_dev *dev, u64 gen);
 
 /* pl_fops.c */
 extern bool pl_require_lease;

@@ -291,9 +291,17 @@ static int pl_release(struct inode *inode, struct file *file)
 		/* waits for the device only, never for another fd */
 		err = pl_submit(ctx->dev, PL_OP_CLOSE_CONTEXT, ctx->handle,
 				NULL, 0, NULL, 0, &resp, sizeof(resp));
-		if (err && err != -ENODEV && !READ_ONCE(ctx->dead))
-			pr_warn("%s: CLOSE_CONTEXT %#llx: %d\n", ctx->dev->name,
-				ctx->handle, err);
+		if (err && err != -ENODEV && !READ_ONCE(ctx->dead)) {
+			/*
+			 * Refused (or the answer was lost): the device may
+			 * still use the MRs, so their pages must not go back
+			 * to the allocator yet. Reset it (it forgets every
+			 * context, ours included), then unpin.
+			 */
+			pr_warn("%s: CLOSE_CONTEXT %#llx: %d: resetting the device before unpinning\n",
+				ctx->dev->name, ctx->handle, err);
+			pl_dev_reset_since(ctx->dev, ctx->gen);
+		}
 	}
 	/* the hardware lifetime is over: no MR is in use any more */
 	pl_ctx_unpin_all(ctx);

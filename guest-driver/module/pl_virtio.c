@@ -512,6 +512,21 @@ int pl_dev_reset(struct pl_dev *dev)
 	return pl_dev_reset_before(dev, 0);
 }
 
+/**
+ * pl_dev_reset_since - reset the device unless it was reset after @gen
+ * @dev: the device
+ * @gen: the device generation the caller's context was created in
+ *
+ * For a caller that cannot trust the device any more (it refused to tear a
+ * context down) and must not go on until the device has forgotten it.
+ *
+ * Return: as pl_dev_reset().
+ */
+int pl_dev_reset_since(struct pl_dev *dev, u64 gen)
+{
+	return pl_dev_reset_before(dev, gen + 1);
+}
+
 static void pl_reset_work(struct work_struct *work)
 {
 	struct pl_dev *dev = container_of(work, struct pl_dev, reset_work);
