@@ -15,6 +15,9 @@ import tomllib
 from pathlib import Path
 
 MASK64 = (1 << 64) - 1
+# The daemon reads a plan file's seed as a TOML integer (signed 64-bit); the
+# run's seed goes into OUT/faults.toml, so it is kept to that range.
+SEED_MAX = (1 << 63) - 1
 
 INT_MAX = 2**31 - 1
 # Module parameters a plan may set (docs/faults.md section 2, and the
@@ -113,9 +116,9 @@ def parse_plan(text, path="<plan>"):
         if key == "cases" and not v.strip():
             raise PlanError(f"{path}: [run] cases is empty: give a case glob like 'campaign_*'")
     seed = doc.get("seed", 0)
-    if type(seed) is not int or not 0 <= seed <= MASK64:
-        raise PlanError(f"{path}: seed must be an integer in 0..2^64-1, got {_type_name(seed)} "
-                        f"{seed!r}")
+    if type(seed) is not int or not 0 <= seed <= SEED_MAX:
+        raise PlanError(f"{path}: seed must be an integer in 0..{SEED_MAX}, got "
+                        f"{_type_name(seed)} {seed!r}")
     return Plan(str(path), doc, guest, run)
 
 
@@ -130,13 +133,13 @@ def load_plan(path):
 
 
 def parse_seed(text):
-    """A run seed from the command line: an integer in 0..2^64-1."""
+    """A run seed from the command line: an integer in 0..SEED_MAX."""
     try:
         v = int(text, 0)
     except ValueError:
         raise PlanError(f"seed must be an integer, got {text!r}") from None
-    if not 0 <= v <= MASK64:
-        raise PlanError(f"seed must be in 0..2^64-1, got {v}")
+    if not 0 <= v <= SEED_MAX:
+        raise PlanError(f"seed must be in 0..{SEED_MAX}, got {v}")
     return v
 
 

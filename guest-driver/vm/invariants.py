@@ -161,9 +161,10 @@ def point_class(point):
 
 def fault_counts(status):
     """From a `pinlease status --json` object (or an abort report, which has
-    the same shape): per-rule hits and fires and the fires by point class x
-    action, computed from the rules (each rule has one point and one action).
-    Returns None when the status has no "faults" section."""
+    the same shape): per-rule hits and fires, and the fires by point class x
+    action: the daemon's "injected" counts ({class, action, count} each, which
+    include `pinlease inject now`), else summed from the rules (one point and
+    one action each). Returns None when the status has no "faults" section."""
     if not isinstance(status, dict) or not isinstance(status.get("faults"), dict):
         return None
     faults = status["faults"]
@@ -179,6 +180,13 @@ def fault_counts(status):
         if fires:
             key = f"{point_class(rule['point'])} x {rule['action']}"
             by[key] = by.get(key, 0) + fires
+    injected = faults.get("injected")
+    if isinstance(injected, list):
+        by = {}
+        for item in injected:
+            if isinstance(item, dict) and _int(item.get("count")):
+                key = f"{item.get('class')} x {item.get('action')}"
+                by[key] = by.get(key, 0) + item["count"]
     total = sum(by.values())
     return {"rules": rules, "by_class_action": by, "fired": total}
 
@@ -215,12 +223,20 @@ def abort_summary(report):
     if not isinstance(report, dict):
         return "abort report is not a JSON object"
     parts = []
+    by = report.get("aborted_by")
+    if isinstance(by, dict):
+        parts.append(f"aborted by rule {by.get('rule')} at {by.get('point')}")
+    pinned = None
+    if isinstance(report.get("status"), dict):  # `status --json`: the model under "status"
+        pinned = report["status"].get("pinned_pages")
+        report = report["status"]
     ctxs = report.get("contexts")
     if isinstance(ctxs, list):
         parts.append(f"{len(ctxs)} contexts")
     mrs = report.get("mrs")
     if isinstance(mrs, list):
         pages = sum(_int(m.get("pages", m.get("npages", 0))) for m in mrs if isinstance(m, dict))
+        pages = pinned if _int(pinned) else pages
         parts.append(f"{len(mrs)} MRs")
         parts.append(f"{pages} pinned pages")
     leases = report.get("leases")
