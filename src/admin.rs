@@ -64,10 +64,91 @@ pub fn answer(state: &ServerState, req: &Value) -> Value {
                 "connected": state.connected.load(Ordering::SeqCst),
                 "connections": state.connections.load(Ordering::SeqCst),
                 "status": device.map(|d| d.status()),
+                "faults": state.faults.status(),
             })
         }
+        "fault-list" => json!({"ok": true, "faults": state.faults.status()}),
+        "fault-add" | "fault-clear" | "fault-load" | "fault-now" => {
+            match fault_command(state, cmd, req) {
+                Ok(v) => v,
+                Err(e) => json!({"ok": false, "error": e}),
+            }
+        }
         other => {
-            json!({"ok": false, "error": format!("unknown command {other:?} (known: status)")})
+            json!({"ok": false, "error": format!("unknown command {other:?} (known: status, fault-list, fault-add, fault-clear, fault-load, fault-now)")})
+        }
+    }
+}
+
+/// The `pinlease inject` commands (docs/faults.md 1.4); validation is the
+/// plan file's.
+fn fault_command(
+    state: &ServerState,
+    cmd: &str,
+    req: &Value,
+) -> std::result::Result<Value, String> {
+    use crate::faults::plan::{parse_plan, parse_rule, Action};
+    let faults = &state.faults;
+    match cmd {
+        "fault-add" => {
+            let rule = req
+                .get("rule")
+                .filter(|r| r.is_object())
+                .ok_or_else(|| format!("fault-add needs an object \"rule\", got {req}"))?;
+            let table = toml::Table::try_from(rule)
+                .map_err(|e| format!("rule {rule} cannot be read: {e}"))?;
+            let spec = parse_rule(faults.next_id() as usize, &table).map_err(|e| e.0)?;
+            let id = faults.add(spec);
+            info!("fault rule {id} added: {rule}");
+            Ok(json!({"ok": true, "id": id}))
+        }
+        "fault-clear" => {
+            let id = match req.get("id") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(
+                    v.as_u64()
+                        .and_then(|i| u32::try_from(i).ok())
+                        .ok_or_else(|| format!("fault-clear \"id\" = {v}: not a rule id"))?,
+                ),
+            };
+            let n = faults.clear(id)?;
+            info!("fault rules cleared: {n}");
+            Ok(json!({"ok": true, "cleared": n}))
+        }
+        "fault-load" => {
+            let text = req
+                .get("plan")
+                .and_then(Value::as_str)
+                .ok_or_else(|| format!("fault-load needs a string \"plan\", got {req}"))?;
+            let plan = parse_plan(text).map_err(|e| e.0)?;
+            faults.load(&plan);
+            info!(
+                "fault plan loaded: seed {}, {} rule(s)",
+                plan.seed,
+                plan.rules.len()
+            );
+            Ok(json!({"ok": true, "rules": plan.rules.len(), "seed": plan.seed}))
+        }
+        _ => {
+            let name = req.get("action").and_then(Value::as_str).unwrap_or("");
+            let action = match name {
+                "revoke-mr" => Action::RevokeMr,
+                "spurious-break" => Action::SpuriousBreak,
+                "needs-reset" => Action::NeedsReset,
+                "abort" => Action::Abort,
+                _ => {
+                    return Err(format!(
+                        "fault-now \"action\" = {:?}: not one of revoke-mr, spurious-break, needs-reset, abort",
+                        req.get("action").cloned().unwrap_or(Value::Null)
+                    ))
+                }
+            };
+            let dev = state
+                .current_device()
+                .filter(|_| state.connected.load(Ordering::SeqCst))
+                .ok_or_else(|| format!("fault-now {name}: no frontend is connected"))?;
+            faults.now(&dev, action);
+            Ok(json!({"ok": true}))
         }
     }
 }

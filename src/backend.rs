@@ -24,10 +24,13 @@ use crate::abi::{
     PlConfig, PlEvent, PlRespHdr, Wire, PL_ABI_VERSION, PL_MAGIC, PL_MAX_REQUEST_BYTES,
     PL_NUM_QUEUES, PL_QUEUE_EVENT, PL_QUEUE_REQUEST, PL_QUEUE_SIZE,
 };
+use crate::deferred::{Deferred, Item, REORDER_WAIT};
+use crate::faults::{Effect, FaultEngine, Point};
 use crate::guest_ram::MmapRam;
 use crate::model::counters::BadInput;
+use crate::model::events::EventFate;
 use crate::model::Device;
-use crate::protocol::{handle_request, report_bad_input};
+use crate::protocol::{handle, report_bad_input, Completion};
 
 type Mem = GuestMemoryAtomic<GuestMemoryMmap<()>>;
 type Chain = DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap<()>>>;
@@ -35,6 +38,9 @@ type Chain = DescriptorChain<GuestMemoryLoadGuard<GuestMemoryMmap<()>>>;
 /// epoll data id of the "events pending" eventfd: 0..=num_queues are the
 /// queues' and the exit event's.
 pub const EVENTS_PENDING_ID: u16 = PL_NUM_QUEUES as u16 + 1;
+
+/// epoll data id of the "held completions or events are due" eventfd.
+pub const DEFERRED_DUE_ID: u16 = EVENTS_PENDING_ID + 1;
 
 /// A request chain taken apart: the request bytes (all readable
 /// descriptors, in order) and the writable buffers for the response.
@@ -48,21 +54,161 @@ pub struct PinleaseBackend {
     /// Signalled by the model when it queues an event.
     events_pending: (EventConsumer, EventNotifier),
     mem: Mutex<Option<Mem>>,
+    faults: Arc<FaultEngine>,
+    /// Completions and events held by fault rules; signalled on
+    /// `deferred_due` when due.
+    deferred: Arc<Deferred>,
+    deferred_due: EventConsumer,
 }
 
 impl PinleaseBackend {
+    /// A backend with no fault plan.
     pub fn new(device: Arc<Device>) -> io::Result<Self> {
+        Self::with_faults(device, FaultEngine::new(&Default::default(), None))
+    }
+
+    pub fn with_faults(device: Arc<Device>, faults: Arc<FaultEngine>) -> io::Result<Self> {
         let (consumer, notifier) = new_event_consumer_and_notifier(EventFlag::NONBLOCK)?;
         let wake = notifier.try_clone()?;
         device.events.set_notify(Box::new(move || {
             // A full eventfd counter already means "pending": nothing lost.
             let _ = wake.notify();
         }));
+        let (due_consumer, due_notifier) = new_event_consumer_and_notifier(EventFlag::NONBLOCK)?;
+        let deferred = Arc::new(Deferred::new(due_notifier)?);
+        Self::install_event_filter(&device, &faults, &deferred);
         Ok(PinleaseBackend {
             device,
             events_pending: (consumer, notifier),
             mem: Mutex::new(None),
+            faults,
+            deferred,
+            deferred_due: due_consumer,
         })
+    }
+
+    /// The `event:KIND` fault point: every event the model queues passes
+    /// the plan. Revokes and breaks fired here wait for the worker
+    /// (`run_pending`): the model may hold its writer lock while queueing.
+    fn install_event_filter(
+        device: &Arc<Device>,
+        faults: &Arc<FaultEngine>,
+        deferred: &Arc<Deferred>,
+    ) {
+        let dev = Arc::downgrade(device);
+        let faults = faults.clone();
+        let deferred = Arc::downgrade(deferred);
+        device.events.set_filter(Arc::new(move |kind, ctx, args| {
+            let (Some(dev), Some(deferred)) = (dev.upgrade(), deferred.upgrade()) else {
+                return EventFate::Deliver;
+            };
+            let mut fate = EventFate::Deliver;
+            for f in faults.hit(Point::Event(Some(kind))) {
+                match faults.fire(&dev, &f, ctx, None, true) {
+                    Effect::Drop => fate = EventFate::Drop,
+                    Effect::Duplicate if fate == EventFate::Deliver => fate = EventFate::Duplicate,
+                    Effect::Delay(ms) if fate != EventFate::Held => {
+                        deferred.hold(
+                            Item::Event { kind, ctx, args },
+                            std::time::Duration::from_millis(ms),
+                            false,
+                        );
+                        fate = EventFate::Held;
+                    }
+                    Effect::Reorder if fate == EventFate::Deliver => {
+                        deferred.hold(Item::ReleaseReorderedEvents, REORDER_WAIT, false);
+                        fate = EventFate::Reorder;
+                    }
+                    _ => {}
+                }
+            }
+            fate
+        }));
+    }
+
+    /// The fd to register with the epoll handler under [`DEFERRED_DUE_ID`].
+    pub fn deferred_due_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.deferred_due.as_raw_fd()
+    }
+
+    /// Device reset: the device, held completions and pending fault
+    /// actions are all forgotten (and NEEDS_RESET cleared).
+    fn reset(&self) -> usize {
+        let held = self.deferred.clear();
+        self.faults.forget_pending();
+        if held > 0 {
+            debug!("device reset: {held} held completion(s)/event(s) forgotten");
+        }
+        self.device.reset()
+    }
+
+    /// Puts `head` in the used ring, then any reordered completions after it.
+    fn complete(&self, vring: &VringRwLock, head: u16, len: u32) {
+        if let Err(e) = vring.add_used(head, len) {
+            warn!("request queue: add_used({head}) failed: {e}");
+        }
+        for (h, l) in self.deferred.take_reordered() {
+            if let Err(e) = vring.add_used(h, l) {
+                warn!("request queue: add_used({h}) (reordered) failed: {e}");
+            }
+        }
+    }
+
+    /// Writes (or holds) one request's completion as the fault plan said.
+    fn finish(&self, vring: &VringRwLock, head: u16, len: u32, c: Completion) {
+        let copies = if c.duplicate { 2 } else { 1 };
+        if c.drop {
+            debug!("request chain {head}: completion dropped by a fault rule");
+        } else if c.delay_ms > 0 {
+            for _ in 0..copies {
+                self.deferred.hold(
+                    Item::Completion { head, len },
+                    std::time::Duration::from_millis(c.delay_ms),
+                    false,
+                );
+            }
+        } else if c.reorder {
+            for _ in 0..copies {
+                self.deferred
+                    .hold(Item::Completion { head, len }, REORDER_WAIT, true);
+            }
+        } else {
+            self.complete(vring, head, len);
+            if c.duplicate {
+                self.complete(vring, head, len);
+            }
+        }
+    }
+
+    /// Writes what came due: completions (each followed by any reordered
+    /// ones), delayed events, and reordered events that waited long enough.
+    fn write_due(&self, vrings: &[VringRwLock]) -> io::Result<()> {
+        let _ = self.deferred_due.consume();
+        let req_vring = &vrings[usize::from(PL_QUEUE_REQUEST)];
+        let mut wrote = false;
+        for h in self.deferred.take_due() {
+            match h.item {
+                Item::Completion { head, len } if h.reorder => {
+                    if let Err(e) = req_vring.add_used(head, len) {
+                        warn!("request queue: add_used({head}) (reordered) failed: {e}");
+                    }
+                    wrote = true;
+                }
+                Item::Completion { head, len } => {
+                    self.complete(req_vring, head, len);
+                    wrote = true;
+                }
+                Item::Event { kind, ctx, args } => {
+                    self.device.events.push_unfiltered(kind, ctx, args)
+                }
+                Item::ReleaseReorderedEvents => self.device.events.release_reordered(),
+            }
+        }
+        if wrote {
+            req_vring.signal_used_queue()?;
+        }
+        self.flush_events(&vrings[usize::from(PL_QUEUE_EVENT)])
     }
 
     pub fn device(&self) -> &Arc<Device> {
@@ -157,8 +303,9 @@ impl PinleaseBackend {
         Ok(done as u32)
     }
 
-    /// Answers one request chain; returns the used length.
-    fn process_request(&self, chain: Chain) -> u32 {
+    /// Answers one request chain; returns the used length and what to do
+    /// with the completion.
+    fn process_request(&self, chain: Chain) -> (u32, Completion) {
         let mem = chain.memory().clone();
         let SplitChain {
             request: req,
@@ -173,7 +320,7 @@ impl PinleaseBackend {
                 // to the driver (docs/abi.md), and the queue moves on; a
                 // DEVICE_ERROR event says why.
                 self.device_error(kind);
-                return 0;
+                return (0, Completion::default());
             }
         };
         let cap: usize = writable.iter().map(|&(_, l)| l as usize).sum();
@@ -187,17 +334,18 @@ impl PinleaseBackend {
                 ),
             );
             self.device_error(BadInput::ShortResponse);
-            return 0;
+            return (0, Completion::default());
         }
-        let resp = handle_request(&self.device, &req, cap);
-        match Self::scatter(&mem, &writable, &resp) {
+        let handled = handle(&self.device, Some(&self.faults), &req, cap);
+        let used = match Self::scatter(&mem, &writable, &handled.response) {
             Ok(n) => n,
             Err(why) => {
                 report_bad_input(&self.device, BadInput::BadAddress, &why);
                 self.device_error(BadInput::BadAddress);
                 0
             }
-        }
+        };
+        (used, handled.completion)
     }
 
     /// Tells the driver, by event, about a request chain it got no answer
@@ -231,10 +379,8 @@ impl PinleaseBackend {
             }
             for chain in chains {
                 let head = chain.head_index();
-                let used = self.process_request(chain);
-                if let Err(e) = vring.add_used(head, used) {
-                    warn!("request queue: add_used({head}) failed: {e}");
-                }
+                let (used, completion) = self.process_request(chain);
+                self.finish(vring, head, used, completion);
             }
             vring.signal_used_queue()?;
         }
@@ -336,6 +482,13 @@ impl VhostUserBackend for PinleaseBackend {
     }
 
     fn update_memory(&self, mem: Mem) -> io::Result<()> {
+        // The memory-map fault point. A delay holds this vhost-user message
+        // (the frontend's thread), never the request worker.
+        for e in self.faults.at(&self.device, Point::MemoryMap, 0, None) {
+            if let Effect::Delay(ms) = e {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
+        }
         let snapshot = (*mem.memory()).clone();
         let revoked = self.device.set_memory(Box::new(MmapRam::new(snapshot)));
         if revoked > 0 {
@@ -351,14 +504,14 @@ impl VhostUserBackend for PinleaseBackend {
         // device or the VM stops; the request queue stopping is the
         // device-reset point: a driver starting again finds a blank device.
         if queue_index == u32::from(PL_QUEUE_REQUEST) {
-            let n = self.device.reset();
+            let n = self.reset();
             debug!("request queue stopped: device reset ({n} context(s) dropped)");
         }
         Ok(())
     }
 
     fn reset_device(&self) {
-        let n = self.device.reset();
+        let n = self.reset();
         debug!("VHOST_USER_RESET_DEVICE: device reset ({n} context(s) dropped)");
     }
 
@@ -384,13 +537,16 @@ impl VhostUserBackend for PinleaseBackend {
             d if d == PL_QUEUE_REQUEST => {
                 // Also called when the ring is enabled, on an empty queue.
                 self.process_requests(&vrings[usize::from(PL_QUEUE_REQUEST)])?;
+                self.faults.run_pending(&self.device);
                 self.flush_events(&vrings[usize::from(PL_QUEUE_EVENT)])
             }
             d if d == PL_QUEUE_EVENT => self.flush_events(&vrings[usize::from(PL_QUEUE_EVENT)]),
             EVENTS_PENDING_ID => {
                 let _ = self.events_pending.0.consume();
+                self.faults.run_pending(&self.device);
                 self.flush_events(&vrings[usize::from(PL_QUEUE_EVENT)])
             }
+            DEFERRED_DUE_ID => self.write_due(vrings),
             other => Err(io::Error::other(format!("unknown device event {other}"))),
         }
     }

@@ -11,6 +11,7 @@ use std::mem::size_of;
 use log::{info, warn};
 
 use crate::abi::*;
+use crate::faults::{Effect, FaultEngine, Point};
 use crate::model::counters::BadInput;
 use crate::model::mr::FileRange;
 use crate::model::{AtomicOp, Device, DmaDir, RegMr, Reject};
@@ -166,7 +167,94 @@ fn comm(c: &[u8; 16]) -> String {
     String::from_utf8_lossy(&c[..end]).into_owned()
 }
 
-fn dispatch(dev: &Device, op: Opcode, hdr: &PlReqHdr, b: &[u8]) -> Result<Vec<u8>, Failure> {
+/// What the transport does with a request's completion, as fault rules
+/// decided (docs/faults.md 1.3); the default is "write it now, once".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Completion {
+    /// Never put the chain in the used ring.
+    pub drop: bool,
+    /// Put the chain in the used ring twice.
+    pub duplicate: bool,
+    /// Hold the completion this long (0: not held).
+    pub delay_ms: u64,
+    /// Hold it until the next completion is written, then write it after.
+    pub reorder: bool,
+}
+
+/// A handled request: the response bytes and what to do with them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handled {
+    pub response: Vec<u8>,
+    pub completion: Completion,
+}
+
+/// Folds fired faults' effects into `c`; returns the status they force
+/// (fail: its status; needs-reset: EIO).
+fn fold_effects(effects: &[Effect], c: &mut Completion) -> Option<Status> {
+    let mut status = None;
+    for e in effects {
+        match *e {
+            Effect::None => {}
+            Effect::Fail(s) => status = Some(s),
+            Effect::NeedsReset => status = Some(Status::Io),
+            Effect::Delay(ms) => c.delay_ms += ms,
+            Effect::Drop | Effect::Withhold(0) => c.drop = true,
+            Effect::Withhold(ms) => c.delay_ms += ms,
+            Effect::Duplicate => c.duplicate = true,
+            Effect::Reorder => c.reorder = true,
+        }
+    }
+    status
+}
+
+fn injected(status: Status, point: &str) -> Failure {
+    Failure {
+        status,
+        why: format!("fault injected at {point}"),
+        bad_input: None,
+    }
+}
+
+/// The MR a request names, for revoke-mr (docs/faults.md 1.3): read
+/// leniently, since the before point comes before the body is checked.
+fn named_mr(op: Opcode, b: &[u8]) -> Option<u64> {
+    match op {
+        Opcode::DeregMr | Opcode::ExportMr => PlHandleReq::read_from(b).map(|r| r.handle),
+        Opcode::Write | Opcode::Read => PlDmaReq::read_from(b).map(|r| r.local_key),
+        Opcode::CompareSwap | Opcode::FetchAdd => PlAtomicReq::read_from(b).map(|r| r.key),
+        Opcode::Fill | Opcode::Verify => PlPatternReq::read_from(b).map(|r| r.key),
+        _ => None,
+    }
+}
+
+/// The request's fault-plan context inside `dispatch`: the engine (if
+/// any) and the completion being decided.
+struct Faults<'a> {
+    engine: Option<&'a FaultEngine>,
+    completion: Completion,
+}
+
+impl Faults<'_> {
+    /// Hits `point`; Err when a fired fault decides the answer.
+    fn at(&mut self, dev: &Device, point: Point, ctx: u64) -> Result<(), Failure> {
+        let Some(engine) = self.engine else {
+            return Ok(());
+        };
+        let effects = engine.at(dev, point, ctx, None);
+        match fold_effects(&effects, &mut self.completion) {
+            Some(s) => Err(injected(s, &point.to_string())),
+            None => Ok(()),
+        }
+    }
+}
+
+fn dispatch(
+    dev: &Device,
+    op: Opcode,
+    hdr: &PlReqHdr,
+    b: &[u8],
+    faults: &mut Faults<'_>,
+) -> Result<Vec<u8>, Failure> {
     let ctx = hdr.ctx;
     Ok(match op {
         Opcode::Nop => {
@@ -193,10 +281,16 @@ fn dispatch(dev: &Device, op: Opcode, hdr: &PlReqHdr, b: &[u8]) -> Result<Vec<u8
         }
         Opcode::CloseContext => {
             no_body(op, b)?;
+            if dev.context(ctx).is_ok_and(|c| !c.is_closed()) {
+                faults.at(dev, Point::ContextTeardown, ctx)?;
+            }
             resp(dev.close_context(ctx)?)
         }
         Opcode::ReleaseContext => {
             no_body(op, b)?;
+            if dev.context(ctx).is_ok_and(|c| !c.is_closed()) {
+                faults.at(dev, Point::ContextTeardown, ctx)?;
+            }
             dev.release_context(ctx)?;
             Vec::new()
         }
@@ -267,6 +361,9 @@ fn dispatch(dev: &Device, op: Opcode, hdr: &PlReqHdr, b: &[u8]) -> Result<Vec<u8
         Opcode::LeaseBreak => {
             no_ctx(op, ctx)?;
             let r: PlLeaseBreakReq = body(op, b)?;
+            if dev.break_hits_active(&r) {
+                faults.at(dev, Point::LeaseBreak, 0)?;
+            }
             resp(dev.lease_break(&r)?)
         }
         Opcode::ExportMr => {
@@ -289,9 +386,10 @@ fn dispatch_guarded(
     op: Opcode,
     hdr: &PlReqHdr,
     body: &[u8],
+    faults: &mut Faults<'_>,
 ) -> Result<Vec<u8>, Failure> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        dispatch(dev, op, hdr, body)
+        dispatch(dev, op, hdr, body, faults)
     }))
     .unwrap_or_else(|_| {
         log::error!(
@@ -313,6 +411,26 @@ fn dispatch_guarded(
 /// does not fit, the answer is the header alone with EINVAL, so the guest
 /// learns its buffer was too small instead of reading a truncated body.
 pub fn handle_request(dev: &Device, req: &[u8], resp_cap: usize) -> Vec<u8> {
+    handle(dev, None, req, resp_cap).response
+}
+
+/// `handle_request` under a fault plan: hits `request:OP:before` before the
+/// model acts and `request:OP:after` once the response is ready (and the
+/// context-teardown and lease-break points on the way), and says what to
+/// do with the completion. A device in NEEDS_RESET answers EIO to all.
+pub fn handle(dev: &Device, engine: Option<&FaultEngine>, req: &[u8], resp_cap: usize) -> Handled {
+    let mut faults = Faults {
+        engine,
+        completion: Completion::default(),
+    };
+    let response = handle_inner(dev, &mut faults, req, resp_cap);
+    Handled {
+        response,
+        completion: faults.completion,
+    }
+}
+
+fn handle_inner(dev: &Device, faults: &mut Faults<'_>, req: &[u8], resp_cap: usize) -> Vec<u8> {
     let hdr_len = size_of::<PlReqHdr>();
     let Some(hdr) = PlReqHdr::read_from(req) else {
         report_bad_input(
@@ -324,6 +442,10 @@ pub fn handle_request(dev: &Device, req: &[u8], resp_cap: usize) -> Vec<u8> {
         return encode(Status::Inval, 0, &[]);
     };
     let op = Opcode::from_u16(hdr.opcode);
+    if dev.needs_reset() {
+        dev.counters.request(op, Status::Io);
+        return encode(Status::Io, hdr.tag, &[]);
+    }
     let result = match op {
         None => Err(malformed(
             BadInput::UnknownOpcode,
@@ -345,7 +467,45 @@ pub fn handle_request(dev: &Device, req: &[u8], resp_cap: usize) -> Vec<u8> {
                 size_of::<PlRespHdr>() + op.response_body_len()
             ),
         )),
-        Some(op) => dispatch_guarded(dev, op, &hdr, &req[hdr_len..]),
+        Some(op) => {
+            let b = &req[hdr_len..];
+            let before = Point::Request {
+                op: Some(op),
+                after: false,
+            };
+            let forced = faults.engine.and_then(|e| {
+                let effects = e.at(dev, before, hdr.ctx, named_mr(op, b));
+                fold_effects(&effects, &mut faults.completion)
+            });
+            let result = match forced {
+                Some(s) => Err(injected(s, &before.to_string())),
+                // A dropped request has no effect either.
+                None if faults.completion.drop => Err(injected(Status::Io, &before.to_string())),
+                None => dispatch_guarded(dev, op, &hdr, b, faults),
+            };
+            let after = Point::Request {
+                op: Some(op),
+                after: true,
+            };
+            let named = match (&result, op) {
+                (Ok(body), Opcode::RegMr | Opcode::ImportMr) => {
+                    PlRegMrResp::read_from(body).map(|r| r.key)
+                }
+                _ => named_mr(op, b),
+            };
+            let forced = match faults.engine {
+                Some(e) if forced.is_none() && !faults.completion.drop => {
+                    let effects = e.at(dev, after, hdr.ctx, named);
+                    fold_effects(&effects, &mut faults.completion)
+                }
+                _ => None,
+            };
+            match forced {
+                // The effect stays; the answer lies.
+                Some(s) => Err(injected(s, &after.to_string())),
+                None => result,
+            }
+        }
     };
     let (status, body) = match result {
         Ok(body) => {

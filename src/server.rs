@@ -16,8 +16,9 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::backend::{PinleaseBackend, EVENTS_PENDING_ID};
+use crate::backend::{PinleaseBackend, DEFERRED_DUE_ID, EVENTS_PENDING_ID};
 use crate::error::{Error, Result};
+use crate::faults::FaultEngine;
 use crate::model::scrub::Scrubber;
 use crate::model::{Device, Limits};
 
@@ -38,17 +39,25 @@ pub struct ServerState {
     pub device: Mutex<Option<Arc<Device>>>,
     pub connected: AtomicBool,
     pub connections: AtomicU64,
+    /// The fault plan: outlives connections (each gets a fresh device).
+    pub faults: Arc<FaultEngine>,
     shutdown: Mutex<Option<ShutdownHandle>>,
     stop: AtomicBool,
     stop_fd: EventFd,
 }
 
 impl ServerState {
+    /// State with no fault plan.
     pub fn new() -> Result<Arc<Self>> {
+        Self::with_faults(FaultEngine::new(&Default::default(), None))
+    }
+
+    pub fn with_faults(faults: Arc<FaultEngine>) -> Result<Arc<Self>> {
         Ok(Arc::new(ServerState {
             device: Mutex::new(None),
             connected: AtomicBool::new(false),
             connections: AtomicU64::new(0),
+            faults,
             shutdown: Mutex::new(None),
             stop: AtomicBool::new(false),
             stop_fd: EventFd::new(EFD_NONBLOCK).map_err(|e| Error::Io {
@@ -148,10 +157,14 @@ fn wait_for_connection(listener: &Listener, state: &ServerState) -> Result<bool>
 
 fn serve_one(listener: &mut Listener, cfg: &ServeConfig, state: &ServerState) -> Result<()> {
     let device = Arc::new(Device::new(cfg.limits));
-    let backend = Arc::new(PinleaseBackend::new(device.clone()).map_err(|e| Error::Io {
-        what: "creating the backend's event notifier".into(),
-        source: e,
-    })?);
+    let backend = Arc::new(
+        PinleaseBackend::with_faults(device.clone(), state.faults.clone()).map_err(|e| {
+            Error::Io {
+                what: "creating the backend's event notifier".into(),
+                source: e,
+            }
+        })?,
+    );
     let mut daemon = VhostUserDaemon::new(
         "pinlease".to_string(),
         backend.clone(),
@@ -166,6 +179,13 @@ fn serve_one(listener: &mut Listener, cfg: &ServeConfig, state: &ServerState) ->
                 u64::from(EVENTS_PENDING_ID),
             )
             .map_err(|e| Error::Daemon(format!("registering the event notifier: {e}")))?;
+        handler
+            .register_listener(
+                backend.deferred_due_fd(),
+                EventSet::IN,
+                u64::from(DEFERRED_DUE_ID),
+            )
+            .map_err(|e| Error::Daemon(format!("registering the fault timer: {e}")))?;
     }
     daemon
         .start(listener)

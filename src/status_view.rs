@@ -60,8 +60,86 @@ fn table(out: &mut String, header: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
-/// Text for a `status` reply.
+/// Text for a `status` reply: the device, then the fault plan.
 pub fn render(reply: &Value) -> String {
+    let mut out = render_device(reply);
+    if let Some(f) = reply.get("faults").filter(|f| f.is_object()) {
+        out.push('\n');
+        out.push_str(&render_faults(f));
+    }
+    out
+}
+
+/// The FAULTS section: seed, rules with hits and fires, and the faults
+/// injected by point class and action.
+pub fn render_faults(f: &Value) -> String {
+    let mut out = String::new();
+    let rules = f
+        .get("rules")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "FAULTS (seed {}, {} rule(s))",
+        s(f, "seed"),
+        rules.len()
+    );
+    if !rules.is_empty() {
+        table(
+            &mut out,
+            &[
+                "ID", "POINT", "ACTION", "PARAMS", "PROB", "SKIP", "COUNT", "HITS", "FIRES",
+            ],
+            rules
+                .iter()
+                .map(|r| {
+                    let params = s(r, "params");
+                    vec![
+                        s(r, "id"),
+                        s(r, "point"),
+                        s(r, "action"),
+                        if params.is_empty() {
+                            "-".into()
+                        } else {
+                            params
+                        },
+                        s(r, "probability"),
+                        s(r, "skip"),
+                        match r.get("count").and_then(Value::as_u64) {
+                            Some(0) | None => "-".into(),
+                            Some(n) => n.to_string(),
+                        },
+                        s(r, "hits"),
+                        s(r, "fires"),
+                    ]
+                })
+                .collect(),
+        );
+    }
+    let injected = f
+        .get("injected")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if injected.is_empty() {
+        let _ = writeln!(out, "  injected: none");
+    } else {
+        let _ = writeln!(out, "  injected by point class x action:");
+        for i in &injected {
+            let _ = writeln!(
+                out,
+                "    {:<18} {:<16} {}",
+                s(i, "class"),
+                s(i, "action"),
+                s(i, "count")
+            );
+        }
+    }
+    out
+}
+
+fn render_device(reply: &Value) -> String {
     let mut out = String::new();
     let connected = reply.get("connected") == Some(&Value::Bool(true));
     let _ = writeln!(
@@ -104,6 +182,12 @@ pub fn render(reply: &Value) -> String {
             )
         })
         .collect();
+    if st.get("needs_reset") == Some(&Value::Bool(true)) {
+        let _ = writeln!(
+            out,
+            "device NEEDS RESET (fault injected): requests answered EIO"
+        );
+    }
     let _ = writeln!(
         out,
         "guest memory: {}   pinned pages: {}   pins: {}",

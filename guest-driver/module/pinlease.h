@@ -49,12 +49,27 @@ struct scatterlist;
 #define PL_EVT_BUFS		64
 /* Events queued per event-channel fd before new ones are dropped. */
 #define PL_EVCH_DEPTH		256
-/* A request the device has not answered by then means a dead device. */
-#define PL_REQ_TIMEOUT		(30 * HZ)
 /* Pages pinned per pin_user_pages_fast() call (signals checked between). */
 #define PL_PIN_BATCH		4096
 /* Page-list entries per physically contiguous chunk (64 KiB). */
 #define PL_LIST_CHUNK		8192
+
+/* Event kinds (0: unknown) and fault action codes (0: unknown) counted. */
+#define PL_FAULT_KINDS		(PL_EVENT_NEEDS_RESET + 1)
+#define PL_FAULT_ACTIONS	11
+
+/* What the fault points fired and the device's fault events (pl_faults.c). */
+struct pl_fault_counters {
+	atomic64_t pin_after;
+	atomic64_t lease_set;
+	atomic64_t release_delay;
+	atomic64_t drop_event;
+	atomic64_t dropped[PL_FAULT_KINDS];	/* by event kind */
+	atomic64_t injected[PL_FAULT_ACTIONS];	/* FAULT_INJECTED by action */
+	atomic64_t needs_reset;			/* NEEDS_RESET events */
+	atomic64_t broken_vq;			/* a virtqueue found broken */
+	atomic64_t bad_tag;			/* a response with a wrong tag */
+};
 
 struct pl_dev {
 	struct kref kref;
@@ -78,6 +93,7 @@ struct pl_dev {
 	struct work_struct evt_work;
 
 	struct work_struct reset_work;
+	atomic64_t reset_want;	/* reset_work resets while gen < this */
 
 	/* serialises ctxs writers, reset and remove */
 	struct mutex lock;
@@ -107,6 +123,7 @@ struct pl_dev {
 	atomic64_t nr_events_bad;
 	atomic64_t nr_timeouts;
 	atomic64_t nr_resets;
+	struct pl_fault_counters faults;
 };
 
 struct pl_ctx {
@@ -209,6 +226,18 @@ struct seq_file;
 void pl_lease_show(struct seq_file *m, const struct pl_lease *l);
 const char *pl_lease_state_name(const struct pl_lease *l);
 const char *pl_lease_policy_name(const struct pl_lease *l);
+
+/* pl_faults.c */
+unsigned long pl_req_timeout(void);
+unsigned int pl_req_timeout_ms(void);
+long pl_fault_pin_limit(unsigned long npages);
+void pl_fault_pin_fired(struct pl_dev *dev, unsigned long pinned,
+			unsigned long npages);
+bool pl_fault_lease_set(struct pl_dev *dev, u64 ino);
+void pl_fault_release_delay(struct pl_dev *dev, u64 handle);
+bool pl_fault_drop_event(struct pl_dev *dev, const struct pl_event *ev);
+void pl_fault_injected_event(struct pl_dev *dev, const struct pl_event *ev);
+void pl_faults_show(struct seq_file *m, struct pl_dev *dev);
 
 /* pl_debugfs.c */
 void pl_debugfs_init(void);

@@ -8,6 +8,8 @@
  *   mrs       one line per MR
  *   leases    one line per layout lease
  *   reset     write 1: reset the device (it forgets everything)
+ *   faults    the fault parameters (module-wide), what the module's fault
+ *             points fired and the device's fault events (this device)
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -141,6 +143,13 @@ static int pl_dbg_leases_show(struct seq_file *m, void *unused)
 }
 DEFINE_SHOW_ATTRIBUTE(pl_dbg_leases);
 
+static int pl_dbg_faults_show(struct seq_file *m, void *unused)
+{
+	pl_faults_show(m, m->private);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(pl_dbg_faults);
+
 static ssize_t pl_dbg_reset_write(struct file *file, const char __user *ubuf,
 				  size_t count, loff_t *ppos)
 {
@@ -176,6 +185,8 @@ void pl_debugfs_add(struct pl_dev *dev)
 	debugfs_create_file("leases", 0400, dev->dbg, dev,
 			    &pl_dbg_leases_fops);
 	debugfs_create_file("reset", 0200, dev->dbg, dev, &pl_dbg_reset_fops);
+	debugfs_create_file("faults", 0400, dev->dbg, dev,
+			    &pl_dbg_faults_fops);
 }
 
 void pl_debugfs_remove(struct pl_dev *dev)

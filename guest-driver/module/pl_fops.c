@@ -50,6 +50,9 @@ static void pl_ctx_free_work(struct work_struct *work)
 	struct pl_dev *dev = ctx->dev;
 	int err;
 
+	/* still in the table meanwhile: debugfs shows it closed, 0 refs */
+	pl_fault_release_delay(dev, ctx->handle);
+
 	/* out of the table first: the device may reuse the slot at once */
 	mutex_lock(&dev->lock);
 	xa_cmpxchg(&dev->ctxs, (u32)ctx->handle, ctx, NULL, 0);
@@ -319,20 +322,25 @@ static long pl_ioctl_query(struct pl_ctx *ctx, void __user *argp)
 	return copy_to_user(argp, &q, sizeof(q)) ? -EFAULT : 0;
 }
 
-/* Pins @npages pages from @start into @pages, in batches; all or nothing. */
-static int pl_pin(unsigned long start, unsigned long npages,
-		  unsigned int gup_flags, struct page **pages)
+/*
+ * Pins @npages pages from @start into @pages, in batches; all or nothing.
+ * fault_pin_after stops it after that many pages, through the same unpin.
+ */
+static int pl_pin(struct pl_dev *dev, unsigned long start,
+		  unsigned long npages, unsigned int gup_flags,
+		  struct page **pages)
 {
-	unsigned long pinned = 0;
+	long fail_at = pl_fault_pin_limit(npages);
+	unsigned long pinned = 0, want = fail_at < 0 ? npages : fail_at;
 	int ret;
 
-	while (pinned < npages) {
+	while (pinned < want) {
 		if (fatal_signal_pending(current)) {
 			ret = -EINTR;
 			goto unpin;
 		}
 		ret = pin_user_pages_fast(start + pinned * PAGE_SIZE,
-					  min_t(unsigned long, npages - pinned,
+					  min_t(unsigned long, want - pinned,
 						PL_PIN_BATCH),
 					  gup_flags, pages + pinned);
 		/* short count: the next call reports the failing page's error */
@@ -342,6 +350,11 @@ static int pl_pin(unsigned long start, unsigned long npages,
 		}
 		pinned += ret;
 		cond_resched();
+	}
+	if (pinned < npages) {
+		pl_fault_pin_fired(dev, pinned, npages);
+		ret = -EFAULT;
+		goto unpin;
 	}
 	return 0;
 unpin:
@@ -499,7 +512,7 @@ static long pl_ioctl_reg_mr(struct pl_ctx *ctx, void __user *argp)
 	/* the device checks PL_ACCESS_WRITE: its -EINVAL is the answer */
 	if (a.flags & PINLEASE_REG_SCRUB)
 		mr->reg_flags |= PL_REG_SCRUB;
-	err = pl_pin(start, npages, gup_flags, mr->pages);
+	err = pl_pin(dev, start, npages, gup_flags, mr->pages);
 	if (err) {
 		kvfree(mr->pages);
 		mr->pages = NULL;

@@ -362,9 +362,16 @@ long pl_ioctl_lease_take(struct pl_ctx *ctx, void __user *argp)
 	fl->c.flc_pid = current->tgid;
 	fl->c.flc_file = l->file;
 
-	/* a break before the device knows the lease waits for this lock */
+	/*
+	 * A break before the device knows the lease waits for this lock.
+	 * The kernel lease comes first, so when it cannot be set (or
+	 * fault_lease_set says so) the device has nothing to release.
+	 */
 	mutex_lock(&l->lock);
-	err = vfs_setlease(l->file, F_RDLCK, &fl, NULL);
+	if (pl_fault_lease_set(ctx->dev, l->file_ino))
+		err = -EAGAIN;
+	else
+		err = vfs_setlease(l->file, F_RDLCK, &fl, NULL);
 	if (err) {
 		mutex_unlock(&l->lock);
 		locks_free_lease(fl);

@@ -44,8 +44,19 @@ static bool pl_req_room(struct pl_dev *dev, unsigned int ndesc)
 	return room;
 }
 
-static void pl_schedule_reset(struct pl_dev *dev)
+/*
+ * Resets the device unless it has been reset since generation @gen, the
+ * one the trigger saw: two triggers of one dead device (two timeouts, a
+ * broken queue and a NEEDS_RESET) reset it once, and a late trigger never
+ * kills the contexts opened after the reset it asked for.
+ */
+static void pl_schedule_reset(struct pl_dev *dev, u64 gen)
 {
+	s64 want = gen + 1, cur = atomic64_read(&dev->reset_want);
+
+	while (cur < want &&
+	       !atomic64_try_cmpxchg(&dev->reset_want, &cur, want))
+		;
 	queue_work(pl_wq, &dev->reset_work);
 }
 
@@ -62,10 +73,12 @@ static void pl_schedule_reset(struct pl_dev *dev)
  * @rlen: expected response body length (exact on success)
  *
  * The wait is uninterruptible: the device may already have acted on the
- * request. A request not answered within PL_REQ_TIMEOUT means a dead device:
- * the device is reset (which hands every request in flight back with -EIO),
- * and only then does this return, so a buffer is never freed while the
- * device may still write it.
+ * request. A request not answered within req_timeout_ms means a dead
+ * device: the device is reset (which hands every request in flight back
+ * with -EIO), and only then does this return, so a buffer is never freed
+ * while the device may still write it. A broken request queue (the device
+ * completed a buffer twice) and a response carrying another request's tag
+ * reset the device the same way.
  *
  * Return: 0, -status of the device's answer, or -EIO / -ENODEV / -ENOMEM.
  */
@@ -77,7 +90,7 @@ int pl_submit(struct pl_dev *dev, u16 op, u64 ctx, const void *body,
 	unsigned int n = 0, nout, ndesc = 2 + nextra;
 	struct pl_req *r;
 	u32 status, len;
-	u64 tag;
+	u64 tag, gen = 0;
 	int err;
 
 	if (WARN_ON(blen > PL_MAX_BODY || rlen > PL_MAX_RESP_BODY))
@@ -116,6 +129,8 @@ int pl_submit(struct pl_dev *dev, u16 op, u64 ctx, const void *body,
 			err = -E2BIG;
 			goto out;
 		}
+		/* req_ok: no reset is between its stop and its restart */
+		gen = dev->gen;
 		err = virtqueue_add_sgs(dev->req_vq, sgs, nout, 1, r,
 					GFP_ATOMIC);
 		if (!err) {
@@ -123,6 +138,13 @@ int pl_submit(struct pl_dev *dev, u16 op, u64 ctx, const void *body,
 			virtqueue_kick(dev->req_vq);
 			spin_unlock_irq(&dev->req_lock);
 			break;
+		}
+		if (err == -EIO && virtqueue_is_broken(dev->req_vq)) {
+			spin_unlock_irq(&dev->req_lock);
+			pr_err_ratelimited("%s: opcode %u: request queue broken: resetting the device\n",
+					   dev->name, op);
+			pl_schedule_reset(dev, gen);
+			goto out;
 		}
 		spin_unlock_irq(&dev->req_lock);
 		if (err != -ENOSPC)
@@ -132,11 +154,11 @@ int pl_submit(struct pl_dev *dev, u16 op, u64 ctx, const void *body,
 	}
 	atomic64_inc(&dev->nr_requests);
 
-	if (!wait_for_completion_timeout(&r->done, PL_REQ_TIMEOUT)) {
+	if (!wait_for_completion_timeout(&r->done, pl_req_timeout())) {
 		atomic64_inc(&dev->nr_timeouts);
-		pr_err("%s: opcode %u tag %llu not answered in %u s: resetting the device\n",
-		       dev->name, op, tag, PL_REQ_TIMEOUT / HZ);
-		pl_schedule_reset(dev);
+		pr_err("%s: opcode %u tag %llu not answered in %u ms: resetting the device\n",
+		       dev->name, op, tag, pl_req_timeout_ms());
+		pl_schedule_reset(dev, gen);
 		wait_for_completion(&r->done);
 	}
 
@@ -151,8 +173,17 @@ int pl_submit(struct pl_dev *dev, u16 op, u64 ctx, const void *body,
 		goto out;
 	}
 	if (le64_to_cpu(r->resp.tag) != tag) {
-		pr_err_ratelimited("%s: opcode %u: response tag %llu, expected %llu\n",
+		/*
+		 * Another request's answer in our buffer (a duplicated used
+		 * entry after the head was reused): the device may still
+		 * write this buffer for the real one. Reset it before the
+		 * buffer is freed.
+		 */
+		atomic64_inc(&dev->faults.bad_tag);
+		pr_err_ratelimited("%s: opcode %u: response tag %llu, expected %llu: resetting the device\n",
 				   dev->name, op, le64_to_cpu(r->resp.tag), tag);
+		pl_schedule_reset(dev, gen);
+		flush_work(&dev->reset_work);
 		err = -EIO;
 		goto out;
 	}
@@ -182,6 +213,8 @@ static void pl_req_done(struct virtqueue *vq)
 	unsigned long flags;
 	struct pl_req *r;
 	unsigned int len;
+	bool broken;
+	u64 gen;
 
 	spin_lock_irqsave(&dev->req_lock, flags);
 	do {
@@ -191,8 +224,22 @@ static void pl_req_done(struct virtqueue *vq)
 			complete(&r->done);
 		}
 	} while (!virtqueue_enable_cb(vq));
+	/*
+	 * A used entry naming no request in flight ("id N is not a head")
+	 * breaks the queue: get_buf returns nothing from then on and the
+	 * interrupt is ignored, so the requests in flight would wait for the
+	 * timeout. Reset now.
+	 */
+	broken = dev->req_ok && virtqueue_is_broken(vq);
+	gen = dev->gen;
 	spin_unlock_irqrestore(&dev->req_lock, flags);
 	wake_up(&dev->req_space);
+	if (broken) {
+		atomic64_inc(&dev->faults.broken_vq);
+		pr_err("%s: request queue broken: resetting the device\n",
+		       dev->name);
+		pl_schedule_reset(dev, gen);
+	}
 }
 
 static void pl_evt_done(struct virtqueue *vq)
@@ -227,10 +274,29 @@ static void pl_route_event(struct pl_dev *dev, const struct pl_event *ev)
 		atomic64_inc(&dev->nr_events_unrouted);
 		return;
 	}
+	/* routed like any event: to the context, or to all when ctx is 0 */
 	if (le16_to_cpu(ev->kind) == PL_EVENT_MR_REVOKED)
 		pl_ctx_mr_revoked(ctx, le64_to_cpu(ev->args[0]));
 	pl_ctx_route_event(ctx, ev);
 	pl_ctx_put(ctx);
+}
+
+/* Events the module acts on itself, before they are routed. */
+static void pl_event_action(struct pl_dev *dev, const struct pl_event *ev,
+			    u64 gen)
+{
+	switch (le16_to_cpu(ev->kind)) {
+	case PL_EVENT_FAULT_INJECTED:
+		pl_fault_injected_event(dev, ev);
+		break;
+	case PL_EVENT_NEEDS_RESET:
+		/* virtio's DEVICE_NEEDS_RESET, as an event (docs/abi.md 6) */
+		atomic64_inc(&dev->faults.needs_reset);
+		pr_warn("%s: device needs a reset (NEEDS_RESET, rule %llu): resetting the device\n",
+			dev->name, le64_to_cpu(ev->args[0]));
+		pl_schedule_reset(dev, gen);
+		break;
+	}
 }
 
 static void pl_evt_work(struct work_struct *work)
@@ -239,6 +305,7 @@ static void pl_evt_work(struct work_struct *work)
 	struct scatterlist sg;
 	struct pl_event ev, *buf;
 	unsigned int len;
+	u64 gen;
 
 	for (;;) {
 		spin_lock_irq(&dev->evt_lock);
@@ -246,9 +313,18 @@ static void pl_evt_work(struct work_struct *work)
 			spin_unlock_irq(&dev->evt_lock);
 			return;
 		}
+		gen = dev->gen;
 		buf = virtqueue_get_buf(dev->evt_vq, &len);
 		if (!buf) {
+			bool broken = virtqueue_is_broken(dev->evt_vq);
+
 			spin_unlock_irq(&dev->evt_lock);
+			if (broken) {
+				atomic64_inc(&dev->faults.broken_vq);
+				pr_err("%s: event queue broken: resetting the device\n",
+				       dev->name);
+				pl_schedule_reset(dev, gen);
+			}
 			return;
 		}
 		ev = *buf;
@@ -263,6 +339,10 @@ static void pl_evt_work(struct work_struct *work)
 			atomic64_inc(&dev->nr_events_bad);
 			continue;
 		}
+		/* the buffer is reposted already: a dropped event costs nothing */
+		if (pl_fault_drop_event(dev, &ev))
+			continue;
+		pl_event_action(dev, &ev, gen);
 		pl_route_event(dev, &ev);
 		cond_resched();
 	}
@@ -381,16 +461,8 @@ static int pl_renegotiate(struct virtio_device *vdev)
 	return 0;
 }
 
-/**
- * pl_dev_reset - reset the device and start over
- * @dev: the device
- *
- * Every context of the device is marked dead and its MRs unpinned (the
- * device has forgotten them); open fds keep working for close only.
- *
- * Return: 0, or -errno when the device is gone or could not be restarted.
- */
-int pl_dev_reset(struct pl_dev *dev)
+/* Resets unless the device is at generation @want or later (0: always). */
+static int pl_dev_reset_before(struct pl_dev *dev, u64 want)
 {
 	int err;
 
@@ -398,6 +470,11 @@ int pl_dev_reset(struct pl_dev *dev)
 	if (dev->dead) {
 		mutex_unlock(&dev->lock);
 		return -ENODEV;
+	}
+	if (want && dev->gen >= want) {
+		/* reset since the trigger saw it: the trigger's device is gone */
+		mutex_unlock(&dev->lock);
+		return 0;
 	}
 	pr_info("%s: resetting the device\n", dev->name);
 	atomic64_inc(&dev->nr_resets);
@@ -421,9 +498,25 @@ int pl_dev_reset(struct pl_dev *dev)
 	return 0;
 }
 
+/**
+ * pl_dev_reset - reset the device and start over
+ * @dev: the device
+ *
+ * Every context of the device is marked dead and its MRs unpinned (the
+ * device has forgotten them); open fds keep working for close only.
+ *
+ * Return: 0, or -errno when the device is gone or could not be restarted.
+ */
+int pl_dev_reset(struct pl_dev *dev)
+{
+	return pl_dev_reset_before(dev, 0);
+}
+
 static void pl_reset_work(struct work_struct *work)
 {
-	pl_dev_reset(container_of(work, struct pl_dev, reset_work));
+	struct pl_dev *dev = container_of(work, struct pl_dev, reset_work);
+
+	pl_dev_reset_before(dev, atomic64_read(&dev->reset_want));
 }
 
 static void pl_dev_free(struct kref *kref)

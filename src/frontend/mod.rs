@@ -1364,6 +1364,28 @@ impl TestFrontend {
         Ok(bases)
     }
 
+    /// Device reset the way QEMU passes a guest driver's reset on: stop
+    /// every queue (GET_VRING_BASE), forget the driver-side ring state (what
+    /// was in flight is lost, as for a real driver), zero the rings and set
+    /// them up again from index 0. The connection and memory map stay.
+    pub fn reset_device(&mut self) -> Result<()> {
+        self.check_connected()?;
+        for q in 0..self.queues.len() {
+            self.ctl.call("GET_VRING_BASE", |fe| fe.get_vring_base(q))?;
+        }
+        for q in 0..self.queues.len() {
+            let r = *self.queues[q].layout();
+            let n = usize::from(r.size);
+            self.zero_mem(r.desc, 16 * n)?;
+            self.zero_mem(r.avail, 6 + 2 * n)?;
+            self.zero_mem(r.used, 6 + 8 * n)?;
+            self.queues[q] = vring::DriverQueue::new(q, r)?;
+            self.setup_queue(q)?;
+        }
+        self.pending_scratch = None;
+        Ok(())
+    }
+
     /// Our avail index of `queue` (number of chains ever published, mod 2^16).
     pub fn avail_idx(&self, queue: usize) -> Result<u16> {
         Ok(self.queue(queue)?.avail_idx())

@@ -9,7 +9,7 @@
 //! take the writer lock: telling a stale handle (ESTALE) from a forged one
 //! (EBADF/ENOENT) after a lookup failed, an error path only.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -128,6 +128,9 @@ pub struct Device {
     pins: AtomicU64,
     /// Mirror of the live context count (for status).
     live_contexts: AtomicU32,
+    /// NEEDS_RESET (a fault plan's needs-reset): every request is answered
+    /// EIO and no DMA runs until the driver resets the device.
+    needs_reset: AtomicBool,
 }
 
 impl Device {
@@ -154,6 +157,7 @@ impl Device {
             pinned_pages: AtomicU64::new(0),
             pins: AtomicU64::new(0),
             live_contexts: AtomicU32::new(0),
+            needs_reset: AtomicBool::new(false),
         }
     }
 
@@ -1110,53 +1114,145 @@ impl Device {
                 LeaseState::Revoked | LeaseState::Lost => continue,
                 LeaseState::Active => {}
             }
-            let holder = lease.holder_context.upgrade();
-            let in_range: Vec<Arc<Mr>> = holder
-                .as_ref()
-                .map(|c| {
-                    c.hw()
-                        .mrs
-                        .iter()
-                        .filter_map(|k| self.mrs.get(*k))
-                        .filter(|mr| {
-                            mr.file.as_ref().is_some_and(|f| {
-                                f.file == lease.file
-                                    && lease.overlaps(f.offset, f.offset.saturating_add(mr.length))
-                            })
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let live_in_range = in_range.iter().filter(|m| m.is_live()).count() as u64;
-            match lease.policy {
-                Policy::Revoke => {
-                    for mr in &in_range {
-                        if mr.is_live() {
-                            resp.pages_unpinned +=
-                                self.revoke_locked(&mut w, mr, RevokeReason::LeaseBreak, true);
-                            resp.mrs_revoked += 1;
-                        }
-                    }
-                    lease.set_state(LeaseState::Revoked);
-                }
-                Policy::Wait | Policy::Timeout => {
-                    lease.set_state(LeaseState::Breaking);
-                    resp.leases_held += 1;
-                }
-            }
-            self.events.push(
-                PL_EVENT_LEASE_BROKEN,
-                lease.holder,
-                [
-                    lease.handle,
-                    req.reason.into(),
-                    lease.policy.wire().into(),
-                    live_in_range,
-                ],
-            );
+            let (held, mrs_revoked, pages) = self.break_locked(&mut w, &lease, req.reason);
+            resp.leases_held += held;
+            resp.mrs_revoked += mrs_revoked;
+            resp.pages_unpinned += pages;
         }
         self.publish_pins(&w);
         Ok(resp)
+    }
+
+    /// Breaks one ACTIVE lease with `reason`, applying its policy: returns
+    /// (leases held, MRs revoked, pages unpinned).
+    fn break_locked(&self, w: &mut Writer, lease: &Arc<Lease>, reason: u32) -> (u32, u32, u64) {
+        let (mut held, mut mrs_revoked, mut pages) = (0, 0, 0);
+        let holder = lease.holder_context.upgrade();
+        let in_range: Vec<Arc<Mr>> = holder
+            .as_ref()
+            .map(|c| {
+                c.hw()
+                    .mrs
+                    .iter()
+                    .filter_map(|k| self.mrs.get(*k))
+                    .filter(|mr| {
+                        mr.file.as_ref().is_some_and(|f| {
+                            f.file == lease.file
+                                && lease.overlaps(f.offset, f.offset.saturating_add(mr.length))
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let live_in_range = in_range.iter().filter(|m| m.is_live()).count() as u64;
+        match lease.policy {
+            Policy::Revoke => {
+                for mr in &in_range {
+                    if mr.is_live() {
+                        pages += self.revoke_locked(w, mr, RevokeReason::LeaseBreak, true);
+                        mrs_revoked += 1;
+                    }
+                }
+                lease.set_state(LeaseState::Revoked);
+            }
+            Policy::Wait | Policy::Timeout => {
+                lease.set_state(LeaseState::Breaking);
+                held += 1;
+            }
+        }
+        self.events.push(
+            PL_EVENT_LEASE_BROKEN,
+            lease.holder,
+            [
+                lease.handle,
+                reason.into(),
+                lease.policy.wire().into(),
+                live_in_range,
+            ],
+        );
+        (held, mrs_revoked, pages)
+    }
+
+    // ---- fault injection (docs/faults.md 1.3) ---------------------------------------
+
+    /// Live MR keys, ascending: the candidates of an injected revoke.
+    pub fn live_mr_keys(&self) -> Vec<Handle> {
+        let mut keys: Vec<Handle> = self
+            .mrs
+            .snapshot()
+            .iter()
+            .filter(|(_, mr)| mr.is_live())
+            .map(|(k, _)| *k)
+            .collect();
+        keys.sort_unstable();
+        keys
+    }
+
+    /// ACTIVE leases as (handle, holder context), ascending by handle: the
+    /// candidates of an injected spurious break.
+    pub fn active_leases(&self) -> Vec<(Handle, Handle)> {
+        let mut v: Vec<(Handle, Handle)> = self
+            .leases
+            .all()
+            .iter()
+            .filter(|l| l.state() == LeaseState::Active)
+            .map(|l| (l.handle, l.holder))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Does LEASE_BREAK `req` hit an ACTIVE lease (the lease-break point)?
+    pub fn break_hits_active(&self, req: &PlLeaseBreakReq) -> bool {
+        let Ok(end) = Self::lease_end(req.start, req.length) else {
+            return false;
+        };
+        self.leases
+            .overlapping(&req.file, req.start, end)
+            .iter()
+            .any(|l| l.state() == LeaseState::Active)
+    }
+
+    /// Revokes MR `key` with PL_REVOKE_INJECTED (MR_REVOKED to its owner).
+    /// Returns false when it is not live (anymore).
+    pub fn revoke_injected(&self, key: Handle) -> bool {
+        let Some(mr) = self.mrs.get(key) else {
+            return false;
+        };
+        let mut w = self.writer();
+        if !mr.is_live() {
+            return false;
+        }
+        self.revoke_locked(&mut w, &mr, RevokeReason::Injected, true);
+        self.publish_pins(&w);
+        true
+    }
+
+    /// Breaks lease `h` as LEASE_BREAK would, with PL_BREAK_INJECTED: its
+    /// policy applies. Returns false when it is not ACTIVE (anymore).
+    pub fn break_lease_injected(&self, h: Handle) -> bool {
+        let Some(lease) = self.leases.get(h) else {
+            return false;
+        };
+        let mut w = self.writer();
+        if lease.state() != LeaseState::Active {
+            return false;
+        }
+        self.break_locked(&mut w, &lease, PL_BREAK_INJECTED);
+        self.publish_pins(&w);
+        true
+    }
+
+    /// Enters NEEDS_RESET and tells the driver (PL_EVENT_NEEDS_RESET, args
+    /// [rule id, 0, 0, 0]); until `reset`, requests get EIO and no DMA runs.
+    pub fn enter_needs_reset(&self, rule: u32) {
+        self.needs_reset.store(true, Ordering::SeqCst);
+        self.events
+            .push(PL_EVENT_NEEDS_RESET, 0, [u64::from(rule), 0, 0, 0]);
+    }
+
+    pub fn needs_reset(&self) -> bool {
+        self.needs_reset.load(Ordering::SeqCst)
     }
 
     // ---- exports -----------------------------------------------------------------
@@ -1334,6 +1430,7 @@ impl Device {
             }
         }
         self.events.clear();
+        self.needs_reset.store(false, Ordering::SeqCst);
         self.counters.device_resets.fetch_add(1, Ordering::Relaxed);
         self.publish_pins(&w);
         contexts.len()

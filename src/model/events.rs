@@ -3,13 +3,34 @@
 //! next one delivered carries the count (PL_EVENT_F_DROPPED).
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use crate::abi::{PlEvent, PL_EVENT_F_DROPPED};
+use crate::abi::{PlEvent, PL_EVENT_FAULT_INJECTED, PL_EVENT_F_DROPPED, PL_EVENT_NEEDS_RESET};
 
 /// Called (from any thread) when an event is queued, so the transport can
 /// wake up and deliver it. Kept as a closure: the model knows no eventfds.
 pub type Notify = Box<dyn Fn() + Send + Sync>;
+
+/// What a fault plan decided for an event about to be queued (the
+/// `event:KIND` fault point, docs/faults.md 1.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventFate {
+    Deliver,
+    /// Discarded.
+    Drop,
+    /// Queued twice.
+    Duplicate,
+    /// Taken by the filter, which queues it later with `push_unfiltered`
+    /// (delay).
+    Held,
+    /// Held here until the next event is queued, then queued after it (or
+    /// alone by `release_reordered`).
+    Reorder,
+}
+
+/// Decides the fate of an event (kind, ctx, args). Called before any lock
+/// of the queue is taken, possibly with the device's writer lock held.
+pub type Filter = Arc<dyn Fn(u16, u64, [u64; 4]) -> EventFate + Send + Sync>;
 
 pub const DEFAULT_BACKLOG: usize = 4096;
 
@@ -18,6 +39,8 @@ struct Inner {
     queue: VecDeque<PlEvent>,
     next_seq: u64,
     dropped_pending: u32,
+    /// Events a `reorder` fault holds until the next one is queued.
+    reordered: Vec<(u16, u64, [u64; 4])>,
     dropped_total: u64,
     queued_total: u64,
     delivered_total: u64,
@@ -27,6 +50,7 @@ pub struct EventQueue {
     inner: Mutex<Inner>,
     capacity: usize,
     notify: Mutex<Option<Notify>>,
+    filter: Mutex<Option<Filter>>,
 }
 
 /// Counters for status.
@@ -47,6 +71,7 @@ impl EventQueue {
             }),
             capacity,
             notify: Mutex::new(None),
+            filter: Mutex::new(None),
         }
     }
 
@@ -58,14 +83,76 @@ impl EventQueue {
         *self.notify.lock().unwrap_or_else(|e| e.into_inner()) = Some(n);
     }
 
-    /// Queues an event of `kind` about context `ctx` with `args`.
+    pub fn set_filter(&self, f: Filter) {
+        *self.filter.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+    }
+
+    /// Queues an event of `kind` about context `ctx` with `args`, subject
+    /// to the fault filter (FAULT_INJECTED and NEEDS_RESET never are).
     pub fn push(&self, kind: u16, ctx: u64, args: [u64; 4]) {
+        let filter = if kind == PL_EVENT_FAULT_INJECTED || kind == PL_EVENT_NEEDS_RESET {
+            None
+        } else {
+            self.filter
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        };
+        match filter.map_or(EventFate::Deliver, |f| f(kind, ctx, args)) {
+            EventFate::Deliver => self.push_unfiltered(kind, ctx, args),
+            EventFate::Drop | EventFate::Held => {}
+            EventFate::Duplicate => {
+                self.push_unfiltered(kind, ctx, args);
+                self.push_unfiltered(kind, ctx, args);
+            }
+            EventFate::Reorder => self.lock().reordered.push((kind, ctx, args)),
+        }
+    }
+
+    /// Queues the events a `reorder` fault held, after whatever was queued
+    /// since (or alone, when nothing came in time).
+    pub fn release_reordered(&self) {
+        let held = std::mem::take(&mut self.lock().reordered);
+        for (kind, ctx, args) in held {
+            self.enqueue(kind, ctx, args);
+        }
+        if !self.is_empty() {
+            self.notify();
+        }
+    }
+
+    /// Queues an event without consulting the fault filter (a delayed event
+    /// coming due), then any reordered ones held before it.
+    pub fn push_unfiltered(&self, kind: u16, ctx: u64, args: [u64; 4]) {
+        let mut queued = self.enqueue(kind, ctx, args);
+        let held = std::mem::take(&mut self.lock().reordered);
+        for (kind, ctx, args) in held {
+            queued |= self.enqueue(kind, ctx, args);
+        }
+        if queued {
+            self.notify();
+        }
+    }
+
+    fn notify(&self) {
+        if let Some(n) = self
+            .notify
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            n();
+        }
+    }
+
+    /// Appends one event; false when the backlog is full (counted).
+    fn enqueue(&self, kind: u16, ctx: u64, args: [u64; 4]) -> bool {
         {
             let mut g = self.lock();
             if g.queue.len() >= self.capacity {
                 g.dropped_pending = g.dropped_pending.saturating_add(1);
                 g.dropped_total += 1;
-                return;
+                return false;
             }
             let seq = g.next_seq;
             g.next_seq += 1;
@@ -84,14 +171,7 @@ impl EventQueue {
             });
             g.queued_total += 1;
         }
-        if let Some(n) = self
-            .notify
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            n();
-        }
+        true
     }
 
     /// Takes the oldest event for delivery.
@@ -114,7 +194,9 @@ impl EventQueue {
     /// Drops the backlog (device reset); dropped events are not counted
     /// as drops, which mean "the driver missed events it should see".
     pub fn clear(&self) {
-        self.lock().queue.clear();
+        let mut g = self.lock();
+        g.queue.clear();
+        g.reordered.clear();
     }
 
     pub fn is_empty(&self) -> bool {
@@ -167,5 +249,40 @@ mod tests {
         assert_eq!(q.pop().unwrap().seq, 4);
         let s = q.stats();
         assert_eq!((s.queued, s.delivered, s.dropped, s.backlog), (4, 4, 2, 0));
+    }
+
+    #[test]
+    fn filter_fates() {
+        let q = EventQueue::new(16);
+        // The fate is picked by args[0]; FAULT_INJECTED/NEEDS_RESET bypass.
+        q.set_filter(Arc::new(|_, _, args| match args[0] {
+            1 => EventFate::Drop,
+            2 => EventFate::Duplicate,
+            3 => EventFate::Reorder,
+            4 => EventFate::Held,
+            _ => EventFate::Deliver,
+        }));
+        q.push(1, 0, [1, 0, 0, 0]);
+        q.push(PL_EVENT_FAULT_INJECTED, 0, [1, 0, 0, 0]);
+        q.push(1, 0, [2, 0, 0, 0]);
+        q.push(1, 0, [3, 0, 0, 0]);
+        q.push(1, 0, [4, 0, 0, 0]);
+        q.push(1, 0, [5, 0, 0, 0]);
+        q.push(1, 0, [3, 1, 0, 0]);
+        let got: Vec<u64> = std::iter::from_fn(|| q.pop()).map(|e| e.args[0]).collect();
+        // Dropped 1 (the FAULT_INJECTED one passes), 2 twice, the reordered
+        // 3 after 5, the held 4 nowhere, the last 3 still held.
+        assert_eq!(got, vec![1, 2, 2, 5, 3]);
+        q.release_reordered();
+        assert_eq!(q.pop().map(|e| e.args), Some([3, 1, 0, 0]));
+        q.push(1, 0, [3, 2, 0, 0]);
+        q.clear();
+        q.push(1, 0, [5, 0, 0, 0]);
+        assert_eq!(
+            q.pop().map(|e| e.args[0]),
+            Some(5),
+            "reset forgot the held one"
+        );
+        assert!(q.pop().is_none());
     }
 }

@@ -73,6 +73,8 @@ pub enum RevokeReason {
     MemoryMap,
     ContextClose,
     SourceGone,
+    /// The daemon's fault plan revoked it (docs/faults.md 1.3, revoke-mr).
+    Injected,
 }
 
 impl RevokeReason {
@@ -80,7 +82,10 @@ impl RevokeReason {
     pub fn is_revoke(self) -> bool {
         matches!(
             self,
-            RevokeReason::LeaseBreak | RevokeReason::MemoryMap | RevokeReason::SourceGone
+            RevokeReason::LeaseBreak
+                | RevokeReason::MemoryMap
+                | RevokeReason::SourceGone
+                | RevokeReason::Injected
         )
     }
 
@@ -91,6 +96,7 @@ impl RevokeReason {
             RevokeReason::MemoryMap => crate::abi::PL_REVOKE_MEMORY_MAP,
             RevokeReason::ContextClose => crate::abi::PL_REVOKE_CONTEXT_CLOSE,
             RevokeReason::SourceGone => crate::abi::PL_REVOKE_SOURCE_GONE,
+            RevokeReason::Injected => crate::abi::PL_REVOKE_INJECTED,
         }
     }
 
@@ -101,6 +107,7 @@ impl RevokeReason {
             RevokeReason::MemoryMap => "memory-map",
             RevokeReason::ContextClose => "context-close",
             RevokeReason::SourceGone => "source-gone",
+            RevokeReason::Injected => "injected",
         }
     }
 }

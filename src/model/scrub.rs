@@ -85,6 +85,10 @@ impl Device {
     /// thread calls it each period; tests call it directly.
     pub fn scrub_round(&self) -> ScrubRound {
         let mut round = ScrubRound::default();
+        // NEEDS_RESET: no DMA runs until the driver resets the device.
+        if self.needs_reset() {
+            return round;
+        }
         let Some(ram) = self.memory() else {
             return round;
         };

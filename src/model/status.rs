@@ -23,6 +23,8 @@ pub struct StatusSnapshot {
     pub leases: Vec<LeaseStatus>,
     pub pinned_pages: u64,
     pub pins: u64,
+    /// A fault plan's needs-reset put the device in NEEDS_RESET.
+    pub needs_reset: bool,
     pub counters: CounterStatus,
 }
 
@@ -330,6 +332,7 @@ impl Device {
             mrs,
             leases,
             pinned_pages,
+            needs_reset: self.needs_reset(),
             pins,
             counters: CounterStatus {
                 requests: c.requests_by_opcode(),

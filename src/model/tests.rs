@@ -2760,3 +2760,62 @@ fn a_contiguous_page_run_across_two_adjacent_regions_registers() {
     assert_eq!(e.status, Status::Fault);
     assert!(e.why.contains("page 1 address 0x200000"), "{}", e.why);
 }
+
+// ---- fault injection (docs/faults.md 1.3) ------------------------------------------
+
+#[test]
+fn injected_revoke_break_and_needs_reset() {
+    let dev = device(4);
+    let c = ctx(&dev);
+    let f = file(77);
+    let lease = take(&dev, c, f, 0, 4 * PAGE, PL_POLICY_REVOKE);
+    let under = reg_file(&dev, c, &Layout::pages(run(0, 2)), PL_ACCESS_ALL, f, 0);
+    let other = reg(&dev, c, &Layout::pages(run(8 * PAGE, 1)), PL_ACCESS_ALL);
+    assert_eq!(dev.live_mr_keys(), {
+        let mut k = vec![under.key, other];
+        k.sort_unstable();
+        k
+    });
+    assert_eq!(dev.active_leases(), vec![(lease, c)]);
+    assert!(dev.break_hits_active(&break_req(f, 0, PAGE)));
+    assert!(!dev.break_hits_active(&break_req(file(78), 0, PAGE)));
+
+    assert!(dev.revoke_injected(other));
+    assert!(!dev.revoke_injected(other), "already revoked");
+    let e = dev.events.pop().unwrap();
+    assert_eq!(
+        (e.kind, e.args[0], e.args[1]),
+        (PL_EVENT_MR_REVOKED, other, PL_REVOKE_INJECTED)
+    );
+    assert_eq!(
+        st(write(&dev, c, other, 0, under.key, 0, 8)),
+        Status::Canceled
+    );
+
+    assert!(dev.break_lease_injected(lease));
+    assert!(!dev.break_lease_injected(lease), "no longer ACTIVE");
+    assert_eq!(dev.lease(lease).unwrap().state(), LeaseState::Revoked);
+    assert!(
+        !dev.mr(under.key).unwrap().is_live(),
+        "revoke policy applied"
+    );
+    let kinds: Vec<(u16, u64)> = std::iter::from_fn(|| dev.events.pop())
+        .map(|e| (e.kind, e.args[1]))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (PL_EVENT_MR_REVOKED, crate::abi::PL_REVOKE_LEASE_BREAK),
+            (PL_EVENT_LEASE_BROKEN, u64::from(PL_BREAK_INJECTED)),
+        ]
+    );
+
+    dev.enter_needs_reset(4);
+    assert!(dev.needs_reset());
+    let e = dev.events.pop().unwrap();
+    assert_eq!((e.kind, e.args), (PL_EVENT_NEEDS_RESET, [4, 0, 0, 0]));
+    assert!(dev.status().needs_reset);
+    dev.reset();
+    assert!(!dev.needs_reset());
+    assert!(dev.live_mr_keys().is_empty());
+}

@@ -1,0 +1,12 @@
+//! Daemon fault injection (docs/faults.md section 1): fault plans, per-rule
+//! random streams, and the engine that decides at each fault point which
+//! rules fire and applies the model-level actions. The completion-level
+//! actions (drop, duplicate, delay, reorder, withhold) are the transport's
+//! (`crate::backend`). No vhost or virtio types here.
+
+pub mod engine;
+pub mod plan;
+pub mod rng;
+
+pub use engine::{Effect, FaultEngine, Firing};
+pub use plan::{parse_plan, Action, Plan, PlanError, Point, RuleSpec};
