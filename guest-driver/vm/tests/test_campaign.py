@@ -1,0 +1,96 @@
+"""Host tests of guest-driver/vm/campaign (no QEMU): run selection, the
+ci subset, the summary's sums and never-fired points."""
+
+import importlib.machinery
+import importlib.util
+import sys
+import unittest
+from pathlib import Path
+
+VM_DIR = Path(__file__).resolve().parents[1]
+sys.dont_write_bytecode = True
+
+
+def load_campaign():
+    loader = importlib.machinery.SourceFileLoader("campaign", str(VM_DIR / "campaign"))
+    spec = importlib.util.spec_from_loader("campaign", loader)
+    mod = importlib.util.module_from_spec(spec)
+    loader.exec_module(mod)
+    return mod
+
+
+campaign = load_campaign()
+faultplan = campaign.faultplan
+
+
+class Selection(unittest.TestCase):
+    def test_full_campaign_is_at_least_200_runs(self):
+        a = campaign.parse_args(["--seeds", "8"])
+        runs = campaign.select_runs(a)
+        self.assertGreaterEqual(len(runs), 200)
+        self.assertEqual(len(runs), len({(p.name, s) for p, s in runs}))
+
+    def test_ci_subset_names_real_plans(self):
+        runs = campaign.select_runs(campaign.parse_args(["--subset", "ci"]))
+        self.assertTrue(1 <= len(runs) <= 8, len(runs))
+
+    def test_seed_list(self):
+        a = campaign.parse_args(["--seed-list", "3,0x10"])
+        self.assertEqual(sorted({s for _, s in campaign.select_runs(a)}), [3, 16])
+        with self.assertRaises(campaign.CampaignError) as cm:
+            campaign.select_runs(campaign.parse_args(["--seed-list", "3,x"]))
+        self.assertIn("'x'", str(cm.exception))
+
+    def test_plans_glob_must_match(self):
+        with self.assertRaises(campaign.CampaignError) as cm:
+            campaign.select_runs(campaign.parse_args(["--plans", "/nonexistent/*.toml"]))
+        self.assertIn("/nonexistent/*.toml", str(cm.exception))
+
+    def test_subset_file_errors(self):
+        plan = faultplan.parse_plan('[run]\ncases = "x"\n', "a.toml")
+        known = {"a": plan}
+        self.assertEqual([s for _, s in campaign.parse_subset("a 1\n# c\n\na 2 # two\n", "f",
+                                                               known)], [1, 2])
+        for text, want in (("b 1\n", "no plan 'b'"), ("a\n", "want 'PLAN SEED'"),
+                           ("a x\n", "'x'"), ("# none\n", "lists no runs")):
+            with self.assertRaises(campaign.CampaignError) as cm:
+                campaign.parse_subset(text, "f", known)
+            self.assertIn(want, str(cm.exception))
+
+    def test_bad_options(self):
+        for argv in (["--seeds", "0"], ["--jobs", "0"], ["--subset", "ci", "--seeds", "2"]):
+            with self.assertRaises(SystemExit):
+                campaign.parse_args(argv)
+
+
+class Summary(unittest.TestCase):
+    def test_sums_and_never_fired(self):
+        p = faultplan.parse_plan('[[rule]]\npoint = "lease-break"\naction = "withhold"\nms = 0\n'
+                                 '[[rule]]\npoint = "memory-map"\naction = "delay"\nms = 5\n',
+                                 "p.toml")
+
+        def run(seed, fires, verdict="ok"):
+            return {"plan": "p", "seed": seed, "verdict": verdict, "seconds": 10.0, "dir": "d",
+                    "reason": "r", "reproduce": "cmd",
+                    "daemon_faults": {"fired": fires, "by_class_action":
+                                      {"lease-break x withhold": fires} if fires else {},
+                                      "rules": [{"point": "lease-break", "action": "withhold",
+                                                 "fires": fires},
+                                                {"point": "memory-map", "action": "delay",
+                                                 "fires": 0}]},
+                    "module_faults": {"pin_after": seed}}
+
+        agg = campaign.aggregate([run(0, 2), run(1, 3, "violated")], [p])
+        self.assertEqual(agg["faults_by_class_action"], {"lease-break x withhold": 5})
+        self.assertEqual(agg["never_fired"], ["memory-map delay"])
+        self.assertEqual(agg["module_faults"], {"pin_after": 1})
+        self.assertIn("lease_set", agg["module_points_never_fired"])
+        self.assertNotIn("pin_after", agg["module_points_never_fired"])
+        self.assertEqual([(v["plan"], v["seed"]) for v in agg["violations"]], [("p", 1)])
+        md = campaign.summary_md(agg, [run(0, 2), run(1, 3, "violated")], 20.0)
+        self.assertIn("`cmd`", md)
+        self.assertIn("memory-map delay", md)
+
+
+if __name__ == "__main__":
+    unittest.main()
