@@ -2,9 +2,11 @@
 //! (the guest module's ioctls, `guest-driver/include/pinlease_uapi.h`) and
 //! prints KTAP. See `guest-driver/README.md` for the contract.
 
+pub mod campaign;
 pub mod cases;
 pub mod dev;
 pub mod ktap;
 pub mod nodevice;
+pub mod stray;
 pub mod sys;
 pub mod uapi;

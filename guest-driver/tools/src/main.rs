@@ -5,7 +5,7 @@ use pinlease::abi::{self, PL_ACCESS_ALL, PL_ACCESS_READ};
 use pinlease_guest::dev::{format_event, parse_events, Dev, SysError, EVENT_SIZE};
 use pinlease_guest::sys::{self, Backing, Mapping};
 use pinlease_guest::uapi::*;
-use pinlease_guest::{cases, ktap};
+use pinlease_guest::{campaign, cases, ktap, stray};
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -104,6 +104,19 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         timeout: u64,
     },
+    /// Scan fresh anonymous memory (zeroed by the kernel, never written) for
+    /// the device scrubber's canary words: one there means the device wrote
+    /// pages nobody had pinned. Prints `PINLEASE-STRAY words=N canaries=C`
+    /// and up to 10 `PINLEASE-STRAY-HIT` lines; exit 0 when C is 0, 1 when
+    /// canaries were found, 2 on a setup error.
+    StrayScan {
+        /// Share of MemAvailable to allocate and scan (1-90).
+        #[arg(long, default_value_t = 50)]
+        mem_percent: u32,
+        /// Keep scanning for this many seconds (at least one pass).
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+    },
     /// In a guest WITHOUT a pinlease device: load pinlease.ko, check that no
     /// device, node or debugfs entry appears, unload, load and unload again,
     /// check the kernel log; KTAP like `suite` (exit 0 only if all ok). The
@@ -188,6 +201,10 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             };
         }
+        Cmd::StrayScan {
+            mem_percent,
+            seconds,
+        } => return stray_scan(mem_percent, seconds),
         Cmd::Query => query(&cli.dev),
         Cmd::Reg {
             len,
@@ -222,7 +239,8 @@ fn main() -> ExitCode {
 }
 
 fn suite(glob: &str, list: bool) -> ExitCode {
-    let all = cases::all();
+    let mut all = cases::all();
+    all.extend(campaign::all());
     let selected: Vec<&ktap::Case> = all
         .iter()
         .filter(|c| ktap::glob_match_any(glob, c.name))
@@ -273,6 +291,30 @@ fn nodevice(module: &str, list: bool) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+fn stray_scan(percent: u32, seconds: f64) -> ExitCode {
+    if !(seconds.is_finite() && seconds >= 0.0) {
+        eprintln!("pinlease-guest stray-scan: --seconds {seconds}: must be a number >= 0");
+        return ExitCode::from(2);
+    }
+    match stray::run(percent, Duration::from_secs_f64(seconds)) {
+        Ok(r) => {
+            for l in r.lines() {
+                println!("{l}");
+            }
+            eprintln!("pinlease-guest stray-scan: {}", r.summary());
+            if r.canaries == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("pinlease-guest stray-scan: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -621,6 +663,27 @@ mod tests {
         let c =
             Cli::try_parse_from(["pinlease-guest", "suite", "--cases", "dma_*", "--list"]).unwrap();
         assert!(matches!(c.cmd, Cmd::Suite { list: true, .. }));
+        let c = Cli::try_parse_from(["pinlease-guest", "stray-scan"]).unwrap();
+        assert!(matches!(
+            c.cmd,
+            Cmd::StrayScan { mem_percent: 50, seconds } if seconds == 2.0
+        ));
+        let c = Cli::try_parse_from([
+            "pinlease-guest",
+            "stray-scan",
+            "--mem-percent",
+            "10",
+            "--seconds",
+            "0.5",
+        ])
+        .unwrap();
+        assert!(matches!(
+            c.cmd,
+            Cmd::StrayScan { mem_percent: 10, seconds } if seconds == 0.5
+        ));
+        assert!(
+            Cli::try_parse_from(["pinlease-guest", "stray-scan", "--mem-percent", "x"]).is_err()
+        );
         let c = Cli::try_parse_from(["pinlease-guest", "nodevice"]).unwrap();
         assert!(
             matches!(c.cmd, Cmd::Nodevice { ref module, list: false } if module == "/lib/pinlease/pinlease.ko")
