@@ -94,3 +94,33 @@ class Summary(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Coverage(unittest.TestCase):
+    """The plans in guest-driver/campaigns together name every daemon fault
+    point and action and set every module fault parameter (docs/faults.md
+    sections 1.2, 1.3, 2)."""
+
+    ACTIONS = {"fail", "delay", "drop", "duplicate", "reorder", "revoke-mr", "spurious-break",
+               "withhold", "needs-reset", "abort"}
+    MODULE_PARAMS = {"fault_pin_after", "fault_lease_set", "fault_release_delay_ms",
+                     "fault_drop_event"}
+
+    def abi_names(self, prefix):
+        import re
+        header = (VM_DIR.parents[0] / "include" / "pinlease_abi.h").read_text()
+        return set(re.findall(rf"#define {prefix}([A-Z_]+)\s+\d+\s*$", header, re.M))
+
+    def test_every_point_action_and_module_parameter(self):
+        plans = campaign.find_plans(str(campaign.CAMPAIGNS / "*.toml"))
+        rules = [r for p in plans for r in p.rules()]
+        points = {r["point"] for r in rules}
+        ops = self.abi_names("PL_OP_")
+        self.assertIn("REG_MR", ops)
+        kinds = self.abi_names("PL_EVENT_") - {"FAULT_INJECTED", "NEEDS_RESET"}
+        self.assertIn("SCRUB_LOST_ACCESS", kinds)
+        want = ({f"request:{op}:{w}" for op in ops for w in ("before", "after")}
+                | {f"event:{k}" for k in kinds} | {"memory-map", "context-teardown", "lease-break"})
+        self.assertEqual(want - points, set())
+        self.assertEqual(self.ACTIONS - {r["action"] for r in rules}, set())
+        self.assertEqual(self.MODULE_PARAMS - {k for p in plans for k in p.guest}, set())
