@@ -163,3 +163,37 @@ class CampaignPlans(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class RunnerRefusesBadPlans(unittest.TestCase):
+    """vm/run itself: a bad plan is a setup problem (exit 2) before anything
+    is built or booted, and the message names the key and the value."""
+
+    def run_vm(self, *args):
+        import subprocess
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            r = subprocess.run([sys.executable, "-B", str(VM_DIR / "run"), "--out", d, *args],
+                               capture_output=True, text=True, timeout=60)
+        return r.returncode, r.stdout + r.stderr
+
+    def test_bad_guest_value(self):
+        import tempfile
+        with tempfile.NamedTemporaryFile("w", suffix=".toml") as f:
+            f.write('[guest]\nreq_timeout_ms = [1000, "2s"]\n')
+            f.flush()
+            rc, out = self.run_vm("--faults", f.name, "--seed", "1")
+        self.assertEqual(rc, 2, out)
+        self.assertIn("req_timeout_ms[1] must be an integer, got string '2s'", out)
+
+    def test_bad_seed_and_missing_plan(self):
+        rc, out = self.run_vm("--faults", "/nonexistent.toml")
+        self.assertEqual(rc, 2, out)
+        self.assertIn("/nonexistent.toml", out)
+        rc, out = self.run_vm("--faults", str(REPO / "guest-driver" / "campaigns" / "control.toml"),
+                              "--seed", "x1")
+        self.assertEqual(rc, 2, out)
+        self.assertIn("seed must be an integer, got 'x1'", out)
+        rc, out = self.run_vm("--seed", "3")
+        self.assertEqual(rc, 2, out)
+        self.assertIn("--seed is for --faults runs", out)
