@@ -189,14 +189,14 @@ fault_checks() {
 	dmesg >/tmp/dmesg.txt
 	hung=$(grep -c 'blocked for more than' /tmp/dmesg.txt)
 	if [ "$hung" -gt 0 ]; then
-		inv hung-task violated "$hung reports, first: $(grep -m 1 'blocked for more than' /tmp/dmesg.txt)"
+		inv hung-task violated "$hung reports, first: $(grep 'blocked for more than' /tmp/dmesg.txt | head -n 1)"
 	else
 		inv hung-task ok "no 'blocked for more than' in the kernel log"
 	fi
 	pat='WARNING:|BUG:|Oops|general protection|kernel BUG'
 	warn=$(grep -cE "$pat" /tmp/dmesg.txt)
 	if [ "$warn" -gt 0 ]; then
-		inv kernel-warn violated "$warn lines, first: $(grep -m 1 -E "$pat" /tmp/dmesg.txt)"
+		inv kernel-warn violated "$warn lines, first: $(grep -E "$pat" /tmp/dmesg.txt | head -n 1)"
 	else
 		inv kernel-warn ok "no WARNING:/BUG:/Oops/general protection/kernel BUG in the kernel log"
 	fi

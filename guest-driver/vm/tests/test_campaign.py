@@ -57,9 +57,15 @@ class Selection(unittest.TestCase):
             self.assertIn(want, str(cm.exception))
 
     def test_bad_options(self):
-        for argv in (["--seeds", "0"], ["--jobs", "0"], ["--subset", "ci", "--seeds", "2"]):
-            with self.assertRaises(SystemExit):
+        import contextlib
+        import io
+        for argv, want in ((["--seeds", "0"], "--seeds must be >= 1, got 0"),
+                           (["--jobs", "0"], "--jobs must be >= 1, got 0"),
+                           (["--subset", "ci", "--seeds", "2"], "--subset lists its own seeds")):
+            err = io.StringIO()
+            with self.assertRaises(SystemExit), contextlib.redirect_stderr(err):
                 campaign.parse_args(argv)
+            self.assertIn(want, err.getvalue())
 
 
 class Summary(unittest.TestCase):
