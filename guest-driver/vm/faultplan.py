@@ -232,22 +232,17 @@ def daemon_toml(plan, seed):
     know are passed on for it to reject with its own error."""
     lines = [f"# written by guest-driver/vm/run from {plan.path} (its [guest] and [run]",
              "# tables removed; seed set to the run's --seed)", f"seed = {seed}"]
-    tables = []
+    tables = []  # (header, table): after the top-level keys, as TOML wants
     for k, v in plan.daemon.items():
         if k == "seed":
             continue
         if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
-            tables.append((k, v))
+            tables += [(f"[[{_toml_key(k)}]]", item) for item in v]
         elif isinstance(v, dict):
-            tables.append((k, [v], False))
+            tables.append((f"[{_toml_key(k)}]", v))
         else:
             lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
-    for entry in tables:
-        k, items = entry[0], entry[1]
-        array = len(entry) == 2
-        for item in items:
-            lines.append("")
-            lines.append(f"[[{_toml_key(k)}]]" if array else f"[{_toml_key(k)}]")
-            for ik, iv in item.items():
-                lines.append(f"{_toml_key(ik)} = {_toml_value(iv)}")
+    for header, table in tables:
+        lines += ["", header]
+        lines += [f"{_toml_key(ik)} = {_toml_value(iv)}" for ik, iv in table.items()]
     return "\n".join(lines) + "\n"

@@ -145,8 +145,11 @@ class DaemonToml(unittest.TestCase):
                          'a"b\\c\n')
 
     def test_unknown_top_level_keys_pass_through_for_the_daemon(self):
-        p = plan('colour = "red"\n' + RULE)
-        self.assertEqual(tomllib.loads(faultplan.daemon_toml(p, 0))["colour"], "red")
+        p = plan('colour = "red"\n' + RULE + '[extra]\nx = [1, 2]\n')
+        out = tomllib.loads(faultplan.daemon_toml(p, 0))
+        self.assertEqual(out["colour"], "red")
+        self.assertEqual(out["extra"], {"x": [1, 2]})
+        self.assertEqual(len(out["rule"]), 1)
 
 
 class CampaignPlans(unittest.TestCase):
