@@ -82,15 +82,32 @@ mkdir -p /lib/pinlease
 if [ "$MODE" = nodevice ]; then
 	say "pinlease.ko not loaded: pinlease-guest nodevice loads it"
 elif [ -f /lib/pinlease/pinlease.ko ]; then
-	if insmod /lib/pinlease/pinlease.ko; then
+	# MODULE_PARAMS: a --faults plan's [guest] values (NAME=VALUE ...).
+	# shellcheck disable=SC2086 # one word per parameter
+	if insmod /lib/pinlease/pinlease.ko $MODULE_PARAMS; then
 		set -- /dev/pinlease*
 		if [ -e "$1" ]; then
-			say "pinlease.ko loaded; devices: $*"
+			say "pinlease.ko loaded${MODULE_PARAMS:+ ($MODULE_PARAMS)}; devices: $*"
 		else
 			say "pinlease.ko loaded but no /dev/pinlease* (did it bind the device?)"
 		fi
 	else
-		say "insmod /lib/pinlease/pinlease.ko FAILED"
+		say "insmod /lib/pinlease/pinlease.ko $MODULE_PARAMS FAILED"
+	fi
+fi
+
+# A fault run (vm/run --faults) wants a task stuck by a fault reported
+# within the run, not after the kernel's default 120 s.
+if [ "$FAULTS" = 1 ]; then
+	hung=/proc/sys/kernel/hung_task_timeout_secs
+	if [ -w "$hung" ]; then
+		echo "$HUNG_TASK_SECS" >"$hung"
+		# Check often enough to see a task blocked for HUNG_TASK_SECS soon after.
+		[ -w /proc/sys/kernel/hung_task_check_interval_secs ] &&
+			echo 2 >/proc/sys/kernel/hung_task_check_interval_secs
+		say "hung_task_timeout_secs $(cat $hung)"
+	else
+		say "no $hung (kernel without DETECT_HUNG_TASK): hung tasks only show as a timeout"
 	fi
 fi
 
@@ -98,6 +115,92 @@ fi
 # the suite reads) instead of interleaving with KTAP on the console;
 # warnings, BUGs and oopses still reach the console.
 [ -n "$CONSOLE_LOGLEVEL" ] && echo "$CONSOLE_LOGLEVEL" >/proc/sys/kernel/printk
+
+# inv NAME ok|violated|unchecked DETAIL: one invariant's result, for the
+# runner (guest-driver/vm/invariants.py parses these lines).
+inv() {
+	echo "PINLEASE-INVARIANT $*"
+}
+
+# The invariants of a fault run (docs/faults.md section 3.2), after the
+# suite: every device fd is closed by now.
+fault_checks() {
+	# What the module's own fault points did (its "fault injected: NAME"
+	# log lines, and its debugfs faults file when it has one).
+	dmesg | sed -n 's/.*pinlease: fault injected: \([a-z_]*\).*/\1/p' | sort | uniq -c |
+		while read -r n name; do echo "PINLEASE-MODULE-FAULT $name $n"; done
+	for f in /sys/kernel/debug/pinlease/faults /sys/kernel/debug/pinlease/*/faults; do
+		[ -f "$f" ] && sed "s|^|PINLEASE-DEBUGFS $f: |" "$f"
+	done
+
+	# stray-writes: needs the module loaded and the device's scrubber on.
+	pinlease-guest stray-scan >/tmp/stray.out 2>&1
+	s=$?
+	line=$(grep '^PINLEASE-STRAY ' /tmp/stray.out | tail -n 1)
+	canaries=$(echo "$line" | sed -n 's/.*canaries=\([0-9]*\).*/\1/p')
+	if [ -z "$canaries" ]; then
+		inv stray-writes unchecked "stray-scan exit $s, no PINLEASE-STRAY line: $(head -n 1 /tmp/stray.out)"
+	elif [ "$canaries" -gt 0 ]; then
+		inv stray-writes violated "$line"
+	elif [ $s -eq 0 ]; then
+		inv stray-writes ok "$line"
+	else
+		inv stray-writes unchecked "stray-scan exit $s: $line"
+	fi
+
+	# pins: unload the module (bounded: a stuck rmmod is a finding, not a
+	# hang of the run), then the pin counters must balance.
+	unload="not loaded"
+	if grep -q '^pinlease ' /proc/modules; then
+		rmmod pinlease >/tmp/rmmod.out 2>&1 &
+		pid=$!
+		i=0
+		while kill -0 $pid 2>/dev/null && [ $i -lt 200 ]; do
+			sleep 0.1
+			i=$((i + 1))
+		done
+		if kill -0 $pid 2>/dev/null; then
+			unload="rmmod still running after 20 s"
+		elif wait $pid; then
+			unload=ok
+		else
+			unload="rmmod failed: $(head -n 1 /tmp/rmmod.out)"
+		fi
+	fi
+	i=0
+	while :; do
+		echo 1 >/proc/sys/vm/stat_refresh 2>/dev/null
+		acq=$(sed -n 's/^nr_foll_pin_acquired //p' /proc/vmstat)
+		rel=$(sed -n 's/^nr_foll_pin_released //p' /proc/vmstat)
+		[ "$acq" = "$rel" ] || [ $i -ge 20 ] && break
+		sleep 0.1
+		i=$((i + 1))
+	done
+	pins="nr_foll_pin_acquired $acq nr_foll_pin_released $rel; module unload: $unload"
+	if [ -z "$acq" ]; then
+		inv pins unchecked "no nr_foll_pin_* in /proc/vmstat; module unload: $unload"
+	elif [ "$acq" != "$rel" ] || { [ "$unload" != ok ] && [ "$unload" != "not loaded" ]; }; then
+		inv pins violated "$pins"
+	else
+		inv pins ok "$pins"
+	fi
+
+	# The kernel log since boot, rmmod included.
+	dmesg >/tmp/dmesg.txt
+	hung=$(grep -c 'blocked for more than' /tmp/dmesg.txt)
+	if [ "$hung" -gt 0 ]; then
+		inv hung-task violated "$hung reports, first: $(grep 'blocked for more than' /tmp/dmesg.txt | head -n 1)"
+	else
+		inv hung-task ok "no 'blocked for more than' in the kernel log"
+	fi
+	pat='WARNING:|BUG:|Oops|general protection|kernel BUG'
+	warn=$(grep -cE "$pat" /tmp/dmesg.txt)
+	if [ "$warn" -gt 0 ]; then
+		inv kernel-warn violated "$warn lines, first: $(grep -E "$pat" /tmp/dmesg.txt | head -n 1)"
+	else
+		inv kernel-warn ok "no WARNING:/BUG:/Oops/general protection/kernel BUG in the kernel log"
+	fi
+}
 
 export CASES
 # The runner answers snapshot requests (PINLEASE-SNAPSHOT) on the console;
@@ -130,6 +233,8 @@ keep)
 	rc=125
 	;;
 esac
+
+[ "$FAULTS" = 1 ] && fault_checks
 
 # No echo of the runner's answer (below) on the console.
 stty -echo 2>/dev/null
