@@ -22,6 +22,7 @@
 //!   defaults), any failed operation: the plain suite run holds them to
 //!   full success.
 
+use crate::cases::{case, DEBUGFS_DIR, MODULE_PARAMS};
 use crate::dev::{event_kind_name, parse_events, Dev, SysResult, EVENT_SIZE};
 use crate::ktap::{Case, CaseCtx, CaseErr, CaseResult};
 use crate::sys::{self, errno_name, Backing, Exit, Mapping};
@@ -34,19 +35,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const KIB: usize = 1024;
-const DEBUGFS_DIR: &str = "/sys/kernel/debug/pinlease/pinlease0";
-const PARAMS_DIR: &str = "/sys/module/pinlease/parameters";
 /// The module's default `req_timeout_ms` (docs/faults.md section 2).
 const DEFAULT_REQ_TIMEOUT_MS: u64 = 30_000;
-
-macro_rules! case {
-    ($f:ident) => {
-        Case {
-            name: stringify!($f),
-            run: $f,
-        }
-    };
-}
 
 /// The campaign cases, in run order (the stray scan last: it checks what
 /// the others may have left behind).
@@ -170,7 +160,7 @@ fn debugfs_faults() -> String {
 }
 
 fn param(name: &str) -> Option<String> {
-    std::fs::read_to_string(format!("{PARAMS_DIR}/{name}"))
+    std::fs::read_to_string(format!("{MODULE_PARAMS}/{name}"))
         .ok()
         .map(|s| s.trim().to_string())
 }

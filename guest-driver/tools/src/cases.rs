@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
-const DEBUGFS_DIR: &str = "/sys/kernel/debug/pinlease/pinlease0";
+pub(crate) const DEBUGFS_DIR: &str = "/sys/kernel/debug/pinlease/pinlease0";
 pub const MODULE_PATH: &str = "/lib/pinlease/pinlease.ko";
 pub const MODULE_NAME: &str = "pinlease";
 /// The module's virtio driver (`.driver.name = KBUILD_MODNAME`).
@@ -27,6 +27,7 @@ macro_rules! case {
         }
     };
 }
+pub(crate) use case;
 
 /// Every case, in run order.
 pub fn all() -> Vec<Case> {
@@ -4184,7 +4185,7 @@ fn timeout_lost_lease_scrub_reports_loss(t: &mut CaseCtx) -> CaseResult {
 
 // ---- module fault points (docs/faults.md section 2) -------------------------------------------
 
-const MODULE_PARAMS: &str = "/sys/module/pinlease/parameters";
+pub(crate) const MODULE_PARAMS: &str = "/sys/module/pinlease/parameters";
 
 fn param_path(name: &str) -> String {
     format!("{MODULE_PARAMS}/{name}")
