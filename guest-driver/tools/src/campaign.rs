@@ -22,7 +22,9 @@
 //!   defaults), any failed operation: the plain suite run holds them to
 //!   full success.
 
-use crate::cases::{case, DEBUGFS_DIR, MODULE_PARAMS};
+use crate::cases::{
+    case, spawn_breaker, BreakTime, Breaker, DEBUGFS_DIR, LEASE_LEN, MODULE_PARAMS,
+};
 use crate::dev::{event_kind_name, parse_events, Dev, SysResult, EVENT_SIZE};
 use crate::ktap::{Case, CaseCtx, CaseErr, CaseResult};
 use crate::sys::{self, errno_name, Backing, Exit, Mapping};
@@ -612,51 +614,6 @@ fn campaign_mr_churn(t: &mut CaseCtx) -> CaseResult {
 
 // ---- lease cases --------------------------------------------------------------------------
 
-const LEASE_LEN: usize = 64 * KIB;
-
-/// What the breaker child does to the leased file.
-#[derive(Clone, Copy, Debug)]
-enum Break {
-    Truncate,
-    PunchHole,
-}
-
-/// Forks the breaker: exit 0 when the call returned, else its errno.
-fn spawn_breaker(how: Break, path: &str) -> Result<libc::pid_t, CaseErr> {
-    let c = std::ffi::CString::new(path).expect("path without NUL");
-    Ok(sys::fork_child(move || {
-        // SAFETY: truncate/open/fallocate/close on a valid path and our own fd.
-        unsafe {
-            let rc = match how {
-                Break::Truncate => libc::truncate(c.as_ptr(), 0),
-                Break::PunchHole => {
-                    let fd = libc::open(c.as_ptr(), libc::O_RDWR);
-                    if fd < 0 {
-                        return sys::last_errno();
-                    }
-                    let rc = libc::fallocate(
-                        fd,
-                        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                        0,
-                        LEASE_LEN as i64,
-                    );
-                    let e = sys::last_errno();
-                    libc::close(fd);
-                    if rc < 0 {
-                        return e;
-                    }
-                    0
-                }
-            };
-            if rc < 0 {
-                sys::last_errno()
-            } else {
-                0
-            }
-        }
-    })?)
-}
-
 /// Kills and reaps a child that is still running (teardown on any path).
 struct Child(libc::pid_t);
 
@@ -680,23 +637,6 @@ impl Drop for Child {
             sys::kill(self.0, libc::SIGKILL);
             let _ = sys::wait_timeout(self.0, Duration::from_secs(10));
         }
-    }
-}
-
-/// Sets /proc/sys/fs/lease-break-time, restoring the old value on drop.
-struct BreakTime(String);
-
-impl BreakTime {
-    fn set(secs: u32) -> Result<BreakTime, CaseErr> {
-        let old = sys::read_to_string("/proc/sys/fs/lease-break-time")?;
-        sys::write_str("/proc/sys/fs/lease-break-time", &format!("{secs}\n"))?;
-        Ok(BreakTime(old))
-    }
-}
-
-impl Drop for BreakTime {
-    fn drop(&mut self) {
-        let _ = sys::write_str("/proc/sys/fs/lease-break-time", &self.0);
     }
 }
 
@@ -726,7 +666,7 @@ impl Drop for XfsFile {
 /// pin; FOLL_LONGTERM of shared writable file pages is refused), a DMA
 /// WRITE into it, a breaker child with a bounded wait, the events handled
 /// (LEASE_BROKEN under `wait`: DEREG_MR and LEASE_RELEASE), release, close.
-fn lease_life(t: &mut CaseCtx, policy: u32, how: Break, name: &str) -> CaseResult {
+fn lease_life(t: &mut CaseCtx, policy: u32, how: Breaker, name: &str) -> CaseResult {
     let mut w = FaultWatch::start();
     let mut o = Outcomes::default();
     let file = XfsFile::new(name)?;
@@ -846,18 +786,23 @@ fn lease_life(t: &mut CaseCtx, policy: u32, how: Break, name: &str) -> CaseResul
 }
 
 fn campaign_lease_revoke(t: &mut CaseCtx) -> CaseResult {
-    lease_life(t, abi::PL_POLICY_REVOKE, Break::Truncate, "campaign-revoke")
+    lease_life(
+        t,
+        abi::PL_POLICY_REVOKE,
+        Breaker::Truncate,
+        "campaign-revoke",
+    )
 }
 
 fn campaign_lease_wait(t: &mut CaseCtx) -> CaseResult {
-    lease_life(t, abi::PL_POLICY_WAIT, Break::PunchHole, "campaign-wait")
+    lease_life(t, abi::PL_POLICY_WAIT, Breaker::PunchHole, "campaign-wait")
 }
 
 fn campaign_lease_timeout(t: &mut CaseCtx) -> CaseResult {
     lease_life(
         t,
         abi::PL_POLICY_TIMEOUT,
-        Break::PunchHole,
+        Breaker::PunchHole,
         "campaign-timeout",
     )
 }

@@ -2235,7 +2235,7 @@ pub fn open_fd_count() -> usize {
 
 // ---- layout leases ---------------------------------------------------------------------------
 
-const LEASE_LEN: usize = 64 * KIB;
+pub(crate) const LEASE_LEN: usize = 64 * KIB;
 /// How long a case waits for the runner to take a status snapshot.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
 
@@ -2303,7 +2303,7 @@ fn wait_event(
 
 /// What the breaker child does to the file.
 #[derive(Clone, Copy, Debug)]
-enum Breaker {
+pub(crate) enum Breaker {
     Truncate,
     PunchHole,
     XfsIoTruncate,
@@ -2358,7 +2358,7 @@ const FICLONERANGE: libc::c_ulong = 0x4020_940d;
 
 /// Forks a child that breaks the layout lease of `path`: exit 0 when the
 /// operation returned, else the errno (or xfs_io's exit code).
-fn spawn_breaker(how: Breaker, path: &str) -> Result<libc::pid_t, CaseErr> {
+pub(crate) fn spawn_breaker(how: Breaker, path: &str) -> Result<libc::pid_t, CaseErr> {
     let p = path.to_string();
     let pid = sys::fork_child(move || {
         let c = std::ffi::CString::new(p.clone()).unwrap();
@@ -3025,10 +3025,10 @@ fn wait_with(t: &mut CaseCtx, how: Breaker, name: &str) -> CaseResult {
 }
 
 /// Sets /proc/sys/fs/lease-break-time, restoring the old value on drop.
-struct BreakTime(String);
+pub(crate) struct BreakTime(String);
 
 impl BreakTime {
-    fn set(secs: u32) -> Result<BreakTime, CaseErr> {
+    pub(crate) fn set(secs: u32) -> Result<BreakTime, CaseErr> {
         let old = sys::read_to_string("/proc/sys/fs/lease-break-time")?;
         sys::write_str("/proc/sys/fs/lease-break-time", &format!("{secs}\n"))?;
         Ok(BreakTime(old))
