@@ -411,16 +411,13 @@ fn dispatch_guarded(
     })
 }
 
-/// Handles one request. `req` holds the chain's readable bytes. Returns the
-/// response (header, then body when the status is OK) to write into the
-/// chain's writable part, which has room for `resp_cap` bytes: when the body
-/// does not fit, the answer is the header alone with EINVAL, so the guest
-/// learns its buffer was too small instead of reading a truncated body.
-pub fn handle_request(dev: &Device, req: &[u8], resp_cap: usize) -> Vec<u8> {
-    handle(dev, None, req, resp_cap).response
-}
-
-/// `handle_request` under a fault plan: hits `request:OP:before` before the
+/// Handles one request. `req` holds the chain's readable bytes. The
+/// response (header, then body when the status is OK) goes into the chain's
+/// writable part, which has room for `resp_cap` bytes: when the body does
+/// not fit, the answer is the header alone with EINVAL, so the guest learns
+/// its buffer was too small instead of reading a truncated body.
+///
+/// Under a fault plan (`engine`) it hits `request:OP:before` before the
 /// model acts and `request:OP:after` once the response is ready (and the
 /// context-teardown and lease-break points on the way), and says what to
 /// do with the completion. A device in NEEDS_RESET answers EIO to all.
