@@ -247,6 +247,10 @@ pub fn run(cases: &[&Case], checks: &mut dyn Checks, out: &mut dyn Write) -> Sum
     let _ = out.flush();
     for (i, case) in cases.iter().enumerate() {
         let n = i + 1;
+        // Announced first, so the host can name the case a kernel crash hit
+        // (guest-driver/vm/console.py, KTAP_RUNNING).
+        let _ = writeln!(out, "# running {n} {}", one_line(&case.name.replace('#', "_")));
+        let _ = out.flush();
         checks.before(case.name);
         watchdog.set(Some(case.name));
         let mut ctx = CaseCtx::default();
@@ -486,6 +490,11 @@ mod tests {
             .position(|l| *l == "# ok_case: a note")
             .unwrap();
         assert!(note < ok1);
+        // Each case is announced before anything else of it.
+        let run1 = lines.iter().position(|l| *l == "# running 1 ok_case").unwrap();
+        assert!(run1 < note, "{text}");
+        let run3 = lines.iter().position(|l| *l == "# running 3 fail_case");
+        assert!(run3.is_some_and(|r| r > ok1), "{text}");
         let nums: Vec<usize> = lines
             .iter()
             .filter_map(|l| l.strip_prefix("ok ").or_else(|| l.strip_prefix("not ok ")))
