@@ -52,7 +52,9 @@ fn qemu_available(qemu: &str) -> bool {
         .unwrap_or(false);
     if !ok {
         if require_qemu() {
-            panic!("{qemu} does not run and PINLEASE_REQUIRE_QEMU=1: run scripts/install-host-deps");
+            panic!(
+                "{qemu} does not run and PINLEASE_REQUIRE_QEMU=1: run scripts/install-host-deps"
+            );
         }
         eprintln!("SKIP: {qemu} not found (scripts/install-host-deps installs it)");
     }
@@ -201,7 +203,9 @@ fn native_mode_on_every_qemu_that_offers_the_generic_device() {
             continue;
         }
         if !qemu_has_device(&qemu, "vhost-user-test-device-pci") {
-            eprintln!("SKIP: {qemu} has no vhost-user-test-device-pci (native mode needs QEMU >= 10.2)");
+            eprintln!(
+                "SKIP: {qemu} has no vhost-user-test-device-pci (native mode needs QEMU >= 10.2)"
+            );
             continue;
         }
         attach_twice(

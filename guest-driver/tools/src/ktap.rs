@@ -249,7 +249,11 @@ pub fn run(cases: &[&Case], checks: &mut dyn Checks, out: &mut dyn Write) -> Sum
         let n = i + 1;
         // Announced first, so the host can name the case a kernel crash hit
         // (guest-driver/vm/console.py, KTAP_RUNNING).
-        let _ = writeln!(out, "# running {n} {}", one_line(&case.name.replace('#', "_")));
+        let _ = writeln!(
+            out,
+            "# running {n} {}",
+            one_line(&case.name.replace('#', "_"))
+        );
         let _ = out.flush();
         checks.before(case.name);
         watchdog.set(Some(case.name));
@@ -491,7 +495,10 @@ mod tests {
             .unwrap();
         assert!(note < ok1);
         // Each case is announced before anything else of it.
-        let run1 = lines.iter().position(|l| *l == "# running 1 ok_case").unwrap();
+        let run1 = lines
+            .iter()
+            .position(|l| *l == "# running 1 ok_case")
+            .unwrap();
         assert!(run1 < note, "{text}");
         let run3 = lines.iter().position(|l| *l == "# running 3 fail_case");
         assert!(run3.is_some_and(|r| r > ok1), "{text}");
