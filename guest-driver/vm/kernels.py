@@ -31,7 +31,10 @@ MODULE_BUILD = REPO / "target" / "guest-module"
 # modprobe does not follow (modules.softdep: xfs/ext4 need a crc32c
 # implementation through the crypto API) are listed explicitly.
 MODULES = [
-    # name, needed for, config symbol
+    # name, needed for, config symbol. virtio_pci comes first: every virtio
+    # device (disks, pmem, pinlease's) appears only once it binds the PCI
+    # functions; Debian's 6.1 builds it as a module, 6.12 and 7.3 build it in.
+    ("virtio_pci", ("device",), "VIRTIO_PCI"),
     ("crc32c_generic", ("xfs", "ext4", "dax"), "CRYPTO_CRC32C"),
     ("virtio_blk", ("xfs", "ext4"), "VIRTIO_BLK"),
     ("xfs", ("xfs", "dax"), "XFS_FS"),
@@ -217,6 +220,10 @@ def plan_modules(k, say):
             missing.append((name, needed_for, sym))
     lost = {}
     for name, needed_for, sym in missing:
+        if "device" in needed_for:
+            raise KernelError(f"{name} (CONFIG_{sym}) is neither built into {k.release} nor in "
+                              f"{k.moddir or 'a modules dir (--modules)'}: the guest would see "
+                              "no virtio device at all")
         if name == "crc32c_generic":
             # Another crc32c (e.g. crc32c-intel, or the library of 6.15+) may
             # serve; say so but do not drop the filesystems for it.

@@ -74,13 +74,37 @@ class ModulePlan(unittest.TestCase):
             "kernel/fs/jbd2/jbd2.ko.xz:\n")
         (mods / "modules.builtin").write_text("kernel/drivers/block/virtio_blk.ko\n")
         k = kernels.Kernel("own", tmp / "bz", "7.4.0", tmp, mods,
-                           {"XFS_FS": "y", "CRYPTO_CRC32C": "y"})
+                           {"XFS_FS": "y", "CRYPTO_CRC32C": "y", "VIRTIO_PCI": "y"})
         notes = []
         load, files, lost = kernels.plan_modules(k, notes.append)
         self.assertEqual(load, ["ext4"])
         self.assertEqual(files, ["kernel/fs/ext4/ext4.ko.xz", "kernel/fs/jbd2/jbd2.ko.xz"])
         self.assertEqual(lost, {"dax"}, "virtio_pmem and nd_pmem are neither built in nor there")
         self.assertTrue(any("/mnt/dax" in n and "CONFIG_VIRTIO_PMEM" in n for n in notes), notes)
+
+    def test_virtio_pci_as_a_module_loads_first(self):
+        # Debian 6.1: CONFIG_VIRTIO_PCI=m.
+        tmp = Path(tempfile.mkdtemp())
+        mods = tmp / "lib/modules/6.1.0"
+        mods.mkdir(parents=True)
+        (mods / "modules.dep").write_text(
+            "kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio.ko\n"
+            "kernel/drivers/virtio/virtio.ko:\n"
+            "kernel/fs/xfs/xfs.ko:\n")
+        k = kernels.Kernel("6.1", tmp / "bz", "6.1.0", tmp, mods, {})
+        load, files, _ = kernels.plan_modules(k, lambda m: None)
+        self.assertEqual(load[0], "virtio_pci")
+        self.assertIn("kernel/drivers/virtio/virtio.ko", files)
+
+    def test_no_virtio_pci_at_all_is_an_error(self):
+        tmp = Path(tempfile.mkdtemp())
+        mods = tmp / "lib/modules/7.4.0"
+        mods.mkdir(parents=True)
+        (mods / "modules.dep").write_text("")
+        k = kernels.Kernel("own", tmp / "bz", "7.4.0", tmp, mods, {"XFS_FS": "y"})
+        with self.assertRaises(kernels.KernelError) as cm:
+            kernels.plan_modules(k, lambda m: None)
+        self.assertIn("CONFIG_VIRTIO_PCI", str(cm.exception))
 
 
 class ModuleBuild(unittest.TestCase):
