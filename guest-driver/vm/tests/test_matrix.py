@@ -20,9 +20,9 @@ KTAP = """KTAP version 1
 # running 1 pin_shared_writable_xfs
 # pin_shared_writable_xfs: verdict xfs-shared-rw granted expected granted
 ok 1 pin_shared_writable_xfs
-# running 2 pin_fsdax
-# pin_fsdax: verdict fsdax-shared-rw EOPNOTSUPP expected EOPNOTSUPP
-ok 2 pin_fsdax
+# running 2 pin_fsdax_eopnotsupp
+# pin_fsdax_eopnotsupp: verdict fsdax-shared-rw EOPNOTSUPP expected EOPNOTSUPP
+ok 2 pin_fsdax_eopnotsupp
 # running 3 dataloss_memfd_truncate
 ok 3 dataloss_memfd_truncate # SKIP no hugepages
 not ok 4 other # boom
@@ -74,7 +74,7 @@ class Results(unittest.TestCase):
         vt = matrix.verdict_table([a, b])
         self.assertIn("| xfs-shared-rw | pin_shared_writable_xfs | granted | "
                       "EFAULT (expected granted) |", vt)
-        self.assertIn("| fsdax-shared-rw | pin_fsdax | EOPNOTSUPP | EOPNOTSUPP |", vt)
+        self.assertIn("| fsdax-shared-rw | pin_fsdax_eopnotsupp | EOPNOTSUPP | EOPNOTSUPP |", vt)
 
     def test_cells_of_one_kernel_that_disagree_say_so(self):
         a, b = matrix.Cell("6.1", Q10, "carrier"), matrix.Cell("6.1", Q11, "native")
