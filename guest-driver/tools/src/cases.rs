@@ -3,9 +3,10 @@
 //! and kernel-log checks of the contract after every case.
 
 use crate::dataloss::{
-    dataloss_hugetlbfs_punch_hole, dataloss_hugetlbfs_truncate, dataloss_memfd_punch_hole,
-    dataloss_memfd_truncate, dataloss_xfs_punch_hole_no_lease, dataloss_xfs_truncate_no_lease,
-    dataloss_xfs_truncate_revoke_lease, dataloss_xfs_truncate_timeout_lease,
+    dataloss_ext4_writeback_truncate, dataloss_hugetlbfs_punch_hole, dataloss_hugetlbfs_truncate,
+    dataloss_memfd_punch_hole, dataloss_memfd_truncate, dataloss_xfs_punch_hole_no_lease,
+    dataloss_xfs_truncate_no_lease, dataloss_xfs_truncate_revoke_lease,
+    dataloss_xfs_truncate_timeout_lease,
 };
 use crate::dev::{format_event, parse_events, Dev, SysError, SysResult, EVENT_SIZE};
 use crate::ktap::{Case, CaseCtx, CaseErr, CaseResult, Checks};
@@ -126,6 +127,7 @@ pub fn all() -> Vec<Case> {
         case!(dataloss_xfs_punch_hole_no_lease),
         case!(dataloss_xfs_truncate_timeout_lease),
         case!(dataloss_xfs_truncate_revoke_lease),
+        case!(dataloss_ext4_writeback_truncate),
         case!(ext4_never_breaks_layout_leases),
         case!(holder_killed_while_breaker_waits),
         case!(concurrent_truncate_vs_reg_mr),
