@@ -25,6 +25,7 @@
 #include <linux/sched.h>
 #include <linux/spinlock.h>
 #include <linux/virtio_config.h>
+#include <linux/workqueue.h>
 
 /* 6.3 moved the file locking API out of linux/fs.h (6.1: all in fs.h). */
 #ifdef PL_HAVE_FILELOCK_H
@@ -56,6 +57,24 @@ static inline int pl_find_vqs(struct virtio_device *vdev, unsigned int nvqs,
 	return virtio_find_vqs(vdev, nvqs, vqs, cbs, names, NULL);
 #endif
 }
+
+/* ---- workqueues -------------------------------------------------------- */
+
+/*
+ * A per-CPU workqueue, as alloc_workqueue(name, 0, 0) made before 7.x
+ * began to warn (WARN_ONCE at module load; 7.3's kernel/workqueue.c) about
+ * a workqueue with neither WQ_PERCPU nor WQ_UNBOUND. WQ_PERCPU came
+ * upstream in 6.17 and is in 6.12.118 as a stable backport, but not in
+ * 6.12.95 or 6.1 (PL_HAVE_WQ_PERCPU). Per-CPU it stays: unbound, the
+ * suite's truncate-vs-REG_MR race failed 3 runs in 4 (a breaker waits on
+ * a lease taken while it waits, which the kernel never breaks), per-CPU
+ * 0 in 4.
+ */
+#ifdef PL_HAVE_WQ_PERCPU
+#define PL_WQ_PERCPU	WQ_PERCPU
+#else
+#define PL_WQ_PERCPU	0
+#endif
 
 /* ---- files ------------------------------------------------------------- */
 
