@@ -229,4 +229,43 @@ static inline int pl_lease_remove(struct file *file, void *owner)
 #endif
 }
 
+/*
+ * 7.3 (patches of November 2025, merged in 6.19 or 7.0: the release is
+ * not certain, hence the probes) gave struct lease_manager_operations two
+ * members, read in 7.3's fs/locks.c:
+ *
+ * - lm_open_conflict, which generic_add_lease() calls without a NULL
+ *   check (NULL: an oops at the first LEASE_TAKE). It replaces
+ *   check_conflicting_open(), which returned 0 for FL_LAYOUT (6.1, 6.12);
+ *   nfsd's layout lm_open_conflict returns 0 too, and so does ours
+ *   (PL_HAVE_LM_OPEN_CONFLICT).
+ * - lm_breaker_timedout, which time_out_leases() calls under flc_lock when
+ *   a lease's break time has passed; true lets the kernel delete the
+ *   lease, as it did unasked before (PL_HAVE_LM_BREAKER_TIMEDOUT).
+ *   pl_have_breaker_timedout says whether the module's hook is called;
+ *   without it, a delayed work looks for the lease after the deadline.
+ *
+ * PL_LM_OPEN_CONFLICT and PL_LM_BREAKER_TIMEDOUT are the members'
+ * initialisers, empty where the members do not exist; the second names
+ * pl_lm_breaker_timedout(), which pl_lease.c defines.
+ */
+#ifdef PL_HAVE_LM_OPEN_CONFLICT
+static inline int pl_lm_layout_open_conflict(struct file *filp, int arg)
+{
+	return 0;
+}
+
+#define PL_LM_OPEN_CONFLICT	.lm_open_conflict = pl_lm_layout_open_conflict,
+#else
+#define PL_LM_OPEN_CONFLICT
+#endif
+
+#ifdef PL_HAVE_LM_BREAKER_TIMEDOUT
+#define pl_have_breaker_timedout	true
+#define PL_LM_BREAKER_TIMEDOUT	.lm_breaker_timedout = pl_lm_breaker_timedout,
+#else
+#define pl_have_breaker_timedout	false
+#define PL_LM_BREAKER_TIMEDOUT
+#endif
+
 #endif /* _PINLEASE_COMPAT_H */

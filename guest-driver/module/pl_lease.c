@@ -19,14 +19,17 @@
  *   LEASE_BROKEN to the holder) and the breaker waits, interruptibly, until
  *   the holder releases the lease or closes the device fd;
  * - timeout: the kernel's lease-break-time stays; the breaker's wait times
- *   out and time_out_leases() deletes the lease with lease_modify(), which
- *   calls no lease manager hook on 6.1 and 6.12. lost_work therefore looks
- *   for the lease on the inode after the break deadline and, once it is
- *   gone, tells the device LEASE_RELEASE(LOST): pins remain and the device
- *   counts.
+ *   out and time_out_leases() deletes the lease with lease_modify(). Where
+ *   the kernel has lm_breaker_timedout (7.3), time_out_leases() calls it
+ *   first, under flc_lock: it queues lost_work at once and returns true,
+ *   so the kernel still deletes the lease. Without the hook (6.1, 6.12),
+ *   break_work queues lost_work for the break deadline, and lost_work
+ *   looks for the lease on the inode until it is gone. Either way
+ *   lost_work then tells the device LEASE_RELEASE(LOST): pins remain and
+ *   the device counts.
  *
- * Kernel differences (struct file_lock or file_lease, kernel_setlease())
- * are in pinlease_compat.h.
+ * Kernel differences (struct file_lock or file_lease, the lease manager
+ * hooks, kernel_setlease()) are in pinlease_compat.h.
  *
  * Locking: lease->lock serialises a lease's state, the works and release;
  * it may be held across device requests (reset never takes it). Order:
@@ -34,9 +37,9 @@
  * ctx->leases membership only and is never held across a device request.
  * The lease manager callbacks run under the inode's flc_lock (a spinlock)
  * and take none of these: they read the immutable policy, write
- * break_deadline with WRITE_ONCE() and queue works. They cannot run once
- * pl_lease_unset() has removed the kernel lease, nor after the kernel
- * deleted it.
+ * break_deadline and timed_out with WRITE_ONCE() and queue works. They
+ * cannot run once pl_lease_unset() has removed the kernel lease, nor after
+ * the kernel deleted it.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
@@ -95,9 +98,27 @@ static int pl_lm_change(struct pl_file_lease *onlist, int arg,
 	return lease_modify(onlist, arg, dispose);
 }
 
+/*
+ * lm_breaker_timedout (7.3): the break time of a timeout-policy lease has
+ * passed. flc_lock (a spinlock) is held and the lease is still on the
+ * inode; never sleep. lost_work, queued at once, takes the LOST step; true
+ * lets time_out_leases() delete the lease, as the kernel did before the
+ * hook. Revoke and wait leases have no break time, so never get here.
+ */
+static bool __maybe_unused pl_lm_breaker_timedout(struct pl_file_lease *fl)
+{
+	struct pl_lease *l = pl_lease_owner(fl);
+
+	WRITE_ONCE(l->timed_out, true);
+	mod_delayed_work(pl_wq, &l->lost_work, 0);
+	return true;
+}
+
 static const struct pl_lease_manager_operations pl_lm_ops = {
 	.lm_break = pl_lm_break,
 	.lm_change = pl_lm_change,
+	PL_LM_OPEN_CONFLICT
+	PL_LM_BREAKER_TIMEDOUT
 };
 
 /* Removes the kernel lease (the breaker, if any, goes on). lease->lock held. */
@@ -226,6 +247,9 @@ static void pl_lease_break_work(struct work_struct *work)
 		break;
 	case PL_POLICY_TIMEOUT:
 		WRITE_ONCE(l->state, PL_LS_BREAKING);
+		/* with the hook, lm_breaker_timedout queues lost_work */
+		if (pl_have_breaker_timedout)
+			break;
 		deadline = READ_ONCE(l->break_deadline);
 		delay = deadline ? (long)(deadline - jiffies) : 0;
 		queue_delayed_work(pl_wq, &l->lost_work,
@@ -236,16 +260,27 @@ out:
 	mutex_unlock(&l->lock);
 }
 
-/* Timeout policy: has the kernel removed the lease after the break time? */
+/*
+ * Timeout policy: the kernel deleted the lease after the break time. With
+ * lm_breaker_timedout it said so; without, look for the lease on the inode.
+ */
 static void pl_lease_lost_work(struct work_struct *work)
 {
 	struct pl_lease *l = container_of(to_delayed_work(work),
 					  struct pl_lease, lost_work);
 
+	/*
+	 * LEASE_BREAK goes to the device before LEASE_RELEASE(LOST): the hook
+	 * may queue this work before break_work has run (break_work queued
+	 * the polling one itself). lm_break cannot queue break_work again:
+	 * the lease is being broken, then gone.
+	 */
+	flush_work(&l->break_work);
 	mutex_lock(&l->lock);
 	if (l->closing || !l->kernel_held)
 		goto out;
-	if (pl_lease_on_inode(file_inode(l->file), l->file, l)) {
+	if (!READ_ONCE(l->timed_out) &&
+	    pl_lease_on_inode(file_inode(l->file), l->file, l)) {
 		/* the breaker has not run time_out_leases() yet */
 		queue_delayed_work(pl_wq, &l->lost_work, HZ / 4);
 		goto out;
