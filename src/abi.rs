@@ -18,8 +18,10 @@ use std::mem::size_of;
 pub const PL_MAGIC: u32 = 0x4c4e_4950;
 /// Version of this ABI; bumped on any incompatible change.
 pub const PL_ABI_VERSION: u16 = 1;
-/// Virtio device id reserved for RDMA in the virtio spec (native mode).
-pub const PL_VIRTIO_ID_NATIVE: u32 = 42;
+/// Virtio device id of native mode: 6 (`VIRTIO_ID_IOMEM`, "ioMemory"), an
+/// id with no device type specified, no QEMU device and no Linux driver;
+/// 42, which the spec reserves for RDMA, makes QEMU abort (docs/abi.md 2.1).
+pub const PL_VIRTIO_ID_NATIVE: u32 = 6;
 /// Virtio id of vhost-user-gpio-pci, the carrier on QEMU <= 10.1.
 pub const PL_VIRTIO_ID_CARRIER: u32 = 41;
 

@@ -1,8 +1,13 @@
 //! Real QEMU against the real daemon: QEMU realizes the device on the
 //! vhost-user socket (carrier mode: `vhost-user-gpio-pci`, stock QEMU
-//! <= 10.1; native mode: `vhost-user-test-device-pci,virtio-id=42` when the
-//! installed QEMU has it), the daemon serves it, listens again after QEMU
-//! quits, and removes its sockets on SIGTERM.
+//! <= 10.1; native mode: `vhost-user-test-device-pci` with virtio id
+//! `PL_VIRTIO_ID_NATIVE` when the QEMU has it, i.e. >= 10.2), the daemon
+//! serves it, listens again after QEMU quits, and removes its sockets on
+//! SIGTERM.
+//!
+//! Every QEMU in `PINLEASE_TEST_QEMUS` (colon-separated paths; default
+//! `qemu-system-x86_64` on PATH) is tried: scripts/test adds QEMU 11 from
+//! the trixie rootfs, so both attachment modes run against a real QEMU.
 //!
 //! No guest kernel is booted (`-S`): realizing the device is what exercises
 //! the vhost-user handshake (features, protocol features, GET_CONFIG, memory
@@ -24,25 +29,40 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{wait_for_path, Daemon};
+use pinlease::abi::PL_VIRTIO_ID_NATIVE;
 use serde_json::{json, Value};
 
-fn qemu_available() -> bool {
-    let ok = Command::new("qemu-system-x86_64")
+fn require_qemu() -> bool {
+    std::env::var("PINLEASE_REQUIRE_QEMU").as_deref() == Ok("1")
+}
+
+/// The QEMUs to test: PINLEASE_TEST_QEMUS, else the one on PATH.
+fn test_qemus() -> Vec<String> {
+    match std::env::var("PINLEASE_TEST_QEMUS") {
+        Ok(v) if !v.trim().is_empty() => v.split(':').map(str::to_string).collect(),
+        _ => vec!["qemu-system-x86_64".to_string()],
+    }
+}
+
+fn qemu_available(qemu: &str) -> bool {
+    let ok = Command::new(qemu)
         .arg("--version")
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
     if !ok {
-        if std::env::var("PINLEASE_REQUIRE_QEMU").as_deref() == Ok("1") {
-            panic!("qemu-system-x86_64 not found and PINLEASE_REQUIRE_QEMU=1: run scripts/install-host-deps");
+        if require_qemu() {
+            panic!(
+                "{qemu} does not run and PINLEASE_REQUIRE_QEMU=1: run scripts/install-host-deps"
+            );
         }
-        eprintln!("SKIP: qemu-system-x86_64 not found (scripts/install-host-deps installs it)");
+        eprintln!("SKIP: {qemu} not found (scripts/install-host-deps installs it)");
     }
     ok
 }
 
-fn qemu_has_device(name: &str) -> bool {
-    Command::new("qemu-system-x86_64")
+fn qemu_has_device(qemu: &str, name: &str) -> bool {
+    Command::new(qemu)
         .args(["-device", "help"])
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("\"{name}\"")))
@@ -55,10 +75,10 @@ struct Qemu {
 }
 
 impl Qemu {
-    fn start(dir: &Path, sock: &Path, device: &str) -> Qemu {
+    fn start(qemu: &str, dir: &Path, sock: &Path, device: &str) -> Qemu {
         let qmp = dir.join("qmp.sock");
         let _ = std::fs::remove_file(&qmp);
-        let child = Command::new("qemu-system-x86_64")
+        let child = Command::new(qemu)
             .args([
                 "-machine",
                 "q35",
@@ -85,7 +105,7 @@ impl Qemu {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("starting qemu-system-x86_64");
+            .unwrap_or_else(|e| panic!("starting {qemu}: {e}"));
         wait_for_path(&qmp, "QMP socket");
         Qemu { child, qmp }
     }
@@ -134,10 +154,10 @@ impl Qemu {
     }
 }
 
-fn attach_twice(device: &str) {
+fn attach_twice(qemu: &str, device: &str) {
     let d = Daemon::start();
     for round in 1..=2u64 {
-        let q = Qemu::start(d.dir.path(), &d.sock(), device);
+        let q = Qemu::start(qemu, d.dir.path(), &d.sock(), device);
         let st = d.wait_connected(true);
         assert_eq!(st["connections"], json!(round), "{st}");
         // QEMU lists the realized device. (Its memory table reaches the
@@ -151,7 +171,7 @@ fn attach_twice(device: &str) {
         let stderr = q.quit();
         assert!(
             !stderr.to_lowercase().contains("error"),
-            "QEMU reported an error with {device}:\n{stderr}\ndaemon log:\n{}",
+            "{qemu} reported an error with {device}:\n{stderr}\ndaemon log:\n{}",
             d.log()
         );
         // The daemon listens again: not connected, and the next round connects.
@@ -162,27 +182,43 @@ fn attach_twice(device: &str) {
 }
 
 #[test]
-fn carrier_mode_stock_qemu_realizes_gpio_carrier_and_daemon_listens_again() {
-    if !qemu_available() {
-        return;
+fn carrier_mode_every_qemu_realizes_gpio_carrier_and_daemon_listens_again() {
+    for qemu in test_qemus() {
+        if !qemu_available(&qemu) {
+            continue;
+        }
+        assert!(
+            qemu_has_device(&qemu, "vhost-user-gpio-pci"),
+            "{qemu} lacks vhost-user-gpio-pci"
+        );
+        attach_twice(&qemu, "vhost-user-gpio-pci");
     }
-    assert!(
-        qemu_has_device("vhost-user-gpio-pci"),
-        "this QEMU lacks vhost-user-gpio-pci"
-    );
-    attach_twice("vhost-user-gpio-pci");
 }
 
 #[test]
-fn native_mode_when_qemu_offers_the_generic_device() {
-    if !qemu_available() {
-        return;
-    }
-    if !qemu_has_device("vhost-user-test-device-pci") {
-        eprintln!(
-            "SKIP: this QEMU has no vhost-user-test-device-pci (native mode needs QEMU >= 10.2)"
+fn native_mode_on_every_qemu_that_offers_the_generic_device() {
+    let mut ran = 0;
+    for qemu in test_qemus() {
+        if !qemu_available(&qemu) {
+            continue;
+        }
+        if !qemu_has_device(&qemu, "vhost-user-test-device-pci") {
+            eprintln!(
+                "SKIP: {qemu} has no vhost-user-test-device-pci (native mode needs QEMU >= 10.2)"
+            );
+            continue;
+        }
+        attach_twice(
+            &qemu,
+            &format!(
+                "vhost-user-test-device-pci,virtio-id={PL_VIRTIO_ID_NATIVE},num_vqs=2,config_size=8"
+            ),
         );
-        return;
+        ran += 1;
     }
-    attach_twice("vhost-user-test-device-pci,virtio-id=42,num_vqs=2,config_size=8");
+    if ran == 0 && require_qemu() && std::env::var("PINLEASE_TEST_QEMUS").is_ok() {
+        panic!(
+            "no QEMU in PINLEASE_TEST_QEMUS offers vhost-user-test-device-pci: native mode untested"
+        );
+    }
 }

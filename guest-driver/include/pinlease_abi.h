@@ -25,8 +25,13 @@
 #define PL_MAGIC		0x4c4e4950U
 /* Version of this ABI; bumped on any incompatible change. */
 #define PL_ABI_VERSION		1
-/* Virtio device id reserved for RDMA in the virtio spec (native mode). */
-#define PL_VIRTIO_ID_NATIVE	42
+/*
+ * Virtio device id of native mode: 6 (VIRTIO_ID_IOMEM, "ioMemory"), an id
+ * with no device type specified, no QEMU device and no Linux driver; 42,
+ * which the spec reserves for RDMA, makes QEMU abort (docs/abi.md 2.1).
+ * Bind it only when the config space holds PL_MAGIC.
+ */
+#define PL_VIRTIO_ID_NATIVE	6
 /*
  * Virtio id of vhost-user-gpio-pci, the carrier on QEMU <= 10.1. Bind it
  * only when the config space holds PL_MAGIC.

@@ -174,6 +174,7 @@ struct pl_lease {
 	u32 nr_breaks;
 	u32 mrs_revoked;
 	unsigned long break_deadline;	/* timeout: the kernel's fl_break_time */
+	bool timed_out;			/* lm_breaker_timedout: kernel deletes it */
 	struct work_struct break_work;
 	struct delayed_work lost_work;
 };

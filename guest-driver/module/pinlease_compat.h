@@ -1,24 +1,48 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * pinlease: differences between the kernels the module builds against
- * (Debian 6.1 LTS and 6.12), kept in one place (DESIGN.md section 4).
+ * pinlease: every difference between the kernels the module builds against
+ * (Debian 6.1 LTS, 6.12 and 7.3; DESIGN.md section 4), in one place, so
+ * that the other files read the same on every kernel.
+ *
+ * Each difference is a PL_HAVE_* flag from a feature probe in Kbuild (a
+ * look at the kernel tree's headers), and only this header reads them.
+ * There is no LINUX_VERSION_CODE test: a probe is also right for a stable
+ * kernel that backports an API and for a kernel developer's own -next tree,
+ * where a release number says nothing. Each item names the upstream
+ * release of the change, for the reader, and what was read in the trees.
+ *
+ * Same on all three, so not wrapped: pin_user_pages_fast(),
+ * unpin_user_pages*() (the module never calls pin_user_pages(), which
+ * lost its vmas argument in 6.5), vma_lookup(), virtio_reset_device(),
+ * virtio_cread_le().
  */
 #ifndef _PINLEASE_COMPAT_H
 #define _PINLEASE_COMPAT_H
 
-#include <linux/version.h>
+#include <linux/cred.h>
 #include <linux/file.h>
+#include <linux/fs.h>
+#include <linux/sched.h>
+#include <linux/spinlock.h>
 #include <linux/virtio_config.h>
+#include <linux/workqueue.h>
+
+/* 6.3 moved the file locking API out of linux/fs.h (6.1: all in fs.h). */
+#ifdef PL_HAVE_FILELOCK_H
+#include <linux/filelock.h>
+#endif
+
+/* ---- virtio ------------------------------------------------------------ */
 
 /*
  * virtio_find_vqs(): callbacks/names arrays up to 6.10, an array of
- * struct virtqueue_info from 6.11 on.
+ * struct virtqueue_info from 6.11 on (PL_HAVE_VIRTQUEUE_INFO).
  */
 static inline int pl_find_vqs(struct virtio_device *vdev, unsigned int nvqs,
 			      struct virtqueue *vqs[], vq_callback_t *cbs[],
 			      const char * const names[])
 {
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 11, 0)
+#ifdef PL_HAVE_VIRTQUEUE_INFO
 	struct virtqueue_info info[4] = {};
 	unsigned int i;
 
@@ -34,9 +58,214 @@ static inline int pl_find_vqs(struct virtio_device *vdev, unsigned int nvqs,
 #endif
 }
 
+/* ---- workqueues -------------------------------------------------------- */
+
+/*
+ * A per-CPU workqueue, as alloc_workqueue(name, 0, 0) made before 7.x
+ * began to warn (WARN_ONCE at module load; 7.3's kernel/workqueue.c) about
+ * a workqueue with neither WQ_PERCPU nor WQ_UNBOUND. WQ_PERCPU came
+ * upstream in 6.17 and is in 6.12.118 as a stable backport, but not in
+ * 6.12.95 or 6.1 (PL_HAVE_WQ_PERCPU). Per-CPU it stays: unbound, the
+ * suite's truncate-vs-REG_MR race failed 3 runs in 4 (a breaker waits on
+ * a lease taken while it waits, which the kernel never breaks), per-CPU
+ * 0 in 4.
+ */
+#ifdef PL_HAVE_WQ_PERCPU
+#define PL_WQ_PERCPU	WQ_PERCPU
+#else
+#define PL_WQ_PERCPU	0
+#endif
+
+/* ---- files ------------------------------------------------------------- */
+
 /* struct fd became opaque in 6.12; fd_file() is how to get its file. */
 #ifndef fd_file
 #define fd_file(f) ((f).file)
+#endif
+
+/* ---- leases ------------------------------------------------------------ */
+
+/*
+ * The lease itself. Up to 6.8 a lease is a struct file_lock (fl_flags,
+ * fl_type, fl_owner, fl_pid, fl_file, linked by fl_list) whose callbacks
+ * are a struct lock_manager_operations, allocated with locks_alloc_lock();
+ * from 6.9 on it is a struct file_lease, its common fields in struct
+ * file_lock_core (fl->c.flc_*), with struct lease_manager_operations and
+ * locks_alloc_lease() (PL_HAVE_FILE_LEASE). fl_lmops and fl_break_time
+ * keep their names, and lm_break/lm_change take the lease type, so the
+ * module writes its callbacks against struct pl_file_lease.
+ */
+#ifdef PL_HAVE_FILE_LEASE
+#define pl_file_lease			file_lease
+#define pl_lease_manager_operations	lease_manager_operations
+
+static inline void *pl_lease_owner(const struct pl_file_lease *fl)
+{
+	return fl->c.flc_owner;
+}
+
+static inline struct pl_file_lease *pl_lease_alloc(void)
+{
+	return locks_alloc_lease();
+}
+
+static inline void pl_lease_free(struct pl_file_lease *fl)
+{
+	locks_free_lease(fl);
+}
+
+static inline void pl_lease_init_layout(struct pl_file_lease *fl,
+					struct file *file, void *owner)
+{
+	fl->c.flc_flags = FL_LAYOUT;
+	fl->c.flc_type = F_RDLCK;
+	fl->c.flc_owner = owner;
+	fl->c.flc_pid = current->tgid;
+	fl->c.flc_file = file;
+}
+
+#define pl_lease_matches(fl, file, owner) \
+	((fl)->c.flc_file == (file) && (fl)->c.flc_owner == (owner))
+#define pl_lease_list	c.flc_list
+#else
+#define pl_file_lease			file_lock
+#define pl_lease_manager_operations	lock_manager_operations
+
+static inline void *pl_lease_owner(const struct pl_file_lease *fl)
+{
+	return fl->fl_owner;
+}
+
+static inline struct pl_file_lease *pl_lease_alloc(void)
+{
+	return locks_alloc_lock();
+}
+
+static inline void pl_lease_free(struct pl_file_lease *fl)
+{
+	locks_free_lock(fl);
+}
+
+/* As 6.1's nfsd4_layout_setlease() and lease_init() fill one in. */
+static inline void pl_lease_init_layout(struct pl_file_lease *fl,
+					struct file *file, void *owner)
+{
+	fl->fl_flags = FL_LAYOUT;
+	fl->fl_type = F_RDLCK;
+	fl->fl_start = 0;
+	fl->fl_end = OFFSET_MAX;
+	fl->fl_owner = owner;
+	fl->fl_pid = current->tgid;
+	fl->fl_file = file;
+}
+
+#define pl_lease_matches(fl, file, owner) \
+	((fl)->fl_file == (file) && (fl)->fl_owner == (owner))
+#define pl_lease_list	fl_list
+#endif
+
+/*
+ * locks_inode_context(): upstream since 6.2, in Debian's 6.1.192 (linux/fs.h)
+ * as a stable backport, so an older 6.1 may lack it
+ * (PL_HAVE_LOCKS_INODE_CONTEXT); the fallback is its 6.1.192 body. 7.3's
+ * checks IOP_FLCTX first.
+ */
+static inline struct file_lock_context *pl_inode_flctx(struct inode *inode)
+{
+#ifdef PL_HAVE_LOCKS_INODE_CONTEXT
+	return locks_inode_context(inode);
+#else
+	/* pairs with the cmpxchg that publishes it in locks_get_lock_context() */
+	return smp_load_acquire(&inode->i_flctx);
+#endif
+}
+
+/*
+ * Is @owner's lease on @file still on @inode's lease list? Takes the
+ * inode's flc_lock (a spinlock) for the walk: the answer may be stale as
+ * soon as it returns, so only a caller that nothing can re-add the lease
+ * for may rely on "gone".
+ */
+static inline bool pl_lease_on_inode(struct inode *inode, struct file *file,
+				     void *owner)
+{
+	struct file_lock_context *flctx = pl_inode_flctx(inode);
+	struct pl_file_lease *fl;
+	bool found = false;
+
+	if (!flctx)
+		return false;
+	spin_lock(&flctx->flc_lock);
+	list_for_each_entry(fl, &flctx->flc_lease, pl_lease_list) {
+		if (pl_lease_matches(fl, file, owner)) {
+			found = true;
+			break;
+		}
+	}
+	spin_unlock(&flctx->flc_lock);
+	return found;
+}
+
+/*
+ * Removing a lease without checking the caller. 6.12 and 7.3 have
+ * kernel_setlease() (no check) beside vfs_setlease() (owner or CAP_LEASE,
+ * LSM); 6.1 has only vfs_setlease(), whose generic_setlease() makes those
+ * checks for F_UNLCK too, as whoever runs the removal: the last close of
+ * the device fd can be another task's. There the removal runs with the
+ * credentials of the lease file's opener, the task that took the lease
+ * and passed the same checks (PL_HAVE_KERNEL_SETLEASE).
+ */
+static inline int pl_lease_remove(struct file *file, void *owner)
+{
+#ifdef PL_HAVE_KERNEL_SETLEASE
+	return kernel_setlease(file, F_UNLCK, NULL, &owner);
+#else
+	const struct cred *old = override_creds(file->f_cred);
+	int err;
+
+	err = vfs_setlease(file, F_UNLCK, NULL, &owner);
+	revert_creds(old);
+	return err;
+#endif
+}
+
+/*
+ * 7.3 (patches of November 2025, merged in 6.19 or 7.0: the release is
+ * not certain, hence the probes) gave struct lease_manager_operations two
+ * members, read in 7.3's fs/locks.c:
+ *
+ * - lm_open_conflict, which generic_add_lease() calls without a NULL
+ *   check (NULL: an oops at the first LEASE_TAKE). It replaces
+ *   check_conflicting_open(), which returned 0 for FL_LAYOUT (6.1, 6.12);
+ *   nfsd's layout lm_open_conflict returns 0 too, and so does ours
+ *   (PL_HAVE_LM_OPEN_CONFLICT).
+ * - lm_breaker_timedout, which time_out_leases() calls under flc_lock when
+ *   a lease's break time has passed; true lets the kernel delete the
+ *   lease, as it did unasked before (PL_HAVE_LM_BREAKER_TIMEDOUT).
+ *   pl_have_breaker_timedout says whether the module's hook is called;
+ *   without it, a delayed work looks for the lease after the deadline.
+ *
+ * PL_LM_OPEN_CONFLICT and PL_LM_BREAKER_TIMEDOUT are the members'
+ * initialisers, empty where the members do not exist; the second names
+ * pl_lm_breaker_timedout(), which pl_lease.c defines.
+ */
+#ifdef PL_HAVE_LM_OPEN_CONFLICT
+static inline int pl_lm_layout_open_conflict(struct file *filp, int arg)
+{
+	return 0;
+}
+
+#define PL_LM_OPEN_CONFLICT	.lm_open_conflict = pl_lm_layout_open_conflict,
+#else
+#define PL_LM_OPEN_CONFLICT
+#endif
+
+#ifdef PL_HAVE_LM_BREAKER_TIMEDOUT
+#define pl_have_breaker_timedout	true
+#define PL_LM_BREAKER_TIMEDOUT	.lm_breaker_timedout = pl_lm_breaker_timedout,
+#else
+#define pl_have_breaker_timedout	false
+#define PL_LM_BREAKER_TIMEDOUT
 #endif
 
 #endif /* _PINLEASE_COMPAT_H */

@@ -8,10 +8,10 @@
  * device fd (its context) ends the lease: LEASE_RELEASE or the close of the
  * device fd; the data fd may be closed at once.
  *
- * When the kernel breaks the lease (on 6.12 only XFS calls break_layout():
- * truncate, fallocate, reflink, write), lm_break runs with the inode's
- * flc_lock spinlock held: it only queues break_work and returns false, so
- * the breaker waits in __break_lease():
+ * When the kernel breaks the lease (on 6.1, 6.12 and 7.3 only XFS calls
+ * break_layout(): truncate, fallocate, reflink, write), lm_break runs with
+ * the inode's flc_lock spinlock held: it only queues break_work and returns
+ * false, so the breaker waits in __break_lease():
  * - revoke: break time 0; the work sends LEASE_BREAK (the device revokes the
  *   holder's MRs on the lease's range), unpins those MRs, then removes the
  *   kernel lease (the breaker goes on) and releases it on the device;
@@ -19,20 +19,31 @@
  *   LEASE_BROKEN to the holder) and the breaker waits, interruptibly, until
  *   the holder releases the lease or closes the device fd;
  * - timeout: the kernel's lease-break-time stays; the breaker's wait times
- *   out and time_out_leases() deletes the lease with lease_modify(), which
- *   calls no lease manager hook on 6.12. lost_work therefore looks for the
- *   lease on the inode after the break deadline and, once it is gone, tells
- *   the device LEASE_RELEASE(LOST): pins remain and the device counts.
+ *   out and time_out_leases() deletes the lease with lease_modify(). Where
+ *   the kernel has lm_breaker_timedout (7.3), time_out_leases() calls it
+ *   first, under flc_lock: it queues lost_work at once and returns true,
+ *   so the kernel still deletes the lease. Without the hook (6.1, 6.12),
+ *   break_work queues lost_work for the break deadline, and lost_work
+ *   looks for the lease on the inode until it is gone. Either way
+ *   lost_work then tells the device LEASE_RELEASE(LOST): pins remain and
+ *   the device counts.
+ *
+ * Kernel differences (struct file_lock or file_lease, the lease manager
+ * hooks, kernel_setlease()) are in pinlease_compat.h.
  *
  * Locking: lease->lock serialises a lease's state, the works and release;
  * it may be held across device requests (reset never takes it). Order:
  * ctx->lease_lock -> lease->lock -> ctx->mr_lock. ctx->lease_lock guards
  * ctx->leases membership only and is never held across a device request.
+ * The lease manager callbacks run under the inode's flc_lock (a spinlock)
+ * and take none of these: they read the immutable policy, write
+ * break_deadline and timed_out with WRITE_ONCE() and queue works. They
+ * cannot run once pl_lease_unset() has removed the kernel lease, nor after
+ * the kernel deleted it.
  */
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 
 #include <linux/file.h>
-#include <linux/filelock.h>
 #include <linux/fs.h>
 #include <linux/mm.h>
 #include <linux/sched.h>
@@ -67,9 +78,9 @@ const char *pl_lease_policy_name(const struct pl_lease *l)
 }
 
 /* lm_break: flc_lock (a spinlock) is held; never sleep. */
-static bool pl_lm_break(struct file_lease *fl)
+static bool pl_lm_break(struct pl_file_lease *fl)
 {
-	struct pl_lease *l = fl->c.flc_owner;
+	struct pl_lease *l = pl_lease_owner(fl);
 
 	if (l->policy == PL_POLICY_TIMEOUT)
 		/* the kernel times the lease out after lease-break-time */
@@ -81,48 +92,44 @@ static bool pl_lm_break(struct file_lease *fl)
 	return false;
 }
 
-static int pl_lm_change(struct file_lease *onlist, int arg,
+static int pl_lm_change(struct pl_file_lease *onlist, int arg,
 			struct list_head *dispose)
 {
 	return lease_modify(onlist, arg, dispose);
 }
 
-static const struct lease_manager_operations pl_lm_ops = {
+/*
+ * lm_breaker_timedout (7.3): the break time of a timeout-policy lease has
+ * passed. flc_lock (a spinlock) is held and the lease is still on the
+ * inode; never sleep. lost_work, queued at once, takes the LOST step; true
+ * lets time_out_leases() delete the lease, as the kernel did before the
+ * hook. Revoke and wait leases have no break time, so never get here.
+ */
+static bool __maybe_unused pl_lm_breaker_timedout(struct pl_file_lease *fl)
+{
+	struct pl_lease *l = pl_lease_owner(fl);
+
+	WRITE_ONCE(l->timed_out, true);
+	mod_delayed_work(pl_wq, &l->lost_work, 0);
+	return true;
+}
+
+static const struct pl_lease_manager_operations pl_lm_ops = {
 	.lm_break = pl_lm_break,
 	.lm_change = pl_lm_change,
+	PL_LM_OPEN_CONFLICT
+	PL_LM_BREAKER_TIMEDOUT
 };
-
-/* Is our FL_LAYOUT lease still on the inode? */
-static bool pl_lease_on_inode(struct pl_lease *l)
-{
-	struct file_lock_context *flctx;
-	struct file_lease *fl;
-	bool found = false;
-
-	flctx = locks_inode_context(file_inode(l->file));
-	if (!flctx)
-		return false;
-	spin_lock(&flctx->flc_lock);
-	list_for_each_entry(fl, &flctx->flc_lease, c.flc_list) {
-		if (fl->c.flc_file == l->file && fl->c.flc_owner == l) {
-			found = true;
-			break;
-		}
-	}
-	spin_unlock(&flctx->flc_lock);
-	return found;
-}
 
 /* Removes the kernel lease (the breaker, if any, goes on). lease->lock held. */
 static void pl_lease_unset(struct pl_lease *l)
 {
-	void *owner = l;
 	int err;
 
 	if (!l->kernel_held)
 		return;
 	l->kernel_held = false;
-	err = kernel_setlease(l->file, F_UNLCK, NULL, &owner);
+	err = pl_lease_remove(l->file, l);
 	/* -EAGAIN: the kernel timed it out already */
 	if (err && err != -EAGAIN)
 		pr_warn("%s: lease %#llx: removing the kernel lease: %d\n",
@@ -240,6 +247,9 @@ static void pl_lease_break_work(struct work_struct *work)
 		break;
 	case PL_POLICY_TIMEOUT:
 		WRITE_ONCE(l->state, PL_LS_BREAKING);
+		/* with the hook, lm_breaker_timedout queues lost_work */
+		if (pl_have_breaker_timedout)
+			break;
 		deadline = READ_ONCE(l->break_deadline);
 		delay = deadline ? (long)(deadline - jiffies) : 0;
 		queue_delayed_work(pl_wq, &l->lost_work,
@@ -250,16 +260,27 @@ out:
 	mutex_unlock(&l->lock);
 }
 
-/* Timeout policy: has the kernel removed the lease after the break time? */
+/*
+ * Timeout policy: the kernel deleted the lease after the break time. With
+ * lm_breaker_timedout it said so; without, look for the lease on the inode.
+ */
 static void pl_lease_lost_work(struct work_struct *work)
 {
 	struct pl_lease *l = container_of(to_delayed_work(work),
 					  struct pl_lease, lost_work);
 
+	/*
+	 * LEASE_BREAK goes to the device before LEASE_RELEASE(LOST): the hook
+	 * may queue this work before break_work has run (break_work queued
+	 * the polling one itself). lm_break cannot queue break_work again:
+	 * the lease is being broken, then gone.
+	 */
+	flush_work(&l->break_work);
 	mutex_lock(&l->lock);
 	if (l->closing || !l->kernel_held)
 		goto out;
-	if (pl_lease_on_inode(l)) {
+	if (!READ_ONCE(l->timed_out) &&
+	    pl_lease_on_inode(file_inode(l->file), l->file, l)) {
 		/* the breaker has not run time_out_leases() yet */
 		queue_delayed_work(pl_wq, &l->lost_work, HZ / 4);
 		goto out;
@@ -303,7 +324,7 @@ long pl_ioctl_lease_take(struct pl_ctx *ctx, void __user *argp)
 	struct pinlease_lease_take a;
 	struct pl_lease_take_req req = {};
 	struct pl_handle_resp resp;
-	struct file_lease *fl;
+	struct pl_file_lease *fl;
 	struct inode *inode;
 	struct pl_lease *l;
 	struct fd f;
@@ -353,18 +374,13 @@ long pl_ioctl_lease_take(struct pl_ctx *ctx, void __user *argp)
 		return err;
 	}
 
-	fl = locks_alloc_lease();
+	fl = pl_lease_alloc();
 	if (!fl) {
 		err = -ENOMEM;
 		goto err_fput;
 	}
-	locks_init_lease(fl);
+	pl_lease_init_layout(fl, l->file, l);
 	fl->fl_lmops = &pl_lm_ops;
-	fl->c.flc_flags = FL_LAYOUT;
-	fl->c.flc_type = F_RDLCK;
-	fl->c.flc_owner = l;
-	fl->c.flc_pid = current->tgid;
-	fl->c.flc_file = l->file;
 
 	/*
 	 * A break before the device knows the lease waits for this lock.
@@ -378,7 +394,7 @@ long pl_ioctl_lease_take(struct pl_ctx *ctx, void __user *argp)
 		err = vfs_setlease(l->file, F_RDLCK, &fl, NULL);
 	if (err) {
 		mutex_unlock(&l->lock);
-		locks_free_lease(fl);
+		pl_lease_free(fl);
 		goto err_fput;
 	}
 	WARN_ON_ONCE(fl);	/* the kernel took it */

@@ -711,7 +711,7 @@ static int __init pl_init(void)
 {
 	int err;
 
-	pl_wq = alloc_workqueue("pinlease", 0, 0);
+	pl_wq = alloc_workqueue("pinlease", PL_WQ_PERCPU, 0);
 	if (!pl_wq)
 		return -ENOMEM;
 	pl_debugfs_init();

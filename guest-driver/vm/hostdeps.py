@@ -87,10 +87,10 @@ def qemu_version(qemu):
 # ---------------------------------------------------------------- kernels
 
 
-def host_kernels(series):
+def host_kernels(series, boot=Path("/boot")):
     """Releases of installed /boot/vmlinuz-SERIES.* images, oldest first."""
     pat = re.compile(rf"^vmlinuz-({re.escape(series)}\.\S+)$")
-    rels = [m.group(1) for p in Path("/boot").glob(f"vmlinuz-{series}.*")
+    rels = [m.group(1) for p in boot.glob(f"vmlinuz-{series}.*")
             if (m := pat.match(p.name))]
     return sorted(rels, key=version_key)
 

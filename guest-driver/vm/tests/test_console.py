@@ -1,0 +1,93 @@
+"""Host tests of guest-driver/vm/console.py: console lines, KTAP with the
+running-case announcements, and kernel crash detection on a real oops (7.3
+with the module that lacked lm_open_conflict)."""
+
+import sys
+import unittest
+from pathlib import Path
+
+VM_DIR = Path(__file__).resolve().parents[1]
+sys.dont_write_bytecode = True
+sys.path.insert(0, str(VM_DIR))
+import console  # noqa: E402
+
+OOPS = Path(__file__).resolve().parent / "fixtures" / "oops-7.3-lease-take.log"
+
+
+def feed_all(lines):
+    ktap, crash = console.Ktap(), console.CrashWatch()
+    for line in lines:
+        if not crash.feed(line, ktap):
+            ktap.feed(line)
+    return ktap, crash
+
+
+class Crash(unittest.TestCase):
+    def test_real_oops_names_the_running_case(self):
+        lines = OOPS.read_text().replace("\r", "").splitlines()
+        ktap, crash = feed_all(lines)
+        self.assertTrue(crash.seen())
+        self.assertTrue(crash.complete, "the report ends with ---[ end trace")
+        self.assertEqual(crash.case, "case 2 of 2: lease_take_release_basic")
+        self.assertEqual(crash.title(),
+                         "BUG: kernel NULL pointer dereference, address: 0000000000000000")
+        summary = crash.summary()
+        self.assertEqual(summary[0], "RIP: 0010:0x0")
+        self.assertTrue(summary[1].startswith("Call Trace: generic_setlease+"), summary)
+        self.assertIn("pl_ioctl_lease_take+", summary[1])
+        self.assertNotIn("?", summary[1], "guessed frames are left out")
+        self.assertEqual(ktap.counts(), (1, 0, []))
+
+    def test_user_lines_quoting_a_crash_are_not_one(self):
+        ktap = console.Ktap()
+        for line in ("PINLEASE-INVARIANT kernel-warn ok no WARNING:/BUG:/Oops in the log",
+                     "# some_case: kernel log: [ 3.1] BUG: sleeping function called",
+                     "not ok 3 x # kernel log: Oops: 0002",
+                     "pinlease-init: Oops in a message"):
+            self.assertFalse(console.CrashWatch().feed(line, ktap), line)
+
+    def test_crashes_without_printk_time_and_panics(self):
+        for line in ("Oops: general protection fault, probably for non-canonical address",
+                     "kernel BUG at mm/gup.c:123!",
+                     "[    5.000000] Kernel panic - not syncing: Fatal exception",
+                     "[    5.000000] watchdog: BUG: soft lockup - CPU#0 stuck for 22s!"):
+            self.assertTrue(console.CrashWatch().feed(line, console.Ktap()), line)
+
+    def test_a_warning_is_not_a_crash(self):
+        line = "[   12.295917] WARNING: kernel/workqueue.c:5938 at __alloc_workqueue+0x6be/0x7a0"
+        self.assertFalse(console.CrashWatch().feed(line, console.Ktap()))
+
+    def test_report_is_bounded(self):
+        crash, ktap = console.CrashWatch(), console.Ktap()
+        crash.feed("[ 1.000000] BUG: unable to handle page fault", ktap)
+        for i in range(500):
+            crash.feed(f"[ 1.000000] line {i}", ktap)
+        self.assertEqual(len(crash.lines), console.CrashWatch.CRASH_LINES)
+        self.assertFalse(crash.complete)
+
+    def test_where_the_suite_was(self):
+        k = console.Ktap()
+        self.assertEqual(k.running_case(), "no case (the suite had not started)")
+        for line in ("KTAP version 1", "1..3", "# running 1 a", "ok 1 a"):
+            k.feed(line)
+        self.assertEqual(k.running_case(), "between cases (last result: case 1)")
+        k.feed("# running 2 b")
+        self.assertEqual(k.running_case(), "case 2 of 3: b")
+
+
+class Lines(unittest.TestCase):
+    def test_unsplice_glues_a_cut_ktap_line(self):
+        u = console.Unsplice()
+        out = u.feed("not ok 3 na[    7.360000] msg") + u.feed("me # reason")
+        self.assertEqual(out, ["[    7.360000] msg", "not ok 3 name # reason"])
+
+    def test_running_lines_are_ktap_diagnostics(self):
+        k = console.Ktap()
+        for line in ("KTAP version 1", "1..1", "# running 1 a", "ok 1 a"):
+            self.assertTrue(k.feed(line), line)
+        self.assertEqual(k.verdict(), [])
+        self.assertIsNone(k.running)
+
+
+if __name__ == "__main__":
+    unittest.main()
