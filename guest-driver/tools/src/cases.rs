@@ -2,10 +2,17 @@
 //! Fail with the values involved; the runner (ktap.rs) adds the pin balance
 //! and kernel-log checks of the contract after every case.
 
+use crate::dataloss::{
+    dataloss_ext4_writeback_truncate, dataloss_hugetlbfs_punch_hole, dataloss_hugetlbfs_truncate,
+    dataloss_memfd_punch_hole, dataloss_memfd_truncate, dataloss_xfs_punch_hole_no_lease,
+    dataloss_xfs_truncate_no_lease, dataloss_xfs_truncate_revoke_lease,
+    dataloss_xfs_truncate_timeout_lease,
+};
 use crate::dev::{format_event, parse_events, Dev, SysError, SysResult, EVENT_SIZE};
 use crate::ktap::{Case, CaseCtx, CaseErr, CaseResult, Checks};
 use crate::sys::{self, errno_name, Backing, Mapping};
 use crate::uapi::*;
+use crate::verdicts::{self, Expect, Mem, Row};
 use crate::{ensure, fail, skip};
 use pinlease::abi::{self, PL_ACCESS_ALL, PL_ACCESS_READ};
 use std::os::fd::AsRawFd;
@@ -35,12 +42,19 @@ pub fn all() -> Vec<Case> {
         case!(query_device),
         case!(pin_anon_ok),
         case!(pin_memfd_ok),
+        case!(pin_shared_writable_tmpfs),
+        case!(pin_private_tmpfs),
         case!(pin_hugetlb_ok),
+        case!(pin_shared_writable_hugetlbfs),
+        case!(pin_private_hugetlbfs),
         case!(pin_private_file_xfs_ok),
         case!(pin_readonly_shared_file_xfs_ok),
-        case!(pin_shared_writable_ext4_efault),
-        case!(pin_shared_writable_xfs_efault),
+        case!(pin_private_file_ext4),
+        case!(pin_readonly_shared_file_ext4),
+        case!(pin_shared_writable_ext4),
+        case!(pin_shared_writable_xfs),
         case!(pin_fsdax_eopnotsupp),
+        case!(pin_readonly_fsdax),
         case!(pin_shortterm_shared_writable_xfs_ok),
         case!(dma_write),
         case!(dma_read),
@@ -105,6 +119,15 @@ pub fn all() -> Vec<Case> {
         case!(scrub_canaries_appear_in_registered_pages),
         case!(revoke_then_no_canary_in_fresh_memory),
         case!(timeout_lost_lease_scrub_reports_loss),
+        case!(dataloss_memfd_truncate),
+        case!(dataloss_memfd_punch_hole),
+        case!(dataloss_hugetlbfs_truncate),
+        case!(dataloss_hugetlbfs_punch_hole),
+        case!(dataloss_xfs_truncate_no_lease),
+        case!(dataloss_xfs_punch_hole_no_lease),
+        case!(dataloss_xfs_truncate_timeout_lease),
+        case!(dataloss_xfs_truncate_revoke_lease),
+        case!(dataloss_ext4_writeback_truncate),
         case!(ext4_never_breaks_layout_leases),
         case!(holder_killed_while_breaker_waits),
         case!(concurrent_truncate_vs_reg_mr),
@@ -180,12 +203,16 @@ impl Checks for GuestChecks {
 
 // ---- helpers ----------------------------------------------------------------------------
 
-fn open() -> Result<Dev, CaseErr> {
+pub(crate) fn open() -> Result<Dev, CaseErr> {
     Dev::open_default().map_err(|e| CaseErr::Fail(e.to_string()))
 }
 
 /// Expects `r` to fail with `errno`; `what` names the operation.
-fn expect_errno<T: std::fmt::Debug>(r: Result<T, SysError>, errno: i32, what: &str) -> CaseResult {
+pub(crate) fn expect_errno<T: std::fmt::Debug>(
+    r: Result<T, SysError>,
+    errno: i32,
+    what: &str,
+) -> CaseResult {
     match r {
         Ok(v) => fail!(
             "{what}: expected {} ({errno}), but it succeeded ({v:?})",
@@ -209,7 +236,7 @@ fn expect_errno_in<T: std::fmt::Debug>(
     }
 }
 
-fn need_feature(dev: &Dev, bit: u64, name: &str) -> CaseResult {
+pub(crate) fn need_feature(dev: &Dev, bit: u64, name: &str) -> CaseResult {
     let q = dev.query()?;
     if q.features & bit == 0 {
         skip!("device does not offer {name} (features {:#x})", q.features);
@@ -223,12 +250,12 @@ fn pattern(i: usize) -> u8 {
 
 /// A file for a case on the filesystem mounted at `mnt`, which must be
 /// `fstype` (SKIP otherwise). Removed on drop.
-struct TestFile {
-    path: String,
+pub(crate) struct TestFile {
+    pub(crate) path: String,
 }
 
 impl TestFile {
-    fn on(mnt: &str, fstype: &str, name: &str) -> Result<TestFile, CaseErr> {
+    pub(crate) fn on(mnt: &str, fstype: &str, name: &str) -> Result<TestFile, CaseErr> {
         match sys::mount_at(mnt) {
             Some(m) if m.fstype == fstype => {}
             Some(m) => skip!("{mnt} is {} ({}), not {fstype}", m.fstype, m.source),
@@ -239,7 +266,7 @@ impl TestFile {
         Ok(TestFile { path })
     }
 
-    fn backing(&self, shared: bool) -> Backing {
+    pub(crate) fn backing(&self, shared: bool) -> Backing {
         Backing::File {
             path: self.path.clone(),
             shared,
@@ -253,21 +280,28 @@ impl Drop for TestFile {
     }
 }
 
-/// Registers `len` bytes of `backing` and checks the verdict: Ok(()) = the
-/// pin must succeed (pinned pages and pin counters checked), Err(errno) =
-/// it must fail with that errno and pin nothing.
-fn verdict(
-    t: &mut CaseCtx,
-    backing: &Backing,
-    len: usize,
-    readonly: bool,
-    flags: u32,
-    expect: Result<(), i32>,
-) -> CaseResult {
+/// Registers `len` bytes of `backing` and checks the kernel's answer
+/// against `row`'s for the running kernel (verdicts.rs): granted = pinned
+/// pages and pin counters checked, an errno = it must fail with that errno
+/// and pin nothing. Prints `verdict ROW RESULT expected EXPECTED`.
+fn verdict(t: &mut CaseCtx, row: &Row, backing: &Backing, len: usize) -> CaseResult {
+    let kver = running_kver()?;
+    let want = row.expected(kver);
+    let readonly = row.readonly;
+    let mut flags = 0;
+    if readonly {
+        flags |= PINLEASE_PIN_READONLY;
+    }
+    if row.shortterm {
+        flags |= PINLEASE_PIN_SHORTTERM;
+    }
     let dev = open()?;
     let map = match Mapping::new(backing, len, readonly) {
         Ok(m) => m,
-        Err(e) if *backing == Backing::Hugetlb && e.errno == libc::ENOMEM => {
+        Err(e)
+            if matches!(backing, Backing::Hugetlb | Backing::MemfdHugetlb { .. })
+                && e.errno == libc::ENOMEM =>
+        {
             skip!("no free huge pages: {e}")
         }
         Err(e) => return Err(e.into()),
@@ -289,8 +323,19 @@ fn verdict(
             Err(e) => format!("{} ({})", errno_name(e.errno), e.errno),
         }
     ));
-    match expect {
-        Ok(()) => {
+    let got = Expect::of(res.as_ref().map(|_| ()).map_err(|e| e.errno));
+    t.diag(verdicts::verdict_line(row, got, want));
+    ensure!(
+        got == want,
+        "{} on {kver} ({}): REG_MR {}, but the verdict table expects {} ({})",
+        row.id,
+        verdicts::uname_release(),
+        got.word(),
+        want.word(),
+        row.rule
+    );
+    match want {
+        Expect::Granted => {
             let r = res?;
             let want_pages = len.div_ceil(4096) as u32;
             ensure!(r.key != 0, "REG_MR returned key 0");
@@ -333,7 +378,7 @@ fn verdict(
             }
             dev.dereg_mr(r.key)?;
         }
-        Err(errno) => {
+        Expect::Errno(errno) => {
             expect_errno(res, errno, &format!("REG_MR of {backing}"))?;
             ensure!(
                 pinned == released,
@@ -344,6 +389,92 @@ fn verdict(
     drop(map);
     drop(dev);
     Ok(())
+}
+
+/// The running kernel for diagnostics: `6.12` (or uname's release when it
+/// does not parse).
+pub(crate) fn kname() -> String {
+    verdicts::running().map_or_else(verdicts::uname_release, |v| v.to_string())
+}
+
+/// The running kernel's version (uname(2)), or FAIL.
+pub(crate) fn running_kver() -> Result<verdicts::Kver, CaseErr> {
+    match verdicts::running() {
+        Some(v) => Ok(v),
+        None => fail!(
+            "uname release {:?} has no MAJOR.MINOR: no verdict table entry",
+            verdicts::uname_release()
+        ),
+    }
+}
+
+/// Where pin cases mount their own tmpfs.
+pub(crate) const TMPFS_DIR: &str = "/mnt/pinlease-tmpfs";
+
+/// SKIP unless the guest reserved huge pages.
+pub(crate) fn need_hugepages() -> CaseResult {
+    let n: u64 = sys::read_to_string("/proc/sys/vm/nr_hugepages")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    if n == 0 {
+        skip!("/proc/sys/vm/nr_hugepages is 0");
+    }
+    Ok(())
+}
+
+/// SKIP unless /mnt/dax is an FS-DAX mount.
+fn need_fsdax() -> Result<String, CaseErr> {
+    match sys::mount_at("/mnt/dax") {
+        Some(m) if m.has_dax() => Ok(m.fstype),
+        Some(m) => skip!("/mnt/dax is mounted without dax ({})", m.options.join(",")),
+        None => skip!("/mnt/dax is not mounted (no pmem device)"),
+    }
+}
+
+/// Sets up `row`'s memory (a file named after the row on its filesystem,
+/// a tmpfs mounted for it) and runs `verdict`.
+fn pin_row(t: &mut CaseCtx, id: &str) -> CaseResult {
+    let row = verdicts::row(id);
+    let len = 256 * KIB;
+    match row.mem {
+        Mem::Anon => verdict(t, row, &Backing::Anon, len),
+        Mem::Memfd => verdict(t, row, &Backing::Memfd, len),
+        Mem::AnonHugetlb => {
+            need_hugepages()?;
+            verdict(t, row, &Backing::Hugetlb, sys::HUGE_2M)
+        }
+        Mem::Hugetlbfs => {
+            need_hugepages()?;
+            let b = Backing::MemfdHugetlb { shared: row.shared };
+            verdict(t, row, &b, sys::HUGE_2M)
+        }
+        Mem::Tmpfs => {
+            let _mnt = sys::TmpfsMount::new(TMPFS_DIR, "8m")?;
+            let f = TestFile::on(TMPFS_DIR, "tmpfs", id)?;
+            verdict(t, row, &f.backing(row.shared), len)
+        }
+        Mem::Xfs => {
+            let f = TestFile::on("/mnt/xfs", "xfs", id)?;
+            verdict(t, row, &f.backing(row.shared), len)
+        }
+        Mem::Ext4 => {
+            let f = TestFile::on("/mnt/ext4", "ext4", id)?;
+            verdict(t, row, &f.backing(row.shared), len)
+        }
+        Mem::FsDax => {
+            let fstype = need_fsdax()?;
+            let f = TestFile::on("/mnt/dax", &fstype, id)?;
+            // Create the file, then make sure it really is DAX.
+            drop(Mapping::new(&f.backing(true), len, false)?);
+            match sys::file_is_dax(&f.path) {
+                Some(true) => {}
+                Some(false) => skip!("{} is not a DAX file (STATX_ATTR_DAX clear)", f.path),
+                None => t.diag("statx does not report STATX_ATTR_DAX; assuming DAX from the mount"),
+            }
+            verdict(t, row, &f.backing(row.shared), len)
+        }
+    }
 }
 
 /// Two 64 KiB anonymous MRs (access ALL) in one context, a filled with
@@ -390,7 +521,7 @@ pub fn names_handle(text: &str, h: u64) -> bool {
     })
 }
 
-fn fdinfo(fd: i32) -> Result<String, CaseErr> {
+pub(crate) fn fdinfo(fd: i32) -> Result<String, CaseErr> {
     Ok(sys::read_to_string(&format!("/proc/self/fdinfo/{fd}"))?)
 }
 
@@ -495,88 +626,67 @@ fn query_device(t: &mut CaseCtx) -> CaseResult {
 // ---- pin verdicts per backing type ---------------------------------------------------------
 
 fn pin_anon_ok(t: &mut CaseCtx) -> CaseResult {
-    verdict(t, &Backing::Anon, 256 * KIB, false, 0, Ok(()))
+    pin_row(t, "anon-private-rw")
 }
 
 fn pin_memfd_ok(t: &mut CaseCtx) -> CaseResult {
-    verdict(t, &Backing::Memfd, 256 * KIB, false, 0, Ok(()))
+    pin_row(t, "memfd-shared-rw")
+}
+
+fn pin_shared_writable_tmpfs(t: &mut CaseCtx) -> CaseResult {
+    pin_row(t, "tmpfs-shared-rw")
+}
+
+fn pin_private_tmpfs(t: &mut CaseCtx) -> CaseResult {
+    pin_row(t, "tmpfs-private-rw")
 }
 
 fn pin_hugetlb_ok(t: &mut CaseCtx) -> CaseResult {
-    let n: u64 = sys::read_to_string("/proc/sys/vm/nr_hugepages")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0);
-    if n == 0 {
-        skip!("/proc/sys/vm/nr_hugepages is 0");
-    }
-    verdict(t, &Backing::Hugetlb, sys::HUGE_2M, false, 0, Ok(()))
+    pin_row(t, "hugetlb-anon-rw")
+}
+
+fn pin_shared_writable_hugetlbfs(t: &mut CaseCtx) -> CaseResult {
+    pin_row(t, "hugetlbfs-shared-rw")
+}
+
+fn pin_private_hugetlbfs(t: &mut CaseCtx) -> CaseResult {
+    pin_row(t, "hugetlbfs-private-rw")
 }
 
 fn pin_private_file_xfs_ok(t: &mut CaseCtx) -> CaseResult {
-    let f = TestFile::on("/mnt/xfs", "xfs", "private")?;
-    verdict(t, &f.backing(false), 256 * KIB, false, 0, Ok(()))
+    pin_row(t, "xfs-private-rw")
 }
 
 fn pin_readonly_shared_file_xfs_ok(t: &mut CaseCtx) -> CaseResult {
-    let f = TestFile::on("/mnt/xfs", "xfs", "readonly")?;
-    verdict(
-        t,
-        &f.backing(true),
-        256 * KIB,
-        true,
-        PINLEASE_PIN_READONLY,
-        Ok(()),
-    )
+    pin_row(t, "xfs-shared-ro")
 }
 
-fn pin_shared_writable_ext4_efault(t: &mut CaseCtx) -> CaseResult {
-    let f = TestFile::on("/mnt/ext4", "ext4", "shared")?;
-    verdict(t, &f.backing(true), 256 * KIB, false, 0, Err(libc::EFAULT))
+fn pin_private_file_ext4(t: &mut CaseCtx) -> CaseResult {
+    pin_row(t, "ext4-private-rw")
 }
 
-fn pin_shared_writable_xfs_efault(t: &mut CaseCtx) -> CaseResult {
-    let f = TestFile::on("/mnt/xfs", "xfs", "shared")?;
-    verdict(t, &f.backing(true), 256 * KIB, false, 0, Err(libc::EFAULT))
+fn pin_readonly_shared_file_ext4(t: &mut CaseCtx) -> CaseResult {
+    pin_row(t, "ext4-shared-ro")
+}
+
+fn pin_shared_writable_ext4(t: &mut CaseCtx) -> CaseResult {
+    pin_row(t, "ext4-shared-rw")
+}
+
+fn pin_shared_writable_xfs(t: &mut CaseCtx) -> CaseResult {
+    pin_row(t, "xfs-shared-rw")
 }
 
 fn pin_fsdax_eopnotsupp(t: &mut CaseCtx) -> CaseResult {
-    match sys::mount_at("/mnt/dax") {
-        Some(m) if m.has_dax() => {}
-        Some(m) => skip!("/mnt/dax is mounted without dax ({})", m.options.join(",")),
-        None => skip!("/mnt/dax is not mounted (no pmem device)"),
-    }
-    let fstype = sys::mount_at("/mnt/dax")
-        .map(|m| m.fstype)
-        .unwrap_or_default();
-    let f = TestFile::on("/mnt/dax", &fstype, "dax")?;
-    // Create the file, then make sure it really is DAX.
-    drop(Mapping::new(&f.backing(true), 256 * KIB, false)?);
-    match sys::file_is_dax(&f.path) {
-        Some(true) => {}
-        Some(false) => skip!("{} is not a DAX file (STATX_ATTR_DAX clear)", f.path),
-        None => t.diag("statx does not report STATX_ATTR_DAX; assuming DAX from the mount"),
-    }
-    verdict(
-        t,
-        &f.backing(true),
-        256 * KIB,
-        false,
-        0,
-        Err(libc::EOPNOTSUPP),
-    )
+    pin_row(t, "fsdax-shared-rw")
+}
+
+fn pin_readonly_fsdax(t: &mut CaseCtx) -> CaseResult {
+    pin_row(t, "fsdax-shared-ro")
 }
 
 fn pin_shortterm_shared_writable_xfs_ok(t: &mut CaseCtx) -> CaseResult {
-    let f = TestFile::on("/mnt/xfs", "xfs", "shortterm")?;
-    verdict(
-        t,
-        &f.backing(true),
-        256 * KIB,
-        false,
-        PINLEASE_PIN_SHORTTERM,
-        Ok(()),
-    )
+    pin_row(t, "xfs-shared-rw-shortterm")
 }
 
 // ---- device operations --------------------------------------------------------------------
@@ -2237,29 +2347,29 @@ pub fn open_fd_count() -> usize {
 
 pub(crate) const LEASE_LEN: usize = 64 * KIB;
 /// How long a case waits for the runner to take a status snapshot.
-const SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
 
 /// The `lease:` line of `text` (fdinfo) naming `lease`.
-fn lease_line(text: &str, lease: u64) -> Option<String> {
+pub(crate) fn lease_line(text: &str, lease: u64) -> Option<String> {
     text.lines()
         .find(|l| l.starts_with("lease:") && names_handle(l, lease))
         .map(str::to_string)
 }
 
 /// The value of `key=` in a `lease:` line.
-fn line_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+pub(crate) fn line_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line.split_whitespace()
         .find_map(|w| w.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
 }
 
 /// The lease's state in `fd`'s fdinfo, or None when it is not listed.
-fn lease_state(fd: i32, lease: u64) -> Result<Option<String>, CaseErr> {
+pub(crate) fn lease_state(fd: i32, lease: u64) -> Result<Option<String>, CaseErr> {
     let text = fdinfo(fd)?;
     Ok(lease_line(&text, lease).and_then(|l| line_field(&l, "state").map(str::to_string)))
 }
 
 /// Polls fdinfo until the lease is in `state` (up to `timeout`).
-fn wait_lease_state(fd: i32, lease: u64, state: &str, timeout: Duration) -> CaseResult {
+pub(crate) fn wait_lease_state(fd: i32, lease: u64, state: &str, timeout: Duration) -> CaseResult {
     let start = Instant::now();
     loop {
         let s = lease_state(fd, lease)?;
@@ -2277,7 +2387,7 @@ fn wait_lease_state(fd: i32, lease: u64, state: &str, timeout: Duration) -> Case
 }
 
 /// Reads events until one matches `pred` or `timeout` passes; all read.
-fn wait_event(
+pub(crate) fn wait_event(
     t: &mut CaseCtx,
     fd: i32,
     timeout: Duration,
@@ -2461,7 +2571,11 @@ fn xfs_io_child(cmd: &str, path: &str) -> i32 {
 }
 
 /// Waits for the breaker; fails (killing it) if it does not end in time.
-fn reap_breaker(pid: libc::pid_t, timeout: Duration, what: &str) -> Result<Exit, CaseErr> {
+pub(crate) fn reap_breaker(
+    pid: libc::pid_t,
+    timeout: Duration,
+    what: &str,
+) -> Result<Exit, CaseErr> {
     match sys::wait_timeout(pid, timeout)? {
         Some(e) => Ok(e),
         None => {
@@ -2476,7 +2590,7 @@ fn reap_breaker(pid: libc::pid_t, timeout: Duration, what: &str) -> Result<Exit,
 use crate::sys::Exit;
 
 /// Pins held now (acquired - released).
-fn pins_held() -> Result<i64, CaseErr> {
+pub(crate) fn pins_held() -> Result<i64, CaseErr> {
     let (a, r) = sys::pin_counters()?;
     Ok(a as i64 - r as i64)
 }
@@ -2700,7 +2814,7 @@ fn revoke_with(t: &mut CaseCtx, how: Breaker, name: &str) -> CaseResult {
     );
     check_breaker_effect(how, &h.file.path)?;
     t.diag(format!(
-        "finding: 6.12 XFS breaks the layout lease on {how:?} (the module reports PL_BREAK_OTHER): {line}"
+        "finding: {} XFS breaks the layout lease on {how:?} (the module reports PL_BREAK_OTHER): {line}", kname(),
     ));
     h.dev.dereg_mr(h.key)?;
     h.dev.lease_release(h.lease)?;
@@ -2961,7 +3075,7 @@ fn wait_with(t: &mut CaseCtx, how: Breaker, name: &str) -> CaseResult {
             let st = lease_state(h.dev.raw(), lease)?;
             if st.as_deref() == Some("active") {
                 t.diag(format!(
-                    "finding: 6.12 XFS does not break the layout lease on {how:?}: it returned after {:?} ({exit}), lease still active",
+                    "finding: {} XFS does not break the layout lease on {how:?}: it returned after {:?} ({exit}), lease still active", kname(),
                     t0.elapsed()
                 ));
                 h.dev.write(h.lkey, 0, h.key, 0, 4096)?;
@@ -3018,7 +3132,7 @@ fn wait_with(t: &mut CaseCtx, how: Breaker, name: &str) -> CaseResult {
     ensure!(exit == Exit::Code(0), "{how:?} child: {exit}");
     check_breaker_effect(how, &h.file.path)?;
     t.diag(format!(
-        "finding: 6.12 XFS breaks the layout lease on {how:?}; with the wait policy the breaker sleeps until LEASE_RELEASE"
+        "finding: {} XFS breaks the layout lease on {how:?}; with the wait policy the breaker sleeps until LEASE_RELEASE", kname(),
     ));
     h.dev.dereg_mr(h.lkey)?;
     Ok(())
@@ -3100,7 +3214,7 @@ fn timeout_with(t: &mut CaseCtx, how: Breaker, name: &str) -> CaseResult {
             "{how:?} did not wait for lease-break-time (1 s): {took:?}, lease state {st:?}"
         );
         t.diag(format!(
-            "finding: 6.12 XFS does not break the layout lease on {how:?}: returned after {took:?}, lease still active"
+            "finding: {} XFS does not break the layout lease on {how:?}: returned after {took:?}, lease still active", kname(),
         ));
         h.dev.write(h.lkey, 0, h.key, 0, 4096)?;
         h.dev.dereg_mr(h.key)?;
@@ -3146,7 +3260,7 @@ fn timeout_with(t: &mut CaseCtx, how: Breaker, name: &str) -> CaseResult {
         "DEREG_MR of the LOST lease's MR did not release its pins: {held0} -> {held1}"
     );
     t.diag(format!(
-        "finding: 6.12 XFS breaks the layout lease on {how:?}; {how:?} went on after {took:?}, lease state lost {lost_after:?} after the start, MR pinned until DEREG_MR (pins {held0} -> {held1})"
+        "finding: {} XFS breaks the layout lease on {how:?}; {how:?} went on after {took:?}, lease state lost {lost_after:?} after the start, MR pinned until DEREG_MR (pins {held0} -> {held1})", kname(),
     ));
     h.dev.lease_release(lease)?;
     h.dev.dereg_mr(h.lkey)?;
@@ -3611,7 +3725,7 @@ fn fsdax_truncate_vs_pin_under_revoke_lease(t: &mut CaseCtx) -> CaseResult {
     })?;
     if hit.is_some() {
         let _ = reap_breaker(pid, Duration::from_secs(30), "truncate");
-        fail!("the DAX truncate revoked MR {key:#x} at once: 6.12 waits for the pinned DAX pages in xfs_break_dax_layouts() before break_layout()");
+        fail!("the DAX truncate revoked MR {key:#x} at once: 6.12 (our reference) waits for the pinned DAX pages in xfs_break_dax_layouts() before break_layout()");
     }
     // 6.12: xfs_break_layouts(BREAK_UNMAP) runs xfs_break_dax_layouts()
     // first, which waits (interruptibly) for the DAX pages' references
@@ -3628,7 +3742,7 @@ fn fsdax_truncate_vs_pin_under_revoke_lease(t: &mut CaseCtx) -> CaseResult {
         line_field(&line, "breaks") == Some("0") && line_field(&line, "state") == Some("active"),
         "lease while the truncate waits: {line}"
     );
-    t.diag("finding: on 6.12 a truncate of a DAX file waits for the pinned DAX pages in xfs_break_dax_layouts() before break_layout(): the lease is not broken and the truncate blocks (interruptibly)".to_string());
+    t.diag(format!("finding: on {} a truncate of a DAX file waits for the pinned DAX pages in xfs_break_dax_layouts() before break_layout(): the lease is not broken and the truncate blocks (interruptibly)", kname()));
     sys::kill(pid, libc::SIGKILL);
     let k = reap_breaker(pid, Duration::from_secs(10), "killed truncate")?;
     ensure!(k == Exit::Signal(libc::SIGKILL), "killed truncate: {k}");
@@ -3678,7 +3792,7 @@ fn fsdax_truncate_vs_pin_under_revoke_lease(t: &mut CaseCtx) -> CaseResult {
 
 /// How long a case waits for the scrubber's canaries (the runner's default
 /// period is 20 ms; a round may take longer under TCG).
-const SCRUB_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const SCRUB_WAIT: Duration = Duration::from_secs(10);
 /// High half of every canary before the slot is XORed in ("SCRB").
 const SCRUB_MAGIC_HI: u32 = (abi::PL_SCRUB_SEED_MAGIC >> 32) as u32;
 

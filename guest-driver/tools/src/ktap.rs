@@ -85,6 +85,25 @@ pub fn glob_match_any(patterns: &str, name: &str) -> bool {
     !any
 }
 
+/// Whether the pattern list names `name` exactly (an element equal to it,
+/// no wildcard involved).
+pub fn names_exactly(patterns: &str, name: &str) -> bool {
+    patterns
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .any(|p| p == name)
+}
+
+/// The cases `patterns` selects, in run order: the `cases` its globs
+/// match, then the `opt_in` cases it names exactly (a glob never selects
+/// an opt-in case: they may crash the kernel under test).
+pub fn select<'a>(patterns: &str, cases: &'a [Case], opt_in: &'a [Case]) -> Vec<&'a Case> {
+    cases
+        .iter()
+        .filter(|c| glob_match_any(patterns, c.name))
+        .chain(opt_in.iter().filter(|c| names_exactly(patterns, c.name)))
+        .collect()
+}
+
 pub fn glob_match(pattern: &str, name: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let n: Vec<char> = name.chars().collect();
@@ -341,12 +360,42 @@ pub fn run(cases: &[&Case], checks: &mut dyn Checks, out: &mut dyn Write) -> Sum
 mod tests {
     use super::*;
 
+    fn noop(_: &mut CaseCtx) -> CaseResult {
+        Ok(())
+    }
+
+    #[test]
+    fn opt_in_cases_run_only_when_named_exactly() {
+        let cases = [
+            Case {
+                name: "a_one",
+                run: noop,
+            },
+            Case {
+                name: "b_two",
+                run: noop,
+            },
+        ];
+        let opt = [Case {
+            name: "a_crash",
+            run: noop,
+        }];
+        let names =
+            |p: &str| -> Vec<&str> { select(p, &cases, &opt).iter().map(|c| c.name).collect() };
+        assert_eq!(names("*"), ["a_one", "b_two"]);
+        assert_eq!(names(""), ["a_one", "b_two"]);
+        assert_eq!(names("a_*"), ["a_one"]);
+        assert_eq!(names("a_crash"), ["a_crash"]);
+        assert_eq!(names("*,a_crash"), ["a_one", "b_two", "a_crash"]);
+        assert_eq!(names("a_cras?"), Vec::<&str>::new());
+    }
+
     #[test]
     fn globs() {
         assert!(glob_match("*", "anything"));
         assert!(glob_match("pin_*", "pin_anon"));
         assert!(!glob_match("pin_*", "dma_write"));
-        assert!(glob_match("*_xfs*", "pin_shared_writable_xfs_efault"));
+        assert!(glob_match("*_xfs*", "pin_shared_writable_xfs"));
         assert!(glob_match("dma_?ead", "dma_read"));
         assert!(!glob_match("dma_?ead", "dma_reads"));
         assert!(glob_match("a*b*c", "aXXbYYc"));
@@ -358,6 +407,10 @@ mod tests {
         assert!(glob_match_any("dma_*,pin_anon", "pin_anon"));
         assert!(glob_match_any("dma_* pin_anon", "dma_read"));
         assert!(!glob_match_any("dma_*,pin_anon", "pin_memfd"));
+        assert!(names_exactly("dma_*,pin_anon", "pin_anon"));
+        assert!(names_exactly("x pin_anon", "pin_anon"));
+        assert!(!names_exactly("pin_*", "pin_anon"));
+        assert!(!names_exactly("*", "pin_anon"));
     }
 
     struct FakeChecks {

@@ -4,9 +4,11 @@
 
 pub mod campaign;
 pub mod cases;
+pub mod dataloss;
 pub mod dev;
 pub mod ktap;
 pub mod nodevice;
 pub mod stray;
 pub mod sys;
 pub mod uapi;
+pub mod verdicts;

@@ -89,6 +89,8 @@ enum Cmd {
     /// Run the KTAP test suite.
     Suite {
         /// Glob(s) of case names ('*', '?'; several separated by ',' or spaces).
+        /// Opt-in cases (listed after `--list`'s cases) run only when named
+        /// exactly.
         #[arg(long, default_value = "*")]
         cases: String,
         /// List the case names instead of running them.
@@ -241,13 +243,14 @@ fn main() -> ExitCode {
 fn suite(glob: &str, list: bool) -> ExitCode {
     let mut all = cases::all();
     all.extend(campaign::all());
-    let selected: Vec<&ktap::Case> = all
-        .iter()
-        .filter(|c| ktap::glob_match_any(glob, c.name))
-        .collect();
+    let opt_in = pinlease_guest::dataloss::opt_in();
+    let selected = ktap::select(glob, &all, &opt_in);
     if list {
         for c in &selected {
             println!("{}", c.name);
+        }
+        for c in opt_in.iter().filter(|c| !ktap::names_exactly(glob, c.name)) {
+            println!("# opt-in, runs only when named exactly: {}", c.name);
         }
         return if selected.is_empty() {
             ExitCode::FAILURE

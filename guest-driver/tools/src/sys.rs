@@ -70,7 +70,13 @@ pub fn page_size() -> usize {
 pub enum Backing {
     Anon,
     Memfd,
+    /// Anonymous MAP_HUGETLB memory (2 MiB pages).
     Hugetlb,
+    /// A hugetlbfs file: memfd_create(MFD_HUGETLB) (the default 2 MiB
+    /// size), mapped MAP_SHARED (`shared`) or MAP_PRIVATE.
+    MemfdHugetlb {
+        shared: bool,
+    },
     /// A file, mapped MAP_SHARED (`shared`) or MAP_PRIVATE.
     File {
         path: String,
@@ -85,10 +91,13 @@ impl std::str::FromStr for Backing {
             "anon" => Ok(Backing::Anon),
             "memfd" => Ok(Backing::Memfd),
             "hugetlb" => Ok(Backing::Hugetlb),
+            "memfd-hugetlb" | "memfd-hugetlb:shared" => Ok(Backing::MemfdHugetlb { shared: true }),
+            "memfd-hugetlb:private" => Ok(Backing::MemfdHugetlb { shared: false }),
             _ => {
                 let Some(rest) = s.strip_prefix("file:") else {
                     return Err(format!(
-                        "unknown backing {s:?}: anon, memfd, hugetlb or file:PATH[:shared|private]"
+                        "unknown backing {s:?}: anon, memfd, hugetlb, memfd-hugetlb[:shared|private] \
+                         or file:PATH[:shared|private]"
                     ));
                 };
                 let (path, shared) = if let Some(p) = rest.strip_suffix(":private") {
@@ -116,6 +125,11 @@ impl std::fmt::Display for Backing {
             Backing::Anon => write!(f, "anon"),
             Backing::Memfd => write!(f, "memfd"),
             Backing::Hugetlb => write!(f, "hugetlb"),
+            Backing::MemfdHugetlb { shared } => write!(
+                f,
+                "memfd-hugetlb:{}",
+                if *shared { "shared" } else { "private" }
+            ),
             Backing::File { path, shared } => {
                 write!(
                     f,
@@ -173,6 +187,25 @@ impl Mapping {
                 ftruncate(&fd, len as u64, "memfd")?;
                 (Some(fd), libc::MAP_SHARED)
             }
+            Backing::MemfdHugetlb { shared } => {
+                let name = CString::new("pinlease-guest-hugetlb").unwrap();
+                // SAFETY: memfd_create with a valid name.
+                let fd = unsafe {
+                    libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_HUGETLB)
+                };
+                if fd < 0 {
+                    return Err(SysError::last("memfd_create(MFD_HUGETLB)"));
+                }
+                // SAFETY: fresh fd from memfd_create.
+                let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                ftruncate(&fd, len as u64, "hugetlbfs memfd")?;
+                let flags = if *shared {
+                    libc::MAP_SHARED
+                } else {
+                    libc::MAP_PRIVATE
+                };
+                (Some(fd), flags)
+            }
             Backing::File { path, shared } => {
                 let fd = open_file(path, readonly, len)?;
                 (
@@ -201,12 +234,59 @@ impl Mapping {
         })
     }
 
+    /// A MAP_SHARED mapping of `len` bytes of an open file (memfd, ...),
+    /// through a dup of `fd` (the mapping keeps its own descriptor).
+    pub fn of_fd(fd: RawFd, len: usize, readonly: bool) -> SysResult<Mapping> {
+        // SAFETY: F_DUPFD_CLOEXEC of a descriptor the caller holds open.
+        let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if dup < 0 {
+            return Err(SysError::last(format!("dup(fd {fd})")));
+        }
+        // SAFETY: fresh fd from fcntl.
+        let dup = unsafe { OwnedFd::from_raw_fd(dup) };
+        let prot = if readonly {
+            libc::PROT_READ
+        } else {
+            libc::PROT_READ | libc::PROT_WRITE
+        };
+        // SAFETY: a fresh mapping chosen by the kernel of an open fd.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                libc::MAP_SHARED,
+                dup.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(SysError::last(format!(
+                "mmap(fd {fd}, len={len}, MAP_SHARED)"
+            )));
+        }
+        Ok(Mapping {
+            ptr: ptr as *mut u8,
+            len,
+            _fd: Some(dup),
+            backing: Backing::File {
+                path: format!("/proc/self/fd/{fd}"),
+                shared: true,
+            },
+        })
+    }
+
     pub fn anon(len: usize) -> SysResult<Mapping> {
         Mapping::new(&Backing::Anon, len, false)
     }
 
     pub fn addr(&self) -> u64 {
         self.ptr as u64
+    }
+
+    /// The file descriptor of a memfd or file backing (None: anonymous).
+    pub fn fd(&self) -> Option<RawFd> {
+        self._fd.as_ref().map(|f| f.as_raw_fd())
     }
 
     pub fn len(&self) -> usize {
@@ -1132,5 +1212,53 @@ mod tests {
             read_exact_timeout(r.as_raw_fd(), 1, Duration::from_secs(1)).unwrap(),
             b"x"
         );
+    }
+}
+
+// ---- mounts a case makes ----------------------------------------------------------------
+
+/// A tmpfs mounted by a case at `dir` (created if missing); unmounted
+/// (lazily, so a leftover mapping cannot keep it) and the directory
+/// removed on drop.
+#[derive(Debug)]
+pub struct TmpfsMount {
+    pub dir: String,
+}
+
+impl TmpfsMount {
+    pub fn new(dir: &str, size: &str) -> SysResult<TmpfsMount> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| SysError::new(format!("mkdir {dir}"), e.raw_os_error().unwrap_or(0)))?;
+        let c = |s: &str| CString::new(s).unwrap();
+        let (src, target, fstype, opts) =
+            (c("tmpfs"), c(dir), c("tmpfs"), c(&format!("size={size}")));
+        // SAFETY: mount(2) with valid NUL-terminated strings.
+        let rc = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                target.as_ptr(),
+                fstype.as_ptr(),
+                0,
+                opts.as_ptr() as *const libc::c_void,
+            )
+        };
+        if rc < 0 {
+            return Err(SysError::last(format!(
+                "mount -t tmpfs -o size={size} tmpfs {dir}"
+            )));
+        }
+        Ok(TmpfsMount {
+            dir: dir.to_string(),
+        })
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        if let Ok(c) = CString::new(self.dir.as_str()) {
+            // SAFETY: umount2 with a valid path.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+        let _ = std::fs::remove_dir(&self.dir);
     }
 }

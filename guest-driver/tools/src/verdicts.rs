@@ -1,0 +1,467 @@
+//! The pin-verdict table: for each backing the suite pins, what the running
+//! kernel answers to a REG_MR (`pin_user_pages_fast()` with `FOLL_PIN`,
+//! `FOLL_LONGTERM` unless short-term, `FOLL_WRITE` unless read-only), as a
+//! function of the kernel's version from uname(2), and the kernel rule the
+//! answer comes from.
+//!
+//! The rules, read in the sources of the kernels the runner boots
+//! (Debian's linux-source-6.1, -6.12 and -7.3):
+//!
+//! - `mm/gup.c` `check_vma_flags()`: `FOLL_LONGTERM` on an FS-DAX vma
+//!   (`vma_is_fsdax()`) is `-EOPNOTSUPP`, read-only or not, in 6.1, 6.12
+//!   and 7.3 alike (device-DAX is allowed).
+//! - `mm/gup.c` `writable_file_mapping_allowed()`, called by
+//!   `check_vma_flags()` for a `FOLL_WRITE` pin of a non-anonymous vma
+//!   (since 6.5, "mm/gup: disallow FOLL_LONGTERM GUP-nonfast writing to
+//!   file-backed mappings"; GUP-fast refuses the same pages in
+//!   `gup_fast_folio_allowed()` and falls back): `FOLL_PIN | FOLL_LONGTERM`
+//!   of a vma that `vma_needs_dirty_tracking()` (`mm/vma.c` in 6.12 and
+//!   7.3: shared, writable, and the file system wants write notification
+//!   or can write back: ext4, xfs, btrfs page cache) is `-EFAULT`. shmem
+//!   (memfd, tmpfs) and hugetlbfs cannot write back, private mappings and
+//!   read-only pins are not shared-writable: all allowed. 6.1 has no such
+//!   check: the pin is granted, which is where truncate orphans pages the
+//!   device keeps writing (docs/scenarios.md, data loss).
+//!
+//! The kernel's own selftest of these rules is
+//! `tools/testing/selftests/mm/gup_longterm.c` (6.12, 7.3; 6.1 predates
+//! it): R/W and R/O, shared and private, on memfd, tmpfile, a local
+//! tmpfile and memfd hugetlb; it expects R/W shared pins to work only on
+//! tmpfs and hugetlbfs. The rows below cover the same matrix on the
+//! guest's filesystems.
+
+use crate::sys::errno_name;
+
+/// A kernel version (major, minor), enough for the rules here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Kver {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl Kver {
+    pub const fn new(major: u32, minor: u32) -> Kver {
+        Kver { major, minor }
+    }
+
+    /// The leading `MAJOR.MINOR` of a release string (`6.1.0-57-amd64`,
+    /// `6.12.95+deb12-amd64`, `7.3.4+bpo-amd64`, `6.13-rc1`).
+    pub fn parse(release: &str) -> Option<Kver> {
+        let mut it = release.split(|c: char| !c.is_ascii_digit());
+        let major = it.next()?.parse().ok()?;
+        let rest = release.split_once('.')?.1;
+        let minor = rest
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()?;
+        Some(Kver { major, minor })
+    }
+}
+
+impl std::fmt::Display for Kver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// The running kernel's release string from uname(2).
+pub fn uname_release() -> String {
+    // SAFETY: uname fills a zeroed utsname.
+    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+    if unsafe { libc::uname(&mut u) } < 0 {
+        return String::new();
+    }
+    // SAFETY: release is NUL-terminated by the kernel.
+    unsafe { std::ffi::CStr::from_ptr(u.release.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The running kernel's version; None when uname's release does not parse.
+pub fn running() -> Option<Kver> {
+    Kver::parse(&uname_release())
+}
+
+/// What a REG_MR is expected to return.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    Granted,
+    Errno(i32),
+}
+
+impl Expect {
+    /// `granted` or the errno's name (`EFAULT`): the KTAP diagnostic's word.
+    pub fn word(self) -> &'static str {
+        match self {
+            Expect::Granted => "granted",
+            Expect::Errno(e) => errno_name(e),
+        }
+    }
+
+    /// The answer of a REG_MR that returned `r` (Ok or an errno).
+    pub fn of(r: Result<(), i32>) -> Expect {
+        match r {
+            Ok(()) => Expect::Granted,
+            Err(e) => Expect::Errno(e),
+        }
+    }
+}
+
+/// What a row maps and pins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mem {
+    /// Anonymous private memory.
+    Anon,
+    /// Anonymous MAP_HUGETLB memory (2 MiB pages).
+    AnonHugetlb,
+    /// memfd_create() (shmem), MAP_SHARED.
+    Memfd,
+    /// A file on a tmpfs the case mounts.
+    Tmpfs,
+    /// memfd_create(MFD_HUGETLB): a hugetlbfs file.
+    Hugetlbfs,
+    /// A file on /mnt/xfs.
+    Xfs,
+    /// A file on /mnt/ext4.
+    Ext4,
+    /// A file on /mnt/dax (XFS -o dax on virtio-pmem).
+    FsDax,
+}
+
+/// One row of the table.
+#[derive(Clone, Copy, Debug)]
+pub struct Row {
+    /// Stable id, printed in `verdict ROW RESULT expected EXPECTED`.
+    pub id: &'static str,
+    pub mem: Mem,
+    /// MAP_SHARED (else MAP_PRIVATE); anonymous rows are private.
+    pub shared: bool,
+    /// PROT_READ mapping, PINLEASE_PIN_READONLY (no FOLL_WRITE).
+    pub readonly: bool,
+    /// PINLEASE_PIN_SHORTTERM (no FOLL_LONGTERM).
+    pub shortterm: bool,
+    /// The kernel's answer on version `v`.
+    pub expect: fn(Kver) -> Expect,
+    /// Why: the rule the answer comes from.
+    pub rule: &'static str,
+    /// Where: the source file and function that decides.
+    pub source: &'static str,
+}
+
+/// The version that brought `writable_file_mapping_allowed()`.
+pub const WRITABLE_FILE_PIN_RULE: Kver = Kver::new(6, 5);
+
+fn granted(_: Kver) -> Expect {
+    Expect::Granted
+}
+
+fn fsdax(_: Kver) -> Expect {
+    Expect::Errno(libc::EOPNOTSUPP)
+}
+
+fn writeback_file_shared_rw(v: Kver) -> Expect {
+    if v >= WRITABLE_FILE_PIN_RULE {
+        Expect::Errno(libc::EFAULT)
+    } else {
+        Expect::Granted
+    }
+}
+
+const R_ANON: &str = "mm/gup.c check_vma_flags(): anonymous memory passes every check";
+const R_NOT_SHARED_RW: &str = "mm/gup.c check_vma_flags(): not a shared writable pin, \
+     writable_file_mapping_allowed() (>= 6.5) does not apply";
+const R_SHMEM: &str = "mm/gup.c writable_file_mapping_allowed() (>= 6.5): shmem cannot \
+     write back, vma_needs_dirty_tracking() is false";
+const R_HUGETLBFS: &str = "mm/gup.c writable_file_mapping_allowed() (>= 6.5): hugetlbfs \
+     cannot write back, vma_needs_dirty_tracking() is false";
+const R_WRITEBACK: &str = "mm/gup.c check_vma_flags() -> writable_file_mapping_allowed() \
+     (since 6.5): FOLL_LONGTERM|FOLL_WRITE of a shared mapping that needs dirty tracking \
+     is EFAULT; before 6.5 no check, granted";
+const R_FSDAX: &str = "mm/gup.c check_vma_flags(): FOLL_LONGTERM on vma_is_fsdax() is \
+     EOPNOTSUPP (6.1, 6.12, 7.3)";
+const R_SHORTTERM: &str = "mm/gup.c check_vma_flags(): no FOLL_LONGTERM, \
+     writable_file_mapping_allowed() allows it";
+
+/// Every row, in the order the cases run.
+pub const ROWS: &[Row] = &[
+    Row {
+        id: "anon-private-rw",
+        mem: Mem::Anon,
+        shared: false,
+        readonly: false,
+        shortterm: false,
+        expect: granted,
+        rule: R_ANON,
+        source: "mm/gup.c check_vma_flags",
+    },
+    Row {
+        id: "memfd-shared-rw",
+        mem: Mem::Memfd,
+        shared: true,
+        readonly: false,
+        shortterm: false,
+        expect: granted,
+        rule: R_SHMEM,
+        source: "mm/gup.c writable_file_mapping_allowed",
+    },
+    Row {
+        id: "tmpfs-shared-rw",
+        mem: Mem::Tmpfs,
+        shared: true,
+        readonly: false,
+        shortterm: false,
+        expect: granted,
+        rule: R_SHMEM,
+        source: "mm/gup.c writable_file_mapping_allowed",
+    },
+    Row {
+        id: "tmpfs-private-rw",
+        mem: Mem::Tmpfs,
+        shared: false,
+        readonly: false,
+        shortterm: false,
+        expect: granted,
+        rule: R_NOT_SHARED_RW,
+        source: "mm/gup.c check_vma_flags",
+    },
+    Row {
+        id: "hugetlb-anon-rw",
+        mem: Mem::AnonHugetlb,
+        shared: false,
+        readonly: false,
+        shortterm: false,
+        expect: granted,
+        rule: R_ANON,
+        source: "mm/gup.c check_vma_flags",
+    },
+    Row {
+        id: "hugetlbfs-shared-rw",
+        mem: Mem::Hugetlbfs,
+        shared: true,
+        readonly: false,
+        shortterm: false,
+        expect: granted,
+        rule: R_HUGETLBFS,
+        source: "mm/gup.c writable_file_mapping_allowed",
+    },
+    Row {
+        id: "hugetlbfs-private-rw",
+        mem: Mem::Hugetlbfs,
+        shared: false,
+        readonly: false,
+        shortterm: false,
+        expect: granted,
+        rule: R_NOT_SHARED_RW,
+        source: "mm/gup.c check_vma_flags",
+    },
+    Row {
+        id: "xfs-private-rw",
+        mem: Mem::Xfs,
+        shared: false,
+        readonly: false,
+        shortterm: false,
+        expect: granted,
+        rule: R_NOT_SHARED_RW,
+        source: "mm/gup.c check_vma_flags",
+    },
+    Row {
+        id: "xfs-shared-ro",
+        mem: Mem::Xfs,
+        shared: true,
+        readonly: true,
+        shortterm: false,
+        expect: granted,
+        rule: R_NOT_SHARED_RW,
+        source: "mm/gup.c check_vma_flags",
+    },
+    Row {
+        id: "ext4-private-rw",
+        mem: Mem::Ext4,
+        shared: false,
+        readonly: false,
+        shortterm: false,
+        expect: granted,
+        rule: R_NOT_SHARED_RW,
+        source: "mm/gup.c check_vma_flags",
+    },
+    Row {
+        id: "ext4-shared-ro",
+        mem: Mem::Ext4,
+        shared: true,
+        readonly: true,
+        shortterm: false,
+        expect: granted,
+        rule: R_NOT_SHARED_RW,
+        source: "mm/gup.c check_vma_flags",
+    },
+    Row {
+        id: "ext4-shared-rw",
+        mem: Mem::Ext4,
+        shared: true,
+        readonly: false,
+        shortterm: false,
+        expect: writeback_file_shared_rw,
+        rule: R_WRITEBACK,
+        source: "mm/gup.c writable_file_mapping_allowed",
+    },
+    Row {
+        id: "xfs-shared-rw",
+        mem: Mem::Xfs,
+        shared: true,
+        readonly: false,
+        shortterm: false,
+        expect: writeback_file_shared_rw,
+        rule: R_WRITEBACK,
+        source: "mm/gup.c writable_file_mapping_allowed",
+    },
+    Row {
+        id: "fsdax-shared-rw",
+        mem: Mem::FsDax,
+        shared: true,
+        readonly: false,
+        shortterm: false,
+        expect: fsdax,
+        rule: R_FSDAX,
+        source: "mm/gup.c check_vma_flags",
+    },
+    Row {
+        id: "fsdax-shared-ro",
+        mem: Mem::FsDax,
+        shared: true,
+        readonly: true,
+        shortterm: false,
+        expect: fsdax,
+        rule: R_FSDAX,
+        source: "mm/gup.c check_vma_flags",
+    },
+    Row {
+        id: "xfs-shared-rw-shortterm",
+        mem: Mem::Xfs,
+        shared: true,
+        readonly: false,
+        shortterm: true,
+        expect: granted,
+        rule: R_SHORTTERM,
+        source: "mm/gup.c writable_file_mapping_allowed",
+    },
+];
+
+/// The row with this id (panics on a typo: the ids are the suite's own).
+pub fn row(id: &str) -> &'static Row {
+    ROWS.iter()
+        .find(|r| r.id == id)
+        .unwrap_or_else(|| panic!("no verdict row {id:?}"))
+}
+
+impl Row {
+    /// The expected answer on `v`.
+    pub fn expected(&self, v: Kver) -> Expect {
+        (self.expect)(v)
+    }
+}
+
+/// The machine-readable diagnostic of a verdict case (the matrix command
+/// collects these): `verdict ROW RESULT expected EXPECTED`.
+pub fn verdict_line(row: &Row, got: Expect, want: Expect) -> String {
+    format!("verdict {} {} expected {}", row.id, got.word(), want.word())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_debian_and_upstream_releases() {
+        assert_eq!(Kver::parse("6.1.0-57-amd64"), Some(Kver::new(6, 1)));
+        assert_eq!(Kver::parse("6.12.95+deb12-amd64"), Some(Kver::new(6, 12)));
+        assert_eq!(Kver::parse("7.3.4+bpo-amd64"), Some(Kver::new(7, 3)));
+        assert_eq!(Kver::parse("6.13-rc1"), Some(Kver::new(6, 13)));
+        assert_eq!(Kver::parse("6.5.0"), Some(Kver::new(6, 5)));
+        assert_eq!(Kver::parse("5.15"), Some(Kver::new(5, 15)));
+        assert_eq!(Kver::parse(""), None);
+        assert_eq!(Kver::parse("linux"), None);
+        assert_eq!(Kver::parse("6"), None);
+    }
+
+    #[test]
+    fn versions_order_numerically() {
+        assert!(Kver::new(6, 12) > Kver::new(6, 5));
+        assert!(Kver::new(6, 4) < WRITABLE_FILE_PIN_RULE);
+        assert!(Kver::new(7, 0) > Kver::new(6, 12));
+    }
+
+    #[test]
+    fn shared_writable_writeback_files_follow_the_6_5_rule() {
+        for id in ["xfs-shared-rw", "ext4-shared-rw"] {
+            let r = row(id);
+            assert_eq!(r.expected(Kver::new(6, 1)), Expect::Granted, "{id}");
+            assert_eq!(r.expected(Kver::new(6, 4)), Expect::Granted, "{id}");
+            assert_eq!(
+                r.expected(Kver::new(6, 5)),
+                Expect::Errno(libc::EFAULT),
+                "{id}"
+            );
+            assert_eq!(
+                r.expected(Kver::new(6, 12)),
+                Expect::Errno(libc::EFAULT),
+                "{id}"
+            );
+            assert_eq!(
+                r.expected(Kver::new(7, 3)),
+                Expect::Errno(libc::EFAULT),
+                "{id}"
+            );
+        }
+    }
+
+    #[test]
+    fn fsdax_is_eopnotsupp_everywhere_and_the_rest_granted() {
+        for v in [Kver::new(6, 1), Kver::new(6, 12), Kver::new(7, 3)] {
+            for r in ROWS {
+                let e = r.expected(v);
+                match r.mem {
+                    Mem::FsDax => assert_eq!(e, Expect::Errno(libc::EOPNOTSUPP), "{}", r.id),
+                    Mem::Xfs | Mem::Ext4 if r.shared && !r.readonly && !r.shortterm => {}
+                    _ => assert_eq!(e, Expect::Granted, "{} on {v}", r.id),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ids_are_unique_and_kebab() {
+        let mut ids: Vec<&str> = ROWS.iter().map(|r| r.id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), ROWS.len());
+        for id in ids {
+            assert!(
+                id.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{id}"
+            );
+        }
+    }
+
+    #[test]
+    fn verdict_line_format() {
+        let r = row("xfs-shared-rw");
+        assert_eq!(
+            verdict_line(r, Expect::Errno(libc::EFAULT), r.expected(Kver::new(6, 12))),
+            "verdict xfs-shared-rw EFAULT expected EFAULT"
+        );
+        assert_eq!(
+            verdict_line(r, Expect::Granted, r.expected(Kver::new(6, 1))),
+            "verdict xfs-shared-rw granted expected granted"
+        );
+        assert_eq!(
+            verdict_line(
+                row("fsdax-shared-rw"),
+                Expect::Granted,
+                Expect::Errno(libc::EOPNOTSUPP)
+            ),
+            "verdict fsdax-shared-rw granted expected EOPNOTSUPP"
+        );
+    }
+}
