@@ -34,7 +34,7 @@ struct pinlease_query {
 	__u32 max_pages_per_mr;
 	__u32 max_leases;
 	__u32 max_children_per_context;
-	__u32 virtio_id;		/* 42 native, 41 carrier */
+	__u32 virtio_id;		/* PL_VIRTIO_ID_NATIVE or _CARRIER */
 	__u64 ctx;			/* this fd's device context handle */
 };
 

@@ -586,8 +586,10 @@ fn query_device(t: &mut CaseCtx) -> CaseResult {
     ensure!(q.page_size == 4096, "page_size {} != 4096", q.page_size);
     ensure!(
         q.virtio_id == abi::PL_VIRTIO_ID_NATIVE || q.virtio_id == abi::PL_VIRTIO_ID_CARRIER,
-        "virtio_id {} is neither 42 nor 41",
-        q.virtio_id
+        "virtio_id {} is neither PL_VIRTIO_ID_NATIVE ({}) nor PL_VIRTIO_ID_CARRIER ({})",
+        q.virtio_id,
+        abi::PL_VIRTIO_ID_NATIVE,
+        abi::PL_VIRTIO_ID_CARRIER
     );
     ensure!(
         q.features & !abi::PL_FEATURES_ALL == 0,

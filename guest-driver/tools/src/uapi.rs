@@ -23,7 +23,7 @@ pub struct PinleaseQuery {
     pub max_pages_per_mr: u32,
     pub max_leases: u32,
     pub max_children_per_context: u32,
-    /// 42 native, 41 carrier.
+    /// `PL_VIRTIO_ID_NATIVE` or `PL_VIRTIO_ID_CARRIER`.
     pub virtio_id: u32,
     /// This fd's device context handle.
     pub ctx: u64,
