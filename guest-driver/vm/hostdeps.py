@@ -39,6 +39,11 @@ TRIXIE_QEMU = STATE / "qemu-trixie" / "bin" / "qemu-system-x86_64"
 ROOTFS_EXEC_SRC = REPO / "scripts" / "rootfs-exec"
 
 DEBIAN_KERNELS = ("6.1", "6.12", "newest")
+# What building pinlease.ko in the rootfs needs beside the headers, which
+# pull only gcc-14 for the host triplet: without binutils gcc finds no `as`
+# (measured on a fresh machine: "cannot execute 'as'"; the kernel's
+# cc-option checks then fail too and drop -fcf-protection).
+ROOTFS_BUILD_TOOLS = {"make": "make", "as": "binutils"}
 DEFAULT_KERNEL = "6.12"
 
 # Host commands the guest images need, and the package that has each.
@@ -308,8 +313,9 @@ def ensure(kernels=(DEFAULT_KERNEL,), trixie_qemu=False, check_only=False, host_
         host.append("linux-image-6.1.0-N-amd64")  # named after apt-get update
     rootfs_pkgs = []
     if "newest" in kernels and not (newest_complete(rootfs_kernels(), TRIXIE)
-                                    and (TRIXIE / "usr/bin/make").is_file()):
-        rootfs_pkgs += ["linux-image-amd64", "linux-headers-amd64", "make"]
+                                    and all((TRIXIE / "usr/bin" / t).is_file()
+                                            for t in ROOTFS_BUILD_TOOLS)):
+        rootfs_pkgs += ["linux-image-amd64", "linux-headers-amd64", *ROOTFS_BUILD_TOOLS.values()]
     if trixie_qemu and not (TRIXIE / "usr/bin/qemu-system-x86_64").is_file():
         rootfs_pkgs.append("qemu-system-x86")
     need_wrapper = trixie_qemu or "newest" in kernels
@@ -357,5 +363,9 @@ def check(kernels, trixie_qemu, host_qemu):
                             "installing it")
     if "newest" in kernels and not newest_complete(rootfs_kernels(), TRIXIE):
         raise DepsError(f"no complete kernel in {TRIXIE} after installing it")
+    for tool in ROOTFS_BUILD_TOOLS if "newest" in kernels else ():
+        if not (TRIXIE / "usr/bin" / tool).is_file():
+            raise DepsError(f"{TRIXIE}/usr/bin/{tool} missing after installing "
+                            f"{ROOTFS_BUILD_TOOLS[tool]}")
     if trixie_qemu and not qemu_version(TRIXIE_QEMU):
         raise DepsError(f"{TRIXIE_QEMU} does not run")
