@@ -73,6 +73,7 @@ def version_key(v):
 
 
 def sbin_which(cmd):
+    """CMD on PATH or in the sbin directories (not on a non-root PATH)."""
     return shutil.which(cmd, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
 
 
@@ -157,13 +158,10 @@ class Apt:
                for p in [Path("/etc/apt/sources.list"), *Path("/etc/apt/sources.list.d").glob("*")]
                if p.is_file()):
             return
-        uris, signed = "http://deb.debian.org/debian", "/usr/share/keyrings/debian-archive-keyring.gpg"
+        uris, signed = self.mirror(), "/usr/share/keyrings/debian-archive-keyring.gpg"
         src = Path("/etc/apt/sources.list.d/debian.sources")
         if src.is_file():
-            text = src.read_text()
-            m = re.search(r"^URIs:\s*(\S+/debian)/?\s*$", text, re.M)
-            uris = m.group(1) if m else uris
-            m = re.search(r"^Signed-By:\s*(\S+)", text, re.M)
+            m = re.search(r"^Signed-By:\s*(\S+)", src.read_text(), re.M)
             signed = m.group(1) if m else signed
         Path("/etc/apt/sources.list.d/bookworm-backports.sources").write_text(
             f"Types: deb\nURIs: {uris}\nSuites: bookworm-backports\nComponents: main\n"
@@ -321,9 +319,14 @@ def ensure(kernels=(DEFAULT_KERNEL,), trixie_qemu=False, check_only=False, host_
     need_wrapper = trixie_qemu or "newest" in kernels
     if not host and not rootfs_pkgs and not need_wrapper:
         return []
-    if check_only and (host or rootfs_pkgs):
-        raise DepsError("missing: " + " ".join(host + [f"{p} (in {TRIXIE})" for p in rootfs_pkgs])
-                        + " (PINLEASE_SKIP_INSTALL set)")
+    if check_only:
+        if host or rootfs_pkgs or (need_wrapper and not ROOTFS_EXEC.is_file()) or (
+                trixie_qemu and not TRIXIE_QEMU.is_file()):
+            raise DepsError("missing: " + " ".join(
+                host + [f"{p} (in {TRIXIE})" for p in rootfs_pkgs]
+                + [str(p) for p in (ROOTFS_EXEC, TRIXIE_QEMU) if not p.is_file()])
+                + " (PINLEASE_SKIP_INSTALL set)")
+        return []
     if os.geteuid() != 0 and (host or rootfs_pkgs or need_wrapper):
         if host or rootfs_pkgs:
             raise DepsError("must run as root to install: "

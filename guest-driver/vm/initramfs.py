@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from hostdeps import sbin_which as sbin
 from qemu import DISK_MIB, PMEM_MIB
 
 VM_DIR = Path(__file__).resolve().parent
@@ -22,10 +23,6 @@ VM_DIR = Path(__file__).resolve().parent
 
 class ImageError(Exception):
     """An image could not be made; the message names the tool and its output."""
-
-
-def sbin(tool):
-    return shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
 
 
 def fmt_cmd(cmd):

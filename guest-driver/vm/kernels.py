@@ -74,10 +74,6 @@ class Kernel:
         return f"{self.release} ({self.name}){where}"
 
 
-def version_key(v):
-    return [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", v)]
-
-
 def read_config(path):
     cfg = {}
     if path and path.is_file():
@@ -282,7 +278,7 @@ def module_build_command(k):
 
 
 def modinfo_vermagic(ko):
-    modinfo = shutil.which("modinfo", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    modinfo = hostdeps.sbin_which("modinfo")
     if not modinfo:
         return None
     r = subprocess.run([modinfo, "-F", "vermagic", str(ko)], capture_output=True, text=True)
