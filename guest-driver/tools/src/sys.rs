@@ -164,11 +164,6 @@ impl Mapping {
     /// `readonly`. File backings are created/extended to `len` bytes and
     /// filled with `(offset / 8) as u64` words first, so the pages exist.
     pub fn new(backing: &Backing, len: usize, readonly: bool) -> SysResult<Mapping> {
-        let prot = if readonly {
-            libc::PROT_READ
-        } else {
-            libc::PROT_READ | libc::PROT_WRITE
-        };
         let (fd, flags) = match backing {
             Backing::Anon => (None, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS),
             Backing::Hugetlb => (
@@ -218,6 +213,23 @@ impl Mapping {
                 )
             }
         };
+        Mapping::map(fd, len, readonly, flags, backing.clone())
+    }
+
+    /// mmap(2) of `len` bytes of `fd` (None: anonymous); the mapping keeps
+    /// the descriptor.
+    fn map(
+        fd: Option<OwnedFd>,
+        len: usize,
+        readonly: bool,
+        flags: i32,
+        backing: Backing,
+    ) -> SysResult<Mapping> {
+        let prot = if readonly {
+            libc::PROT_READ
+        } else {
+            libc::PROT_READ | libc::PROT_WRITE
+        };
         let raw = fd.as_ref().map_or(-1, |f| f.as_raw_fd());
         // SAFETY: a fresh mapping chosen by the kernel; fd (if any) is open.
         let ptr = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, raw, 0) };
@@ -230,7 +242,7 @@ impl Mapping {
             ptr: ptr as *mut u8,
             len,
             _fd: fd,
-            backing: backing.clone(),
+            backing,
         })
     }
 
@@ -244,36 +256,11 @@ impl Mapping {
         }
         // SAFETY: fresh fd from fcntl.
         let dup = unsafe { OwnedFd::from_raw_fd(dup) };
-        let prot = if readonly {
-            libc::PROT_READ
-        } else {
-            libc::PROT_READ | libc::PROT_WRITE
+        let backing = Backing::File {
+            path: format!("/proc/self/fd/{fd}"),
+            shared: true,
         };
-        // SAFETY: a fresh mapping chosen by the kernel of an open fd.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                prot,
-                libc::MAP_SHARED,
-                dup.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(SysError::last(format!(
-                "mmap(fd {fd}, len={len}, MAP_SHARED)"
-            )));
-        }
-        Ok(Mapping {
-            ptr: ptr as *mut u8,
-            len,
-            _fd: Some(dup),
-            backing: Backing::File {
-                path: format!("/proc/self/fd/{fd}"),
-                shared: true,
-            },
-        })
+        Mapping::map(Some(dup), len, readonly, libc::MAP_SHARED, backing)
     }
 
     pub fn anon(len: usize) -> SysResult<Mapping> {
