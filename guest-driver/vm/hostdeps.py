@@ -294,6 +294,11 @@ def missing_host_packages(kernels, host_qemu=True):
     return pkgs
 
 
+# Stands for bookworm's newest 6.1 image in what is missing, until apt
+# names it (debian_61_packages, after apt-get update).
+PKG_61_UNNAMED = "linux-image-6.1.0-N-amd64"
+
+
 def want_61(kernels):
     return "6.1" in kernels and not newest_complete(host_kernels("6.1"), Path("/"))
 
@@ -307,8 +312,9 @@ def ensure(kernels=(DEFAULT_KERNEL,), trixie_qemu=False, check_only=False, host_
     if bad:
         raise DepsError(f"unknown kernel(s) {sorted(bad)}; known: {', '.join(DEBIAN_KERNELS)}")
     host = missing_host_packages(kernels, host_qemu)
-    if want_61(kernels):
-        host.append("linux-image-6.1.0-N-amd64")  # named after apt-get update
+    need_61 = want_61(kernels)
+    if need_61:
+        host.append(PKG_61_UNNAMED)
     rootfs_pkgs = []
     if "newest" in kernels and not (newest_complete(rootfs_kernels(), TRIXIE)
                                     and all((TRIXIE / "usr/bin" / t).is_file()
@@ -319,18 +325,16 @@ def ensure(kernels=(DEFAULT_KERNEL,), trixie_qemu=False, check_only=False, host_
     need_wrapper = trixie_qemu or "newest" in kernels
     if not host and not rootfs_pkgs and not need_wrapper:
         return []
+    missing = host + [f"{p} (in {TRIXIE})" for p in rootfs_pkgs]
     if check_only:
-        if host or rootfs_pkgs or (need_wrapper and not ROOTFS_EXEC.is_file()) or (
-                trixie_qemu and not TRIXIE_QEMU.is_file()):
-            raise DepsError("missing: " + " ".join(
-                host + [f"{p} (in {TRIXIE})" for p in rootfs_pkgs]
-                + [str(p) for p in (ROOTFS_EXEC, TRIXIE_QEMU) if not p.is_file()])
-                + " (PINLEASE_SKIP_INSTALL set)")
+        missing += [str(p) for p in (ROOTFS_EXEC, TRIXIE_QEMU)
+                    if not p.is_file() and (need_wrapper if p == ROOTFS_EXEC else trixie_qemu)]
+        if missing:
+            raise DepsError(f"missing: {' '.join(missing)} (PINLEASE_SKIP_INSTALL set)")
         return []
-    if os.geteuid() != 0 and (host or rootfs_pkgs or need_wrapper):
-        if host or rootfs_pkgs:
-            raise DepsError("must run as root to install: "
-                            + " ".join(host + [f"{p} (in {TRIXIE})" for p in rootfs_pkgs]))
+    if os.geteuid() != 0:
+        if missing:
+            raise DepsError(f"must run as root to install: {' '.join(missing)}")
         return []
     STATE.mkdir(parents=True, exist_ok=True)
     with open(STATE / ".install.lock", "w") as lock:
@@ -339,9 +343,9 @@ def ensure(kernels=(DEFAULT_KERNEL,), trixie_qemu=False, check_only=False, host_
         apt = Apt()
         if host:
             apt.add_backports()
-            if want_61(kernels):
+            if need_61:
                 apt.update()  # first: the 6.1 ABI number moves with updates
-                host = [p for p in host if not p.startswith("linux-image-6.1.0-N")]
+                host.remove(PKG_61_UNNAMED)
                 host += debian_61_packages()
             apt.install(host)
         if need_wrapper:
