@@ -69,6 +69,14 @@ fn qemu_has_device(qemu: &str, name: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// QEMU closed its end of the QMP socket (it quits as asked).
+fn closed_by_peer(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+    )
+}
+
 struct Qemu {
     child: Child,
     qmp: PathBuf,
@@ -116,14 +124,27 @@ impl Qemu {
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         let mut r = BufReader::new(s.try_clone().unwrap());
         let mut line = String::new();
-        r.read_line(&mut line).unwrap(); // greeting
+        let greeting = r.read_line(&mut line).unwrap();
+        assert!(greeting > 0, "QEMU closed its QMP socket before greeting");
         let mut out = Vec::new();
         for c in std::iter::once(&json!({"execute": "qmp_capabilities"})).chain(cmds) {
-            writeln!(s, "{c}").unwrap();
+            // One write per command: QEMU's JSON parser runs a command as
+            // soon as its closing brace arrives, without waiting for the
+            // newline, so after "quit" a second write (writeln! writes the
+            // newline separately) can meet a closed socket (EPIPE; CI saw it).
+            let quitting = c["execute"] == "quit";
+            match s.write_all(format!("{c}\n").as_bytes()) {
+                Err(e) if quitting && closed_by_peer(&e) => return out,
+                sent => sent.unwrap_or_else(|e| panic!("QMP write of {c}: {e}")),
+            }
             loop {
                 line.clear();
-                if r.read_line(&mut line).unwrap() == 0 {
-                    return out; // QEMU closed (quit)
+                match r.read_line(&mut line) {
+                    Ok(0) => return out, // QEMU closed (quit)
+                    Err(e) if quitting && closed_by_peer(&e) => return out,
+                    read => {
+                        read.unwrap_or_else(|e| panic!("QMP reply to {c}: {e}"));
+                    }
                 }
                 let v: Value = serde_json::from_str(&line).unwrap();
                 if v.get("event").is_none() {
