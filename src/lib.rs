@@ -11,6 +11,7 @@ pub mod abi;
 pub mod admin;
 pub mod backend;
 pub mod c_header;
+pub mod config;
 pub mod deferred;
 pub mod error;
 pub mod faults;

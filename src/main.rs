@@ -1,15 +1,17 @@
 //! `pinlease`: the daemon (`serve`) and its admin clients (`status`,
 //! `inject`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use log::error;
 
-use pinlease::model::Limits;
-use pinlease::server::{install_signal_handlers, serve, ServeConfig, ServerState};
+use pinlease::config::{ConfigError, DaemonConfig, ServeArgs};
+use pinlease::faults::{FaultEngine, LoadError, PlanFile};
+use pinlease::server::{install_signal_handlers, serve, ServerState};
+use pinlease::status_view::{read_faults, render_faults, render_reply, StatusReply};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -52,36 +54,7 @@ impl From<LogLevel> for log::LevelFilter {
 enum Command {
     /// Serve the device on a vhost-user socket, one frontend at a time,
     /// until SIGINT or SIGTERM.
-    Serve {
-        /// vhost-user socket to listen on (QEMU's chardev path).
-        #[arg(long)]
-        socket_path: PathBuf,
-        /// Admin socket for `pinlease status` (created mode 0600).
-        #[arg(long, env = "PINLEASE_ADMIN_SOCKET")]
-        admin_socket: Option<PathBuf>,
-        /// Exit after serving this many frontends (default: never).
-        #[arg(long)]
-        max_connections: Option<u64>,
-        /// Event backlog kept while the driver posts no event buffers.
-        #[arg(long, default_value_t = pinlease::model::events::DEFAULT_BACKLOG)]
-        event_backlog: usize,
-        /// Canary scrubber period in milliseconds: every period the device
-        /// verifies and rewrites canaries in each PL_REG_SCRUB MR
-        /// (docs/abi.md 5.9.1). 0 = off (the default); at most 3600000.
-        #[arg(long, default_value_t = 0, value_name = "MS", allow_negative_numbers = true,
-              value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
-        scrub_period_ms: u64,
-        /// Fault plan (TOML, docs/faults.md 1.1); invalid plans stop the
-        /// daemon before it listens.
-        #[arg(long, value_name = "FILE")]
-        faults: Option<PathBuf>,
-        /// Seed of the fault plan's random streams (overrides the file's).
-        #[arg(long, value_name = "N")]
-        fault_seed: Option<u64>,
-        /// Where an `abort` fault writes the status JSON before aborting.
-        #[arg(long, value_name = "PATH")]
-        abort_report: Option<PathBuf>,
-    },
+    Serve(ServeArgs),
     /// Change a running daemon's fault plan (docs/faults.md 1.4).
     Inject {
         /// The daemon's admin socket.
@@ -135,14 +108,7 @@ enum InjectOp {
     },
 }
 
-fn read_plan(path: &std::path::Path) -> pinlease::error::Result<String> {
-    std::fs::read_to_string(path).map_err(|e| pinlease::error::Error::Io {
-        what: format!("reading fault plan {}", path.display()),
-        source: e,
-    })
-}
-
-fn inject(admin_socket: &std::path::Path, op: InjectOp) -> pinlease::error::Result<()> {
+fn inject(admin_socket: &Path, op: InjectOp) -> Result<(), CliError> {
     use serde_json::{json, Map, Value};
     let req = match op {
         InjectOp::Add {
@@ -174,12 +140,8 @@ fn inject(admin_socket: &std::path::Path, op: InjectOp) -> pinlease::error::Resu
         InjectOp::List => json!({"cmd": "fault-list"}),
         InjectOp::Clear { id } => json!({"cmd": "fault-clear", "id": id}),
         InjectOp::Load { file } => {
-            let text = read_plan(&file)?;
             // Checked here too, so the error names the file.
-            pinlease::faults::parse_plan(&text).map_err(|e| pinlease::error::Error::FaultPlan {
-                path: file.clone(),
-                msg: e.0,
-            })?;
+            let text = PlanFile::read(&file)?.text;
             json!({"cmd": "fault-load", "plan": text})
         }
         InjectOp::Now { action } => json!({"cmd": "fault-now", "action": action}),
@@ -187,7 +149,7 @@ fn inject(admin_socket: &std::path::Path, op: InjectOp) -> pinlease::error::Resu
     let reply = pinlease::admin::request(admin_socket, &req)?;
     match req["cmd"].as_str() {
         Some("fault-add") => println!("rule {}", reply["id"]),
-        Some("fault-list") => print!("{}", pinlease::status_view::render_faults(&reply["faults"])),
+        Some("fault-list") => print!("{}", render_faults(&read_faults(&reply["faults"])?)),
         Some("fault-clear") => println!("cleared {} rule(s)", reply["cleared"]),
         Some("fault-load") => println!("loaded {} rule(s), seed {}", reply["rules"], reply["seed"]),
         _ => println!("fault injected"),
@@ -195,67 +157,51 @@ fn inject(admin_socket: &std::path::Path, op: InjectOp) -> pinlease::error::Resu
     Ok(())
 }
 
-fn run(cli: Cli) -> pinlease::error::Result<()> {
+/// Why a command failed; each names what was wrong and the value seen.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Plan(#[from] LoadError),
+    #[error(transparent)]
+    Daemon(#[from] pinlease::error::Error),
+    #[error("the daemon's reply cannot be read: {0}")]
+    Reply(#[from] serde_json::Error),
+}
+
+fn serve_daemon(args: ServeArgs) -> Result<(), CliError> {
+    let cfg = DaemonConfig::try_from(args)?;
+    if !cfg.faults.rules.is_empty() {
+        log::info!(
+            "fault plan: seed {}, {} rule(s)",
+            cfg.faults.seed,
+            cfg.faults.rules.len()
+        );
+    }
+    let state = ServerState::with_faults(FaultEngine::new(&cfg.faults, cfg.abort_report))?;
+    install_signal_handlers(state.clone())?;
+    Ok(serve(&cfg.serve, Arc::clone(&state))?)
+}
+
+fn status(admin_socket: &Path, json: bool) -> Result<(), CliError> {
+    let reply = pinlease::admin::request(admin_socket, &serde_json::json!({"cmd": "status"}))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&reply).unwrap_or_default()
+        );
+    } else {
+        print!("{}", render_reply(&StatusReply::from_json(&reply)?));
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
-        Command::Serve {
-            socket_path,
-            admin_socket,
-            max_connections,
-            event_backlog,
-            scrub_period_ms,
-            faults,
-            fault_seed,
-            abort_report,
-        } => {
-            let mut plan = match &faults {
-                Some(path) => pinlease::faults::parse_plan(&read_plan(path)?).map_err(|e| {
-                    pinlease::error::Error::FaultPlan {
-                        path: path.clone(),
-                        msg: e.0,
-                    }
-                })?,
-                None => pinlease::faults::Plan::default(),
-            };
-            if let Some(seed) = fault_seed {
-                plan.seed = seed;
-            }
-            if !plan.rules.is_empty() {
-                log::info!(
-                    "fault plan: seed {}, {} rule(s)",
-                    plan.seed,
-                    plan.rules.len()
-                );
-            }
-            let state =
-                ServerState::with_faults(pinlease::faults::FaultEngine::new(&plan, abort_report))?;
-            install_signal_handlers(state.clone())?;
-            let cfg = ServeConfig {
-                socket_path,
-                admin_socket,
-                limits: Limits {
-                    event_backlog,
-                    ..Limits::default()
-                },
-                max_connections,
-                scrub_period: (scrub_period_ms > 0)
-                    .then(|| std::time::Duration::from_millis(scrub_period_ms)),
-            };
-            serve(&cfg, Arc::clone(&state))
-        }
+        Command::Serve(args) => serve_daemon(args),
         Command::Inject { admin_socket, op } => inject(&admin_socket, op),
-        Command::Status { admin_socket, json } => {
-            let reply =
-                pinlease::admin::request(&admin_socket, &serde_json::json!({"cmd": "status"}))?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&reply).unwrap_or_default()
-                );
-            } else {
-                print!("{}", pinlease::status_view::render(&reply));
-            }
-            Ok(())
-        }
+        Command::Status { admin_socket, json } => status(&admin_socket, json),
     }
 }
 

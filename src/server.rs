@@ -5,7 +5,7 @@
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -20,18 +20,11 @@ use crate::backend::{PinleaseBackend, DEFERRED_DUE_ID, EVENTS_PENDING_ID};
 use crate::error::{Error, Result};
 use crate::faults::FaultEngine;
 use crate::model::scrub::Scrubber;
-use crate::model::{Device, Limits};
+use crate::model::Device;
 
-#[derive(Debug, Clone)]
-pub struct ServeConfig {
-    pub socket_path: PathBuf,
-    pub admin_socket: Option<PathBuf>,
-    pub limits: Limits,
-    /// Serve this many connections, then exit (tests); None: until signalled.
-    pub max_connections: Option<u64>,
-    /// Canary scrubber period (docs/abi.md §5.9.1); None: no scrubber.
-    pub scrub_period: Option<std::time::Duration>,
-}
+/// The serve loop's configuration; `crate::config` builds it from the
+/// command line.
+pub use crate::config::ServeConfig;
 
 /// What the admin socket and signal handler share with the serve loop.
 pub struct ServerState {

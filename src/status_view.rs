@@ -1,42 +1,54 @@
 //! Renders the admin socket's status reply as text tables for people;
-//! `pinlease status --json` prints the reply itself.
+//! `pinlease status --json` prints the reply itself. The reply is read
+//! typed first ([`read`]), so the tables name fields the compiler checks.
+
+pub mod read;
+
+#[cfg(test)]
+mod tests;
 
 use std::fmt::Write;
 
+use serde::Deserialize;
 use serde_json::Value;
 
-fn s(v: &Value, k: &str) -> String {
-    match v.get(k) {
-        Some(Value::String(x)) => x.clone(),
-        Some(Value::Null) | None => "-".into(),
-        Some(x) => x.to_string(),
-    }
+use crate::faults::FaultsStatus;
+use crate::model::status::{
+    ChildStatus, ContextStatus, CounterStatus, FileStatus, LeaseStatus, MrStatus, StatusSnapshot,
+};
+pub use read::StatusReply;
+
+/// An absent value, as the tables show it.
+const NONE: &str = "-";
+
+fn or_none<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| NONE.into(), |v| v.to_string())
+}
+
+/// A number as the JSON reply writes it (`1.0`, `0.25`), for the plan's
+/// probabilities.
+fn json_number(x: f64) -> String {
+    Value::from(x).to_string()
 }
 
 /// `MAJ:MIN ino N gen G`: `dev` is the guest kernel's `sb->s_dev`, whose
 /// major number is the bits above the low 20 (include/linux/kdev_t.h).
-fn file(v: &Value) -> String {
-    match v.get("file") {
-        Some(f) if !f.is_null() => {
-            let dev = f.get("dev").and_then(Value::as_u64).unwrap_or(0);
-            format!(
-                "{}:{} ino {} gen {}",
-                dev >> 20,
-                dev & 0xfffff,
-                s(f, "ino"),
-                s(f, "generation")
-            )
-        }
-        _ => "-".into(),
+fn file(f: Option<&FileStatus>) -> String {
+    match f {
+        Some(f) => format!(
+            "{}:{} ino {} gen {}",
+            f.dev >> 20,
+            f.dev & 0xfffff,
+            f.ino,
+            f.generation
+        ),
+        None => NONE.into(),
     }
 }
 
-/// How long before `now_ms` the Unix-ms time `key` of `v` was.
-fn age(v: &Value, key: &str, now_ms: u64) -> String {
-    match v.get(key).and_then(Value::as_u64) {
-        Some(t) => format!("{:.1}s ago", now_ms.saturating_sub(t) as f64 / 1000.0),
-        None => "-".into(),
-    }
+/// How long before `now_ms` the Unix-ms time `t` was.
+fn age(t: u64, now_ms: u64) -> String {
+    format!("{:.1}s ago", now_ms.saturating_sub(t) as f64 / 1000.0)
 }
 
 fn table(out: &mut String, header: &[&str], rows: Vec<Vec<String>>) {
@@ -60,129 +72,103 @@ fn table(out: &mut String, header: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
-/// Text for a `status` reply: the device, then the fault plan.
+/// Text for a `status` reply as the admin socket sent it; a reply this
+/// client cannot read gives one line saying why.
 pub fn render(reply: &Value) -> String {
-    let mut out = render_device(reply);
-    if let Some(f) = reply.get("faults").filter(|f| f.is_object()) {
-        out.push('\n');
-        out.push_str(&render_faults(f));
+    match StatusReply::from_json(reply) {
+        Ok(r) => render_reply(&r),
+        Err(e) => format!("status reply cannot be read: {e}\n"),
     }
+}
+
+/// Text for a `status` reply: the device, then the fault plan.
+pub fn render_reply(reply: &StatusReply) -> String {
+    let mut out = render_device(reply);
+    out.push('\n');
+    out.push_str(&render_faults(&reply.faults));
     out
+}
+
+/// Reads the `faults` of a `status` or `fault-list` reply.
+pub fn read_faults(faults: &Value) -> serde_json::Result<FaultsStatus> {
+    FaultsStatus::deserialize(faults)
 }
 
 /// The FAULTS section: seed, rules with hits and fires, and the faults
 /// injected by point class and action.
-pub fn render_faults(f: &Value) -> String {
+pub fn render_faults(f: &FaultsStatus) -> String {
     let mut out = String::new();
-    let rules = f
-        .get("rules")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let _ = writeln!(
-        out,
-        "FAULTS (seed {}, {} rule(s))",
-        s(f, "seed"),
-        rules.len()
-    );
-    if !rules.is_empty() {
+    let _ = writeln!(out, "FAULTS (seed {}, {} rule(s))", f.seed, f.rules.len());
+    if !f.rules.is_empty() {
         table(
             &mut out,
             &[
                 "ID", "POINT", "ACTION", "PARAMS", "PROB", "SKIP", "COUNT", "HITS", "FIRES",
             ],
-            rules
+            f.rules
                 .iter()
                 .map(|r| {
-                    let params = s(r, "params");
                     vec![
-                        s(r, "id"),
-                        s(r, "point"),
-                        s(r, "action"),
-                        if params.is_empty() {
-                            "-".into()
-                        } else {
-                            params
-                        },
-                        s(r, "probability"),
-                        s(r, "skip"),
-                        match r.get("count").and_then(Value::as_u64) {
-                            Some(0) | None => "-".into(),
-                            Some(n) => n.to_string(),
-                        },
-                        s(r, "hits"),
-                        s(r, "fires"),
+                        r.id.to_string(),
+                        r.point.clone(),
+                        r.action.clone(),
+                        or_none(Some(&r.params).filter(|p| !p.is_empty())),
+                        json_number(r.probability),
+                        r.skip.to_string(),
+                        or_none(Some(r.count).filter(|&n| n > 0)),
+                        r.hits.to_string(),
+                        r.fires.to_string(),
                     ]
                 })
                 .collect(),
         );
     }
-    let injected = f
-        .get("injected")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    if injected.is_empty() {
+    if f.injected.is_empty() {
         let _ = writeln!(out, "  injected: none");
     } else {
         let _ = writeln!(out, "  injected by point class x action:");
-        for i in &injected {
-            let _ = writeln!(
-                out,
-                "    {:<18} {:<16} {}",
-                s(i, "class"),
-                s(i, "action"),
-                s(i, "count")
-            );
+        for i in &f.injected {
+            let _ = writeln!(out, "    {:<18} {:<16} {}", i.class, i.action, i.count);
         }
     }
     out
 }
 
-fn render_device(reply: &Value) -> String {
+fn render_device(reply: &StatusReply) -> String {
     let mut out = String::new();
-    let connected = reply.get("connected") == Some(&Value::Bool(true));
     let _ = writeln!(
         out,
         "frontend: {} (connections served: {})",
-        if connected {
+        if reply.connected {
             "connected"
         } else {
             "not connected"
         },
-        s(reply, "connections")
+        reply.connections
     );
-    let st = match reply.get("status") {
-        Some(st) if !st.is_null() => st,
-        _ => {
-            let _ = writeln!(out, "no device state yet (no frontend has connected)");
-            return out;
-        }
+    let Some(st) = &reply.status else {
+        let _ = writeln!(out, "no device state yet (no frontend has connected)");
+        return out;
     };
-    if !connected {
+    if !reply.connected {
         let _ = writeln!(out, "showing the state the last frontend left behind");
     }
-    let arr = |k: &str| {
-        st.get(k)
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-    };
-    let now_ms = st
-        .get("taken_at_unix_ms")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    let regions: Vec<String> = arr("memory_regions")
+    render_totals(&mut out, st);
+    render_contexts(&mut out, &st.contexts);
+    render_mrs(&mut out, &st.mrs);
+    render_leases(&mut out, &st.leases, st.taken_at_unix_ms);
+    render_counters(&mut out, &st.counters);
+    out
+}
+
+/// Guest memory, pins, and whether the device needs a reset.
+fn render_totals(out: &mut String, st: &StatusSnapshot) {
+    let regions: Vec<String> = st
+        .memory_regions
         .iter()
-        .map(|r| {
-            format!(
-                "{}+{}MiB",
-                s(r, "gpa"),
-                r.get("size").and_then(Value::as_u64).unwrap_or(0) >> 20
-            )
-        })
+        .map(|r| format!("{}+{}MiB", r.gpa, r.size >> 20))
         .collect();
-    if st.get("needs_reset") == Some(&Value::Bool(true)) {
+    if st.needs_reset {
         let _ = writeln!(
             out,
             "device NEEDS RESET (fault injected): requests answered EIO"
@@ -196,47 +182,43 @@ fn render_device(reply: &Value) -> String {
         } else {
             regions.join(" ")
         },
-        s(st, "pinned_pages"),
-        s(st, "pins")
+        st.pinned_pages,
+        st.pins
     );
+}
 
-    let contexts = arr("contexts");
+fn child(ch: &ChildStatus) -> String {
+    match &ch.mr {
+        Some(mr) => format!(
+            "{} {} of {mr} refs {}",
+            ch.handle,
+            ch.kind,
+            or_none(ch.refs)
+        ),
+        None => format!("{} {}", ch.handle, ch.kind),
+    }
+}
+
+fn render_contexts(out: &mut String, contexts: &[ContextStatus]) {
     let _ = writeln!(out, "\ncontexts ({})", contexts.len());
     table(
-        &mut out,
+        out,
         &[
             "HANDLE", "PID", "COMM", "STATE", "MRS", "LEASES", "CHILDREN",
         ],
         contexts
             .iter()
             .map(|c| {
-                let children: Vec<String> = c
-                    .get("children")
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .map(|ch| match ch.get("mr") {
-                                Some(mr) if !mr.is_null() => format!(
-                                    "{} {} of {} refs {}",
-                                    s(ch, "handle"),
-                                    s(ch, "kind"),
-                                    s(ch, "mr"),
-                                    s(ch, "refs")
-                                ),
-                                _ => format!("{} {}", s(ch, "handle"), s(ch, "kind")),
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let children: Vec<String> = c.children.iter().map(child).collect();
                 vec![
-                    s(c, "handle"),
-                    s(c, "pid"),
-                    s(c, "comm"),
-                    s(c, "state"),
-                    s(c, "mrs"),
-                    s(c, "leases"),
+                    c.handle.clone(),
+                    c.pid.to_string(),
+                    c.comm.clone(),
+                    c.state.to_string(),
+                    c.mrs.to_string(),
+                    c.leases.to_string(),
                     if children.is_empty() {
-                        "-".into()
+                        NONE.into()
                     } else {
                         children.join(", ")
                     },
@@ -244,11 +226,24 @@ fn render_device(reply: &Value) -> String {
             })
             .collect(),
     );
+}
 
-    let mrs = arr("mrs");
+/// An MR's state with why it was revoked and what it imports.
+fn mr_state(m: &MrStatus) -> String {
+    let mut state = m.state.to_string();
+    if let Some(r) = m.revoke_reason {
+        state = format!("{state} ({r})");
+    }
+    if let Some(src) = &m.imported_from {
+        state = format!("{state}, import of {src}");
+    }
+    state
+}
+
+fn render_mrs(out: &mut String, mrs: &[MrStatus]) {
     let _ = writeln!(out, "\nmemory regions ({})", mrs.len());
     table(
-        &mut out,
+        out,
         &[
             "KEY",
             "CONTEXT",
@@ -263,42 +258,29 @@ fn render_device(reply: &Value) -> String {
         ],
         mrs.iter()
             .map(|m| {
-                let state = match m.get("revoke_reason") {
-                    Some(Value::String(r)) => format!("{} ({r})", s(m, "state")),
-                    _ => s(m, "state"),
-                };
-                let state = match m.get("imported_from") {
-                    Some(Value::String(src)) => format!("{state}, import of {src}"),
-                    _ => state,
-                };
                 vec![
-                    s(m, "key"),
-                    s(m, "context"),
-                    s(m, "pages"),
-                    s(m, "length"),
-                    s(m, "access"),
-                    state,
-                    file(m),
-                    s(m, "file_offset"),
-                    s(m, "lease"),
-                    match m.get("scrub") {
-                        Some(sc) if sc.is_object() => format!(
-                            "{}/{}/{}",
-                            s(sc, "rounds"),
-                            s(sc, "canaries_written"),
-                            s(sc, "mismatches")
-                        ),
-                        _ => "-".into(),
-                    },
+                    m.key.clone(),
+                    m.context.clone(),
+                    m.pages.to_string(),
+                    m.length.to_string(),
+                    m.access.clone(),
+                    mr_state(m),
+                    file(m.file.as_ref()),
+                    or_none(m.file_offset),
+                    or_none(m.lease.as_ref()),
+                    or_none(m.scrub.as_ref().map(|sc| {
+                        format!("{}/{}/{}", sc.rounds, sc.canaries_written, sc.mismatches)
+                    })),
                 ]
             })
             .collect(),
     );
+}
 
-    let leases = arr("leases");
+fn render_leases(out: &mut String, leases: &[LeaseStatus], now_ms: u64) {
     let _ = writeln!(out, "\nlayout leases ({})", leases.len());
     table(
-        &mut out,
+        out,
         &[
             "LEASE",
             "FILE",
@@ -315,84 +297,81 @@ fn render_device(reply: &Value) -> String {
         leases
             .iter()
             .map(|l| {
-                let end = match l.get("end") {
-                    Some(Value::Number(n)) => n.to_string(),
-                    _ => "EOF".into(),
-                };
                 vec![
-                    s(l, "handle"),
-                    file(l),
-                    format!("{}..{end}", s(l, "start")),
-                    s(l, "holder"),
-                    s(l, "owner_pid"),
-                    s(l, "policy"),
-                    s(l, "state"),
-                    age(l, "since_unix_ms", now_ms),
-                    s(l, "mrs"),
-                    s(l, "pinned_pages"),
-                    match l.get("scrub_lost_accesses").and_then(Value::as_u64) {
-                        Some(n) if n > 0 => format!("{} (scrub {n})", s(l, "lost_accesses")),
-                        _ => s(l, "lost_accesses"),
+                    l.handle.clone(),
+                    file(Some(&l.file)),
+                    format!(
+                        "{}..{}",
+                        l.start,
+                        l.end.map_or_else(|| "EOF".into(), |e| e.to_string())
+                    ),
+                    l.holder.clone(),
+                    l.owner_pid.to_string(),
+                    l.policy.to_string(),
+                    l.state.to_string(),
+                    age(l.since_unix_ms, now_ms),
+                    l.mrs.to_string(),
+                    l.pinned_pages.to_string(),
+                    match l.scrub_lost_accesses {
+                        0 => l.lost_accesses.to_string(),
+                        n => format!("{} (scrub {n})", l.lost_accesses),
                     },
                 ]
             })
             .collect(),
     );
+}
 
-    let c = st.get("counters").cloned().unwrap_or(Value::Null);
+/// `label value` pairs, two spaces apart, as the counter lines show them.
+fn counts<'a>(pairs: impl IntoIterator<Item = (&'a str, u64)>) -> String {
+    let parts: Vec<String> = pairs.into_iter().map(|(l, v)| format!("{l} {v}")).collect();
+    parts.join("  ")
+}
+
+fn render_counters(out: &mut String, c: &CounterStatus) {
     let _ = writeln!(out, "\ncounters");
+    let totals = [
+        ("bytes read", c.bytes_read),
+        ("bytes written", c.bytes_written),
+        ("revokes", c.revokes),
+        ("lost accesses", c.lost_accesses),
+        ("memory map updates", c.memory_map_updates),
+        ("device resets", c.device_resets),
+    ];
+    let _ = writeln!(out, "  {}", counts(totals));
+    let sc = &c.scrub;
+    let scrub = [
+        ("rounds", sc.rounds),
+        ("MR passes", sc.mr_passes),
+        ("canaries written", sc.canaries_written),
+        ("mismatches", sc.mismatches),
+        ("lost accesses", sc.lost_accesses),
+    ];
     let _ = writeln!(
         out,
-        "  bytes read {}  bytes written {}  revokes {}  lost accesses {}  memory map updates {}  device resets {}",
-        s(&c, "bytes_read"),
-        s(&c, "bytes_written"),
-        s(&c, "revokes"),
-        s(&c, "lost_accesses"),
-        s(&c, "memory_map_updates"),
-        s(&c, "device_resets")
+        "  scrubber {}  {}",
+        if sc.period_ms == 0 {
+            "off".to_string()
+        } else {
+            format!("every {} ms", sc.period_ms)
+        },
+        counts(scrub)
     );
-    if let Some(sc) = c.get("scrub").filter(|v| v.is_object()) {
-        let period = sc.get("period_ms").and_then(Value::as_u64).unwrap_or(0);
-        let _ = writeln!(
-            out,
-            "  scrubber {}  rounds {}  MR passes {}  canaries written {}  mismatches {}  lost accesses {}",
-            if period == 0 {
-                "off".to_string()
-            } else {
-                format!("every {period} ms")
-            },
-            s(sc, "rounds"),
-            s(sc, "mr_passes"),
-            s(sc, "canaries_written"),
-            s(sc, "mismatches"),
-            s(sc, "lost_accesses")
-        );
-    }
-    if let Some(ev) = c.get("events") {
-        let _ = writeln!(
-            out,
-            "  events queued {}  delivered {}  dropped {}  backlog {}",
-            s(ev, "queued"),
-            s(ev, "delivered"),
-            s(ev, "dropped"),
-            s(ev, "backlog")
-        );
-    }
-    let _ = writeln!(out, "  bad input rejected: {}", s(&c, "bad_input_total"));
-    if let Some(Value::Object(b)) = c.get("bad_input") {
-        for (k, v) in b {
-            let _ = writeln!(out, "    {k}: {v}");
-        }
+    let ev = &c.events;
+    let events = [
+        ("queued", ev.queued),
+        ("delivered", ev.delivered),
+        ("dropped", ev.dropped),
+        ("backlog", ev.backlog),
+    ];
+    let _ = writeln!(out, "  events {}", counts(events));
+    let _ = writeln!(out, "  bad input rejected: {}", c.bad_input_total);
+    for (k, v) in &c.bad_input {
+        let _ = writeln!(out, "    {k}: {v}");
     }
     let _ = writeln!(out, "  requests by opcode and status:");
-    if let Some(Value::Object(r)) = c.get("requests") {
-        for (op, by) in r {
-            let parts: Vec<String> = by
-                .as_object()
-                .map(|o| o.iter().map(|(k, v)| format!("{k} {v}")).collect())
-                .unwrap_or_default();
-            let _ = writeln!(out, "    {op:<16} {}", parts.join("  "));
-        }
+    for (op, by) in &c.requests {
+        let by_status = counts(by.iter().map(|(k, v)| (k.as_str(), *v)));
+        let _ = writeln!(out, "    {op:<16} {by_status}");
     }
-    out
 }

@@ -12,11 +12,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use log::{error, warn};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::abi::PL_EVENT_FAULT_INJECTED;
 use crate::faults::plan::{Action, Plan, Point, RuleSpec, ACTION_NAMES, CLASS_NAMES};
 use crate::faults::rng::RuleRng;
+use crate::faults::status::{FaultsStatus, InjectedStatus, RuleStatus};
 use crate::model::Device;
 
 struct Rule {
@@ -393,36 +394,36 @@ impl FaultEngine {
     }
 
     /// The plan and counts for `pinlease status` (`"faults"`).
-    pub fn status(&self) -> Value {
+    pub fn status(&self) -> FaultsStatus {
         let st = lock(&self.state);
-        let rules: Vec<Value> = st
+        let rules = st
             .rules
             .iter()
-            .map(|r| {
-                json!({
-                    "id": r.id,
-                    "point": r.spec.point.to_string(),
-                    "action": r.spec.action.name(),
-                    "params": r.spec.action.params(),
-                    "probability": r.spec.probability,
-                    "skip": r.spec.skip,
-                    "count": r.spec.count,
-                    "hits": r.hits,
-                    "fires": r.fires,
-                })
+            .map(|r| RuleStatus {
+                id: r.id,
+                point: r.spec.point.to_string(),
+                action: r.spec.action.name().to_string(),
+                params: r.spec.action.params(),
+                probability: r.spec.probability,
+                skip: r.spec.skip,
+                count: r.spec.count,
+                hits: r.hits,
+                fires: r.fires,
             })
             .collect();
-        let injected: Vec<Value> = lock(&self.injected)
+        let injected = lock(&self.injected)
             .iter()
-            .map(|(&(class, action), &n)| {
-                json!({
-                    "class": CLASS_NAMES[class as usize - 1],
-                    "action": ACTION_NAMES[action as usize - 1],
-                    "count": n,
-                })
+            .map(|(&(class, action), &n)| InjectedStatus {
+                class: CLASS_NAMES[class as usize - 1].to_string(),
+                action: ACTION_NAMES[action as usize - 1].to_string(),
+                count: n,
             })
             .collect();
-        json!({"seed": st.seed, "rules": rules, "injected": injected})
+        FaultsStatus {
+            seed: st.seed,
+            rules,
+            injected,
+        }
     }
 }
 
@@ -474,9 +475,9 @@ mod tests {
         // Hits 3 and 4 fire the drop, which ends the list: rule 2 is not hit.
         assert_eq!(rules, vec![vec![2], vec![2], vec![1], vec![1], vec![2]]);
         let s = e.status();
-        assert_eq!(s["rules"][0]["hits"], 5);
-        assert_eq!(s["rules"][0]["fires"], 2);
-        assert_eq!(s["rules"][1]["hits"], 3);
+        assert_eq!(s.rules[0].hits, 5);
+        assert_eq!(s.rules[0].fires, 2);
+        assert_eq!(s.rules[1].hits, 3);
         assert_eq!(
             e.hit(Point::Request {
                 op: Some(Opcode::Nop),
@@ -505,9 +506,6 @@ mod tests {
         assert_eq!(e.clear(None), Ok(2));
         e.load(&parse_plan("seed = 4\n[[rule]]\npoint = \"event:*\"\naction = \"drop\"").unwrap());
         let s = e.status();
-        assert_eq!(
-            (s["seed"].as_u64(), s["rules"][0]["id"].as_u64()),
-            (Some(4), Some(1))
-        );
+        assert_eq!((s.seed, s.rules[0].id), (4, 1));
     }
 }

@@ -5,8 +5,12 @@
 //! (`crate::backend`). No vhost or virtio types here.
 
 pub mod engine;
+pub mod load;
 pub mod plan;
 pub mod rng;
+pub mod status;
 
 pub use engine::{Effect, FaultEngine, Firing};
+pub use load::{LoadError, PlanFile};
 pub use plan::{parse_plan, Action, Plan, PlanError, Point, RuleSpec};
+pub use status::{FaultsStatus, InjectedStatus, RuleStatus};

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::abi::PlFileId;
 use crate::model::context::ChildKind;
@@ -13,7 +13,8 @@ use crate::model::device::Device;
 use crate::model::events::EventStats;
 use crate::model::lease::LeaseState;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(bound(deserialize = "'de: 'static"))]
 pub struct StatusSnapshot {
     pub taken_at_unix_ms: u64,
     pub uptime_ms: u64,
@@ -28,17 +29,18 @@ pub struct StatusSnapshot {
     pub counters: CounterStatus,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MemoryRegionStatus {
     pub gpa: String,
     pub size: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContextStatus {
     pub handle: String,
     pub pid: u32,
     pub comm: String,
+    #[serde(deserialize_with = "crate::status_view::read::static_name")]
     pub state: &'static str,
     pub mrs: usize,
     pub leases: usize,
@@ -46,9 +48,10 @@ pub struct ContextStatus {
     pub age_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChildStatus {
     pub handle: String,
+    #[serde(deserialize_with = "crate::status_view::read::static_name")]
     pub kind: &'static str,
     /// For an export: the exported MR key and its reference count.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -57,7 +60,7 @@ pub struct ChildStatus {
     pub refs: Option<u32>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FileStatus {
     pub dev: u64,
     pub ino: u64,
@@ -74,7 +77,7 @@ impl From<&PlFileId> for FileStatus {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MrStatus {
     pub key: String,
     pub context: String,
@@ -82,8 +85,13 @@ pub struct MrStatus {
     pub length: u64,
     pub access: String,
     pub longterm: bool,
+    #[serde(deserialize_with = "crate::status_view::read::static_name")]
     pub state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "crate::status_view::read::optional_static_name"
+    )]
     pub revoke_reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub imported_from: Option<String>,
@@ -100,7 +108,7 @@ pub struct MrStatus {
     pub scrub: Option<MrScrubStatus>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MrScrubStatus {
     /// The canary seed (`pl_scrub_seed(key)`, docs/abi.md §5.9.1).
     pub seed: String,
@@ -113,7 +121,7 @@ pub struct MrScrubStatus {
     pub last_round_unix_ms: Option<u64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScrubCounterStatus {
     /// Period in force; 0: the scrubber is off.
     pub period_ms: u64,
@@ -125,7 +133,7 @@ pub struct ScrubCounterStatus {
     pub lost_accesses: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LeaseStatus {
     pub handle: String,
     pub file: FileStatus,
@@ -134,7 +142,9 @@ pub struct LeaseStatus {
     pub end: Option<u64>,
     pub holder: String,
     pub owner_pid: u32,
+    #[serde(deserialize_with = "crate::status_view::read::static_name")]
     pub policy: &'static str,
+    #[serde(deserialize_with = "crate::status_view::read::static_name")]
     pub state: &'static str,
     pub since_unix_ms: u64,
     pub mrs: usize,
@@ -144,7 +154,7 @@ pub struct LeaseStatus {
     pub scrub_lost_accesses: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CounterStatus {
     pub requests: BTreeMap<String, BTreeMap<String, u64>>,
     pub bad_input: BTreeMap<String, u64>,
@@ -156,6 +166,7 @@ pub struct CounterStatus {
     pub memory_map_updates: u64,
     pub device_resets: u64,
     pub scrub: ScrubCounterStatus,
+    #[serde(deserialize_with = "crate::status_view::read::event_stats")]
     pub events: EventStats,
 }
 
