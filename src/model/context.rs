@@ -1,6 +1,7 @@
-//! Device contexts and their children (event channels, MR exports).
+//! Device contexts. Their children (event channels, MR exports) are in
+//! `child`, above the MRs an export holds.
 //!
-//! A context has two lifetimes (DESIGN.md §6, seed 000). Its hardware
+//! A context has two lifetimes (docs/design.md §6, seed 000). Its hardware
 //! lifetime ends at CLOSE_CONTEXT (the guest closed the device fd): MRs are
 //! destroyed, pins dropped, leases released, and every later request on it
 //! gets ESHUTDOWN. Its object lifetime ends at RELEASE_CONTEXT, which the
@@ -8,11 +9,9 @@
 //! (an `Arc`), never its pins.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::SystemTime;
 
-use crate::model::mr::Mr;
 use crate::model::table::Handle;
 
 /// The hardware part of a context, under the context's own lock.
@@ -50,43 +49,4 @@ impl Context {
     pub fn is_closed(&self) -> bool {
         self.hw().closed
     }
-}
-
-/// An MR export: unique per MR while it lives. It holds the MR strongly;
-/// the MR points back weakly (`Mr::export`) and EXPORT_MR upgrades that
-/// pointer only while `refs` is non-zero, under the MR's export lock, so
-/// two exports of one MR can never coexist.
-pub struct Export {
-    pub handle: Handle,
-    pub mr: Arc<Mr>,
-    /// EXPORT_MR calls not yet matched by a DESTROY_CHILD.
-    pub refs: AtomicU32,
-}
-
-impl Export {
-    pub fn refs(&self) -> u32 {
-        self.refs.load(Ordering::Acquire)
-    }
-}
-
-pub enum ChildKind {
-    EventChannel,
-    Export(Arc<Export>),
-}
-
-impl ChildKind {
-    pub fn name(&self) -> &'static str {
-        match self {
-            ChildKind::EventChannel => "event-channel",
-            ChildKind::Export(_) => "mr-export",
-        }
-    }
-}
-
-pub struct Child {
-    pub handle: Handle,
-    /// Strong: a child keeps its context's struct alive (not its pins).
-    pub context: Arc<Context>,
-    pub kind: ChildKind,
-    pub created: SystemTime,
 }

@@ -1,4 +1,8 @@
 //! The device: contexts, MRs, leases, DMA and events, as typed operations.
+//! This file holds the device's state, lookups, memory map and reset; the
+//! operations are in `device/` by concern: `contexts` (contexts and
+//! children), `mrs` (REG/DEREG, revoke, export/import), `dma` (DMA,
+//! atomics, fill/verify), `leases`, and `faults` (fault injection).
 //!
 //! Locking: one writer lock serialises every table change (and the handle
 //! allocators and pin counts behind it); readers (DMA key lookups, lease
@@ -16,13 +20,22 @@ use std::time::SystemTime;
 use arc_swap::ArcSwapOption;
 
 use crate::abi::*;
-use crate::model::context::{Child, ChildKind, Context, Export};
+use crate::model::child::Child;
+use crate::model::context::Context;
 use crate::model::counters::Counters;
 use crate::model::events::{EventQueue, DEFAULT_BACKLOG};
-use crate::model::lease::{Lease, LeaseState, LeaseTable, Policy};
+use crate::model::lease::{Lease, LeaseTable};
 use crate::model::memory::GuestRam;
-use crate::model::mr::{FileRange, Gate, Mr, Pages, PinCounts, RevokeReason};
+use crate::model::mr::{FileRange, Mr, Pages, PinCounts, RevokeReason};
 use crate::model::table::{Dead, Handle, Slots, Table};
+
+mod contexts;
+mod dma;
+mod faults;
+mod leases;
+mod mrs;
+
+pub(crate) use dma::enter_all;
 
 /// A refused request: the status the guest sees and, for the log, what was
 /// wrong and the value seen.
@@ -106,11 +119,6 @@ struct Writer {
     leases: Slots,
     pins: PinCounts,
 }
-
-/// How many bytes a DMA copies between checks that its MRs are still live:
-/// a revoke waits at most for one such piece (about 6 us at memcpy speed),
-/// and bigger pieces keep the per-piece bookkeeping off the copy's cost.
-const DMA_CHUNK: u64 = 256 * 1024;
 
 pub struct Device {
     writer: Mutex<Writer>,
@@ -245,7 +253,7 @@ impl Device {
             .ok_or_else(|| self.dead("lease", h, |w| &w.leases, Status::NoEnt))
     }
 
-    // ---- contexts ------------------------------------------------------------
+    // ---- device ----------------------------------------------------------------
 
     pub fn query(&self) -> PlQueryDeviceResp {
         PlQueryDeviceResp {
@@ -259,1139 +267,6 @@ impl Device {
             max_children_per_context: self.limits.max_children_per_context,
             max_request_bytes: PL_MAX_REQUEST_BYTES,
         }
-    }
-
-    pub fn create_context(&self, pid: u32, comm: &str) -> Result<Handle> {
-        let mut w = self.writer();
-        let h = w.contexts.alloc().ok_or_else(|| {
-            Reject::new(
-                Status::NoMem,
-                format!("context table full ({} contexts)", self.limits.max_contexts),
-            )
-        })?;
-        self.contexts
-            .insert(h, Arc::new(Context::new(h, pid, comm.to_string())));
-        self.live_contexts.fetch_add(1, Ordering::Relaxed);
-        Ok(h)
-    }
-
-    /// Ends the context's hardware lifetime: destroys its MRs (pins gone),
-    /// releases its leases, and answers ESHUTDOWN to anything later.
-    pub fn close_context(&self, h: Handle) -> Result<PlCloseContextResp> {
-        let ctx = self.open_context(h)?;
-        let mut w = self.writer();
-        self.close_locked(&mut w, &ctx)
-    }
-
-    fn close_locked(&self, w: &mut Writer, ctx: &Arc<Context>) -> Result<PlCloseContextResp> {
-        let (mrs, leases) = {
-            let mut hw = ctx.hw();
-            if hw.closed {
-                return Err(Reject::new(
-                    Status::Shutdown,
-                    format!("context {:#x} is closed", ctx.handle),
-                ));
-            }
-            hw.closed = true;
-            (std::mem::take(&mut hw.mrs), std::mem::take(&mut hw.leases))
-        };
-        let mut resp = PlCloseContextResp::default();
-        for key in mrs {
-            if let Some(mr) = self.mrs.get(key) {
-                resp.pages_unpinned += self.destroy_mr_locked(w, &mr, RevokeReason::ContextClose);
-                resp.mrs_destroyed += 1;
-            }
-        }
-        for lh in leases {
-            if self.leases.remove(lh).is_some() {
-                w.leases.free(lh);
-                resp.leases_released += 1;
-            }
-        }
-        self.publish_pins(w);
-        self.events.push(
-            PL_EVENT_CONTEXT_TORN_DOWN,
-            ctx.handle,
-            [
-                resp.mrs_destroyed.into(),
-                resp.leases_released.into(),
-                resp.pages_unpinned,
-                0,
-            ],
-        );
-        Ok(resp)
-    }
-
-    /// Ends the context's object lifetime. Closes it first if the driver did
-    /// not; refused with EBUSY while a child (event channel, export) lives.
-    pub fn release_context(&self, h: Handle) -> Result<()> {
-        let ctx = self.context(h)?;
-        let mut w = self.writer();
-        if !ctx.is_closed() {
-            self.close_locked(&mut w, &ctx)?;
-        }
-        let children = ctx.hw().children.len();
-        if children > 0 {
-            return Err(Reject::new(
-                Status::Busy,
-                format!("context {h:#x} still has {children} child handle(s)"),
-            ));
-        }
-        if self.contexts.remove(h).is_some() {
-            w.contexts.free(h);
-            self.live_contexts.fetch_sub(1, Ordering::Relaxed);
-        }
-        Ok(())
-    }
-
-    // ---- children --------------------------------------------------------------
-
-    fn alloc_child(
-        &self,
-        w: &mut Writer,
-        ctx: &Arc<Context>,
-        hw_children: usize,
-    ) -> Result<Handle> {
-        if hw_children >= self.limits.max_children_per_context as usize {
-            return Err(Reject::new(
-                Status::NoMem,
-                format!(
-                    "context {:#x} has {hw_children} children, the limit",
-                    ctx.handle
-                ),
-            ));
-        }
-        w.children
-            .alloc()
-            .ok_or_else(|| Reject::new(Status::NoMem, "child table full"))
-    }
-
-    pub fn create_child(&self, ctx_h: Handle, kind: u32) -> Result<Handle> {
-        if kind != PL_CHILD_EVENT_CHANNEL {
-            return Err(Reject::new(
-                Status::Inval,
-                format!(
-                    "child kind {kind} cannot be created by CREATE_CHILD (event channel is {PL_CHILD_EVENT_CHANNEL}; exports come from EXPORT_MR)"
-                ),
-            ));
-        }
-        let ctx = self.open_context(ctx_h)?;
-        let mut w = self.writer();
-        let mut hw = ctx.hw();
-        if hw.closed {
-            return Err(Reject::new(
-                Status::Shutdown,
-                format!("context {ctx_h:#x} is closed"),
-            ));
-        }
-        let h = self.alloc_child(&mut w, &ctx, hw.children.len())?;
-        self.children.insert(
-            h,
-            Arc::new(Child {
-                handle: h,
-                context: ctx.clone(),
-                kind: ChildKind::EventChannel,
-                created: SystemTime::now(),
-            }),
-        );
-        hw.children.insert(h);
-        Ok(h)
-    }
-
-    /// Drops a child handle: an event channel goes at once; an export drops
-    /// one reference and goes with its last.
-    pub fn destroy_child(&self, ctx_h: Handle, h: Handle) -> Result<()> {
-        let ctx = self.context(ctx_h)?;
-        let child = self
-            .children
-            .get(h)
-            .ok_or_else(|| self.dead("child", h, |w| &w.children, Status::NoEnt))?;
-        if child.context.handle != ctx_h {
-            return Err(Reject::new(
-                Status::Perm,
-                format!(
-                    "child {h:#x} belongs to context {:#x}, not {ctx_h:#x}",
-                    child.context.handle
-                ),
-            ));
-        }
-        let mut w = self.writer();
-        // Re-check under the lock: a racing DESTROY_CHILD may have removed
-        // it (and an export's refs must never drop below zero).
-        if !self
-            .children
-            .get(h)
-            .is_some_and(|c| Arc::ptr_eq(&c, &child))
-        {
-            return Err(Reject::new(Status::Stale, format!("child {h:#x} is gone")));
-        }
-        let mut hw = ctx.hw();
-        if let ChildKind::Export(export) = &child.kind {
-            let _export_lock = export.mr.export.lock().unwrap_or_else(|e| e.into_inner());
-            if export.refs.fetch_sub(1, Ordering::AcqRel) > 1 {
-                return Ok(());
-            }
-        }
-        if self.children.remove(h).is_some() {
-            w.children.free(h);
-            hw.children.remove(&h);
-        }
-        Ok(())
-    }
-
-    // ---- memory regions ----------------------------------------------------------
-
-    fn check_reg(&self, r: &RegMr, ram: &dyn GuestRam) -> Result<()> {
-        if r.access == 0 || r.access & !PL_ACCESS_ALL != 0 {
-            return Err(Reject::new(
-                Status::Inval,
-                format!(
-                    "access flags {:#x} (valid: non-zero subset of {PL_ACCESS_ALL:#x})",
-                    r.access
-                ),
-            ));
-        }
-        if r.flags & !PL_REG_FLAGS_ALL != 0 {
-            return Err(Reject::new(
-                Status::Inval,
-                format!("REG_MR flags {:#x} (valid: {PL_REG_FLAGS_ALL:#x})", r.flags),
-            ));
-        }
-        if r.flags & PL_REG_SCRUB != 0 && r.access & PL_ACCESS_WRITE == 0 {
-            return Err(Reject::new(
-                Status::Inval,
-                format!(
-                    "PL_REG_SCRUB needs PL_ACCESS_WRITE (access {:#x}): the scrubber writes canaries",
-                    r.access
-                ),
-            ));
-        }
-        let n = r.pages.len() as u64;
-        if n == 0 {
-            return Err(Reject::new(Status::Inval, "page list is empty"));
-        }
-        if n > u64::from(self.limits.max_pages_per_mr) {
-            return Err(Reject::new(
-                Status::TooBig,
-                format!("{n} pages, limit {}", self.limits.max_pages_per_mr),
-            ));
-        }
-        if u64::from(r.first_page_offset) >= PL_PAGE_SIZE {
-            return Err(Reject::new(
-                Status::Inval,
-                format!(
-                    "first_page_offset {} is not below the page size",
-                    r.first_page_offset
-                ),
-            ));
-        }
-        // The pages must hold the range exactly: no page missing, none spare.
-        let span = u64::from(r.first_page_offset)
-            .checked_add(r.length)
-            .ok_or_else(|| {
-                Reject::new(Status::Range, format!("length {:#x} overflows", r.length))
-            })?;
-        let needed = span.div_ceil(PL_PAGE_SIZE);
-        if r.length == 0 || needed != n {
-            return Err(Reject::new(
-                Status::Inval,
-                format!(
-                    "offset {} + length {} needs {needed} pages, the list has {n}",
-                    r.first_page_offset, r.length
-                ),
-            ));
-        }
-        // Bounds-check runs of physically contiguous pages at once; on a
-        // failure, find the first page that is outside, for the message.
-        let mut i = 0;
-        while i < r.pages.len() {
-            let first = r.pages[i];
-            let mut n = 1;
-            while i + n < r.pages.len()
-                && r.pages[i + n] == first.wrapping_add(n as u64 * PL_PAGE_SIZE)
-            {
-                n += 1;
-            }
-            for (j, &gpa) in r.pages[i..i + n].iter().enumerate() {
-                if gpa % PL_PAGE_SIZE != 0 {
-                    return Err(Reject::new(
-                        Status::Inval,
-                        format!("page {} address {gpa:#x} is not page aligned", i + j),
-                    ));
-                }
-            }
-            // A run may also fail by spanning two adjacent regions, each
-            // page being fine: only a page that is outside refuses the MR.
-            if !ram.contains(first, n as u64 * PL_PAGE_SIZE) {
-                let outside = r.pages[i..i + n]
-                    .iter()
-                    .enumerate()
-                    .find(|(_, &g)| !ram.contains(g, PL_PAGE_SIZE));
-                if let Some((j, &gpa)) = outside {
-                    return Err(Reject::new(
-                        Status::Fault,
-                        format!("page {} address {gpa:#x} is outside guest memory", i + j),
-                    ));
-                }
-            }
-            i += n;
-        }
-        if let Some(f) = &r.file {
-            if f.offset.checked_add(r.length).is_none() {
-                return Err(Reject::new(
-                    Status::Range,
-                    format!(
-                        "file offset {:#x} + length {:#x} overflows",
-                        f.offset, r.length
-                    ),
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// The lease of holder `ctx` that covers `file`, if any.
-    fn covering_lease(&self, ctx: Handle, f: &FileRange, len: u64) -> Option<Arc<Lease>> {
-        let mut found = None;
-        self.leases
-            .for_each_overlapping(&f.file, f.offset, f.offset.saturating_add(len), |l| {
-                if l.holder == ctx
-                    && l.state() == LeaseState::Active
-                    && l.covers(&f.file, f.offset, len)
-                {
-                    found = Some(l.clone());
-                    return false;
-                }
-                true
-            });
-        found
-    }
-
-    pub fn reg_mr(&self, ctx_h: Handle, r: RegMr) -> Result<PlRegMrResp> {
-        let ctx = self.open_context(ctx_h)?;
-        // Checks and insertion under one writer-lock hold: a memory-map
-        // change or a lease release cannot slip in between them.
-        let mut w = self.writer();
-        let ram = self.ram()?;
-        self.check_reg(&r, ram.as_ref().as_ref())?;
-        let lease = r
-            .file
-            .as_ref()
-            .and_then(|f| self.covering_lease(ctx_h, f, r.length));
-        let mut hw = ctx.hw();
-        if hw.closed {
-            return Err(Reject::new(
-                Status::Shutdown,
-                format!("context {ctx_h:#x} is closed"),
-            ));
-        }
-        let key = w.mrs.alloc().ok_or_else(|| {
-            Reject::new(
-                Status::NoMem,
-                format!("MR table full ({} MRs)", self.limits.max_mrs),
-            )
-        })?;
-        for &gpa in &r.pages {
-            w.pins.pin(gpa);
-        }
-        self.publish_pins(&w);
-        let lease_h = lease.as_ref().map_or(0, |l| l.handle);
-        let mr = Mr {
-            key,
-            ctx: ctx_h,
-            context: Arc::downgrade(&ctx),
-            access: r.access,
-            flags: r.flags,
-            first_page_offset: r.first_page_offset,
-            length: r.length,
-            pages: Pages::Own(r.pages.into_boxed_slice()),
-            file: r.file,
-            created: SystemTime::now(),
-            gate: Gate::default(),
-            revoke_reason: Mutex::new(None),
-            lease: Mutex::new(lease),
-            export: Mutex::new(std::sync::Weak::new()),
-            imports: Mutex::new(Vec::new()),
-            bytes_read: AtomicU64::new(0),
-            bytes_written: AtomicU64::new(0),
-            scrub: Default::default(),
-        };
-        self.mrs.insert(key, Arc::new(mr));
-        hw.mrs.insert(key);
-        Ok(PlRegMrResp {
-            key,
-            lease: lease_h,
-        })
-    }
-
-    pub fn dereg_mr(&self, ctx_h: Handle, key: Handle) -> Result<()> {
-        let ctx = self.open_context(ctx_h)?;
-        let mr = self.own_mr(ctx_h, key)?;
-        let mut w = self.writer();
-        // A racing DEREG_MR of the same key may have won since the lookup.
-        if !ctx.hw().mrs.remove(&key) {
-            return Err(Reject::new(
-                Status::Stale,
-                format!("MR key {key:#x} is gone"),
-            ));
-        }
-        self.destroy_mr_locked(&mut w, &mr, RevokeReason::Deregistered);
-        self.publish_pins(&w);
-        Ok(())
-    }
-
-    /// Revokes `mr` if live: no DMA touches its pages when this returns.
-    /// Pins are dropped, imports of it are revoked too (with events), and an
-    /// MR_REVOKED event goes to the owner when `notify`. Returns pages unpinned.
-    fn revoke_locked(&self, w: &mut Writer, mr: &Mr, reason: RevokeReason, notify: bool) -> u64 {
-        if !mr.gate.revoke() {
-            return 0;
-        }
-        *mr.revoke_reason.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
-        if reason.is_revoke() {
-            self.counters.revokes.fetch_add(1, Ordering::Relaxed);
-        }
-        let mut unpinned = 0;
-        if let Pages::Own(pages) = &mr.pages {
-            for &gpa in pages.iter() {
-                w.pins.unpin(gpa);
-            }
-            unpinned = pages.len() as u64;
-        }
-        let imports = std::mem::take(&mut *mr.imports.lock().unwrap_or_else(|e| e.into_inner()));
-        for import in imports.iter().filter_map(|i| i.upgrade()) {
-            // A context being closed hears nothing about its own MRs.
-            let owner_open = import.context.upgrade().is_some_and(|c| !c.is_closed());
-            self.revoke_locked(w, &import, RevokeReason::SourceGone, owner_open);
-        }
-        if notify {
-            let lease = mr
-                .lease
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .as_ref()
-                .map_or(0, |l| l.handle);
-            self.events.push(
-                PL_EVENT_MR_REVOKED,
-                mr.ctx,
-                [mr.key, reason.wire(), unpinned, lease],
-            );
-        }
-        unpinned
-    }
-
-    /// Revokes and removes `mr` from the MR table (the caller has taken it
-    /// out of its context's set). Returns pages unpinned.
-    fn destroy_mr_locked(&self, w: &mut Writer, mr: &Arc<Mr>, reason: RevokeReason) -> u64 {
-        let unpinned = self.revoke_locked(w, mr, reason, false);
-        if self.mrs.remove(mr.key).is_some() {
-            w.mrs.free(mr.key);
-        }
-        unpinned
-    }
-
-    // ---- DMA ---------------------------------------------------------------------
-
-    fn need_access(mr: &Mr, bit: u32, what: &str) -> Result<()> {
-        if mr.access & bit == 0 {
-            return Err(Reject::new(
-                Status::Perm,
-                format!(
-                    "MR key {:#x} (access {:#x}) does not allow {what}",
-                    mr.key, mr.access
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    fn check_range(mr: &Mr, offset: u64, len: u64) -> Result<()> {
-        mr.check_range(offset, len).map_err(|s| {
-            Reject::new(
-                s,
-                format!(
-                    "offset {offset:#x} + length {len:#x} is outside MR key {:#x} (length {:#x})",
-                    mr.key, mr.length
-                ),
-            )
-        })
-    }
-
-    pub(crate) fn canceled(mr: &Mr) -> Reject {
-        Reject::new(
-            Status::Canceled,
-            format!("MR key {:#x} was revoked", mr.key),
-        )
-    }
-
-    pub(crate) fn ram_error(e: crate::model::memory::RamError) -> Reject {
-        Reject::new(Status::Io, e.to_string())
-    }
-
-    /// Counts a device access to `mr` whose lease was lost; returns that
-    /// lease when it was.
-    pub(crate) fn note_access(&self, mr: &Mr) -> Option<Arc<Lease>> {
-        let lease = mr.lease.lock().unwrap_or_else(|e| e.into_inner());
-        let mut cur = lease.clone();
-        drop(lease);
-        if cur.is_none() {
-            if let Pages::Imported(src) = &mr.pages {
-                cur = src.lease.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            }
-        }
-        let l = cur.filter(|l| l.state() == LeaseState::Lost)?;
-        l.lost_accesses.fetch_add(1, Ordering::Relaxed);
-        self.counters.lost_accesses.fetch_add(1, Ordering::Relaxed);
-        Some(l)
-    }
-
-    pub fn dma(&self, ctx_h: Handle, dir: DmaDir, req: &PlDmaReq) -> Result<()> {
-        self.open_context(ctx_h)?;
-        let local = self.own_mr(ctx_h, req.local_key)?;
-        let remote = self.mr(req.remote_key)?;
-        let (src, src_off, dst, dst_off) = match dir {
-            DmaDir::Write => (&local, req.local_offset, &remote, req.remote_offset),
-            DmaDir::Read => (&remote, req.remote_offset, &local, req.local_offset),
-        };
-        Self::need_access(src, PL_ACCESS_READ, "device reads")?;
-        Self::need_access(dst, PL_ACCESS_WRITE, "device writes")?;
-        Self::check_range(src, src_off, req.length)?;
-        Self::check_range(dst, dst_off, req.length)?;
-        let ram = self.ram()?;
-        let _inside = enter_all(&[src, dst])?;
-        let _ = self.note_access(src);
-        let _ = self.note_access(dst);
-        let mut done = 0u64;
-        let mut since_check = 0u64;
-        while done < req.length {
-            let (sg, sn) = locate(src, src_off + done, req.length - done);
-            let (dg, dn) = locate(dst, dst_off + done, req.length - done);
-            let n = sn.min(dn);
-            ram.copy(sg, dg, n).map_err(Self::ram_error)?;
-            done += n;
-            since_check += n;
-            if since_check >= DMA_CHUNK && done < req.length {
-                since_check = 0;
-                if !src.is_live() {
-                    return Err(Self::canceled(src));
-                }
-                if !dst.is_live() {
-                    return Err(Self::canceled(dst));
-                }
-            }
-        }
-        src.bytes_read.fetch_add(done, Ordering::Relaxed);
-        dst.bytes_written.fetch_add(done, Ordering::Relaxed);
-        self.counters.bytes_read.fetch_add(done, Ordering::Relaxed);
-        self.counters
-            .bytes_written
-            .fetch_add(done, Ordering::Relaxed);
-        Ok(())
-    }
-
-    pub fn atomic(&self, ctx_h: Handle, op: AtomicOp, req: &PlAtomicReq) -> Result<u64> {
-        self.open_context(ctx_h)?;
-        let mr = self.mr(req.key)?;
-        Self::need_access(&mr, PL_ACCESS_ATOMIC, "atomics")?;
-        if !req.offset.is_multiple_of(8) {
-            return Err(Reject::new(
-                Status::Inval,
-                format!("atomic offset {:#x} is not 8-byte aligned", req.offset),
-            ));
-        }
-        if op == AtomicOp::FetchAdd && req.swap != 0 {
-            return Err(Reject::new(
-                Status::Inval,
-                format!("FETCH_ADD swap field must be 0, saw {:#x}", req.swap),
-            ));
-        }
-        Self::check_range(&mr, req.offset, 8)?;
-        let (gpa, _) = locate(&mr, req.offset, 8);
-        if gpa % 8 != 0 {
-            return Err(Reject::new(
-                Status::Inval,
-                format!(
-                    "MR offset {:#x} lands at guest address {gpa:#x}, not 8-byte aligned (the MR starts {} bytes into its first page)",
-                    req.offset,
-                    mr.first_page_offset()
-                ),
-            ));
-        }
-        let ram = self.ram()?;
-        let _in = enter_all(&[&mr])?;
-        let _ = self.note_access(&mr);
-        let v = match op {
-            AtomicOp::CompareSwap => ram.compare_swap_u64(gpa, req.operand, req.swap),
-            AtomicOp::FetchAdd => ram.fetch_add_u64(gpa, req.operand),
-        }
-        .map_err(Self::ram_error)?;
-        mr.bytes_written.fetch_add(8, Ordering::Relaxed);
-        self.counters.bytes_written.fetch_add(8, Ordering::Relaxed);
-        Ok(v)
-    }
-
-    fn check_pattern(req: &PlPatternReq) -> Result<()> {
-        if req.mode != PL_PATTERN_CONST && req.mode != PL_PATTERN_OFFSET_XOR {
-            return Err(Reject::new(
-                Status::Inval,
-                format!("pattern mode {} (valid: 0 const, 1 offset-xor)", req.mode),
-            ));
-        }
-        if req.reserved != 0 {
-            return Err(Reject::new(
-                Status::Inval,
-                format!("reserved field is {:#x}, must be 0", req.reserved),
-            ));
-        }
-        if !req.offset.is_multiple_of(8) || !req.length.is_multiple_of(8) {
-            return Err(Reject::new(
-                Status::Inval,
-                format!(
-                    "pattern offset {:#x} and length {:#x} must be multiples of 8",
-                    req.offset, req.length
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    fn pattern_word(req: &PlPatternReq, mr_offset: u64) -> u64 {
-        match req.mode {
-            PL_PATTERN_OFFSET_XOR => req.pattern ^ mr_offset,
-            _ => req.pattern,
-        }
-    }
-
-    /// Writes the pattern over `[offset, offset + length)` of the MR.
-    pub fn fill(&self, ctx_h: Handle, req: &PlPatternReq) -> Result<()> {
-        self.open_context(ctx_h)?;
-        Self::check_pattern(req)?;
-        let mr = self.mr(req.key)?;
-        Self::need_access(&mr, PL_ACCESS_WRITE, "device writes")?;
-        Self::check_range(&mr, req.offset, req.length)?;
-        let ram = self.ram()?;
-        let _in = enter_all(&[&mr])?;
-        let _ = self.note_access(&mr);
-        let mut buf = Vec::new();
-        self.walk(&mr, req.offset, req.length, |gpa, off, n| {
-            buf.clear();
-            buf.extend((0..n / 8).flat_map(|i| Self::pattern_word(req, off + i * 8).to_le_bytes()));
-            ram.write(gpa, &buf).map_err(Self::ram_error)
-        })?;
-        mr.bytes_written.fetch_add(req.length, Ordering::Relaxed);
-        self.counters
-            .bytes_written
-            .fetch_add(req.length, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Compares `[offset, offset + length)` of the MR with the pattern.
-    pub fn verify(&self, ctx_h: Handle, req: &PlPatternReq) -> Result<PlVerifyResp> {
-        self.open_context(ctx_h)?;
-        Self::check_pattern(req)?;
-        let mr = self.mr(req.key)?;
-        Self::need_access(&mr, PL_ACCESS_READ, "device reads")?;
-        Self::check_range(&mr, req.offset, req.length)?;
-        let ram = self.ram()?;
-        let _in = enter_all(&[&mr])?;
-        let _ = self.note_access(&mr);
-        let mut resp = PlVerifyResp {
-            first_bad_offset: u64::MAX,
-            ..Default::default()
-        };
-        let mut buf = Vec::new();
-        self.walk(&mr, req.offset, req.length, |gpa, off, n| {
-            buf.resize(n as usize, 0);
-            ram.read(gpa, &mut buf).map_err(Self::ram_error)?;
-            for (i, w) in buf.chunks_exact(8).enumerate() {
-                let o = off + i as u64 * 8;
-                let seen = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
-                if seen != Self::pattern_word(req, o) {
-                    if resp.mismatches == 0 {
-                        resp.first_bad_offset = o;
-                        resp.first_bad_value = seen;
-                    }
-                    resp.mismatches += 1;
-                }
-            }
-            Ok(())
-        })?;
-        mr.bytes_read.fetch_add(req.length, Ordering::Relaxed);
-        self.counters
-            .bytes_read
-            .fetch_add(req.length, Ordering::Relaxed);
-        Ok(resp)
-    }
-
-    /// Calls `f(gpa, mr_offset, len)` over contiguous runs of the range,
-    /// checking between runs that the MR was not revoked meanwhile.
-    pub(crate) fn walk<F>(&self, mr: &Mr, offset: u64, len: u64, mut f: F) -> Result<()>
-    where
-        F: FnMut(u64, u64, u64) -> Result<()>,
-    {
-        let mut done = 0;
-        while done < len {
-            let (gpa, n) = locate(mr, offset + done, (len - done).min(DMA_CHUNK));
-            f(gpa, offset + done, n)?;
-            done += n;
-            if done < len && !mr.is_live() {
-                return Err(Self::canceled(mr));
-            }
-        }
-        Ok(())
-    }
-
-    // ---- leases ------------------------------------------------------------------
-
-    fn lease_end(start: u64, length: u64) -> Result<u64> {
-        if length == 0 {
-            return Ok(u64::MAX);
-        }
-        start.checked_add(length).ok_or_else(|| {
-            Reject::new(
-                Status::Range,
-                format!("range start {start:#x} + length {length:#x} overflows"),
-            )
-        })
-    }
-
-    pub fn lease_take(&self, ctx_h: Handle, req: &PlLeaseTakeReq) -> Result<Handle> {
-        let ctx = self.open_context(ctx_h)?;
-        let policy = Policy::from_wire(req.policy).ok_or_else(|| {
-            Reject::new(
-                Status::Inval,
-                format!(
-                    "lease policy {} (valid: 1 revoke, 2 wait, 3 timeout)",
-                    req.policy
-                ),
-            )
-        })?;
-        if req.file.reserved != 0 {
-            return Err(Reject::new(
-                Status::Inval,
-                "file identity reserved field is not 0",
-            ));
-        }
-        let end = Self::lease_end(req.start, req.length)?;
-        let mut w = self.writer();
-        let breaking = self
-            .leases
-            .overlapping(&req.file, req.start, end)
-            .into_iter()
-            .find(|l| l.state() == LeaseState::Breaking);
-        if let Some(l) = breaking {
-            return Err(Reject::new(
-                Status::Busy,
-                format!("lease {:#x} on the range is being broken", l.handle),
-            ));
-        }
-        let mut hw = ctx.hw();
-        if hw.closed {
-            return Err(Reject::new(
-                Status::Shutdown,
-                format!("context {ctx_h:#x} is closed"),
-            ));
-        }
-        let h = w.leases.alloc().ok_or_else(|| {
-            Reject::new(
-                Status::NoMem,
-                format!("lease table full ({} leases)", self.limits.max_leases),
-            )
-        })?;
-        let lease = Arc::new(Lease::new(
-            h,
-            req.file,
-            req.start,
-            end,
-            &ctx,
-            req.owner_pid,
-            policy,
-        ));
-        // MRs of this holder registered before the lease come under it.
-        for key in hw.mrs.iter() {
-            if let Some(mr) = self.mrs.get(*key) {
-                if let Some(f) = mr.file.as_ref().filter(|_| mr.is_live()) {
-                    if lease.covers(&f.file, f.offset, mr.length) {
-                        let mut l = mr.lease.lock().unwrap_or_else(|e| e.into_inner());
-                        if l.is_none() {
-                            *l = Some(lease.clone());
-                        }
-                    }
-                }
-            }
-        }
-        self.leases.insert(lease);
-        hw.leases.insert(h);
-        Ok(h)
-    }
-
-    pub fn lease_release(&self, ctx_h: Handle, req: &PlLeaseReleaseReq) -> Result<()> {
-        let ctx = self.open_context(ctx_h)?;
-        if req.reason != PL_RELEASE_HOLDER && req.reason != PL_RELEASE_LOST {
-            return Err(Reject::new(
-                Status::Inval,
-                format!("release reason {} (valid: 0 holder, 1 lost)", req.reason),
-            ));
-        }
-        if req.reserved != 0 {
-            return Err(Reject::new(Status::Inval, "reserved field is not 0"));
-        }
-        let lease = self.lease(req.lease)?;
-        if lease.holder != ctx_h {
-            return Err(Reject::new(
-                Status::Perm,
-                format!(
-                    "lease {:#x} is held by context {:#x}, not {ctx_h:#x}",
-                    lease.handle, lease.holder
-                ),
-            ));
-        }
-        let mut w = self.writer();
-        let mut hw = ctx.hw();
-        let under: Vec<Arc<Mr>> = hw
-            .mrs
-            .iter()
-            .filter_map(|k| self.mrs.get(*k))
-            .filter(|mr| {
-                mr.lease
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .as_ref()
-                    .is_some_and(|l| Arc::ptr_eq(l, &lease))
-            })
-            .collect();
-        if req.reason == PL_RELEASE_LOST && lease.state() == LeaseState::Revoked {
-            return Err(Reject::new(
-                Status::Inval,
-                format!(
-                    "lease {:#x} was revoked (its MRs are gone); release it with reason holder",
-                    lease.handle
-                ),
-            ));
-        }
-        if req.reason == PL_RELEASE_LOST {
-            // The kernel dropped the lease while pins remain: keep it in the
-            // table, marked, so every later access under it is counted.
-            lease.set_state(LeaseState::Lost);
-            let live: Vec<&Arc<Mr>> = under.iter().filter(|m| m.is_live()).collect();
-            let pages: u64 = live.iter().map(|m| m.npages() as u64).sum();
-            self.events.push(
-                PL_EVENT_LEASE_LOST,
-                ctx_h,
-                [lease.handle, live.len() as u64, pages, 0],
-            );
-            return Ok(());
-        }
-        for mr in &under {
-            *mr.lease.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        }
-        if self.leases.remove(lease.handle).is_some() {
-            w.leases.free(lease.handle);
-            hw.leases.remove(&lease.handle);
-        }
-        Ok(())
-    }
-
-    /// The guest kernel is breaking layout leases on a file range (truncate,
-    /// hole punch, reflink, ...). Applies each overlapping lease's policy.
-    pub fn lease_break(&self, req: &PlLeaseBreakReq) -> Result<PlLeaseBreakResp> {
-        if !(PL_BREAK_TRUNCATE..=PL_BREAK_OTHER).contains(&req.reason) {
-            return Err(Reject::new(
-                Status::Inval,
-                format!("break reason {} (valid: 1..={PL_BREAK_OTHER})", req.reason),
-            ));
-        }
-        if req.reserved != 0 || req.file.reserved != 0 {
-            return Err(Reject::new(Status::Inval, "reserved field is not 0"));
-        }
-        let end = Self::lease_end(req.start, req.length)?;
-        let mut w = self.writer();
-        let mut resp = PlLeaseBreakResp::default();
-        for lease in self.leases.overlapping(&req.file, req.start, end) {
-            resp.leases += 1;
-            match lease.state() {
-                LeaseState::Breaking => {
-                    resp.leases_held += 1;
-                    continue;
-                }
-                LeaseState::Revoked | LeaseState::Lost => continue,
-                LeaseState::Active => {}
-            }
-            let (held, mrs_revoked, pages) = self.break_locked(&mut w, &lease, req.reason);
-            resp.leases_held += held;
-            resp.mrs_revoked += mrs_revoked;
-            resp.pages_unpinned += pages;
-        }
-        self.publish_pins(&w);
-        Ok(resp)
-    }
-
-    /// Breaks one ACTIVE lease with `reason`, applying its policy: returns
-    /// (leases held, MRs revoked, pages unpinned).
-    fn break_locked(&self, w: &mut Writer, lease: &Arc<Lease>, reason: u32) -> (u32, u32, u64) {
-        let (mut held, mut mrs_revoked, mut pages) = (0, 0, 0);
-        let holder = lease.holder_context.upgrade();
-        let in_range: Vec<Arc<Mr>> = holder
-            .as_ref()
-            .map(|c| {
-                c.hw()
-                    .mrs
-                    .iter()
-                    .filter_map(|k| self.mrs.get(*k))
-                    .filter(|mr| {
-                        mr.file.as_ref().is_some_and(|f| {
-                            f.file == lease.file
-                                && lease.overlaps(f.offset, f.offset.saturating_add(mr.length))
-                        })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let live_in_range = in_range.iter().filter(|m| m.is_live()).count() as u64;
-        match lease.policy {
-            Policy::Revoke => {
-                for mr in &in_range {
-                    if mr.is_live() {
-                        pages += self.revoke_locked(w, mr, RevokeReason::LeaseBreak, true);
-                        mrs_revoked += 1;
-                    }
-                }
-                lease.set_state(LeaseState::Revoked);
-            }
-            Policy::Wait | Policy::Timeout => {
-                lease.set_state(LeaseState::Breaking);
-                held += 1;
-            }
-        }
-        self.events.push(
-            PL_EVENT_LEASE_BROKEN,
-            lease.holder,
-            [
-                lease.handle,
-                reason.into(),
-                lease.policy.wire().into(),
-                live_in_range,
-            ],
-        );
-        (held, mrs_revoked, pages)
-    }
-
-    // ---- fault injection (docs/faults.md 1.3) ---------------------------------------
-
-    /// Live MR keys, ascending: the candidates of an injected revoke.
-    pub fn live_mr_keys(&self) -> Vec<Handle> {
-        let mut keys: Vec<Handle> = self
-            .mrs
-            .snapshot()
-            .iter()
-            .filter(|(_, mr)| mr.is_live())
-            .map(|(k, _)| *k)
-            .collect();
-        keys.sort_unstable();
-        keys
-    }
-
-    /// ACTIVE leases as (handle, holder context), ascending by handle: the
-    /// candidates of an injected spurious break.
-    pub fn active_leases(&self) -> Vec<(Handle, Handle)> {
-        let mut v: Vec<(Handle, Handle)> = self
-            .leases
-            .all()
-            .iter()
-            .filter(|l| l.state() == LeaseState::Active)
-            .map(|l| (l.handle, l.holder))
-            .collect();
-        v.sort_unstable();
-        v
-    }
-
-    /// Does LEASE_BREAK `req` hit an ACTIVE lease (the lease-break point)?
-    pub fn break_hits_active(&self, req: &PlLeaseBreakReq) -> bool {
-        let Ok(end) = Self::lease_end(req.start, req.length) else {
-            return false;
-        };
-        self.leases
-            .overlapping(&req.file, req.start, end)
-            .iter()
-            .any(|l| l.state() == LeaseState::Active)
-    }
-
-    /// Revokes MR `key` with PL_REVOKE_INJECTED (MR_REVOKED to its owner).
-    /// Returns false when it is not live (anymore).
-    pub fn revoke_injected(&self, key: Handle) -> bool {
-        let Some(mr) = self.mrs.get(key) else {
-            return false;
-        };
-        let mut w = self.writer();
-        if !mr.is_live() {
-            return false;
-        }
-        self.revoke_locked(&mut w, &mr, RevokeReason::Injected, true);
-        self.publish_pins(&w);
-        true
-    }
-
-    /// Breaks lease `h` as LEASE_BREAK would, with PL_BREAK_INJECTED: its
-    /// policy applies. Returns false when it is not ACTIVE (anymore).
-    pub fn break_lease_injected(&self, h: Handle) -> bool {
-        let Some(lease) = self.leases.get(h) else {
-            return false;
-        };
-        let mut w = self.writer();
-        if lease.state() != LeaseState::Active {
-            return false;
-        }
-        self.break_locked(&mut w, &lease, PL_BREAK_INJECTED);
-        self.publish_pins(&w);
-        true
-    }
-
-    /// Enters NEEDS_RESET and tells the driver (PL_EVENT_NEEDS_RESET, args
-    /// [rule id, 0, 0, 0]); until `reset`, requests get EIO and no DMA runs.
-    pub fn enter_needs_reset(&self, rule: u32) {
-        self.needs_reset_rule.store(rule, Ordering::SeqCst);
-        self.needs_reset.store(true, Ordering::SeqCst);
-        self.events
-            .push(PL_EVENT_NEEDS_RESET, 0, [u64::from(rule), 0, 0, 0]);
-    }
-
-    /// Refuses a request in NEEDS_RESET: the status bit of a real device
-    /// stays set until the reset, so every refusal repeats the event; a
-    /// driver that lost the first one (a dropped event) still learns why
-    /// everything fails, instead of seeing EIO forever.
-    pub fn refuse_needing_reset(&self) {
-        let rule = self.needs_reset_rule.load(Ordering::SeqCst);
-        self.events
-            .push(PL_EVENT_NEEDS_RESET, 0, [u64::from(rule), 0, 0, 0]);
-    }
-
-    pub fn needs_reset(&self) -> bool {
-        self.needs_reset.load(Ordering::SeqCst)
-    }
-
-    // ---- exports -----------------------------------------------------------------
-
-    /// Exports an MR: the same export while it lives, one more reference.
-    pub fn export_mr(&self, ctx_h: Handle, key: Handle) -> Result<PlExportMrResp> {
-        let ctx = self.open_context(ctx_h)?;
-        let mr = self.own_mr(ctx_h, key)?;
-        if !mr.is_live() {
-            return Err(Self::canceled(&mr));
-        }
-        let mut w = self.writer();
-        let mut hw = ctx.hw();
-        if hw.closed {
-            return Err(Reject::new(
-                Status::Shutdown,
-                format!("context {ctx_h:#x} is closed"),
-            ));
-        }
-        let mut slot = mr.export.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = slot.upgrade() {
-            // refs only reaches 0 under this lock, just before removal.
-            if e.refs() > 0 {
-                let refs = e.refs.fetch_add(1, Ordering::AcqRel) + 1;
-                return Ok(PlExportMrResp {
-                    export: e.handle,
-                    refs,
-                    reserved: 0,
-                });
-            }
-        }
-        let h = self.alloc_child(&mut w, &ctx, hw.children.len())?;
-        let export = Arc::new(Export {
-            handle: h,
-            mr: mr.clone(),
-            refs: AtomicU32::new(1),
-        });
-        *slot = Arc::downgrade(&export);
-        self.children.insert(
-            h,
-            Arc::new(Child {
-                handle: h,
-                context: ctx.clone(),
-                kind: ChildKind::Export(export),
-                created: SystemTime::now(),
-            }),
-        );
-        hw.children.insert(h);
-        Ok(PlExportMrResp {
-            export: h,
-            refs: 1,
-            reserved: 0,
-        })
-    }
-
-    /// Makes an MR in `ctx` that aliases an exported MR's pages.
-    pub fn import_mr(&self, ctx_h: Handle, req: &PlImportMrReq) -> Result<PlRegMrResp> {
-        let ctx = self.open_context(ctx_h)?;
-        if req.reserved != 0 {
-            return Err(Reject::new(Status::Inval, "reserved field is not 0"));
-        }
-        let child = self
-            .children
-            .get(req.export)
-            .ok_or_else(|| self.dead("export", req.export, |w| &w.children, Status::NoEnt))?;
-        let ChildKind::Export(export) = &child.kind else {
-            return Err(Reject::new(
-                Status::Inval,
-                format!("child {:#x} is an event channel, not an export", req.export),
-            ));
-        };
-        let src = export.mr.clone();
-        if req.access == 0 || req.access & !src.access != 0 {
-            return Err(Reject::new(
-                Status::Perm,
-                format!(
-                    "import access {:#x} is not a non-empty subset of the exported MR's {:#x}",
-                    req.access, src.access
-                ),
-            ));
-        }
-        let mut w = self.writer();
-        if !src.is_live() {
-            return Err(Self::canceled(&src));
-        }
-        let mut hw = ctx.hw();
-        if hw.closed {
-            return Err(Reject::new(
-                Status::Shutdown,
-                format!("context {ctx_h:#x} is closed"),
-            ));
-        }
-        let key = w.mrs.alloc().ok_or_else(|| {
-            Reject::new(
-                Status::NoMem,
-                format!("MR table full ({} MRs)", self.limits.max_mrs),
-            )
-        })?;
-        let mr = Arc::new(Mr {
-            key,
-            ctx: ctx_h,
-            context: Arc::downgrade(&ctx),
-            access: req.access,
-            flags: 0,
-            first_page_offset: 0,
-            length: src.length,
-            pages: Pages::Imported(src.clone()),
-            file: src.file,
-            created: SystemTime::now(),
-            gate: Gate::default(),
-            revoke_reason: Mutex::new(None),
-            lease: Mutex::new(None),
-            export: Mutex::new(std::sync::Weak::new()),
-            imports: Mutex::new(Vec::new()),
-            bytes_read: AtomicU64::new(0),
-            bytes_written: AtomicU64::new(0),
-            scrub: Default::default(),
-        });
-        let mut imports = src.imports.lock().unwrap_or_else(|e| e.into_inner());
-        imports.retain(|i| i.strong_count() > 0);
-        imports.push(Arc::downgrade(&mr));
-        drop(imports);
-        self.mrs.insert(key, mr);
-        hw.mrs.insert(key);
-        Ok(PlRegMrResp { key, lease: 0 })
     }
 
     // ---- memory map --------------------------------------------------------------
@@ -1455,48 +330,141 @@ impl Device {
     }
 }
 
-/// Enters the gates of `mrs` and of the MRs they import from, each distinct
-/// gate once: entering one gate twice could deadlock behind a revoke that is
-/// waiting for it (std's RwLock makes new readers wait for a queued writer).
-pub(crate) fn enter_all<'a>(mrs: &[&'a Mr]) -> Result<Vec<std::sync::RwLockReadGuard<'a, ()>>> {
-    let mut seen: Vec<*const Gate> = Vec::new();
-    let mut guards = Vec::new();
-    for &first in mrs {
-        let mut cur = first;
-        loop {
-            let gate: *const Gate = &cur.gate;
-            if !seen.contains(&gate) {
-                seen.push(gate);
-                guards.push(cur.gate.enter().map_err(|_| Device::canceled(cur))?);
-            }
-            match &cur.pages {
-                Pages::Imported(src) => cur = src,
-                Pages::Own(_) => break,
-            }
-        }
-    }
-    Ok(guards)
-}
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
 
-/// Guest address of MR offset `off`, and how many bytes (at most `max`)
-/// from there are physically contiguous in guest memory.
-fn locate(mr: &Mr, off: u64, max: u64) -> (u64, u64) {
-    let pages = mr.page_list();
-    let pos = u64::from(mr.first_page_offset()) + off;
-    let mut page = (pos / PL_PAGE_SIZE) as usize;
-    let in_page = pos % PL_PAGE_SIZE;
-    let gpa = pages[page] + in_page;
-    let mut n = (PL_PAGE_SIZE - in_page).min(max);
-    // Merge following pages while they continue the run in guest memory.
-    while n < max && n < DMA_CHUNK {
-        let Some(&next) = pages.get(page + 1) else {
-            break;
-        };
-        if next != pages[page] + PL_PAGE_SIZE {
-            break;
+    use crate::abi::*;
+    use crate::guest_ram::MmapRam;
+    use crate::model::table::Handle;
+    use crate::model::{AtomicOp, Device, Limits};
+
+    use crate::model::test_support::*;
+
+    // ---- memory map changes -------------------------------------------------------------------
+
+    #[test]
+    fn memory_map_change_revokes_exactly_the_mrs_outside_it() {
+        let r1 = (0u64, MIB);
+        let r2 = (4 * MIB as u64, MIB);
+        let full = two_region_map(r1, r2);
+        let dev = Arc::new(Device::new(Limits::default()));
+        dev.set_memory(Box::new(MmapRam::new(full.clone())));
+        let a = ctx(&dev);
+        let b = ctx(&dev);
+        let la = Layout::pages(run(0x1000, 2));
+        let in_r1 = reg(&dev, a, &la, PL_ACCESS_ALL);
+        let in_r2 = reg(&dev, a, &Layout::pages(vec![r2.0 + 0x3000]), PL_ACCESS_ALL);
+        let both = reg(&dev, b, &Layout::pages(vec![0x5000, r2.0]), PL_ACCESS_ALL);
+        let e = dev.export_mr(a, in_r2).unwrap().export;
+        let imp = dev
+            .import_mr(b, &import_req(e, PL_ACCESS_READ))
+            .unwrap()
+            .key;
+        let e1 = dev.export_mr(a, in_r1).unwrap().export;
+        let imp1 = dev
+            .import_mr(b, &import_req(e1, PL_ACCESS_READ))
+            .unwrap()
+            .key;
+        assert_eq!(dev.pin_totals(), (5, 5));
+
+        let revoked = dev.set_memory(Box::new(without_region(&full, r2.0, r2.1)));
+        assert_eq!(revoked, 2);
+        assert_eq!(dev.pin_totals(), (2, 2));
+        let mut ev = event_summary(&dev);
+        ev.sort();
+        let mut want = vec![
+            (PL_EVENT_MR_REVOKED, a, [in_r2, PL_REVOKE_MEMORY_MAP, 1, 0]),
+            (PL_EVENT_MR_REVOKED, b, [both, PL_REVOKE_MEMORY_MAP, 2, 0]),
+            (PL_EVENT_MR_REVOKED, b, [imp, PL_REVOKE_SOURCE_GONE, 0, 0]),
+        ];
+        want.sort();
+        assert_eq!(ev, want);
+        for k in [in_r2, both, imp] {
+            assert!(!dev.mr(k).unwrap().is_live());
         }
-        page += 1;
-        n = (n + PL_PAGE_SIZE).min(max);
+        assert_eq!(
+            mr_status(&dev, both).unwrap().revoke_reason,
+            Some("memory-map")
+        );
+        assert_eq!(dev.status().memory_regions.len(), 1);
+        // The MRs inside the new map still work, bytes and all.
+        let r = ram(&dev);
+        la.set_word(r.as_ref().as_ref(), 0, 0x77);
+        dev.atomic(a, AtomicOp::FetchAdd, &atomic(in_r1, 0, 1, 0))
+            .unwrap();
+        assert_eq!(la.word(r.as_ref().as_ref(), 0), 0x78);
+        let kb = reg(&dev, b, &Layout::pages(vec![0x9000]), PL_ACCESS_ALL);
+        write(&dev, b, imp1, 0, kb, 0, 8).unwrap();
+        assert_eq!(st(write(&dev, b, imp, 0, kb, 0, 8)), Status::Canceled);
+        // REG_MR in the removed region is refused now.
+        assert_eq!(
+            st(dev.reg_mr(a, Layout::pages(vec![r2.0]).req(PL_ACCESS_ALL))),
+            Status::Fault
+        );
+
+        // Bringing the region back does not revive anything.
+        assert_eq!(dev.set_memory(Box::new(MmapRam::new(full.clone()))), 0);
+        assert!(!dev.mr(in_r2).unwrap().is_live());
+        assert_eq!(st(write(&dev, b, kb, 0, both, 0, 8)), Status::Canceled);
+        assert!(dev.events.pop().is_none());
+        assert_eq!(dev.pin_totals(), (3, 3));
+        dev.dereg_mr(b, both).unwrap();
+        assert_eq!(dev.pin_totals(), (3, 3));
     }
-    (gpa, n)
+
+    #[test]
+    fn a_contiguous_page_run_across_two_adjacent_regions_registers() {
+        // Two regions that touch: a run of pages crossing the seam is one run
+        // in guest-physical space but not inside one mapping.
+        let dev = device_with(Limits::default(), &[(0, MIB), (MIB as u64, MIB)]);
+        let c = ctx(&dev);
+        let l = Layout::pages(run(MIB as u64 - 2 * PAGE, 4));
+        let k = reg(&dev, c, &l, PL_ACCESS_ALL);
+        let src = Layout::pages(run(0x10000, 4));
+        let ks = reg(&dev, c, &src, PL_ACCESS_ALL);
+        let r = ram(&dev);
+        let data = bytes(4 * PAGE as usize, 9);
+        src.write(r.as_ref().as_ref(), 0, &data);
+        write(&dev, c, ks, 0, k, 0, 4 * PAGE).unwrap();
+        assert_eq!(l.all(r.as_ref().as_ref()), data);
+        // A run that leaves guest memory is still refused, naming the page.
+        let bad = Layout::pages(run(2 * MIB as u64 - PAGE, 2));
+        let e = dev.reg_mr(c, bad.req(PL_ACCESS_ALL)).unwrap_err();
+        assert_eq!(e.status, Status::Fault);
+        assert!(e.why.contains("page 1 address 0x200000"), "{}", e.why);
+    }
+
+    // ---- events ------------------------------------------------------------------------------
+
+    #[test]
+    fn event_backlog_overflow_drops_and_counts() {
+        let limits = Limits {
+            event_backlog: 2,
+            ..Limits::default()
+        };
+        let dev = device_with(limits, &[(0, MIB)]);
+        let cs: Vec<Handle> = (0..6).map(|_| ctx(&dev)).collect();
+        for &c in &cs[..5] {
+            dev.close_context(c).unwrap();
+        }
+        let e1 = dev.events.pop().unwrap();
+        let e2 = dev.events.pop().unwrap();
+        assert_eq!((e1.seq, e1.flags, e1.dropped, e1.ctx), (1, 0, 0, cs[0]));
+        assert_eq!((e2.seq, e2.flags, e2.dropped, e2.ctx), (2, 0, 0, cs[1]));
+        assert!(dev.events.pop().is_none());
+        dev.close_context(cs[5]).unwrap();
+        let e3 = dev.events.pop().unwrap();
+        assert_eq!(e3.kind, PL_EVENT_CONTEXT_TORN_DOWN);
+        assert_eq!(
+            (e3.seq, e3.flags, e3.dropped, e3.ctx),
+            (3, PL_EVENT_F_DROPPED, 3, cs[5])
+        );
+        let s = dev.status().counters.events;
+        assert_eq!((s.queued, s.delivered, s.dropped, s.backlog), (3, 3, 3, 0));
+        // Dropped events do not undo their effects: contexts are closed.
+        for &c in &cs {
+            assert_eq!(st(dev.close_context(c)), Status::Shutdown);
+        }
+    }
 }

@@ -1,12 +1,12 @@
 //! Memory regions: the guest pages a context registered, and the gate that
 //! makes revoke final.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, Weak};
 use std::time::SystemTime;
 
 use crate::abi::{PlFileId, Status, PL_PAGE_SIZE};
-use crate::model::context::{Context, Export};
+use crate::model::context::Context;
 use crate::model::lease::Lease;
 use crate::model::table::Handle;
 
@@ -137,14 +137,14 @@ pub struct Mr {
     /// The lease of the same holder covering the MR's file range, if any.
     pub lease: Mutex<Option<Arc<Lease>>>,
     /// The MR's export, if one is alive: weak, so the MR never keeps its
-    /// export alive (the export holds the MR; DESIGN.md §6, seed 002).
+    /// export alive (the export holds the MR; docs/design.md §6, seed 002).
     pub export: Mutex<Weak<Export>>,
     /// MRs imported from this one, revoked with it.
     pub imports: Mutex<Vec<Weak<Mr>>>,
     pub bytes_read: AtomicU64,
     pub bytes_written: AtomicU64,
     /// The canary scrubber's counters (`PL_REG_SCRUB` MRs only).
-    pub scrub: crate::model::scrub::MrScrub,
+    pub scrub: MrScrub,
 }
 
 impl Mr {
@@ -185,6 +185,59 @@ impl Mr {
             Some(end) if end <= self.length => Ok(()),
             _ => Err(Status::Range),
         }
+    }
+}
+
+/// An MR export: unique per MR while it lives. It holds the MR strongly;
+/// the MR points back weakly (`Mr::export`) and EXPORT_MR upgrades that
+/// pointer only while `refs` is non-zero, under the MR's export lock, so
+/// two exports of one MR can never coexist.
+pub struct Export {
+    pub handle: Handle,
+    pub mr: Arc<Mr>,
+    /// EXPORT_MR calls not yet matched by a DESTROY_CHILD.
+    pub refs: AtomicU32,
+}
+
+impl Export {
+    pub fn refs(&self) -> u32 {
+        self.refs.load(Ordering::Acquire)
+    }
+}
+
+/// Per-MR counters of the canary scrubber (`crate::model::scrub`): every
+/// MR carries them, so they live with the MR, below the scrubber.
+#[derive(Default)]
+pub struct MrScrub {
+    /// Completed passes (canaries verified, where armed, and rewritten).
+    pub rounds: AtomicU64,
+    /// Canary words written, over all passes.
+    pub canaries_written: AtomicU64,
+    /// Canary words found changed when verified.
+    pub mismatches: AtomicU64,
+    /// MR offset of the last changed word seen (u64::MAX: none yet).
+    pub last_mismatch_offset: AtomicU64,
+    /// When the last pass completed (Unix ms; 0: never).
+    pub last_round_unix_ms: AtomicU64,
+    /// The MR holds a complete set of canaries from the previous pass.
+    armed: AtomicBool,
+}
+
+impl MrScrub {
+    /// Disarms the MR for a pass: true when it held a complete set of
+    /// canaries to verify.
+    pub fn take_armed(&self) -> bool {
+        self.armed.swap(false, Ordering::AcqRel)
+    }
+
+    /// A pass completed: the MR holds a complete set of canaries.
+    pub fn arm(&self) {
+        self.armed.store(true, Ordering::Release);
+    }
+
+    pub fn last_mismatch(&self) -> Option<u64> {
+        let v = self.last_mismatch_offset.load(Ordering::Relaxed);
+        (self.mismatches.load(Ordering::Relaxed) > 0).then_some(v)
     }
 }
 

@@ -15,7 +15,7 @@
 //! A mismatch is not an error: the guest may write its own memory, and
 //! DMA into the MR overwrites canaries too. Mismatches are counted.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -30,30 +30,6 @@ use crate::ratelimit::RateLimit;
 
 /// Lines a second about scrubs into LOST leases.
 static LOST_LOG: RateLimit = RateLimit::new(5);
-
-/// Per-MR scrub counters.
-#[derive(Default)]
-pub struct MrScrub {
-    /// Completed passes (canaries verified, where armed, and rewritten).
-    pub rounds: AtomicU64,
-    /// Canary words written, over all passes.
-    pub canaries_written: AtomicU64,
-    /// Canary words found changed when verified.
-    pub mismatches: AtomicU64,
-    /// MR offset of the last changed word seen (u64::MAX: none yet).
-    pub last_mismatch_offset: AtomicU64,
-    /// When the last pass completed (Unix ms; 0: never).
-    pub last_round_unix_ms: AtomicU64,
-    /// The MR holds a complete set of canaries from the previous pass.
-    armed: AtomicBool,
-}
-
-impl MrScrub {
-    pub fn last_mismatch(&self) -> Option<u64> {
-        let v = self.last_mismatch_offset.load(Ordering::Relaxed);
-        (self.mismatches.load(Ordering::Relaxed) > 0).then_some(v)
-    }
-}
 
 /// What one scrub round did (all MRs).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -157,7 +133,7 @@ impl Device {
         }
         let seed = pl_scrub_seed(mr.key);
         let words_end = mr.length & !7;
-        let armed = mr.scrub.armed.swap(false, Ordering::AcqRel);
+        let armed = mr.scrub.take_armed();
         let mut mismatches = 0u64;
         let mut last_bad = None;
         let mut last_bad_word = u64::MAX;
@@ -206,7 +182,7 @@ impl Device {
                 s.canaries_written.fetch_add(words, Ordering::Relaxed);
                 s.rounds.fetch_add(1, Ordering::Relaxed);
                 s.last_round_unix_ms.store(now_ms(), Ordering::Relaxed);
-                s.armed.store(true, Ordering::Release);
+                s.arm();
                 round.canaries_written += words;
                 round.mrs += 1;
             }
@@ -299,24 +275,11 @@ mod tests {
     use crate::model::lease::LeaseState;
     use crate::model::memory::RamError;
     use crate::model::mr::FileRange;
+    use crate::model::test_support::{brk, device, file, take};
     use crate::model::{Limits, RegMr};
+    use std::sync::atomic::{AtomicBool, AtomicU64};
 
     const P: u64 = PL_PAGE_SIZE;
-
-    fn device(mib: usize) -> Arc<Device> {
-        let dev = Arc::new(Device::new(Limits::default()));
-        dev.set_memory(Box::new(test_ram(&[(0, mib << 20)])));
-        dev
-    }
-
-    fn file(ino: u64) -> PlFileId {
-        PlFileId {
-            dev: 0x803,
-            ino,
-            generation: 7,
-            reserved: 0,
-        }
-    }
 
     fn req(pages: &[u64], off: u32, len: u64, access: u32, flags: u32) -> RegMr {
         RegMr {
@@ -338,31 +301,6 @@ mod tests {
             }),
             ..r
         }
-    }
-
-    fn take(dev: &Device, c: u64, ino: u64, policy: u32) -> u64 {
-        dev.lease_take(
-            c,
-            &PlLeaseTakeReq {
-                file: file(ino),
-                start: 0,
-                length: 0,
-                policy,
-                owner_pid: 77,
-            },
-        )
-        .unwrap()
-    }
-
-    fn brk(dev: &Device, ino: u64) -> PlLeaseBreakResp {
-        dev.lease_break(&PlLeaseBreakReq {
-            file: file(ino),
-            start: 0,
-            length: 0,
-            reason: PL_BREAK_TRUNCATE,
-            reserved: 0,
-        })
-        .unwrap()
     }
 
     /// MR byte `x` in guest memory (page list `pages`, first-page offset `off`).
@@ -516,7 +454,7 @@ mod tests {
     fn revoked_and_deregistered_mrs_are_never_scrubbed() {
         let dev = device(1);
         let c = dev.create_context(1, "t").unwrap();
-        take(&dev, c, 1, PL_POLICY_REVOKE);
+        take(&dev, c, file(1), 0, 0, PL_POLICY_REVOKE);
         let pages = [0x4000, 0x5000];
         let k = dev
             .reg_mr(
@@ -532,7 +470,7 @@ mod tests {
             .key;
         assert_eq!(dev.scrub_round().mrs, 2);
         assert!(!all_zero(&dev, &pages));
-        assert_eq!(brk(&dev, 1).mrs_revoked, 1);
+        assert_eq!(brk(&dev, file(1), 0, 0).mrs_revoked, 1);
         dev.dereg_mr(c, k2).unwrap();
         zero_pages(&dev, &pages);
         zero_pages(&dev, &other);
@@ -603,7 +541,7 @@ mod tests {
                 writes: writes.clone(),
             }));
             let c = dev.create_context(1, "t").unwrap();
-            take(&dev, c, 1, PL_POLICY_REVOKE);
+            take(&dev, c, file(1), 0, 0, PL_POLICY_REVOKE);
             let pages: Vec<u64> = (0..npages).map(|i| i * P).collect();
             let k = dev
                 .reg_mr(
@@ -625,7 +563,7 @@ mod tests {
                 std::thread::yield_now();
             }
             std::thread::sleep(Duration::from_micros(137 * iter));
-            assert_eq!(brk(&dev, 1).mrs_revoked, 1);
+            assert_eq!(brk(&dev, file(1), 0, 0).mrs_revoked, 1);
             fenced.store(true, Ordering::SeqCst);
             let rounds_at_revoke = dev.counters.scrub_rounds.load(Ordering::SeqCst);
             // Let the scrubber run more rounds over the revoked MR.
@@ -654,7 +592,7 @@ mod tests {
     fn scrubs_under_a_lost_lease_count_log_and_report_once() {
         let dev = device(1);
         let c = dev.create_context(1, "holder").unwrap();
-        let l = take(&dev, c, 3, PL_POLICY_TIMEOUT);
+        let l = take(&dev, c, file(3), 0, 0, PL_POLICY_TIMEOUT);
         let pages = [0x2000];
         let k = dev
             .reg_mr(
@@ -671,7 +609,7 @@ mod tests {
         );
         // Under an ACTIVE or BREAKING lease: no lost access.
         assert_eq!(dev.scrub_round().lost_accesses, 0);
-        assert_eq!(brk(&dev, 3).leases_held, 1);
+        assert_eq!(brk(&dev, file(3), 0, 0).leases_held, 1);
         assert_eq!(dev.scrub_round().lost_accesses, 0);
         dev.lease_release(
             c,

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::abi::PlFileId;
-use crate::model::context::ChildKind;
+use crate::model::child::ChildKind;
 use crate::model::device::Device;
 use crate::model::events::EventStats;
 use crate::model::lease::LeaseState;

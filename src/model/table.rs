@@ -6,7 +6,7 @@
 //! handle can never name the slot's next occupant: keys are not reused while
 //! anything may still refer to them.
 //!
-//! Tables are published RCU-style (DESIGN.md §6): readers load an immutable
+//! Tables are published RCU-style (docs/design.md §6): readers load an immutable
 //! snapshot (`arc_swap`) and never take the writers' lock; writers serialise
 //! on the device's writer lock, build the next snapshot from the current one
 //! (`imbl` maps share structure, so that is O(log n)) and publish it. An
