@@ -21,8 +21,6 @@ pub enum Error {
     },
     #[error("admin request failed: {0}")]
     AdminRequest(String),
-    #[error("fault plan {path}: {msg}")]
-    FaultPlan { path: PathBuf, msg: String },
     #[error("{what}: {source}")]
     Io {
         what: String,

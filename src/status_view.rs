@@ -231,7 +231,7 @@ fn render_contexts(out: &mut String, contexts: &[ContextStatus]) {
 /// An MR's state with why it was revoked and what it imports.
 fn mr_state(m: &MrStatus) -> String {
     let mut state = m.state.to_string();
-    if let Some(r) = m.revoke_reason {
+    if let Some(r) = &m.revoke_reason {
         state = format!("{state} ({r})");
     }
     if let Some(src) = &m.imported_from {

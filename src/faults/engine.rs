@@ -348,7 +348,7 @@ impl FaultEngine {
         let snap = dev.status();
         let mut states: BTreeMap<&str, u64> = BTreeMap::new();
         for l in &snap.leases {
-            *states.entry(l.state).or_default() += 1;
+            *states.entry(l.state.as_ref()).or_default() += 1;
         }
         let summary = format!(
             "abort by fault rule {} at {}: {} context(s), {} MR(s), {} pinned page(s), leases {}",

@@ -384,7 +384,7 @@ mod tests {
             assert!(!dev.mr(k).unwrap().is_live());
         }
         assert_eq!(
-            mr_status(&dev, both).unwrap().revoke_reason,
+            mr_status(&dev, both).unwrap().revoke_reason.as_deref(),
             Some("memory-map")
         );
         assert_eq!(dev.status().memory_regions.len(), 1);

@@ -54,7 +54,7 @@ pub struct EventQueue {
 }
 
 /// Counters for status.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EventStats {
     pub queued: u64,
     pub delivered: u64,

@@ -383,7 +383,10 @@ fn revoked_mr_stays_visible_refuses_access_and_dereg_does_not_double_unpin() {
     assert_eq!(lease_status(&dev, lease).unwrap().state, "revoked");
 
     let s = mr_status(&dev, k).expect("revoked MR stays in status");
-    assert_eq!((s.state, s.revoke_reason), ("revoked", Some("lease-break")));
+    assert_eq!(
+        (&*s.state, s.revoke_reason.as_deref()),
+        ("revoked", Some("lease-break"))
+    );
     let c = Status::Canceled;
     assert_eq!(st(write(&dev, a, k, 0, live, 0, 8)), c);
     assert_eq!(st(write(&dev, a, live, 0, k, 0, 8)), c);

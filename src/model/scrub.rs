@@ -647,7 +647,7 @@ mod tests {
             .find(|x| x.handle == format!("{l:#x}"))
             .unwrap();
         assert_eq!(
-            (ls.state, ls.lost_accesses, ls.scrub_lost_accesses),
+            (&*ls.state, ls.lost_accesses, ls.scrub_lost_accesses),
             ("lost", 3, 3)
         );
         assert_eq!(ls.holder, format!("{c:#x}"));

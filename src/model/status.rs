@@ -2,6 +2,7 @@
 //! their children, MRs, the lease table and counters. Built from the
 //! published tables without taking the writer lock.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -13,8 +14,11 @@ use crate::model::device::Device;
 use crate::model::events::EventStats;
 use crate::model::lease::LeaseState;
 
+/// A state, kind, policy or reason name: the daemon writes its fixed
+/// names (borrowed), a reader of the JSON gets owned copies.
+pub type Name = Cow<'static, str>;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(bound(deserialize = "'de: 'static"))]
 pub struct StatusSnapshot {
     pub taken_at_unix_ms: u64,
     pub uptime_ms: u64,
@@ -40,8 +44,7 @@ pub struct ContextStatus {
     pub handle: String,
     pub pid: u32,
     pub comm: String,
-    #[serde(deserialize_with = "crate::status_view::read::static_name")]
-    pub state: &'static str,
+    pub state: Name,
     pub mrs: usize,
     pub leases: usize,
     pub children: Vec<ChildStatus>,
@@ -51,8 +54,7 @@ pub struct ContextStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChildStatus {
     pub handle: String,
-    #[serde(deserialize_with = "crate::status_view::read::static_name")]
-    pub kind: &'static str,
+    pub kind: Name,
     /// For an export: the exported MR key and its reference count.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mr: Option<String>,
@@ -85,14 +87,10 @@ pub struct MrStatus {
     pub length: u64,
     pub access: String,
     pub longterm: bool,
-    #[serde(deserialize_with = "crate::status_view::read::static_name")]
-    pub state: &'static str,
+    pub state: Name,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[serde(
-        default,
-        deserialize_with = "crate::status_view::read::optional_static_name"
-    )]
-    pub revoke_reason: Option<&'static str>,
+    #[serde(default)]
+    pub revoke_reason: Option<Name>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub imported_from: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -142,10 +140,8 @@ pub struct LeaseStatus {
     pub end: Option<u64>,
     pub holder: String,
     pub owner_pid: u32,
-    #[serde(deserialize_with = "crate::status_view::read::static_name")]
-    pub policy: &'static str,
-    #[serde(deserialize_with = "crate::status_view::read::static_name")]
-    pub state: &'static str,
+    pub policy: Name,
+    pub state: Name,
     pub since_unix_ms: u64,
     pub mrs: usize,
     pub pinned_pages: u64,
@@ -166,7 +162,6 @@ pub struct CounterStatus {
     pub memory_map_updates: u64,
     pub device_resets: u64,
     pub scrub: ScrubCounterStatus,
-    #[serde(deserialize_with = "crate::status_view::read::event_stats")]
     pub events: EventStats,
 }
 
@@ -213,7 +208,7 @@ impl Device {
                         };
                         ChildStatus {
                             handle: hex(ch.handle),
-                            kind: ch.kind.name(),
+                            kind: ch.kind.name().into(),
                             mr,
                             refs,
                         }
@@ -223,7 +218,7 @@ impl Device {
                     handle: hex(c.handle),
                     pid: c.pid,
                     comm: c.comm.clone(),
-                    state: if hw.closed { "closed" } else { "open" },
+                    state: if hw.closed { "closed" } else { "open" }.into(),
                     mrs: hw.mrs.len(),
                     leases: hw.leases.len(),
                     children,
@@ -259,8 +254,8 @@ impl Device {
                     length: m.length,
                     access: access_str(m.access),
                     longterm: m.flags & crate::abi::PL_REG_LONGTERM != 0,
-                    state: if m.is_live() { "live" } else { "revoked" },
-                    revoke_reason: reason.map(|r| r.name()),
+                    state: if m.is_live() { "live" } else { "revoked" }.into(),
+                    revoke_reason: reason.map(|r| r.name().into()),
                     imported_from: match &m.pages {
                         crate::model::mr::Pages::Imported(src) => Some(hex(src.key)),
                         _ => None,
@@ -302,8 +297,8 @@ impl Device {
                     end: (l.end != u64::MAX).then_some(l.end),
                     holder: hex(l.holder),
                     owner_pid: l.owner_pid,
-                    policy: l.policy.name(),
-                    state: l.state().name(),
+                    policy: l.policy.name().into(),
+                    state: l.state().name().into(),
                     since_unix_ms: ms(*l.since.lock().unwrap_or_else(|e| e.into_inner())),
                     mrs: n,
                     pinned_pages: pages,

@@ -39,7 +39,7 @@ fn lease_take_and_release_validation() {
     let l = take(&dev, a, f, 0, 0, PL_POLICY_WAIT);
     let s = lease_status(&dev, l).unwrap();
     assert_eq!(
-        (s.start, s.end, s.state, s.policy, s.owner_pid),
+        (s.start, s.end, &*s.state, &*s.policy, s.owner_pid),
         (0, None, "active", "wait", 99)
     );
     assert_eq!(s.holder, hex(a));
@@ -295,7 +295,7 @@ fn lost_lease_counts_every_later_access() {
     assert_eq!(lease_state(&dev, lease), LeaseState::Lost);
     let s = lease_status(&dev, lease).unwrap();
     assert_eq!(
-        (s.state, s.mrs, s.pinned_pages, s.lost_accesses),
+        (&*s.state, s.mrs, s.pinned_pages, s.lost_accesses),
         ("lost", 1, 2, 0)
     );
     assert_eq!(

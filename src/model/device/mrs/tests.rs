@@ -425,7 +425,10 @@ fn dereg_of_the_source_revokes_its_imports() {
     assert_eq!(st(dev.export_mr(b, imp)), c);
     assert_eq!(src.word(r, 0), 1);
     let s = mr_status(&dev, imp).unwrap();
-    assert_eq!((s.state, s.revoke_reason), ("revoked", Some("source-gone")));
+    assert_eq!(
+        (&*s.state, s.revoke_reason.as_deref()),
+        ("revoked", Some("source-gone"))
+    );
     // The export lives on (its reference is not dropped) but imports fail.
     assert_eq!(
         st(dev.import_mr(b, &import_req(e, PL_ACCESS_READ))),
