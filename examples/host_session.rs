@@ -12,9 +12,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use pinlease::abi::*;
-use pinlease::frontend::client::{Client, RegMrArgs};
-use pinlease::frontend::FrontendConfig;
+use pinlease_abi::*;
+use pinlease_testkit::frontend::client::{Client, RegMrArgs};
+use pinlease_testkit::frontend::FrontendConfig;
 
 #[derive(Parser)]
 struct Args {
@@ -41,18 +41,6 @@ fn show_status(admin: &Path, title: &str) -> Res<()> {
     Ok(())
 }
 
-fn event_name(kind: u16) -> &'static str {
-    match kind {
-        PL_EVENT_MR_REVOKED => "MR_REVOKED",
-        PL_EVENT_LEASE_BROKEN => "LEASE_BROKEN",
-        PL_EVENT_LEASE_LOST => "LEASE_LOST",
-        PL_EVENT_CONTEXT_TORN_DOWN => "CONTEXT_TORN_DOWN",
-        PL_EVENT_FAULT_INJECTED => "FAULT_INJECTED",
-        PL_EVENT_DEVICE_ERROR => "DEVICE_ERROR",
-        _ => "?",
-    }
-}
-
 /// Prints the events the device sent and returns their kinds.
 fn drain_events(c: &mut Client) -> Res<Vec<u16>> {
     let mut kinds = Vec::new();
@@ -61,7 +49,7 @@ fn drain_events(c: &mut Client) -> Res<Vec<u16>> {
         println!(
             "    event #{} {:<17} ctx {:#x} args [{}]",
             e.seq,
-            event_name(e.kind),
+            event_kind_name(e.kind).unwrap_or("?"),
             e.ctx,
             args.join(", ")
         );

@@ -1,21 +1,47 @@
 //! pinlease: an RDMA-like vhost-user virtio device for exercising long-term
-//! page pins, truncate and layout leases from a guest kernel.
+//! page pins, truncate and layout leases from a guest kernel. This crate is
+//! the daemon (`pinlease serve`) and its admin clients; the wire ABI is the
+//! `pinlease-abi` crate and the host test kit (a vhost-user frontend, an
+//! echo backend, the daemon launcher) is `pinlease-testkit`.
 //!
-//! - [`abi`]: the wire ABI (mirrored in `guest-driver/include/pinlease_abi.h`);
+//! How a request travels, and where each step lives:
+//!
+//! ```text
+//!  vhost-user socket ──► server ──► backend ──► protocol ──► model
+//!  (QEMU or the test    accept,    virtqueue    bytes to     contexts, MRs,
+//!   frontend)           one        chains,      typed calls  leases, events
+//!                       frontend   events out   and back     │
+//!                       at a time  │                         ▼
+//!                                  └── deferred, faults    guest_ram
+//!  admin socket ──► admin ──► status_view (`pinlease status`)
+//! ```
+//!
+//! - `abi`: the wire ABI, [`pinlease_abi`] under its old in-crate name so
+//!   `crate::abi::X` paths keep working;
+//! - [`server`]: `pinlease serve`: the listening socket, one frontend at a
+//!   time with a fresh device, until SIGINT/SIGTERM;
+//! - [`backend`]: the vhost-user glue: virtqueue chains in, model calls,
+//!   responses and events out (everything vhost/virtio-specific);
+//! - [`protocol`]: request bytes to typed model calls and results back to
+//!   bytes; all of it is hostile input;
 //! - [`model`]: the device model, free of vhost/virtio types;
-//! - [`protocol`]: request bytes to model calls and back;
 //! - [`guest_ram`]: the model's guest-memory interface over vm-memory;
-//! - [`frontend`]: a vhost-user frontend for host tests and benchmarks.
+//! - [`faults`]: fault plans and the engine that fires them;
+//! - [`deferred`]: completions and events a fault rule holds back;
+//! - [`config`]: `pinlease serve`'s command line as a configuration;
+//! - [`admin`]: the admin socket (`pinlease status`, `pinlease inject`);
+//! - [`status_view`]: the status reply rendered as tables;
+//! - [`ratelimit`]: rate-limited logging of bad input;
+//! - [`error`]: the daemon's and CLI's errors.
 
-pub mod abi;
+pub(crate) use pinlease_abi as abi;
+
 pub mod admin;
 pub mod backend;
-pub mod c_header;
 pub mod config;
 pub mod deferred;
 pub mod error;
 pub mod faults;
-pub mod frontend;
 pub mod guest_ram;
 pub mod model;
 pub mod protocol;

@@ -6,12 +6,12 @@
 //! macros, generates a C program that prints `sizeof` of every struct,
 //! `offsetof` and `sizeof` of every field and the value of every constant,
 //! compiles it with gcc, runs it and compares the output with
-//! `pinlease::abi::layout_table()` and `pinlease::abi::constant_table()`.
+//! `pinlease_abi::layout_table()` and `pinlease_abi::constant_table()`.
 //! Every disagreement is collected and reported in one failure message:
 //! sizes, offsets, values, and names present on one side only.
 
-use pinlease::abi;
-use pinlease::c_header::{compile, parse_header, probe_source, run_probe, ProbeOutput};
+use pinlease_abi as abi;
+use pinlease_testkit::c_header::{compile, parse_header, probe_source, run_probe, ProbeOutput};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

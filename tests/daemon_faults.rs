@@ -11,9 +11,9 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::*;
-use pinlease::abi::*;
-use pinlease::frontend::client::{encode_request, Client, RegMrArgs};
-use pinlease::frontend::{Desc, FrontendError};
+use pinlease_abi::*;
+use pinlease_testkit::frontend::client::{encode_request, Client, RegMrArgs};
+use pinlease_testkit::frontend::{Desc, FrontendError};
 use serde_json::Value;
 
 /// A plan file that lives as long as the test.

@@ -13,8 +13,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use pinlease::abi::*;
-use pinlease::frontend::client::RegMrArgs;
+use pinlease_abi::*;
+use pinlease_testkit::daemon::wait_for_path;
+use pinlease_testkit::frontend::client::RegMrArgs;
 use serde_json::{json, Value};
 
 /// Sends `bytes` on a fresh admin connection and reads one reply line.
@@ -183,7 +184,7 @@ fn socket_path_in_use_or_not_a_socket_is_refused() {
             .unwrap()
     };
     // Another daemon is listening on it.
-    let out = run(&d.sock(), &d.dir.path().join("admin2.sock"));
+    let out = run(&d.sock(), &d.dir().join("admin2.sock"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -191,9 +192,9 @@ fn socket_path_in_use_or_not_a_socket_is_refused() {
         "{err}"
     );
     // A regular file is never replaced.
-    let f = d.dir.path().join("plain-file");
+    let f = d.dir().join("plain-file");
     std::fs::write(&f, b"keep me").unwrap();
-    let out = run(&f, &d.dir.path().join("admin3.sock"));
+    let out = run(&f, &d.dir().join("admin3.sock"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -202,7 +203,7 @@ fn socket_path_in_use_or_not_a_socket_is_refused() {
     );
     assert_eq!(std::fs::read(&f).unwrap(), b"keep me");
     // The admin socket of the running daemon is not stolen either.
-    let out = run(&d.dir.path().join("vu2.sock"), &d.admin());
+    let out = run(&d.dir().join("vu2.sock"), &d.admin());
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains(d.admin().to_str().unwrap()));
     // The first daemon is unaffected.
@@ -234,19 +235,16 @@ fn stale_socket_file_of_a_killed_daemon_is_replaced() {
     first.wait().unwrap();
     assert!(sock.exists(), "SIGKILL leaves the socket file behind");
     let second = spawn();
-    let mut d = Daemon {
-        child: Some(second),
-        dir,
-    };
+    let mut d = Daemon::adopt(env!("CARGO_BIN_EXE_pinlease"), second, dir);
     let t = Instant::now();
     let mut c = loop {
         // The stale files exist from the start: retry until served.
-        if let Ok(fe) = pinlease::frontend::TestFrontend::connect(
+        if let Ok(fe) = pinlease_testkit::frontend::TestFrontend::connect(
             &d.sock(),
             frontend_config(),
             Duration::from_millis(200),
         ) {
-            break pinlease::frontend::client::Client::new(fe);
+            break pinlease_testkit::frontend::client::Client::new(fe);
         }
         assert!(t.elapsed() < T, "second daemon never served");
         std::thread::sleep(Duration::from_millis(20));
@@ -372,7 +370,7 @@ fn daemon_for_nobody() -> Option<Daemon> {
         return None;
     }
     let d = Daemon::start();
-    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(d.dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
     if as_nobody(&["/bin/true".as_ref()]).is_none() {
         eprintln!("SKIP: neither setpriv nor runuser can run a command as nobody");
         return None;
@@ -544,7 +542,7 @@ fn status_cli_shows_tables_and_json() {
     assert_eq!(v["status"]["mrs"][0]["longterm"], json!(true));
 
     // Against a missing socket: non-zero exit, the path in the message.
-    let missing = d.dir.path().join("no-such.sock");
+    let missing = d.dir().join("no-such.sock");
     let out = Command::new(env!("CARGO_BIN_EXE_pinlease"))
         .args(["status", "--admin-socket"])
         .arg(&missing)

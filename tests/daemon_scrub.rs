@@ -10,8 +10,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use pinlease::abi::*;
-use pinlease::frontend::client::{Client, RegMrArgs};
+use pinlease_abi::*;
+use pinlease_testkit::frontend::client::{Client, RegMrArgs};
 use serde_json::{json, Value};
 
 const P: u64 = PL_PAGE_SIZE;

@@ -6,8 +6,8 @@ use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use pinlease::frontend::echo::echo_config_space;
-use pinlease::frontend::{
+use pinlease_testkit::frontend::echo::echo_config_space;
+use pinlease_testkit::frontend::{
     spawn_echo_daemon, Desc, EchoDaemon, FrontendConfig, FrontendError, TestFrontend,
 };
 use vhost::vhost_user::VhostUserProtocolFeatures;

@@ -28,8 +28,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{wait_for_path, Daemon};
-use pinlease::abi::PL_VIRTIO_ID_NATIVE;
+use common::{Daemon, DaemonUnderTest};
+use pinlease_abi::PL_VIRTIO_ID_NATIVE;
+use pinlease_testkit::daemon::wait_for_path;
 use serde_json::{json, Value};
 
 fn require_qemu() -> bool {
@@ -178,7 +179,7 @@ impl Qemu {
 fn attach_twice(qemu: &str, device: &str) {
     let d = Daemon::start();
     for round in 1..=2u64 {
-        let q = Qemu::start(qemu, d.dir.path(), &d.sock(), device);
+        let q = Qemu::start(qemu, d.dir(), &d.sock(), device);
         let st = d.wait_connected(true);
         assert_eq!(st["connections"], json!(round), "{st}");
         // QEMU lists the realized device. (Its memory table reaches the

@@ -1,19 +1,25 @@
-//! Shared harness of the end-to-end daemon tests: spawns the real
-//! `pinlease serve` binary in a temporary directory, connects the test
+//! Shared harness of the end-to-end daemon tests: starts the real
+//! `pinlease serve` binary through the test kit's launcher
+//! ([`pinlease_testkit::daemon`]) with the tests' defaults, connects the test
 //! frontend through the typed client, reads status back through the admin
-//! socket and the `pinlease status` CLI, and kills the daemon in Drop (so a
-//! failing test never leaves one behind).
+//! socket and the `pinlease status` CLI, and has the small builders and
+//! checks the test files share.
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+pub mod bad_input;
+pub mod mr;
+
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use pinlease::abi::*;
-use pinlease::frontend::client::{Client, ClientError};
-use pinlease::frontend::{FrontendConfig, TestFrontend};
+use pinlease_abi::*;
+use pinlease_testkit::daemon::Launch;
+use pinlease_testkit::frontend::client::{Client, ClientError};
+use pinlease_testkit::frontend::{FrontendConfig, TestFrontend};
 use serde_json::{json, Value};
+
+pub use pinlease_testkit::daemon::Daemon;
 
 /// How long anything may take before a test gives up.
 pub const T: Duration = Duration::from_secs(10);
@@ -21,84 +27,68 @@ pub const T: Duration = Duration::from_secs(10);
 /// should not arrive).
 pub const QUIET: Duration = Duration::from_millis(200);
 
-pub struct Daemon {
-    pub child: Option<Child>,
-    pub dir: tempfile::TempDir,
+/// The launcher of this package's daemon binary, with the tests' defaults.
+pub fn launch() -> Launch {
+    Launch::new(env!("CARGO_BIN_EXE_pinlease"))
 }
 
-pub fn wait_for_path(path: &Path, what: &str) {
-    let t = Instant::now();
-    while !path.exists() {
-        assert!(t.elapsed() < T, "{what} {} never appeared", path.display());
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-impl Daemon {
+/// How the daemon's tests start the daemon and look at it: through its
+/// admin socket (with the `pinlease` crate's client, which the test kit
+/// cannot use) and its `status` CLI. A trait only because [`Daemon`] is the
+/// test kit's type; `use common::*` brings it into scope.
+pub trait DaemonUnderTest {
     /// `pinlease serve` with both sockets in a fresh tempdir.
-    pub fn start() -> Daemon {
-        Self::start_with(&[])
-    }
-
+    fn start() -> Daemon;
     /// Like `start`, with extra `serve` arguments.
-    pub fn start_with(extra: &[&str]) -> Daemon {
-        let dir = tempfile::tempdir().unwrap();
-        let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_pinlease"))
-            .args(["--log-level", "debug", "serve", "--socket-path"])
-            .arg(dir.path().join("vu.sock"))
-            .arg("--admin-socket")
-            .arg(dir.path().join("admin.sock"))
-            .args(extra)
-            .env_remove("PINLEASE_ADMIN_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let d = Daemon {
-            child: Some(child),
-            dir,
-        };
-        wait_for_path(&d.admin(), "admin socket");
-        wait_for_path(&d.sock(), "vhost-user socket");
-        d
-    }
-
-    pub fn sock(&self) -> PathBuf {
-        self.dir.path().join("vu.sock")
-    }
-
-    pub fn admin(&self) -> PathBuf {
-        self.dir.path().join("admin.sock")
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
-    }
-
+    fn start_with(extra: &[&str]) -> Daemon;
     /// A frontend connected to the daemon (16 MiB of guest memory).
-    pub fn frontend(&self) -> TestFrontend {
-        TestFrontend::connect(&self.sock(), frontend_config(), T).unwrap()
+    fn frontend(&self) -> TestFrontend;
+    /// A typed client connected to the daemon.
+    fn client(&self) -> Client;
+    /// The admin socket's `status` reply.
+    fn status(&self) -> Value;
+    /// `status.status` of the admin reply: the device snapshot.
+    fn device(&self) -> Value;
+    /// `pinlease status [--json]` against this daemon.
+    fn status_cli(&self, json: bool) -> Output;
+    /// `pinlease status --json`, parsed.
+    fn status_json(&self) -> Value;
+    /// `counters.bad_input_total` as `pinlease status --json` shows it.
+    fn bad_input_total(&self) -> u64;
+    /// `counters.bad_input.<kind>` as `pinlease status --json` shows it (0
+    /// when absent).
+    fn bad_input(&self, kind: &str) -> u64;
+    /// Waits until the admin socket reports `connected == want`.
+    fn wait_connected(&self, want: bool) -> Value;
+    /// Waits until `connections` reaches `n` and the daemon is connected.
+    fn wait_connection(&self, n: u64);
+    /// End-of-test checks: the process is alive and never panicked.
+    fn assert_healthy(&mut self);
+}
+
+impl DaemonUnderTest for Daemon {
+    fn start() -> Daemon {
+        launch().start()
     }
 
-    /// A typed client connected to the daemon.
-    pub fn client(&self) -> Client {
+    fn start_with(extra: &[&str]) -> Daemon {
+        launch().args(extra).start()
+    }
+
+    fn frontend(&self) -> TestFrontend {
+        self.frontend_with(frontend_config()).unwrap()
+    }
+
+    fn client(&self) -> Client {
         Client::new(self.frontend())
     }
 
-    /// The admin socket's `status` reply.
-    pub fn status(&self) -> Value {
+    fn status(&self) -> Value {
         pinlease::admin::request(&self.admin(), &json!({"cmd": "status"}))
             .unwrap_or_else(|e| panic!("admin status: {e}\ndaemon log:\n{}", self.log()))
     }
 
-    /// `status.status` of the admin reply: the device snapshot.
-    pub fn device(&self) -> Value {
+    fn device(&self) -> Value {
         let s = self.status();
         assert!(
             !s["status"].is_null(),
@@ -107,9 +97,8 @@ impl Daemon {
         s["status"].clone()
     }
 
-    /// `pinlease status [--json]` against this daemon.
-    pub fn status_cli(&self, json: bool) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_pinlease"));
+    fn status_cli(&self, json: bool) -> Output {
+        let mut c = Command::new(self.bin());
         c.args(["status", "--admin-socket"]).arg(self.admin());
         if json {
             c.arg("--json");
@@ -117,8 +106,7 @@ impl Daemon {
         c.env_remove("PINLEASE_ADMIN_SOCKET").output().unwrap()
     }
 
-    /// `pinlease status --json`, parsed.
-    pub fn status_json(&self) -> Value {
+    fn status_json(&self) -> Value {
         let out = self.status_cli(true);
         assert!(
             out.status.success(),
@@ -133,23 +121,19 @@ impl Daemon {
         })
     }
 
-    /// `counters.bad_input_total` as `pinlease status --json` shows it.
-    pub fn bad_input_total(&self) -> u64 {
+    fn bad_input_total(&self) -> u64 {
         self.status_json()["status"]["counters"]["bad_input_total"]
             .as_u64()
             .expect("counters.bad_input_total")
     }
 
-    /// `counters.bad_input.<kind>` as `pinlease status --json` shows it (0
-    /// when absent).
-    pub fn bad_input(&self, kind: &str) -> u64 {
+    fn bad_input(&self, kind: &str) -> u64 {
         self.status_json()["status"]["counters"]["bad_input"][kind]
             .as_u64()
             .unwrap_or(0)
     }
 
-    /// Waits until the admin socket reports `connected == want`.
-    pub fn wait_connected(&self, want: bool) -> Value {
+    fn wait_connected(&self, want: bool) -> Value {
         let t = Instant::now();
         loop {
             let s = self.status();
@@ -165,8 +149,7 @@ impl Daemon {
         }
     }
 
-    /// Waits until `connections` reaches `n` and the daemon is connected.
-    pub fn wait_connection(&self, n: u64) {
+    fn wait_connection(&self, n: u64) {
         let t = Instant::now();
         loop {
             let s = self.status();
@@ -178,51 +161,13 @@ impl Daemon {
         }
     }
 
-    /// True while the daemon process runs.
-    pub fn alive(&mut self) -> bool {
-        matches!(self.child.as_mut().unwrap().try_wait(), Ok(None))
-    }
-
-    /// Waits for the daemon to exit on its own; returns its exit status.
-    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let t = Instant::now();
-        loop {
-            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                return st;
-            }
-            assert!(
-                t.elapsed() < within,
-                "daemon still running after {within:?}\nlog:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Sends `sig` to the daemon.
-    pub fn signal(&self, sig: libc::c_int) {
-        // SAFETY: kill(2) on our own child's pid; no memory is involved.
-        let r = unsafe { libc::kill(self.pid() as libc::pid_t, sig) };
-        assert_eq!(r, 0, "kill({}, {sig})", self.pid());
-    }
-
-    /// End-of-test checks: the process is alive and never panicked.
-    pub fn assert_healthy(&mut self) {
+    fn assert_healthy(&mut self) {
         let log = self.log();
         assert!(!log.contains("panicked"), "daemon panicked:\n{log}");
         assert!(self.alive(), "daemon died; log:\n{log}");
         // And it still answers on the admin socket.
         let s = self.status();
         assert_eq!(s["ok"], json!(true));
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Reading the project's C headers, for the tests that check them against
 //! their Rust mirrors: `tests/abi_layout.rs` (pinlease_abi.h vs
-//! `crate::abi`) and `guest-driver/tools/tests/uapi_layout.rs`
+//! `pinlease_abi`) and `guest-driver/tools/tests/uapi_layout.rs`
 //! (pinlease_uapi.h vs the guest tool's UAPI mirror). Test support, kept in
 //! the library so both crates' tests share one copy.
 

@@ -1,7 +1,7 @@
 //! A typed client of the pinlease wire ABI over a [`TestFrontend`].
 //!
 //! One method per opcode: each builds the request bytes from the
-//! [`crate::abi`] types, sends them on queue 0 with [`TestFrontend::request`]
+//! [`pinlease_abi`] types, sends them on queue 0 with [`TestFrontend::request`]
 //! (a readable request descriptor and a writable response descriptor sized
 //! for exactly the opcode's response), and decodes [`PlRespHdr`] and the
 //! body. Every request carries a fresh tag (1, 2, 3, ...) and the echoed tag
@@ -17,8 +17,8 @@
 //! the frontend itself for hand-made descriptor chains.
 //!
 //! ```no_run
-//! # use pinlease::frontend::{client::Client, FrontendConfig};
-//! # use pinlease::abi::*;
+//! # use pinlease_testkit::frontend::{client::Client, FrontendConfig};
+//! # use pinlease_abi::*;
 //! # use std::{path::Path, time::Duration};
 //! let mut c = Client::connect(Path::new("/tmp/vu.sock"), FrontendConfig::default(),
 //!                             Duration::from_secs(5)).unwrap();
@@ -34,7 +34,7 @@ use std::mem::size_of;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::abi::*;
+use pinlease_abi::*;
 
 use super::{FrontendConfig, FrontendError, TestFrontend};
 

@@ -1,0 +1,327 @@
+//! Section 4: lease conflict checks in tables of 10^3 and 10^6 leases.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Instant;
+
+use pinlease::model::context::Context;
+use pinlease::model::lease::{Lease, LeaseState, LeaseTable, Policy};
+use pinlease_abi::*;
+
+use crate::machine::smaps;
+use crate::measure::{measure, Rate};
+use crate::report::Report;
+use crate::{KIB, MIB, PAGE, REPS_MICRO};
+
+/// xorshift64*: reproducible and dependency-free.
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+pub(crate) fn file(i: u64) -> PlFileId {
+    PlFileId {
+        dev: 8,
+        ino: 1000 + i,
+        generation: 1,
+        reserved: 0,
+    }
+}
+
+pub(crate) const LEASE_LEN: u64 = 64 * KIB;
+/// Files 0..WHOLE_FILE_LEASES also carry a whole-file lease (another holder).
+pub(crate) const WHOLE_FILE_LEASES: u64 = 4;
+
+/// `files` files with `per_file` adjacent 64 KiB leases each (taken round
+/// robin over the files, as leases would arrive over time), plus whole-file
+/// leases on a few files.
+pub(crate) fn build_leases(
+    files: u64,
+    per_file: u64,
+    holder: &Arc<Context>,
+    other: &Arc<Context>,
+) -> LeaseTable {
+    let t = LeaseTable::default();
+    let mut h = 0u64;
+    let mut handle = || {
+        h += 1;
+        (1u64 << 32) | h
+    };
+    for k in 0..per_file {
+        for f in 0..files {
+            t.insert(Arc::new(Lease::new(
+                handle(),
+                file(f),
+                k * LEASE_LEN,
+                (k + 1) * LEASE_LEN,
+                holder,
+                1,
+                Policy::Revoke,
+            )));
+        }
+    }
+    for f in 0..WHOLE_FILE_LEASES {
+        t.insert(Arc::new(Lease::new(
+            handle(),
+            file(f),
+            0,
+            u64::MAX,
+            other,
+            2,
+            Policy::Wait,
+        )));
+    }
+    t
+}
+
+/// The REG_MR path's lookup (Device::covering_lease): the holder's ACTIVE
+/// lease containing the range, stopping at the first.
+pub(crate) fn covering(t: &LeaseTable, holder: u64, f: &PlFileId, off: u64, len: u64) -> bool {
+    let mut found = false;
+    t.for_each_overlapping(f, off, off + len, |l| {
+        if l.holder == holder && l.state() == LeaseState::Active && l.covers(f, off, len) {
+            found = true;
+            return false;
+        }
+        true
+    });
+    found
+}
+
+pub(crate) fn bench_leases(rep: &mut Report) {
+    eprintln!("4. lease conflict checks");
+    let holder = Arc::new(Context::new((1 << 32) | 1, 1, "bench".into()));
+    let other = Arc::new(Context::new((1 << 32) | 2, 2, "other".into()));
+    let me = std::process::id().to_string();
+    const BATCH: usize = 256;
+    for (files, per_file) in [(100u64, 10u64), (1000, 1000)] {
+        let n = files * per_file;
+        let before = smaps(&me);
+        let t0 = Instant::now();
+        let t = build_leases(files, per_file, &holder, &other);
+        let build = t0.elapsed();
+        let after = smaps(&me);
+        let anon = after.get("Anonymous").unwrap_or(&0) - before.get("Anonymous").unwrap_or(&0);
+        assert_eq!(t.len() as u64, n + WHOLE_FILE_LEASES);
+
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ n);
+        let span = per_file * LEASE_LEN;
+        // Random 64 KiB ranges (4 KiB aligned) on random files.
+        let random: Vec<(PlFileId, u64)> = (0..4096)
+            .map(|_| (file(rng.below(files)), rng.below(span / PAGE) * PAGE))
+            .collect();
+        // Random 64 KiB ranges on the files that have a whole-file lease.
+        let worst: Vec<(PlFileId, u64)> = (0..4096)
+            .map(|_| {
+                (
+                    file(rng.below(WHOLE_FILE_LEASES)),
+                    rng.below(span / PAGE) * PAGE,
+                )
+            })
+            .collect();
+        // 16 KiB inside one 64 KiB lease of the holder, random files.
+        let inside: Vec<(PlFileId, u64)> = (0..4096)
+            .map(|_| {
+                let k = rng.below(per_file);
+                let off = k * LEASE_LEN + rng.below((LEASE_LEN - 16 * KIB) / PAGE + 1) * PAGE;
+                (file(rng.below(files)), off)
+            })
+            .collect();
+
+        let mut i = 0usize;
+        let mut found = 0usize;
+        let vec_rate = measure(REPS_MICRO, || {
+            for _ in 0..BATCH {
+                let (f, s) = &random[i & 4095];
+                i += 1;
+                found += t.overlapping(f, *s, *s + LEASE_LEN).len();
+            }
+            BATCH as u64
+        });
+        let visit_rate = measure(REPS_MICRO, || {
+            for _ in 0..BATCH {
+                let (f, s) = &random[i & 4095];
+                i += 1;
+                found += t.for_each_overlapping(f, *s, *s + LEASE_LEN, |_| true);
+            }
+            BATCH as u64
+        });
+        let worst_rate = measure(REPS_MICRO, || {
+            for _ in 0..BATCH {
+                let (f, s) = &worst[i & 4095];
+                i += 1;
+                found += t.for_each_overlapping(f, *s, *s + LEASE_LEN, |_| true);
+            }
+            BATCH as u64
+        });
+        let mut hits = 0u64;
+        let mut tries = 0u64;
+        let cover_rate = measure(REPS_MICRO, || {
+            for _ in 0..BATCH {
+                let (f, s) = &inside[i & 4095];
+                i += 1;
+                tries += 1;
+                hits += u64::from(covering(&t, holder.handle, f, *s, 16 * KIB));
+            }
+            BATCH as u64
+        });
+        black_box(found);
+        let avg_visited = random
+            .iter()
+            .map(|(f, s)| t.for_each_overlapping(f, *s, *s + LEASE_LEN, |_| true))
+            .sum::<usize>() as f64
+            / random.len() as f64;
+        let avg_worst = worst
+            .iter()
+            .map(|(f, s)| t.for_each_overlapping(f, *s, *s + LEASE_LEN, |_| true))
+            .sum::<usize>() as f64
+            / worst.len() as f64;
+        let label = if n >= 1_000_000 { "10^6" } else { "10^3" };
+        let ns = |r: &Rate| format!("{:.0} ns", 1e9 / r.median);
+        rep.row(
+            "4",
+            format!("{label} leases ({files} files x {per_file} + {WHOLE_FILE_LEASES} whole-file): overlapping(), random 64 KiB range"),
+            ns(&vec_rate),
+            "",
+            format!("{avg_visited:.2} leases returned on average; Vec allocated per call; spread {}", vec_rate.spread()),
+        );
+        rep.row(
+            "4",
+            format!("{label}: for_each_overlapping(), random 64 KiB range"),
+            ns(&visit_rate),
+            "",
+            format!("spread {}", visit_rate.spread()),
+        );
+        rep.row(
+            "4",
+            format!("{label}: for_each_overlapping() on a file with a whole-file lease"),
+            ns(&worst_rate),
+            "",
+            format!(
+                "{avg_worst:.1} leases overlap on average (leases to EOF are kept apart and do not widen the scan window); spread {}",
+                worst_rate.spread()
+            ),
+        );
+        rep.row(
+            "4",
+            format!("{label}: REG_MR path, covering lease found (16 KiB inside a lease)"),
+            ns(&cover_rate),
+            "",
+            format!(
+                "found in {:.1}% of lookups; spread {}",
+                hits as f64 / tries.max(1) as f64 * 100.0,
+                cover_rate.spread()
+            ),
+        );
+        if n >= 1_000_000 {
+            rep.row(
+                "4",
+                "10^6 leases: table build (LeaseTable::insert one by one)",
+                format!("{:.2} s", build.as_secs_f64()),
+                "",
+                format!(
+                    "{:.2} us per insert; Anonymous memory +{:.0} MiB = {:.0} bytes per lease",
+                    build.as_secs_f64() * 1e6 / n as f64,
+                    anon as f64 / MIB as f64,
+                    anon as f64 / n as f64
+                ),
+            );
+            let slowest = [&vec_rate, &visit_rate, &cover_rate]
+                .iter()
+                .map(|r| 1e9 / r.median)
+                .fold(0.0, f64::max);
+            rep.target(
+                "conflict check at 10^6 leases < 1 us (random ranges; slowest of overlapping/for_each/REG_MR path)",
+                format!(
+                    "{slowest:.0} ns (whole-file-lease file: {:.0} ns)",
+                    1e9 / worst_rate.median
+                ),
+                slowest < 1000.0,
+            );
+            drop(t);
+            lease_map_parts(rep, files, per_file, &random);
+        }
+    }
+}
+
+/// What one conflict check is made of. The lease table keeps, per file
+/// (an imbl::HashMap of files), imbl::OrdMaps keyed (start, handle); a
+/// check probes the file, then calls range() on its bounded leases and on
+/// its leases to EOF, and imbl positions both a forward and a backward
+/// cursor for every range(). Here one file's keys go into a bare
+/// imbl::OrdMap and a std BTreeMap, and each step is timed alone.
+pub(crate) fn lease_map_parts(
+    rep: &mut Report,
+    files: u64,
+    per_file: u64,
+    random: &[(PlFileId, u64)],
+) {
+    let fk = |f: &PlFileId| (f.dev, f.ino, f.generation);
+    let probe: imbl::HashMap<(u64, u64, u32), u64> =
+        (0..files).map(|f| (fk(&file(f)), f)).collect();
+    let keys = (0..per_file).map(|k| (k * LEASE_LEN, (1u64 << 32) | (k * files + 1)));
+    let im: imbl::OrdMap<(u64, u64), u64> = keys.clone().map(|k| (k, 0u64)).collect();
+    let bt: std::collections::BTreeMap<(u64, u64), u64> = keys.map(|k| (k, 0u64)).collect();
+    const BATCH: usize = 256;
+    let mut i = 0usize;
+    let mut found = 0usize;
+    let hm_get = measure(REPS_MICRO, || {
+        for _ in 0..BATCH {
+            let (f, _) = &random[i & 4095];
+            i += 1;
+            found += usize::from(probe.get(&fk(f)).is_some());
+        }
+        BATCH as u64
+    });
+    let mut timed_range = |range_of: &dyn Fn(u64) -> usize| {
+        measure(REPS_MICRO, || {
+            for _ in 0..BATCH {
+                let (_, s) = &random[i & 4095];
+                i += 1;
+                found += range_of(*s);
+            }
+            BATCH as u64
+        })
+    };
+    let lo = |s: u64| s.saturating_sub(LEASE_LEN);
+    let im_next =
+        timed_range(&|s| usize::from(im.range((lo(s), 0)..(s + LEASE_LEN, 0)).next().is_some()));
+    let bt_next =
+        timed_range(&|s| usize::from(bt.range((lo(s), 0)..(s + LEASE_LEN, 0)).next().is_some()));
+    black_box(found);
+    let ns = |r: &Rate| format!("{:.0} ns", 1e9 / r.median);
+    rep.row(
+        "4",
+        format!("  parts: one imbl::HashMap get, {files} files"),
+        ns(&hm_get),
+        "",
+        format!("the file probe of a check; spread {}", hm_get.spread()),
+    );
+    rep.row(
+        "4",
+        format!("  parts: one imbl::OrdMap range().next(), {per_file} keys (one file's leases)"),
+        ns(&im_next),
+        "",
+        format!(
+            "a check does 2 range() calls (bounded, to EOF); spread {}",
+            im_next.spread()
+        ),
+    );
+    rep.row(
+        "4",
+        "  parts: one std BTreeMap range().next(), same keys",
+        ns(&bt_next),
+        format!("{:.2} x imbl", im_next.median / bt_next.median),
+        format!("spread {}", bt_next.spread()),
+    );
+}

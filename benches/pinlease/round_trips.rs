@@ -1,0 +1,188 @@
+//! Section 1: NOP round trips through the daemon, the echo daemon and an
+//! in-process server.
+
+use std::path::Path;
+
+use pinlease::model::Limits;
+use pinlease::server::{serve, ServeConfig, ServerState};
+use pinlease_testkit::daemon::Daemon;
+use pinlease_testkit::frontend::{spawn_echo_daemon, FrontendConfig, TestFrontend};
+
+use crate::machine::Mode;
+use crate::measure::{measure, measure_interleaved, PerOp};
+use crate::prebuilt::{nop_request, Pipeline, Prebuilt};
+use crate::report::{fmt_rate, fmt_us, Report};
+use crate::{client, MIB, REPS, REPS_RT, TIMEOUT};
+
+pub(crate) fn bench_round_trips(rep: &mut Report, daemon: &Daemon, dir: &Path, mode: Mode) {
+    eprintln!("1. NOP round trips{}", mode.name(""));
+    // The real daemon, a child process.
+    let mut c = client(daemon, 64 * MIB);
+    let nop = Prebuilt::new(c.frontend_mut(), &nop_request(), 16);
+    let nop_cpu = PerOp::measure(daemon.pid(), 5000, || nop.ok(c.frontend_mut(), 16));
+
+    // The echo daemon (threads of this process).
+    let echo_sock = dir.join(if mode.one_cpu {
+        "echo1.sock"
+    } else {
+        "echo.sock"
+    });
+    let echo = spawn_echo_daemon(&echo_sock).expect("echo daemon");
+    let mut efe = TestFrontend::connect(&echo_sock, FrontendConfig::default(), TIMEOUT)
+        .expect("connecting to the echo daemon");
+    let enop = Prebuilt::new(&mut efe, &nop_request(), 16);
+
+    // pinlease::server::serve in a thread of this process, like the echo
+    // daemon: shows whether the process boundary matters.
+    let in_sock = dir.join(if mode.one_cpu {
+        "inproc1.sock"
+    } else {
+        "inproc.sock"
+    });
+    let state = ServerState::new().expect("server state");
+    let cfg = ServeConfig {
+        socket_path: in_sock.clone(),
+        admin_socket: None,
+        limits: Limits::default(),
+        max_connections: Some(1),
+        scrub_period: None,
+    };
+    let server = std::thread::spawn(move || serve(&cfg, state));
+    let mut ifo = TestFrontend::connect(&in_sock, FrontendConfig::default(), TIMEOUT)
+        .expect("connecting to the in-process daemon");
+    let inop = Prebuilt::new(&mut ifo, &nop_request(), 16);
+
+    // The three contenders take turns, one repetition each per round.
+    let fe = c.frontend_mut();
+    let r = measure_interleaved(
+        REPS_RT,
+        &mut [
+            &mut || {
+                nop.ok(fe, 16);
+                1
+            },
+            &mut || {
+                assert_eq!(enop.round_trip(&mut efe), 16);
+                1
+            },
+            &mut || {
+                inop.ok(&mut ifo, 16);
+                1
+            },
+        ],
+    );
+    let (pl, echo_raw, in_raw) = (&r[0], &r[1], &r[2]);
+    let s = "1";
+    rep.row(
+        s,
+        mode.name("NOP, pinlease daemon (child process), 1 in flight"),
+        fmt_rate(pl.median),
+        format!("{:.2} x echo", pl.median / echo_raw.median),
+        format!(
+            "{} per round trip; spread {}",
+            fmt_us(1.0 / pl.median),
+            pl.spread()
+        ),
+    );
+    rep.row(
+        s,
+        mode.name("echo daemon (threads of the bench), same loop, 1 in flight"),
+        fmt_rate(echo_raw.median),
+        "1.00",
+        format!(
+            "{} per round trip; spread {}",
+            fmt_us(1.0 / echo_raw.median),
+            echo_raw.spread()
+        ),
+    );
+    rep.row(
+        s,
+        mode.name("NOP, pinlease `serve` in a thread of the bench, 1 in flight"),
+        fmt_rate(in_raw.median),
+        format!("{:.2} x echo", in_raw.median / echo_raw.median),
+        format!("spread {}", in_raw.spread()),
+    );
+    rep.row(
+        s,
+        mode.name("  NOP, where the time goes (5000 round trips, child daemon)"),
+        fmt_us(nop_cpu.wall),
+        "",
+        format!(
+            "{}; neither process on a CPU for {}",
+            nop_cpu.describe(),
+            fmt_us(nop_cpu.wall - nop_cpu.daemon - nop_cpu.bench)
+        ),
+    );
+    if mode.full {
+        let r = measure_interleaved(
+            REPS_RT,
+            &mut [
+                &mut || {
+                    assert_eq!(fe.request(&nop_request(), 16).expect("NOP").len(), 16);
+                    1
+                },
+                &mut || {
+                    assert_eq!(efe.request(&nop_request(), 16).expect("echo").len(), 16);
+                    1
+                },
+            ],
+        );
+        let (pl_req, echo_req) = (&r[0], &r[1]);
+        let mut pipe = Pipeline::new(fe, &nop_request(), 16, 4);
+        let mut epipe = Pipeline::new(&mut efe, &nop_request(), 16, 4);
+        let r = measure_interleaved(
+            REPS_RT,
+            &mut [
+                &mut || {
+                    pipe.complete_one(fe, 16);
+                    1
+                },
+                &mut || {
+                    epipe.complete_one(&mut efe, 16);
+                    1
+                },
+            ],
+        );
+        let (pl_pipe, echo_pipe) = (&r[0], &r[1]);
+        pipe.drain(fe);
+        epipe.drain(&mut efe);
+        let pl_client = measure(REPS, || {
+            c.nop().expect("NOP");
+            1
+        });
+        rep.row(
+            s,
+            mode.name("NOP via TestFrontend::request (pinlease / echo)"),
+            format!(
+                "{} / {}",
+                fmt_rate(pl_req.median),
+                fmt_rate(echo_req.median)
+            ),
+            format!("{:.2} x echo", pl_req.median / echo_req.median),
+            "request() re-writes and zeroes the buffers and allocates the answer",
+        );
+        rep.row(
+            s,
+            mode.name("NOP via Client::nop (typed client, tag checked)"),
+            fmt_rate(pl_client.median),
+            format!("{:.2} x raw NOP", pl_client.median / pl.median),
+            format!("spread {}", pl_client.spread()),
+        );
+        rep.row(
+            s,
+            mode.name("NOP, 4 in flight (pinlease / echo)"),
+            format!(
+                "{} / {}",
+                fmt_rate(pl_pipe.median),
+                fmt_rate(echo_pipe.median)
+            ),
+            format!("{:.2} x echo", pl_pipe.median / echo_pipe.median),
+            "throughput, not latency",
+        );
+    }
+    drop(c);
+    drop(efe);
+    drop(echo);
+    drop(ifo);
+    let _ = server.join();
+}
