@@ -1,4 +1,4 @@
-//! The two mirrors of the wire ABI must agree: `src/abi.rs` (Rust) and
+//! The two mirrors of the wire ABI must agree: `crates/pinlease-abi` (Rust) and
 //! `guest-driver/include/pinlease_abi.h` (C). `docs/abi.md` is the spec
 //! both follow.
 //!
@@ -224,7 +224,7 @@ fn c_header_matches_rust_abi() {
     let bad = mismatches(&include_dir());
     assert!(
         bad.is_empty(),
-        "src/abi.rs and guest-driver/include/{HEADER_NAME} disagree ({} problems):\n  {}",
+        "crates/pinlease-abi and guest-driver/include/{HEADER_NAME} disagree ({} problems):\n  {}",
         bad.len(),
         bad.join("\n  ")
     );

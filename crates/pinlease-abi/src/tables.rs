@@ -4,9 +4,9 @@ use std::mem::size_of;
 
 use crate::*;
 
-/// Field offsets and sizes of every ABI struct, for the layout test and for
-/// `pinlease abi-layout`. One line per field: `struct field offset size`, and
-/// one per struct: `struct - 0 size`.
+/// Field offsets and sizes of every ABI struct, for the layout test
+/// (`tests/abi_layout.rs`). One row per field: `(struct, field, offset,
+/// size)`, and one per struct: `(struct, "-", 0, size)`.
 pub fn layout_table() -> Vec<(&'static str, &'static str, usize, usize)> {
     use std::mem::offset_of;
     macro_rules! rows {
