@@ -4,21 +4,21 @@
 
 use std::fmt;
 
-use crate::abi::{
-    Opcode, Status, PL_EVENT_CONTEXT_TORN_DOWN, PL_EVENT_DEVICE_ERROR, PL_EVENT_LEASE_BROKEN,
-    PL_EVENT_LEASE_LOST, PL_EVENT_MR_REVOKED, PL_EVENT_SCRUB_LOST_ACCESS,
-};
+use crate::abi::{event_kind_name, Opcode, Status, PL_EVENT_FAULT_INJECTED, PL_EVENT_NEEDS_RESET};
 
-/// Event kinds a rule may name (FAULT_INJECTED and NEEDS_RESET are never
-/// subject to faults).
-pub const EVENT_KINDS: [(&str, u16); 6] = [
-    ("MR_REVOKED", PL_EVENT_MR_REVOKED),
-    ("LEASE_BROKEN", PL_EVENT_LEASE_BROKEN),
-    ("LEASE_LOST", PL_EVENT_LEASE_LOST),
-    ("CONTEXT_TORN_DOWN", PL_EVENT_CONTEXT_TORN_DOWN),
-    ("DEVICE_ERROR", PL_EVENT_DEVICE_ERROR),
-    ("SCRUB_LOST_ACCESS", PL_EVENT_SCRUB_LOST_ACCESS),
-];
+/// Event kinds no rule may name: FAULT_INJECTED and NEEDS_RESET report
+/// faults, and are never subject to them. Every other kind of the ABI's
+/// name table (`pinlease_abi::EVENT_KINDS`) may be.
+const UNFAULTABLE_EVENTS: [u16; 2] = [PL_EVENT_FAULT_INJECTED, PL_EVENT_NEEDS_RESET];
+
+/// The kind a rule's `event:NAME` names, if a rule may name it.
+fn faultable_event_kind(name: &str) -> Option<u16> {
+    crate::abi::EVENT_KINDS
+        .iter()
+        .map(|&(kind, _)| kind)
+        .filter(|kind| !UNFAULTABLE_EVENTS.contains(kind))
+        .find(|&kind| event_kind_name(kind) == Some(name))
+}
 
 /// A fault point. In a rule, `None` is the `*` wildcard; in a hit, every
 /// field is concrete.
@@ -100,10 +100,7 @@ impl Point {
             }
             ["event", kind] => match *kind {
                 "*" => Some(Point::Event(None)),
-                name => EVENT_KINDS
-                    .iter()
-                    .find(|(n, _)| *n == name)
-                    .map(|&(_, k)| Point::Event(Some(k))),
+                name => faultable_event_kind(name).map(|k| Point::Event(Some(k))),
             },
             ["memory-map"] => Some(Point::MemoryMap),
             ["context-teardown"] => Some(Point::ContextTeardown),
@@ -122,12 +119,7 @@ impl fmt::Display for Point {
                 op.map_or("*", |o| o.name()),
                 if after { "after" } else { "before" }
             ),
-            Point::Event(k) => write!(
-                f,
-                "event:{}",
-                k.and_then(|k| EVENT_KINDS.iter().find(|(_, v)| *v == k))
-                    .map_or("*", |(n, _)| n)
-            ),
+            Point::Event(k) => write!(f, "event:{}", k.and_then(event_kind_name).unwrap_or("*")),
             Point::MemoryMap => f.write_str("memory-map"),
             Point::ContextTeardown => f.write_str("context-teardown"),
             Point::LeaseBreak => f.write_str("lease-break"),
@@ -477,6 +469,21 @@ pub fn parse_plan(text: &str) -> Result<Plan, PlanError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_points_are_the_abi_kinds_but_the_two_that_report_faults() {
+        for &(kind, _) in crate::abi::EVENT_KINDS {
+            let name = event_kind_name(kind).unwrap();
+            let point = Point::parse(&format!("event:{name}"));
+            if UNFAULTABLE_EVENTS.contains(&kind) {
+                assert_eq!(point, None, "event:{name} must be refused");
+            } else {
+                assert_eq!(point, Some(Point::Event(Some(kind))), "event:{name}");
+                assert_eq!(point.unwrap().to_string(), format!("event:{name}"));
+            }
+        }
+        assert_eq!(Point::parse("event:NOPE"), None);
+    }
 
     fn one(rule: &str) -> Result<Plan, PlanError> {
         parse_plan(&format!("[[rule]]\n{rule}"))
