@@ -200,6 +200,27 @@ static inline __u64 pl_scrub_seed(__u64 key)
 #define PL_EVENT_NEEDS_RESET		8
 
 /*
+ * FAULT_INJECTED (docs/faults.md 1.2, 1.3): args[0] is the fault point,
+ * class << 16 | sub; args[1] the action.
+ */
+#define PL_FAULT_CLASS_REQUEST		1
+#define PL_FAULT_CLASS_EVENT		2
+#define PL_FAULT_CLASS_MEMORY_MAP	3
+#define PL_FAULT_CLASS_CONTEXT_TEARDOWN	4
+#define PL_FAULT_CLASS_LEASE_BREAK	5
+#define PL_FAULT_CLASS_RUNTIME		6
+#define PL_FAULT_ACTION_FAIL		1
+#define PL_FAULT_ACTION_DELAY		2
+#define PL_FAULT_ACTION_DROP		3
+#define PL_FAULT_ACTION_DUPLICATE	4
+#define PL_FAULT_ACTION_REORDER		5
+#define PL_FAULT_ACTION_REVOKE_MR	6
+#define PL_FAULT_ACTION_SPURIOUS_BREAK	7
+#define PL_FAULT_ACTION_WITHHOLD	8
+#define PL_FAULT_ACTION_NEEDS_RESET	9
+#define PL_FAULT_ACTION_ABORT		10
+
+/*
  * Event flag: events were dropped before this one (no buffer was posted and
  * the device's backlog was full); pl_event.dropped counts them.
  */

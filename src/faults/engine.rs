@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use log::{error, warn};
 use serde_json::json;
 
-use crate::abi::PL_EVENT_FAULT_INJECTED;
-use crate::faults::plan::{Action, Plan, Point, RuleSpec, ACTION_NAMES, CLASS_NAMES};
+use crate::abi::{fault_action_name, fault_class_name, PL_EVENT_FAULT_INJECTED};
+use crate::faults::plan::{Action, Plan, Point, RuleSpec};
 use crate::faults::rng::RuleRng;
 use crate::faults::status::{FaultsStatus, InjectedStatus, RuleStatus};
 use crate::model::Device;
@@ -95,7 +95,7 @@ pub enum Effect {
 pub struct FaultEngine {
     state: Mutex<State>,
     /// Faults fired, by (point class, action code).
-    injected: Mutex<BTreeMap<(u32, u64), u64>>,
+    injected: Mutex<BTreeMap<(u32, u32), u64>>,
     pending: Mutex<Vec<Pending>>,
     abort_report: Option<PathBuf>,
 }
@@ -286,7 +286,7 @@ impl FaultEngine {
         dev.events.push(
             PL_EVENT_FAULT_INJECTED,
             ctx,
-            [f.hit.code(), f.action.code(), u64::from(f.rule), detail],
+            [f.hit.code(), u64::from(f.action.code()), u64::from(f.rule), detail],
         );
         match f.action {
             Action::Fail(s) => Effect::Fail(s),
@@ -414,8 +414,8 @@ impl FaultEngine {
         let injected = lock(&self.injected)
             .iter()
             .map(|(&(class, action), &n)| InjectedStatus {
-                class: CLASS_NAMES[class as usize - 1].to_string(),
-                action: ACTION_NAMES[action as usize - 1].to_string(),
+                class: fault_class_name(class).unwrap_or("unknown").to_string(),
+                action: fault_action_name(action).unwrap_or("unknown").to_string(),
                 count: n,
             })
             .collect();

@@ -4,7 +4,15 @@
 
 use std::fmt;
 
-use crate::abi::{event_kind_name, Opcode, Status, PL_EVENT_FAULT_INJECTED, PL_EVENT_NEEDS_RESET};
+use crate::abi::{
+    event_kind_name, fault_action_by_name, fault_action_name, fault_class_name, Opcode, Status,
+    FAULT_ACTIONS, PL_EVENT_FAULT_INJECTED, PL_EVENT_NEEDS_RESET, PL_FAULT_ACTION_ABORT,
+    PL_FAULT_ACTION_DELAY, PL_FAULT_ACTION_DROP, PL_FAULT_ACTION_DUPLICATE, PL_FAULT_ACTION_FAIL,
+    PL_FAULT_ACTION_NEEDS_RESET, PL_FAULT_ACTION_REORDER, PL_FAULT_ACTION_REVOKE_MR,
+    PL_FAULT_ACTION_SPURIOUS_BREAK, PL_FAULT_ACTION_WITHHOLD, PL_FAULT_CLASS_CONTEXT_TEARDOWN,
+    PL_FAULT_CLASS_EVENT, PL_FAULT_CLASS_LEASE_BREAK, PL_FAULT_CLASS_MEMORY_MAP,
+    PL_FAULT_CLASS_REQUEST, PL_FAULT_CLASS_RUNTIME,
+};
 
 /// Event kinds no rule may name: FAULT_INJECTED and NEEDS_RESET report
 /// faults, and are never subject to them. Every other kind of the ABI's
@@ -36,30 +44,22 @@ pub enum Point {
     Runtime,
 }
 
-/// Point classes, as in FAULT_INJECTED's point code and the status counts.
-pub const CLASS_NAMES: [&str; 6] = [
-    "request",
-    "event",
-    "memory-map",
-    "context-teardown",
-    "lease-break",
-    "runtime",
-];
-
 impl Point {
+    /// The point's class (`PL_FAULT_CLASS_*`), as in FAULT_INJECTED's
+    /// point code and the status counts.
     pub fn class(self) -> u32 {
         match self {
-            Point::Request { .. } => 1,
-            Point::Event(_) => 2,
-            Point::MemoryMap => 3,
-            Point::ContextTeardown => 4,
-            Point::LeaseBreak => 5,
-            Point::Runtime => 6,
+            Point::Request { .. } => PL_FAULT_CLASS_REQUEST,
+            Point::Event(_) => PL_FAULT_CLASS_EVENT,
+            Point::MemoryMap => PL_FAULT_CLASS_MEMORY_MAP,
+            Point::ContextTeardown => PL_FAULT_CLASS_CONTEXT_TEARDOWN,
+            Point::LeaseBreak => PL_FAULT_CLASS_LEASE_BREAK,
+            Point::Runtime => PL_FAULT_CLASS_RUNTIME,
         }
     }
 
     pub fn class_name(self) -> &'static str {
-        CLASS_NAMES[self.class() as usize - 1]
+        fault_class_name(self.class()).expect("every PL_FAULT_CLASS_* is in FAULT_CLASSES")
     }
 
     /// FAULT_INJECTED `args[0]`: `class << 16 | sub`.
@@ -142,38 +142,25 @@ pub enum Action {
     Abort,
 }
 
-pub const ACTION_NAMES: [&str; 10] = [
-    "fail",
-    "delay",
-    "drop",
-    "duplicate",
-    "reorder",
-    "revoke-mr",
-    "spurious-break",
-    "withhold",
-    "needs-reset",
-    "abort",
-];
-
 impl Action {
-    /// FAULT_INJECTED `args[1]`.
-    pub fn code(self) -> u64 {
+    /// FAULT_INJECTED `args[1]` (`PL_FAULT_ACTION_*`).
+    pub fn code(self) -> u32 {
         match self {
-            Action::Fail(_) => 1,
-            Action::Delay(_) => 2,
-            Action::Drop => 3,
-            Action::Duplicate => 4,
-            Action::Reorder => 5,
-            Action::RevokeMr => 6,
-            Action::SpuriousBreak => 7,
-            Action::Withhold(_) => 8,
-            Action::NeedsReset => 9,
-            Action::Abort => 10,
+            Action::Fail(_) => PL_FAULT_ACTION_FAIL,
+            Action::Delay(_) => PL_FAULT_ACTION_DELAY,
+            Action::Drop => PL_FAULT_ACTION_DROP,
+            Action::Duplicate => PL_FAULT_ACTION_DUPLICATE,
+            Action::Reorder => PL_FAULT_ACTION_REORDER,
+            Action::RevokeMr => PL_FAULT_ACTION_REVOKE_MR,
+            Action::SpuriousBreak => PL_FAULT_ACTION_SPURIOUS_BREAK,
+            Action::Withhold(_) => PL_FAULT_ACTION_WITHHOLD,
+            Action::NeedsReset => PL_FAULT_ACTION_NEEDS_RESET,
+            Action::Abort => PL_FAULT_ACTION_ABORT,
         }
     }
 
     pub fn name(self) -> &'static str {
-        ACTION_NAMES[self.code() as usize - 1]
+        fault_action_name(self.code()).expect("every PL_FAULT_ACTION_* is in FAULT_ACTIONS")
     }
 
     /// The action's parameter for logs and status (`ENOMEM`, `200ms`).
@@ -307,12 +294,13 @@ pub fn parse_rule(rule: usize, t: &toml::Table) -> Result<RuleSpec, PlanError> {
     })?;
     let av = required("action")?;
     let action_name = string(rule, "action", av)?;
-    if !ACTION_NAMES.contains(&action_name) {
+    if fault_action_by_name(action_name).is_none() {
+        let known: Vec<&str> = FAULT_ACTIONS.iter().map(|&(_, _, name)| name).collect();
         return Err(err(
             rule,
             "action",
             av,
-            &format!("unknown action (known: {})", ACTION_NAMES.join(", ")),
+            &format!("unknown action (known: {})", known.join(", ")),
         ));
     }
     let needs_status = action_name == "fail";

@@ -30,7 +30,7 @@ pub struct RuleStatus {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InjectedStatus {
-    /// A point class name (`crate::faults::plan::CLASS_NAMES`).
+    /// A point class name (`pinlease_abi::FAULT_CLASSES`).
     pub class: String,
     pub action: String,
     pub count: u64,

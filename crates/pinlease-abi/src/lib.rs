@@ -17,6 +17,8 @@
 //! - `flags`: flags and enumerations carried in fields (access, policies,
 //!   break and revoke reasons, event kinds, features);
 //! - `wire`: the request/response/event structs and the [`Wire`] trait;
+//! - `faults`: FAULT_INJECTED's point classes and action codes, with their
+//!   plan names;
 //! - `names`: the name tables of event kinds, break and revoke reasons, and
 //!   the `*_name` lookups;
 //! - `tables`: [`layout_table`] and [`constant_table`], checked against the
@@ -26,6 +28,7 @@
 //! for each guest) compiles only the ABI, not the daemon.
 
 mod device;
+mod faults;
 mod flags;
 mod names;
 mod opcode;
@@ -34,6 +37,7 @@ mod tables;
 mod wire;
 
 pub use device::*;
+pub use faults::*;
 pub use flags::*;
 pub use names::*;
 pub use opcode::*;

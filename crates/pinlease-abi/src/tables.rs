@@ -101,6 +101,16 @@ pub fn constant_table() -> Vec<(&'static str, u64)> {
     v.extend(EVENT_KINDS.iter().map(|&(k, name)| (name, u64::from(k))));
     v.extend(BREAK_REASONS.iter().map(|&(r, name)| (name, u64::from(r))));
     v.extend(REVOKE_REASONS.iter().map(|&(r, name)| (name, r)));
+    v.extend(
+        FAULT_CLASSES
+            .iter()
+            .map(|&(c, name, _)| (name, u64::from(c))),
+    );
+    v.extend(
+        FAULT_ACTIONS
+            .iter()
+            .map(|&(a, name, _)| (name, u64::from(a))),
+    );
     for op in Opcode::ALL {
         v.push((op.const_name(), op as u64));
     }
