@@ -27,11 +27,11 @@
 //! - [`model`]: the device model, free of vhost/virtio types;
 //! - [`guest_ram`]: the model's guest-memory interface over vm-memory;
 //! - [`faults`]: fault plans and the engine that fires them;
-//! - [`deferred`]: completions and events a fault rule holds back;
+//! - `deferred` (private): completions and events a fault rule holds back;
 //! - [`config`]: `pinlease serve`'s command line as a configuration;
 //! - [`admin`]: the admin socket (`pinlease status`, `pinlease inject`);
 //! - [`status_view`]: the status reply rendered as tables;
-//! - [`ratelimit`]: rate-limited logging of bad input;
+//! - `ratelimit` (private): rate-limited logging of bad input;
 //! - [`error`]: the daemon's and CLI's errors.
 
 pub(crate) use pinlease_abi as abi;
@@ -39,12 +39,12 @@ pub(crate) use pinlease_abi as abi;
 pub mod admin;
 pub mod backend;
 pub mod config;
-pub mod deferred;
+mod deferred;
 pub mod error;
 pub mod faults;
 pub mod guest_ram;
 pub mod model;
 pub mod protocol;
-pub mod ratelimit;
+mod ratelimit;
 pub mod server;
 pub mod status_view;
