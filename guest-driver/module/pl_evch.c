@@ -142,9 +142,9 @@ static __poll_t pl_evch_poll(struct file *file, poll_table *wait)
 	return mask;
 }
 
-static int pl_evch_release(struct inode *inode, struct file *file)
+/* Unlinks, destroys on the device and frees a channel; drops its ref. */
+static void pl_evch_destroy(struct pl_evch *evch)
 {
-	struct pl_evch *evch = file->private_data;
 	struct pl_ctx *ctx = evch->ctx;
 
 	spin_lock(&ctx->ev_lock);
@@ -153,6 +153,11 @@ static int pl_evch_release(struct inode *inode, struct file *file)
 	pl_ctx_destroy_child(ctx, evch->child);
 	kvfree(evch);
 	pl_ctx_put(ctx);
+}
+
+static int pl_evch_release(struct inode *inode, struct file *file)
+{
+	pl_evch_destroy(file->private_data);
 	return 0;
 }
 
@@ -215,13 +220,7 @@ long pl_ioctl_event_fd(struct pl_ctx *ctx)
 
 	fd = anon_inode_getfd("[pinlease-events]", &pl_evch_fops, evch,
 			      O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		spin_lock(&ctx->ev_lock);
-		list_del(&evch->node);
-		spin_unlock(&ctx->ev_lock);
-		pl_ctx_destroy_child(ctx, evch->child);
-		kvfree(evch);
-		pl_ctx_put(ctx);
-	}
+	if (fd < 0)
+		pl_evch_destroy(evch);
 	return fd;
 }
