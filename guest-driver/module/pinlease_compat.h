@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * pinlease: every difference between the kernels the module builds against
- * (Debian 6.1 LTS, 6.12 and 7.3; DESIGN.md section 4), in one place, so
+ * (Debian 6.1 LTS, 6.12 and 7.3; docs/design.md §4), in one place, so
  * that the other files read the same on every kernel.
  *
  * Each difference is a PL_HAVE_* flag from a feature probe in Kbuild (a
