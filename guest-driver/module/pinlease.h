@@ -22,10 +22,35 @@
  *   ctx->lease_lock) from LEASE_TAKE until LEASE_RELEASE or the device
  *   fd's close; owns the module's struct file the kernel lease sits on.
  *
+ * Locks, what each protects, and whether its holder may sleep:
+ *
+ * - dev->lock (mutex): dev->ctxs writers, dev->dead, dev->gen and
+ *   dev->vqs_live transitions; serialises reset, remove and the debugfs
+ *   tables. Held across a reset, which kills every context under it.
+ * - dev->req_lock, dev->evt_lock (spinlocks, interrupts off): the request
+ *   and event virtqueues and req_ok/evt_ok. Innermost; nothing else is
+ *   taken under them.
+ * - ctx->mr_lock (mutex): ctx->mrs, every field of its pl_mrs, and the
+ *   closed/dead transitions of the context (pl_ctx_err() under it cannot
+ *   race with pl_ctx_kill()).
+ * - ctx->ev_lock (spinlock): ctx->evchs, each event channel's queue, and
+ *   ctx->nr_exports. Taken by the event work; never sleep under it.
+ * - ctx->lease_lock (mutex): ctx->leases membership only.
+ * - lease->lock (mutex): a lease's state, flags and works; may be held
+ *   across a device request (a reset never takes it).
+ * - RCU: readers of dev->ctxs (the event path) take a context reference
+ *   with kref_get_unless_zero(); contexts are freed with kfree_rcu().
+ * - The inode's flc_lock (the kernel's spinlock) is held when the lease
+ *   manager callbacks run; they take none of the locks above.
+ *
  * Lock order: dev->lock -> ctx->mr_lock -> ctx->ev_lock;
- * dev->lock -> ctx->lease_lock -> lease->lock -> ctx->mr_lock. No device request
- * is ever sent with dev->lock or ctx->mr_lock held (a request that times out
- * waits for the device reset, which takes both).
+ * dev->lock -> ctx->lease_lock -> lease->lock -> ctx->mr_lock. No device
+ * request is ever sent with dev->lock, ctx->mr_lock, ctx->ev_lock or
+ * ctx->lease_lock held (a request that times out waits for the device
+ * reset, which takes dev->lock and ctx->mr_lock).
+ *
+ * Every function below carries its kernel-doc, with its Context and
+ * Locking rules, at its definition.
  */
 #ifndef _PINLEASE_H
 #define _PINLEASE_H
@@ -198,7 +223,7 @@ struct pl_mr {
 	struct page **pages;		/* NULL: no pins (imported, unpinned) */
 };
 
-/* pl_virtio.c */
+/* pl_virtio.c: virtio driver, requests, events, device reset */
 extern struct workqueue_struct *pl_wq;
 int pl_submit(struct pl_dev *dev, u16 op, u64 ctx, const void *body,
 	      size_t blen, struct scatterlist *extra, unsigned int nextra,
@@ -207,29 +232,52 @@ void pl_dev_put(struct pl_dev *dev);
 int pl_dev_reset(struct pl_dev *dev);
 int pl_dev_reset_since(struct pl_dev *dev, u64 gen);
 
-/* pl_fops.c */
-extern bool pl_require_lease;
+/* pl_fops.c: the device fd */
 extern const struct file_operations pl_dev_fops;
+
+/* pl_ctx.c: context lifetimes */
+struct pl_ctx *pl_ctx_create(struct pl_dev *dev);
+void pl_ctx_close(struct pl_ctx *ctx);
 struct pl_ctx *pl_ctx_lookup(struct pl_dev *dev, u64 handle);
 void pl_ctx_put(struct pl_ctx *ctx);
 void pl_ctx_kill(struct pl_ctx *ctx);
-void pl_ctx_route_event(struct pl_ctx *ctx, const struct pl_event *ev);
-void pl_ctx_mr_revoked(struct pl_ctx *ctx, u64 key);
 const char *pl_ctx_state(const struct pl_ctx *ctx);
-void pl_mr_unpin(struct pl_mr *mr);
+int pl_ctx_err(struct pl_ctx *ctx);
+int pl_ctx_destroy_child(struct pl_ctx *ctx, u64 child);
 
-/* pl_lease.c */
+/* pl_mr.c: memory regions */
+struct seq_file;
+void pl_mr_unpin(struct pl_mr *mr);
+void pl_ctx_unpin_all(struct pl_ctx *ctx);
+void pl_ctx_mr_revoked(struct pl_ctx *ctx, u64 key);
+int pl_ctx_add_mr(struct pl_ctx *ctx, struct pl_mr *mr);
+long pl_ioctl_reg_mr(struct pl_ctx *ctx, void __user *argp);
+long pl_ioctl_dereg_mr(struct pl_ctx *ctx, void __user *argp);
+void pl_mr_show(struct seq_file *m, const struct pl_mr *mr);
+
+/* pl_export.c: MR sharing between contexts */
+long pl_ioctl_export_mr(struct pl_ctx *ctx, void __user *argp);
+long pl_ioctl_import_mr(struct pl_ctx *ctx, void __user *argp);
+
+/* pl_evch.c: event-channel fds */
+void pl_ctx_route_event(struct pl_ctx *ctx, const struct pl_event *ev);
+void pl_ctx_hangup_evchs(struct pl_ctx *ctx);
+long pl_ioctl_event_fd(struct pl_ctx *ctx);
+
+/* pl_dma.c: data operations */
+long pl_ioctl_dma(struct pl_ctx *ctx, void __user *argp);
+
+/* pl_lease.c: layout leases */
 long pl_ioctl_lease_take(struct pl_ctx *ctx, void __user *argp);
 long pl_ioctl_lease_release(struct pl_ctx *ctx, void __user *argp);
 void pl_ctx_release_leases(struct pl_ctx *ctx);
 bool pl_lease_covers(struct pl_ctx *ctx, u64 dev, u64 ino, u32 gen, u64 off,
 		     u64 len);
-struct seq_file;
 void pl_lease_show(struct seq_file *m, const struct pl_lease *l);
 const char *pl_lease_state_name(const struct pl_lease *l);
 const char *pl_lease_policy_name(const struct pl_lease *l);
 
-/* pl_faults.c */
+/* pl_faults.c: fault points and the request timeout */
 unsigned long pl_req_timeout(void);
 unsigned int pl_req_timeout_ms(void);
 long pl_fault_pin_limit(unsigned long npages);
@@ -241,7 +289,7 @@ bool pl_fault_drop_event(struct pl_dev *dev, const struct pl_event *ev);
 void pl_fault_injected_event(struct pl_dev *dev, const struct pl_event *ev);
 void pl_faults_show(struct seq_file *m, struct pl_dev *dev);
 
-/* pl_debugfs.c */
+/* pl_debugfs.c: debugfs tables */
 void pl_debugfs_init(void);
 void pl_debugfs_exit(void);
 void pl_debugfs_add(struct pl_dev *dev);

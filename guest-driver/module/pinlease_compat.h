@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * pinlease: every difference between the kernels the module builds against
- * (Debian 6.1 LTS, 6.12 and 7.3; DESIGN.md section 4), in one place, so
+ * (Debian 6.1 LTS, 6.12 and 7.3; docs/design.md §4), in one place, so
  * that the other files read the same on every kernel.
  *
  * Each difference is a PL_HAVE_* flag from a feature probe in Kbuild (a
@@ -23,6 +23,7 @@
 #include <linux/file.h>
 #include <linux/fs.h>
 #include <linux/sched.h>
+#include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/virtio_config.h>
 #include <linux/workqueue.h>
@@ -74,6 +75,21 @@ static inline int pl_find_vqs(struct virtio_device *vdev, unsigned int nvqs,
 #define PL_WQ_PERCPU	WQ_PERCPU
 #else
 #define PL_WQ_PERCPU	0
+#endif
+
+/* ---- allocation -------------------------------------------------------- */
+
+/*
+ * kzalloc_obj(*p, gfp) and kvzalloc_obj() size the allocation from the
+ * pointer's type (upstream 7.0, 6.12.118 as a stable backport; not in
+ * 6.12.95 or 6.1). Where they are missing, the kzalloc(sizeof(*p)) and
+ * kvzalloc() they stand for. Macros, so #ifndef is the probe.
+ */
+#ifndef kzalloc_obj
+#define kzalloc_obj(P, GFP) kzalloc(sizeof(P), GFP)
+#endif
+#ifndef kvzalloc_obj
+#define kvzalloc_obj(P, GFP) kvzalloc(sizeof(P), GFP)
 #endif
 
 /* ---- files ------------------------------------------------------------- */

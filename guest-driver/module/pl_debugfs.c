@@ -172,6 +172,16 @@ static const struct file_operations pl_dbg_reset_fops = {
 	.write = pl_dbg_reset_write,
 };
 
+/**
+ * pl_debugfs_add() - the debugfs directory of a device
+ * @dev: the device, named and queried (its tables are read from here on)
+ *
+ * Nothing is created when the root directory is missing (debugfs off).
+ *
+ * Context: Process context (probe); sleeps.
+ * Locking: The caller holds none of the module's locks; the tables take
+ * dev->lock and the context locks when read.
+ */
 void pl_debugfs_add(struct pl_dev *dev)
 {
 	if (!pl_dbg_root)
@@ -189,12 +199,30 @@ void pl_debugfs_add(struct pl_dev *dev)
 			    &pl_dbg_faults_fops);
 }
 
+/**
+ * pl_debugfs_remove() - remove the debugfs directory of a device
+ * @dev: the device
+ *
+ * Waits for readers of its files to leave (debugfs_remove_recursive()).
+ *
+ * Context: Process context (remove); sleeps.
+ * Locking: The caller must not hold dev->lock: a reader of a table holds
+ * it, and the removal waits for that reader.
+ */
 void pl_debugfs_remove(struct pl_dev *dev)
 {
 	debugfs_remove_recursive(dev->dbg);
 	dev->dbg = NULL;
 }
 
+/**
+ * pl_debugfs_init() - create /sys/kernel/debug/pinlease
+ *
+ * A failure leaves debugfs out; the module works without it.
+ *
+ * Context: Process context (module init); sleeps.
+ * Locking: None; runs before any device is bound.
+ */
 void pl_debugfs_init(void)
 {
 	pl_dbg_root = debugfs_create_dir(KBUILD_MODNAME, NULL);
@@ -202,6 +230,12 @@ void pl_debugfs_init(void)
 		pl_dbg_root = NULL;
 }
 
+/**
+ * pl_debugfs_exit() - remove /sys/kernel/debug/pinlease
+ *
+ * Context: Process context (module exit); sleeps.
+ * Locking: None; runs after every device is removed.
+ */
 void pl_debugfs_exit(void)
 {
 	debugfs_remove_recursive(pl_dbg_root);

@@ -120,20 +120,42 @@ static bool pl_fault_take_pin_times(void)
 	}
 }
 
+/**
+ * pl_req_timeout() - the request timeout, req_timeout_ms, in jiffies
+ *
+ * Context: Any context.
+ * Locking: None; the parameter is an atomic_t.
+ * Return: how long pl_submit() waits for an answer before a reset.
+ */
 unsigned long pl_req_timeout(void)
 {
 	return msecs_to_jiffies(atomic_read(&pl_fp_req_timeout.val));
 }
 
+/**
+ * pl_req_timeout_ms() - the request timeout, req_timeout_ms, for messages
+ *
+ * Context: Any context.
+ * Locking: None; the parameter is an atomic_t.
+ * Return: the timeout in milliseconds.
+ */
 unsigned int pl_req_timeout_ms(void)
 {
 	return atomic_read(&pl_fp_req_timeout.val);
 }
 
-/*
- * How many pages a REG_MR of @npages pins before fault_pin_after stops it,
- * or -1. Only a look: the count is taken when the REG_MR gets there, so a
- * REG_MR that fails earlier for a real reason does not use it up.
+/**
+ * pl_fault_pin_limit() - where fault_pin_after would stop a REG_MR
+ * @npages: the pages the REG_MR pins
+ *
+ * Only a look: the count is taken when the REG_MR gets there
+ * (pl_fault_pin_fire()), so a REG_MR that fails earlier for a real reason
+ * does not use it up.
+ *
+ * Context: Any context.
+ * Locking: None; the parameters are atomic_t.
+ * Return: how many pages to pin before asking pl_fault_pin_fire(), or -1
+ * when the fault point is off or the REG_MR is too small to reach it.
  */
 long pl_fault_pin_limit(unsigned long npages)
 {
@@ -146,7 +168,19 @@ long pl_fault_pin_limit(unsigned long npages)
 	return after;
 }
 
-/* @pinned pages are pinned, fault_pin_after reached: does it fire? */
+/**
+ * pl_fault_pin_fire() - fault_pin_after reached: does it fire?
+ * @dev: the device the REG_MR is for (counted, logged)
+ * @pinned: pages pinned so far
+ * @npages: pages the REG_MR pins
+ *
+ * Takes one count of fault_pin_times; when it fires, counts and logs it.
+ *
+ * Context: Process context (the REG_MR's caller).
+ * Locking: None; the count is taken with one atomic operation, so two
+ * REG_MRs never both take the last one.
+ * Return: true when the REG_MR must fail with -EFAULT.
+ */
 bool pl_fault_pin_fire(struct pl_dev *dev, unsigned long pinned,
 		       unsigned long npages)
 {
@@ -158,6 +192,15 @@ bool pl_fault_pin_fire(struct pl_dev *dev, unsigned long pinned,
 	return true;
 }
 
+/**
+ * pl_fault_lease_set() - does fault_lease_set fail this LEASE_TAKE?
+ * @dev: the device (counted, logged)
+ * @ino: the data file's inode number, for the message
+ *
+ * Context: Any context; never sleeps.
+ * Locking: None; the count is atomic. The caller may hold lease->lock.
+ * Return: true (a count taken) when LEASE_TAKE must fail with -EAGAIN.
+ */
 bool pl_fault_lease_set(struct pl_dev *dev, u64 ino)
 {
 	if (!pl_fault_take(&pl_fp_lease_set.val))
@@ -168,6 +211,14 @@ bool pl_fault_lease_set(struct pl_dev *dev, u64 ino)
 	return true;
 }
 
+/**
+ * pl_fault_release_delay() - fault_release_delay_ms: delay a release
+ * @dev: the device (counted, logged)
+ * @handle: the context being released, for the message
+ *
+ * Context: Process context (the context's free work); sleeps, up to 60 s.
+ * Locking: The caller holds none of the module's locks.
+ */
 void pl_fault_release_delay(struct pl_dev *dev, u64 handle)
 {
 	unsigned int ms = atomic_read(&pl_fp_release_delay.val);
@@ -181,6 +232,15 @@ void pl_fault_release_delay(struct pl_dev *dev, u64 handle)
 	msleep_interruptible(ms);
 }
 
+/**
+ * pl_fault_drop_event() - does fault_drop_event drop this event?
+ * @dev: the device (counted by event kind, logged)
+ * @ev: the event, before it is acted on or routed
+ *
+ * Context: Process context (the event work); never sleeps.
+ * Locking: None; the count is atomic.
+ * Return: true (a count taken) when the event must be dropped.
+ */
 bool pl_fault_drop_event(struct pl_dev *dev, const struct pl_event *ev)
 {
 	u16 kind = le16_to_cpu(ev->kind);
@@ -221,7 +281,16 @@ static const char *const pl_event_kind_names[PL_FAULT_KINDS] = {
 	[PL_EVENT_NEEDS_RESET] = "needs_reset",
 };
 
-/* A FAULT_INJECTED event from the device: counted by action, logged. */
+/**
+ * pl_fault_injected_event() - a FAULT_INJECTED event from the device
+ * @dev: the device
+ * @ev: the event
+ *
+ * Counted by action and logged (ratelimited); routed by the caller.
+ *
+ * Context: Process context (the event work); never sleeps.
+ * Locking: None; the counters are atomic.
+ */
 void pl_fault_injected_event(struct pl_dev *dev, const struct pl_event *ev)
 {
 	u64 action = le64_to_cpu(ev->args[1]);
@@ -234,6 +303,14 @@ void pl_fault_injected_event(struct pl_dev *dev, const struct pl_event *ev)
 			    le64_to_cpu(ev->ctx), le64_to_cpu(ev->args[3]));
 }
 
+/**
+ * pl_faults_show() - debugfs "faults": parameters and what fired
+ * @m: the seq_file
+ * @dev: the device whose counters are shown (the parameters are global)
+ *
+ * Context: Process context (seq_file show).
+ * Locking: None; parameters and counters are atomic.
+ */
 void pl_faults_show(struct seq_file *m, struct pl_dev *dev)
 {
 	static const struct pl_fault_param *const params[] = {

@@ -67,11 +67,27 @@ static const char *const pl_policy_names[] = {
 	[PL_POLICY_TIMEOUT] = "timeout",
 };
 
+/**
+ * pl_lease_state_name() - a lease's state, as debugfs and fdinfo name it
+ * @l: the lease
+ *
+ * Context: Any context.
+ * Locking: None; reads the state with READ_ONCE(), so it may be stale.
+ * Return: "active", "breaking", "revoked" or "lost".
+ */
 const char *pl_lease_state_name(const struct pl_lease *l)
 {
 	return pl_lease_state_names[READ_ONCE(l->state)];
 }
 
+/**
+ * pl_lease_policy_name() - a lease's break policy, by name
+ * @l: the lease
+ *
+ * Context: Any context.
+ * Locking: None; the policy never changes after LEASE_TAKE.
+ * Return: "revoke", "wait" or "timeout".
+ */
 const char *pl_lease_policy_name(const struct pl_lease *l)
 {
 	return pl_policy_names[l->policy];
@@ -216,7 +232,7 @@ static void pl_lease_break_work(struct work_struct *work)
 
 	mutex_lock(&l->lock);
 	if (l->closing || !l->kernel_held || l->state != PL_LS_ACTIVE)
-		goto out;
+		goto out_unlock;
 	if (!READ_ONCE(ctx->dead))
 		err = pl_submit(ctx->dev, PL_OP_LEASE_BREAK, 0, &req,
 				sizeof(req), NULL, 0, &resp, sizeof(resp));
@@ -256,7 +272,7 @@ static void pl_lease_break_work(struct work_struct *work)
 				   max(delay, 0L) + HZ / 10);
 		break;
 	}
-out:
+out_unlock:
 	mutex_unlock(&l->lock);
 }
 
@@ -278,19 +294,19 @@ static void pl_lease_lost_work(struct work_struct *work)
 	flush_work(&l->break_work);
 	mutex_lock(&l->lock);
 	if (l->closing || !l->kernel_held)
-		goto out;
+		goto out_unlock;
 	if (!READ_ONCE(l->timed_out) &&
 	    pl_lease_on_inode(file_inode(l->file), l->file, l)) {
 		/* the breaker has not run time_out_leases() yet */
 		queue_delayed_work(pl_wq, &l->lost_work, HZ / 4);
-		goto out;
+		goto out_unlock;
 	}
 	l->kernel_held = false;
 	WRITE_ONCE(l->state, PL_LS_LOST);
 	pr_info("%s: lease %#llx (ino %llu) timed out by the kernel with pins held: LOST\n",
 		l->ctx->dev->name, l->handle, l->file_ino);
 	pl_lease_dev_release(l, PL_RELEASE_LOST);
-out:
+out_unlock:
 	mutex_unlock(&l->lock);
 }
 
@@ -319,6 +335,23 @@ static int pl_lease_destroy(struct pl_lease *l, bool tell_dev)
 	return err;
 }
 
+/**
+ * pl_ioctl_lease_take() - PINLEASE_IOC_LEASE_TAKE: take a layout lease
+ * @ctx: the device fd's context
+ * @argp: struct pinlease_lease_take, in and out
+ *
+ * Opens the module's own struct file on the data fd's inode, sets an
+ * FL_LAYOUT lease on it, then reports the lease to the device. The lease
+ * stays taken even when the copy back fails: it goes away at close.
+ *
+ * Context: Process context, the ioctl's caller; sleeps.
+ * Locking: The caller holds no lock of the module's. Takes lease->lock
+ * (held across LEASE_TAKE to the device, so a break waits for the handle)
+ * and then ctx->lease_lock; the inode's flc_lock inside vfs_setlease().
+ * Return: 0, -EFAULT, -EINVAL (policy, range, not a regular file),
+ * -EBADF, -ENOMEM, -EAGAIN (fault_lease_set or a conflicting lease),
+ * dentry_open()'s or vfs_setlease()'s error, or the device's answer.
+ */
 long pl_ioctl_lease_take(struct pl_ctx *ctx, void __user *argp)
 {
 	struct pinlease_lease_take a;
@@ -338,7 +371,7 @@ long pl_ioctl_lease_take(struct pl_ctx *ctx, void __user *argp)
 	    check_add_overflow(a.start, a.length, &end) || a.start > LLONG_MAX)
 		return -EINVAL;
 
-	l = kzalloc(sizeof(*l), GFP_KERNEL);
+	l = kzalloc_obj(*l, GFP_KERNEL);
 	if (!l)
 		return -ENOMEM;
 	mutex_init(&l->lock);
@@ -413,7 +446,7 @@ long pl_ioctl_lease_take(struct pl_ctx *ctx, void __user *argp)
 		l->closing = true;
 		pl_lease_unset(l);
 		mutex_unlock(&l->lock);
-		goto err_cancel;
+		goto err_cancel_works;
 	}
 	l->handle = le64_to_cpu(resp.handle);
 	l->dev_held = true;
@@ -431,7 +464,7 @@ long pl_ioctl_lease_take(struct pl_ctx *ctx, void __user *argp)
 	a.lease = l->handle;
 	return copy_to_user(argp, &a, sizeof(a)) ? -EFAULT : 0;
 
-err_cancel:
+err_cancel_works:
 	cancel_work_sync(&l->break_work);
 	cancel_delayed_work_sync(&l->lost_work);
 err_fput:
@@ -440,6 +473,20 @@ err_fput:
 	return err;
 }
 
+/**
+ * pl_ioctl_lease_release() - PINLEASE_IOC_LEASE_RELEASE: end a lease
+ * @ctx: the device fd's context, live or dead (a breaker may wait on it)
+ * @argp: the lease handle (u64)
+ *
+ * Removes the kernel lease (a waiting breaker goes on), stops the lease's
+ * works, sends LEASE_RELEASE unless the context is dead, and puts the
+ * module's file.
+ *
+ * Context: Process context, the ioctl's caller; sleeps.
+ * Locking: The caller holds no lock of the module's. Takes
+ * ctx->lease_lock, then lease->lock (held across LEASE_RELEASE).
+ * Return: 0, -EFAULT, -ENOENT (no such lease), or the device's answer.
+ */
 long pl_ioctl_lease_release(struct pl_ctx *ctx, void __user *argp)
 {
 	struct pl_lease *l, *found = NULL;
@@ -462,7 +509,17 @@ long pl_ioctl_lease_release(struct pl_ctx *ctx, void __user *argp)
 	return pl_lease_destroy(found, true);
 }
 
-/* Device fd closed (after CLOSE_CONTEXT and the unpin): every lease ends. */
+/**
+ * pl_ctx_release_leases() - end every lease of a closing context
+ * @ctx: the context, after CLOSE_CONTEXT and the unpin of its MRs
+ *
+ * CLOSE_CONTEXT released the leases on the device: only the kernel
+ * leases are removed and the module's files put.
+ *
+ * Context: Process context (the device fd's release); sleeps.
+ * Locking: The caller holds no lock of the module's. Takes
+ * ctx->lease_lock, then each lease->lock, one lease at a time.
+ */
 void pl_ctx_release_leases(struct pl_ctx *ctx)
 {
 	struct pl_lease *l;
@@ -482,9 +539,21 @@ void pl_ctx_release_leases(struct pl_ctx *ctx)
 	}
 }
 
-/*
- * require_lease: does an ACTIVE lease of @ctx cover [off, off + len) of the
- * file (dev, ino, gen)? A revoked, breaking or lost lease does not count.
+/**
+ * pl_lease_covers() - require_lease: is a file range under an active lease?
+ * @ctx: the context whose leases count
+ * @dev: the file's device (sb->s_dev)
+ * @ino: the file's inode number
+ * @gen: the file's inode generation
+ * @off: the range's first byte in the file
+ * @len: the range's length
+ *
+ * A revoked, breaking or lost lease does not count.
+ *
+ * Context: Process context; sleeps (mutex).
+ * Locking: Takes ctx->lease_lock; the caller must not hold it nor any
+ * lease->lock.
+ * Return: true when an ACTIVE lease of @ctx covers [@off, @off + @len).
  */
 bool pl_lease_covers(struct pl_ctx *ctx, u64 dev, u64 ino, u32 gen, u64 off,
 		     u64 len)
@@ -509,6 +578,15 @@ bool pl_lease_covers(struct pl_ctx *ctx, u64 dev, u64 ino, u32 gen, u64 off,
 	return ok;
 }
 
+/**
+ * pl_lease_show() - one "lease:" line of a device fd's fdinfo
+ * @m: the fdinfo seq_file
+ * @l: the lease
+ *
+ * Context: Process context (seq_file show).
+ * Locking: The caller holds ctx->lease_lock of the lease's context, which
+ * keeps @l alive; the state fields are read with READ_ONCE().
+ */
 void pl_lease_show(struct seq_file *m, const struct pl_lease *l)
 {
 	seq_printf(m, "lease:\thandle=%#llx dev=%llx ino=%llu gen=%u start=%llu end=",

@@ -16,6 +16,10 @@
 #include "pinlease.h"
 #include "pinlease_compat.h"
 
+/*
+ * The module's per-CPU workqueue: event routing, device resets, context
+ * releases and the lease works all run on it (pl_exit() drains it).
+ */
 struct workqueue_struct *pl_wq;
 static DEFINE_IDA(pl_ida);
 
@@ -61,7 +65,7 @@ static void pl_schedule_reset(struct pl_dev *dev, u64 gen)
 }
 
 /**
- * pl_submit - send one request and wait for its response
+ * pl_submit() - send one request and wait for its response
  * @dev: the device
  * @op: PL_OP_*
  * @ctx: context handle, 0 for device-wide opcodes
@@ -80,7 +84,13 @@ static void pl_schedule_reset(struct pl_dev *dev, u64 gen)
  * completed a buffer twice) and a response carrying another request's tag
  * reset the device the same way.
  *
- * Return: 0, -status of the device's answer, or -EIO / -ENODEV / -ENOMEM.
+ * Context: Process context; sleeps, uninterruptibly, up to req_timeout_ms
+ * and then for the reset.
+ * Locking: The caller must not hold dev->lock or ctx->mr_lock (the reset a
+ * timeout triggers takes both), nor any spinlock. Takes dev->req_lock.
+ * A caller may hold lease->lock, which no reset takes.
+ * Return: 0, -status of the device's answer, or -EIO / -ENODEV / -ENOMEM /
+ * -E2BIG (more descriptors than the queue has).
  */
 int pl_submit(struct pl_dev *dev, u16 op, u64 ctx, const void *body,
 	      size_t blen, struct scatterlist *extra, unsigned int nextra,
@@ -98,7 +108,7 @@ int pl_submit(struct pl_dev *dev, u16 op, u64 ctx, const void *body,
 	if (READ_ONCE(dev->dead))
 		return -ENODEV;
 
-	r = kzalloc(sizeof(*r), GFP_KERNEL);
+	r = kzalloc_obj(*r, GFP_KERNEL);
 	if (!r)
 		return -ENOMEM;
 	tag = atomic64_inc_return(&dev->next_tag);
@@ -122,12 +132,12 @@ int pl_submit(struct pl_dev *dev, u16 op, u64 ctx, const void *body,
 		if (!dev->req_ok) {
 			err = READ_ONCE(dev->dead) ? -ENODEV : -EIO;
 			spin_unlock_irq(&dev->req_lock);
-			goto out;
+			goto out_free_req;
 		}
 		if (ndesc > virtqueue_get_vring_size(dev->req_vq)) {
 			spin_unlock_irq(&dev->req_lock);
 			err = -E2BIG;
-			goto out;
+			goto out_free_req;
 		}
 		/* req_ok: no reset is between its stop and its restart */
 		gen = READ_ONCE(dev->gen);
@@ -144,11 +154,11 @@ int pl_submit(struct pl_dev *dev, u16 op, u64 ctx, const void *body,
 			pr_err_ratelimited("%s: opcode %u: request queue broken: resetting the device\n",
 					   dev->name, op);
 			pl_schedule_reset(dev, gen);
-			goto out;
+			goto out_free_req;
 		}
 		spin_unlock_irq(&dev->req_lock);
 		if (err != -ENOSPC)
-			goto out;
+			goto out_free_req;
 		wait_event_timeout(dev->req_space, pl_req_room(dev, ndesc),
 				   HZ / 10);
 	}
@@ -164,13 +174,13 @@ int pl_submit(struct pl_dev *dev, u16 op, u64 ctx, const void *body,
 
 	if (r->err) {
 		err = r->err;
-		goto out;
+		goto out_free_req;
 	}
 	if (r->used_len < sizeof(r->resp)) {
 		pr_warn_ratelimited("%s: opcode %u: no response (used length %u)\n",
 				    dev->name, op, r->used_len);
 		err = -EIO;
-		goto out;
+		goto out_free_req;
 	}
 	if (le64_to_cpu(r->resp.tag) != tag) {
 		/*
@@ -185,24 +195,24 @@ int pl_submit(struct pl_dev *dev, u16 op, u64 ctx, const void *body,
 		pl_schedule_reset(dev, gen);
 		flush_work(&dev->reset_work);
 		err = -EIO;
-		goto out;
+		goto out_free_req;
 	}
 	status = le32_to_cpu(r->resp.status);
 	if (status) {
 		err = status < MAX_ERRNO ? -(int)status : -EIO;
-		goto out;
+		goto out_free_req;
 	}
 	len = le32_to_cpu(r->resp.len);
 	if (len != rlen || r->used_len < sizeof(r->resp) + rlen) {
 		pr_err_ratelimited("%s: opcode %u: response body %u bytes (used %u), expected %zu\n",
 				   dev->name, op, len, r->used_len, rlen);
 		err = -EIO;
-		goto out;
+		goto out_free_req;
 	}
 	if (rlen)
 		memcpy(rbody, r->resp_body, rlen);
 	err = 0;
-out:
+out_free_req:
 	kfree(r);
 	return err;
 }
@@ -499,12 +509,17 @@ static int pl_dev_reset_before(struct pl_dev *dev, u64 want)
 }
 
 /**
- * pl_dev_reset - reset the device and start over
+ * pl_dev_reset() - reset the device and start over
  * @dev: the device
  *
  * Every context of the device is marked dead and its MRs unpinned (the
  * device has forgotten them); open fds keep working for close only.
+ * Requests in flight fail with -EIO.
  *
+ * Context: Process context; sleeps.
+ * Locking: Takes dev->lock, then (pl_ctx_kill()) each context's
+ * ctx->mr_lock and ctx->ev_lock. The caller holds none of the module's
+ * locks.
  * Return: 0, or -errno when the device is gone or could not be restarted.
  */
 int pl_dev_reset(struct pl_dev *dev)
@@ -513,14 +528,16 @@ int pl_dev_reset(struct pl_dev *dev)
 }
 
 /**
- * pl_dev_reset_since - reset the device unless it was reset after @gen
+ * pl_dev_reset_since() - reset the device unless it was reset after @gen
  * @dev: the device
  * @gen: the device generation the caller's context was created in
  *
  * For a caller that cannot trust the device any more (it refused to tear a
  * context down) and must not go on until the device has forgotten it.
  *
- * Return: as pl_dev_reset().
+ * Context: Process context; sleeps.
+ * Locking: As pl_dev_reset().
+ * Return: as pl_dev_reset(); 0 also when the device was reset since.
  */
 int pl_dev_reset_since(struct pl_dev *dev, u64 gen)
 {
@@ -544,6 +561,16 @@ static void pl_dev_free(struct kref *kref)
 	kfree(dev);
 }
 
+/**
+ * pl_dev_put() - drop a reference to a device
+ * @dev: the device
+ *
+ * The last reference (remove() has run and every context is freed) frees
+ * the device.
+ *
+ * Context: Any context that may kfree(); never sleeps.
+ * Locking: The caller must not hold dev->lock (the last put frees it).
+ */
 void pl_dev_put(struct pl_dev *dev)
 {
 	kref_put(&dev->kref, pl_dev_free);
@@ -603,7 +630,7 @@ static int pl_probe(struct virtio_device *vdev)
 		return -ENODEV;
 	}
 
-	dev = kzalloc(sizeof(*dev), GFP_KERNEL);
+	dev = kzalloc_obj(*dev, GFP_KERNEL);
 	if (!dev)
 		return -ENOMEM;
 	dev->evt_bufs = kcalloc(PL_EVT_BUFS, sizeof(*dev->evt_bufs),
@@ -626,20 +653,20 @@ static int pl_probe(struct virtio_device *vdev)
 
 	err = ida_alloc(&pl_ida, GFP_KERNEL);
 	if (err < 0)
-		goto err_free;
+		goto err_put_dev;
 	dev->index = err;
 	snprintf(dev->name, sizeof(dev->name), "pinlease%d", dev->index);
 	vdev->priv = dev;
 
 	err = pl_init_vqs(dev);
 	if (err)
-		goto err_ida;
+		goto err_free_index;
 	virtio_device_ready(vdev);
 	pl_start_vqs(dev);
 
 	err = pl_query(dev);
 	if (err)
-		goto err_vqs;
+		goto err_stop_vqs;
 
 	dev->misc.minor = MISC_DYNAMIC_MINOR;
 	dev->misc.name = dev->name;
@@ -647,7 +674,7 @@ static int pl_probe(struct virtio_device *vdev)
 	dev->misc.mode = 0600;
 	err = misc_register(&dev->misc);
 	if (err)
-		goto err_vqs;
+		goto err_stop_vqs;
 	pl_debugfs_add(dev);
 
 	dev_info(&vdev->dev,
@@ -658,15 +685,15 @@ static int pl_probe(struct virtio_device *vdev)
 		 dev->max_contexts, dev->max_mrs, dev->max_pages_per_mr);
 	return 0;
 
-err_vqs:
+err_stop_vqs:
 	mutex_lock(&dev->lock);
 	dev->dead = true;
 	pl_stop_vqs(dev, -ENODEV);
 	mutex_unlock(&dev->lock);
 	cancel_work_sync(&dev->reset_work);
-err_ida:
+err_free_index:
 	ida_free(&pl_ida, dev->index);
-err_free:
+err_put_dev:
 	vdev->priv = NULL;
 	pl_dev_put(dev);
 	return err;
