@@ -285,3 +285,53 @@ fn struct_names_map_to_c() {
     assert_eq!(c_struct_name("PlQueryDeviceResp"), "pl_query_device_resp");
     assert_eq!(c_struct_name("PlEvent"), "pl_event");
 }
+
+/// The guest module's debugfs name tables (`pl_faults.c`), written as
+/// `[PL_PREFIX_NAME] = "name",` rows: `(constant, name)` in file order.
+fn module_name_table(source: &str, table: &str) -> Vec<(String, String)> {
+    let start = source
+        .find(&format!("{table}["))
+        .unwrap_or_else(|| panic!("pl_faults.c has no table {table}"));
+    let body = &source[start..];
+    let body = &body[..body.find("};").expect("table ends with };")];
+    body.lines()
+        .filter_map(|l| {
+            let l = l.trim().strip_prefix('[')?;
+            let (constant, rest) = l.split_once("] = \"")?;
+            let name = rest.strip_suffix("\",")?;
+            Some((constant.to_string(), name.to_string()))
+        })
+        .filter(|(constant, _)| constant != "0") // [0] = "other"
+        .collect()
+}
+
+/// pl_faults.c names event kinds and fault actions for debugfs (the suite
+/// reads `device fault_injected needs_reset` there): each row's name must
+/// be its constant's suffix in lower case, and the rows must be the ABI's.
+#[test]
+fn module_debugfs_names_are_the_abis() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("guest-driver/module/pl_faults.c");
+    let source = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let check = |table: &str, prefix: &str, want: Vec<&str>| {
+        let rows = module_name_table(&source, table);
+        let constants: Vec<&str> = rows.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(
+            constants, want,
+            "{table} in {path:?}: rows differ from the ABI's"
+        );
+        for (constant, name) in &rows {
+            let suffix = constant.strip_prefix(prefix).unwrap();
+            assert_eq!(name, &suffix.to_ascii_lowercase(), "{table}: {constant}");
+        }
+    };
+    check(
+        "pl_fault_action_names",
+        "PL_FAULT_ACTION_",
+        abi::FAULT_ACTIONS.iter().map(|&(_, c, _)| c).collect(),
+    );
+    check(
+        "pl_event_kind_names",
+        "PL_EVENT_",
+        abi::EVENT_KINDS.iter().map(|&(_, c)| c).collect(),
+    );
+}

@@ -81,7 +81,7 @@ struct scatterlist;
 
 /* Event kinds (0: unknown) and fault action codes (0: unknown) counted. */
 #define PL_FAULT_KINDS		(PL_EVENT_NEEDS_RESET + 1)
-#define PL_FAULT_ACTIONS	11
+#define PL_FAULT_ACTIONS	(PL_FAULT_ACTION_ABORT + 1)
 
 /* What the fault points fired and the device's fault events (pl_faults.c). */
 struct pl_fault_counters {

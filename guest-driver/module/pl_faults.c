@@ -254,19 +254,24 @@ bool pl_fault_drop_event(struct pl_dev *dev, const struct pl_event *ev)
 	return true;
 }
 
-/* Names of docs/faults.md section 1.3 action codes, for debugfs. */
+/*
+ * Names of the FAULT_INJECTED action codes (docs/faults.md section 1.3) for
+ * debugfs: each the lower-case suffix of its PL_FAULT_ACTION_ constant, and
+ * the events' likewise; tests/abi_layout.rs checks both tables against the
+ * ABI's.
+ */
 static const char *const pl_fault_action_names[PL_FAULT_ACTIONS] = {
 	[0] = "other",
-	[1] = "fail",
-	[2] = "delay",
-	[3] = "drop",
-	[4] = "duplicate",
-	[5] = "reorder",
-	[6] = "revoke_mr",
-	[7] = "spurious_break",
-	[8] = "withhold",
-	[9] = "needs_reset",
-	[10] = "abort",
+	[PL_FAULT_ACTION_FAIL] = "fail",
+	[PL_FAULT_ACTION_DELAY] = "delay",
+	[PL_FAULT_ACTION_DROP] = "drop",
+	[PL_FAULT_ACTION_DUPLICATE] = "duplicate",
+	[PL_FAULT_ACTION_REORDER] = "reorder",
+	[PL_FAULT_ACTION_REVOKE_MR] = "revoke_mr",
+	[PL_FAULT_ACTION_SPURIOUS_BREAK] = "spurious_break",
+	[PL_FAULT_ACTION_WITHHOLD] = "withhold",
+	[PL_FAULT_ACTION_NEEDS_RESET] = "needs_reset",
+	[PL_FAULT_ACTION_ABORT] = "abort",
 };
 
 static const char *const pl_event_kind_names[PL_FAULT_KINDS] = {

@@ -286,7 +286,12 @@ impl FaultEngine {
         dev.events.push(
             PL_EVENT_FAULT_INJECTED,
             ctx,
-            [f.hit.code(), u64::from(f.action.code()), u64::from(f.rule), detail],
+            [
+                f.hit.code(),
+                u64::from(f.action.code()),
+                u64::from(f.rule),
+                detail,
+            ],
         );
         match f.action {
             Action::Fail(s) => Effect::Fail(s),
