@@ -10,12 +10,13 @@ VM_DIR = Path(__file__).resolve().parents[1]
 sys.dont_write_bytecode = True
 sys.path.insert(0, str(VM_DIR))
 import console  # noqa: E402
+from ktap import Ktap  # noqa: E402
 
 OOPS = Path(__file__).resolve().parent / "fixtures" / "oops-7.3-lease-take.log"
 
 
 def feed_all(lines):
-    ktap, crash = console.Ktap(), console.CrashWatch()
+    ktap, crash = Ktap(), console.CrashWatch()
     for line in lines:
         if not crash.feed(line, ktap):
             ktap.feed(line)
@@ -39,7 +40,7 @@ class Crash(unittest.TestCase):
         self.assertEqual(ktap.counts(), (1, 0, []))
 
     def test_user_lines_quoting_a_crash_are_not_one(self):
-        ktap = console.Ktap()
+        ktap = Ktap()
         for line in ("PINLEASE-INVARIANT kernel-warn ok no WARNING:/BUG:/Oops in the log",
                      "# some_case: kernel log: [ 3.1] BUG: sleeping function called",
                      "not ok 3 x # kernel log: Oops: 0002",
@@ -51,14 +52,14 @@ class Crash(unittest.TestCase):
                      "kernel BUG at mm/gup.c:123!",
                      "[    5.000000] Kernel panic - not syncing: Fatal exception",
                      "[    5.000000] watchdog: BUG: soft lockup - CPU#0 stuck for 22s!"):
-            self.assertTrue(console.CrashWatch().feed(line, console.Ktap()), line)
+            self.assertTrue(console.CrashWatch().feed(line, Ktap()), line)
 
     def test_a_warning_is_not_a_crash(self):
         line = "[   12.295917] WARNING: kernel/workqueue.c:5938 at __alloc_workqueue+0x6be/0x7a0"
-        self.assertFalse(console.CrashWatch().feed(line, console.Ktap()))
+        self.assertFalse(console.CrashWatch().feed(line, Ktap()))
 
     def test_report_is_bounded(self):
-        crash, ktap = console.CrashWatch(), console.Ktap()
+        crash, ktap = console.CrashWatch(), Ktap()
         crash.feed("[ 1.000000] BUG: unable to handle page fault", ktap)
         for i in range(500):
             crash.feed(f"[ 1.000000] line {i}", ktap)
@@ -66,7 +67,7 @@ class Crash(unittest.TestCase):
         self.assertFalse(crash.complete)
 
     def test_where_the_suite_was(self):
-        k = console.Ktap()
+        k = Ktap()
         self.assertEqual(k.running_case(), "no case (the suite had not started)")
         for line in ("KTAP version 1", "1..3", "# running 1 a", "ok 1 a"):
             k.feed(line)
@@ -82,7 +83,7 @@ class Lines(unittest.TestCase):
         self.assertEqual(out, ["[    7.360000] msg", "not ok 3 name # reason"])
 
     def test_running_lines_are_ktap_diagnostics(self):
-        k = console.Ktap()
+        k = Ktap()
         for line in ("KTAP version 1", "1..1", "# running 1 a", "ok 1 a"):
             self.assertTrue(k.feed(line), line)
         self.assertEqual(k.verdict(), [])
