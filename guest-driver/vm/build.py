@@ -112,13 +112,19 @@ def build_daemon(steps):
     return DAEMON_BIN
 
 
+def given(path, flag, what, source):
+    """A file the user gave with FLAG instead of building WHAT from SOURCE."""
+    path = path.resolve()
+    if not path.is_file():
+        raise setup_error(f"{flag} {path}: no such file")
+    say(f"{what}: using {path} (not building {source})")
+    return path
+
+
 def build_module(steps, module_ko, k):
     """pinlease.ko for kernel K: MODULE_KO (--module) as given, else built."""
     if module_ko:
-        ko = module_ko.resolve()
-        if not ko.is_file():
-            raise setup_error(f"--module {ko}: no such file")
-        say(f"module: using {ko} (not building guest-driver/module)")
+        ko = given(module_ko, "--module", "module", "guest-driver/module")
     else:
         top, cmd = kernels.module_build_command(k)
         steps.run("module", cmd)
@@ -134,10 +140,7 @@ def build_module(steps, module_ko, k):
 def build_tool(steps, tool):
     """The static pinlease-guest: TOOL (--tool) as given, else built."""
     if tool:
-        tool = tool.resolve()
-        if not tool.is_file():
-            raise setup_error(f"--tool {tool}: no such file")
-        say(f"tool: using {tool} (not building guest-driver/tools)")
+        tool = given(tool, "--tool", "tool", "guest-driver/tools")
     else:
         if not (TOOL_SRC / "Cargo.toml").is_file():
             raise setup_error(f"{TOOL_SRC}/Cargo.toml not found: the guest tool is not in the "

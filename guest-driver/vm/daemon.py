@@ -56,7 +56,8 @@ def start(out, daemon_bin, steps, scrub_period_ms=0, fault_run=None):
                   "--abort-report", fault_run.abort_report]
     cmd = serve_command(daemon_bin, sock, admin, "info", *extra)
     steps.record(cmd)
-    proc = launch(cmd, open(out / "daemon.log", "w"))
+    with open(out / "daemon.log", "w") as log:  # the daemon has its own copy
+        proc = launch(cmd, log)
     state = wait_listening(proc, (sock, admin), poll=0.05)
     if state == "exited":
         # Under --faults this is the daemon refusing the plan: a setup problem.

@@ -57,6 +57,11 @@ class FaultRun:
                                        for k, v in self.picks.items()) + ")"
                if self.picks else ""))
 
+    def run_conf(self):
+        """What the run adds to /init's run.conf (see guest.run_conf)."""
+        return {"MODULE_PARAMS": faultplan.module_args(self.params), "FAULTS": "1",
+                "HUNG_TASK_SECS": str(HUNG_TASK_SECS)}
+
     def reproduce(self, a):
         cmd = ["guest-driver/vm/run", "--faults", str(self.plan_path), "--seed", str(self.seed),
                "--cases", self.cases]

@@ -17,11 +17,10 @@ import time
 from pathlib import Path
 
 import console
-import faultplan
 import qemu
 from daemon import take_status, take_status_text
 from exitcodes import EXIT_OK, EXIT_RUN, Fail, setup_error
-from faultrun import HUNG_TASK_SECS, finish_fault_run, say_abort_report
+from faultrun import finish_fault_run, say_abort_report
 from ktap import KTAP_RUNNING, Ktap, judge_exec, judge_suite
 from procs import describe_exit, stop, tail
 from progress import say
@@ -61,9 +60,7 @@ def run_conf(a, load, lost, cases, fault_run):
         "FAULTS": "0",
     }
     if fault_run is not None:
-        conf["MODULE_PARAMS"] = faultplan.module_args(fault_run.params)
-        conf["FAULTS"] = "1"
-        conf["HUNG_TASK_SECS"] = str(HUNG_TASK_SECS)
+        conf.update(fault_run.run_conf())
     return conf
 
 

@@ -1,5 +1,5 @@
-"""Host tests of guest-driver/vm/console.py: console lines, KTAP with the
-running-case announcements, and kernel crash detection on a real oops (7.3
+"""Host tests of guest-driver/vm/console.py: console lines, the kernel
+warning pattern, and kernel crash detection on a real oops (7.3
 with the module that lacked lm_open_conflict)."""
 
 import sys
@@ -10,6 +10,7 @@ VM_DIR = Path(__file__).resolve().parents[1]
 sys.dont_write_bytecode = True
 sys.path.insert(0, str(VM_DIR))
 import console  # noqa: E402
+import invariants  # noqa: E402
 from ktap import Ktap  # noqa: E402
 
 OOPS = Path(__file__).resolve().parent / "fixtures" / "oops-7.3-lease-take.log"
@@ -66,14 +67,21 @@ class Crash(unittest.TestCase):
         self.assertEqual(len(crash.lines), console.CrashWatch.CRASH_LINES)
         self.assertFalse(crash.complete)
 
-    def test_where_the_suite_was(self):
-        k = Ktap()
-        self.assertEqual(k.running_case(), "no case (the suite had not started)")
-        for line in ("KTAP version 1", "1..3", "# running 1 a", "ok 1 a"):
-            k.feed(line)
-        self.assertEqual(k.running_case(), "between cases (last result: case 1)")
-        k.feed("# running 2 b")
-        self.assertEqual(k.running_case(), "case 2 of 3: b")
+
+class Warnings(unittest.TestCase):
+    def test_both_users_see_the_one_pattern(self):
+        # The runner's console display and the kernel-warn invariant.
+        self.assertIs(invariants.KERNEL_WARNING, console.KERNEL_WARNING)
+        self.assertFalse(hasattr(invariants, "KERNEL_WARN"))
+        w = invariants.ConsoleWatch()
+        for line in ("[ 1.0] WARNING: CPU: 0 PID: 1 at mm/gup.c:1 foo",
+                     "[ 1.0] refcount_t: underflow; use-after-free.",
+                     "[ 1.0] kernel BUG at mm/gup.c:123!",
+                     "[ 1.0] general protection fault, probably for non-canonical address"):
+            self.assertTrue(console.KERNEL_WARNING.search(line), line)
+            w.feed(line)
+        self.assertEqual(len(w.warn), 4)
+        self.assertIsNone(console.KERNEL_WARNING.search("[ 1.0] virtio_blk virtio1: 1/0/0"))
 
 
 class Lines(unittest.TestCase):
@@ -81,13 +89,6 @@ class Lines(unittest.TestCase):
         u = console.Unsplice()
         out = u.feed("not ok 3 na[    7.360000] msg") + u.feed("me # reason")
         self.assertEqual(out, ["[    7.360000] msg", "not ok 3 name # reason"])
-
-    def test_running_lines_are_ktap_diagnostics(self):
-        k = Ktap()
-        for line in ("KTAP version 1", "1..1", "# running 1 a", "ok 1 a"):
-            self.assertTrue(k.feed(line), line)
-        self.assertEqual(k.verdict(), [])
-        self.assertIsNone(k.running)
 
 
 if __name__ == "__main__":
