@@ -78,6 +78,27 @@ class Unsplice:
         return [rest] if rest is not None else []
 
 
+class LineReader:
+    """The console's bytes as logical lines: split at newlines, decoded,
+    without the tty's CR, unspliced (Unsplice)."""
+
+    def __init__(self):
+        self.buf = b""
+        self.unsplice = Unsplice()
+
+    def feed(self, chunk):
+        """The lines CHUNK completes; an empty CHUNK is the end of the
+        console, which completes the rest."""
+        self.buf += chunk
+        *raw, self.buf = self.buf.split(b"\n")
+        if not chunk and self.buf:
+            raw.append(self.buf)
+            self.buf = b""
+        lines = [x for r in raw for x in
+                 self.unsplice.feed(r.decode("utf-8", errors="replace").rstrip("\r"))]
+        return lines + (self.unsplice.flush() if not chunk else [])
+
+
 class CrashWatch:
     """Watches the console for the first kernel crash (KERNEL_CRASH) and
     keeps its report: the lines from the crash on, until the kernel's end

@@ -130,7 +130,7 @@ def run_guest(a, cmd, daemon, daemon_bin, admin, out, steps, fr=None):
     qlog = open(out / "qemu.log", "wb")
     console_log = open(out / "console.log", "wb")
     vm = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=qlog,
-                            start_new_session=True)
+                          start_new_session=True)
     t_start = time.monotonic()
     say(f"QEMU started (pid {vm.pid}); console: {out}/console.log")
     ktap = Ktap()
@@ -139,8 +139,7 @@ def run_guest(a, cmd, daemon, daemon_bin, admin, out, steps, fr=None):
     streaming = False  # exec mode: stream everything after RUN-START
     sentinel_rc = None
     t_init = t_sentinel = None
-    buf = b""
-    unsplice = console.Unsplice()
+    reader = console.LineReader()
     daemon_death = None
     fail = None
     abort_deadline = None  # --faults: planned abort seen, guest gets ABORT_GRACE
@@ -190,15 +189,7 @@ def run_guest(a, cmd, daemon, daemon_bin, admin, out, steps, fr=None):
                     eof = True
                 console_log.write(chunk)
                 console_log.flush()
-                buf += chunk
-                *lines, buf = buf.split(b"\n")
-                if eof and buf:
-                    lines.append(buf)
-                logical = [x for raw in lines for x in
-                           unsplice.feed(raw.decode("utf-8", errors="replace").rstrip("\r"))]
-                if eof:
-                    logical += unsplice.flush()
-                for line in logical:
+                for line in reader.feed(chunk):
                     if sentinel_rc is None and (m := console.SENTINEL.search(line.rstrip())):
                         sentinel_rc = int(m.group(1))
                         t_sentinel = time.monotonic()
@@ -332,15 +323,16 @@ def crash_fail(crash, out):
 
 
 def run_keep(cmd, steps):
+    """--keep: QEMU with its console and monitor on this terminal."""
     steps.record(cmd)
     say("QEMU on this terminal: Ctrl-A x quits, Ctrl-A c the monitor; "
         "`poweroff -f` in the guest ends it")
-    qemu = subprocess.Popen(cmd, start_new_session=True)
+    vm = subprocess.Popen(cmd, start_new_session=True)
     try:
-        qemu.wait()
+        vm.wait()
     finally:
-        stop(qemu, "QEMU")
+        stop(vm, "QEMU")
         if sys.stdin.isatty():
             subprocess.run(["stty", "sane"], stdin=sys.stdin)
-    say(f"QEMU exited ({describe_exit(qemu.returncode)})")
-    return EXIT_OK if qemu.returncode == 0 else EXIT_RUN
+    say(f"QEMU exited ({describe_exit(vm.returncode)})")
+    return EXIT_OK if vm.returncode == 0 else EXIT_RUN

@@ -85,6 +85,14 @@ class Warnings(unittest.TestCase):
 
 
 class Lines(unittest.TestCase):
+    def test_reader_lines_across_chunks(self):
+        r = console.LineReader()
+        self.assertEqual(r.feed(b"ok 1 a\r\nnot ok 2 b"), ["ok 1 a"])
+        self.assertEqual(r.feed(b"[    7.360000] msg\r\n # why\n"),
+                         ["[    7.360000] msg", "not ok 2 b # why"])
+        self.assertEqual(r.feed(b"tail \xff"), [])
+        self.assertEqual(r.feed(b""), ["tail \ufffd"])
+
     def test_unsplice_glues_a_cut_ktap_line(self):
         u = console.Unsplice()
         out = u.feed("not ok 3 na[    7.360000] msg") + u.feed("me # reason")
