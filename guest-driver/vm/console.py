@@ -1,17 +1,12 @@
 """Reading the guest's serial console: lines as the programs wrote them, the
-suite's KTAP, the markers /init prints, and the kernel crashes that end a run.
+markers /init prints, kernel warnings, and the kernel crashes that end a run
+(the suite's KTAP is ktap.py's).
 
 Python 3 standard library only.
 """
 
 import re
 
-KTAP_VERSION = re.compile(r"^K?TAP version \d+$")
-KTAP_PLAN = re.compile(r"^1\.\.(\d+)$")
-KTAP_RESULT = re.compile(r"^(ok|not ok) (\d+)\b(.*)$")
-# The suite announces each case before running it (guest-driver/tools
-# ktap.rs), so a crash can be pinned on the case that was running.
-KTAP_RUNNING = re.compile(r"^# running (\d+) (\S+)$")
 SENTINEL = re.compile(r"(?:^|\s)PINLEASE-SUITE-EXIT (-?\d+)$")
 # A guest asking for a status snapshot mid-run (pinlease-guest snapshot, or a
 # suite case); it waits for the runner's answer, so the snapshot shows the
@@ -19,8 +14,13 @@ SENTINEL = re.compile(r"(?:^|\s)PINLEASE-SUITE-EXIT (-?\d+)$")
 SNAPSHOT = re.compile(r"(?:^|\s)PINLEASE-SNAPSHOT ([A-Za-z0-9_.-]{1,64})$")
 # A kernel console message ("[   12.345678] ...") after text that is not one.
 EMBEDDED_PRINTK = re.compile(r"^(?!\s*\[\s*\d+\.\d+\])(.+?)(\[\s*\d+\.\d{6}\] .*)$")
-# Kernel lines worth showing even when not streaming the console.
-KERNEL_TROUBLE = re.compile(r"WARNING:|BUG:|Oops|general protection|refcount_t|Kernel panic")
+# Kernel trouble short of a crash: a WARNING and worse. The one pattern for
+# both of its users: the runner shows such console lines even when not
+# streaming the console, and under --faults any of them violates the
+# kernel-warn invariant (invariants.py). (refcount_t: the saturation
+# message comes before its WARNING.)
+KERNEL_WARNING = re.compile(r"WARNING:|BUG:|Oops|general protection|refcount_t|kernel BUG|"
+                            r"Kernel panic")
 # A kernel crash: an oops (NULL dereference, page fault, GPF, BUG()), any
 # "BUG: " report (incl. soft lockups, sleeping in atomic context) or a panic.
 # A WARNING is not one: the kernel goes on and the case's own kernel-log
@@ -78,85 +78,25 @@ class Unsplice:
         return [rest] if rest is not None else []
 
 
-class Ktap:
-    """Collects the KTAP lines between the first "KTAP version" and the exit
-    sentinel, checks the plan, counts results (top level only: indented
-    lines are subtests, which KTAP folds into their parent's result), and
-    knows which case is running."""
+class LineReader:
+    """The console's bytes as logical lines: split at newlines, decoded,
+    without the tty's CR, unspliced (Unsplice)."""
 
     def __init__(self):
-        self.started = False
-        self.lines = []
-        self.plan = None
-        self.results = []  # (ok: bool, number, rest)
-        self.problems = []
-        self.running = None  # (number, name) announced and not yet reported
+        self.buf = b""
+        self.unsplice = Unsplice()
 
-    def feed(self, line):
-        """Returns True when the line is KTAP (and was recorded)."""
-        s = line.rstrip()
-        if not self.started:
-            if KTAP_VERSION.match(s):
-                self.started = True
-                self.lines.append(s)
-                return True
-            return False
-        if KTAP_VERSION.match(s):
-            self.problems.append(f"second version line: {s!r}")
-            self.lines.append(s)
-            return True
-        m = KTAP_PLAN.match(s)
-        if m:
-            if self.plan is not None:
-                self.problems.append(f"second plan line: {s!r}")
-            self.plan = int(m.group(1))
-            self.lines.append(s)
-            return True
-        m = KTAP_RESULT.match(s)
-        if m:
-            self.results.append((m.group(1) == "ok", int(m.group(2)), m.group(3)))
-            self.running = None
-            self.lines.append(s)
-            return True
-        m = KTAP_RUNNING.match(s)
-        if m:
-            self.running = (int(m.group(1)), m.group(2))
-            self.lines.append(s)
-            return True
-        if s.startswith("#") or (s.startswith(" ") and s.strip()):
-            self.lines.append(s)  # diagnostics and indented subtests
-            return True
-        return False
-
-    def verdict(self):
-        probs = list(self.problems)
-        if not self.started:
-            return ["no 'KTAP version' line"]
-        if self.plan is None:
-            probs.append("no plan line (1..N)")
-        elif len(self.results) != self.plan:
-            probs.append(f"plan says {self.plan} cases, {len(self.results)} results seen")
-        nums = [n for _, n, _ in self.results]
-        if nums != list(range(1, len(nums) + 1)):
-            probs.append(f"result numbers out of sequence: {nums}")
-        return probs
-
-    def counts(self):
-        skip = sum(1 for ok, _, rest in self.results if ok and re.search(r"#\s*SKIP", rest, re.I))
-        passed = sum(1 for ok, _, _ in self.results if ok) - skip
-        failed = [f"not ok {n}{rest}" for ok, n, rest in self.results if not ok]
-        return passed, skip, failed
-
-    def running_case(self):
-        """What was running: "case N NAME", or where the suite was."""
-        if self.running:
-            n, name = self.running
-            return f"case {n}" + (f" of {self.plan}" if self.plan else "") + f": {name}"
-        if not self.started:
-            return "no case (the suite had not started)"
-        if self.results:
-            return f"between cases (last result: case {self.results[-1][1]})"
-        return "no case (before the first one)"
+    def feed(self, chunk):
+        """The lines CHUNK completes; an empty CHUNK is the end of the
+        console, which completes the rest."""
+        self.buf += chunk
+        *raw, self.buf = self.buf.split(b"\n")
+        if not chunk and self.buf:
+            raw.append(self.buf)
+            self.buf = b""
+        lines = [x for r in raw for x in
+                 self.unsplice.feed(r.decode("utf-8", errors="replace").rstrip("\r"))]
+        return lines + (self.unsplice.flush() if not chunk else [])
 
 
 class CrashWatch:

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 from hostdeps import sbin_which as sbin
+from procs import fmt_cmd
 from qemu import DISK_MIB, PMEM_MIB
 
 VM_DIR = Path(__file__).resolve().parent
@@ -23,10 +24,6 @@ VM_DIR = Path(__file__).resolve().parent
 
 class ImageError(Exception):
     """An image could not be made; the message names the tool and its output."""
-
-
-def fmt_cmd(cmd):
-    return " ".join(shlex.quote(str(c)) for c in cmd)
 
 
 class Cpio:

@@ -16,6 +16,9 @@ Python 3.11 standard library only.
 
 import re
 
+from console import KERNEL_WARNING
+from exitcodes import EXIT_OK, EXIT_RUN, EXIT_VIOLATION
+
 GUEST_INVARIANTS = ("pins", "hung-task", "kernel-warn", "stray-writes")
 ALL_INVARIANTS = GUEST_INVARIANTS + ("daemon",)
 STATES = ("ok", "violated", "unchecked")
@@ -23,14 +26,10 @@ STATES = ("ok", "violated", "unchecked")
 INVARIANT_LINE = re.compile(r"(?:^|\s)PINLEASE-INVARIANT ([a-z-]+) (ok|violated|unchecked)(?: (.*))?$")
 MODULE_FAULT_LINE = re.compile(r"(?:^|\s)PINLEASE-MODULE-FAULT ([a-z_]+) (\d+)$")
 
-# Console lines that violate an invariant whatever the guest reports later.
-# The console carries KERN_WARNING and worse (the runner's loglevel 5); hung
-# task reports are KERN_ERR.
+# Console lines that violate an invariant whatever the guest reports later:
+# a hung task (KERN_ERR) and console.KERNEL_WARNING (the console carries
+# KERN_WARNING and worse at the runner's loglevel 5).
 HUNG_TASK = re.compile(r"blocked for more than \d+ seconds")
-KERNEL_WARN = re.compile(r"WARNING:|BUG:|Oops|general protection fault|kernel BUG|Kernel panic")
-
-# Exit codes of vm/run (the same as without --faults, meanings per section 3.2).
-EXIT_OK, EXIT_VIOLATION, EXIT_SETUP, EXIT_RUN = 0, 1, 2, 3
 
 POINT_CLASSES = ("request", "event", "memory-map", "context-teardown", "lease-break", "runtime")
 
@@ -86,7 +85,7 @@ class ConsoleWatch:
             return True
         if HUNG_TASK.search(line) and len(self.hung) < 20:
             self.hung.append(line.strip())
-        elif KERNEL_WARN.search(line) and len(self.warn) < 20:
+        elif KERNEL_WARNING.search(line) and len(self.warn) < 20:
             self.warn.append(line.strip())
         return False
 
@@ -173,7 +172,9 @@ def fault_counts(status):
     for r in faults.get("rules") or []:
         if not isinstance(r, dict):
             continue
-        fires = _int(r.get("fires", r.get("fired", 0)))
+        # The daemon names a rule's count "fires" in its status JSON;
+        # "fired" is this runner's own total below, never a rule's.
+        fires = _int(r.get("fires", 0))
         rule = {"id": r.get("id"), "point": r.get("point"), "action": r.get("action"),
                 "hits": _int(r.get("hits", 0)), "fires": fires}
         rules.append(rule)

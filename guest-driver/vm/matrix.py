@@ -14,8 +14,8 @@ import json
 import re
 from pathlib import Path
 
-import console
 import hostdeps
+import ktap
 import qemu
 
 # The suite's pin-verdict cases print one line per verdict row
@@ -90,20 +90,18 @@ def cells(kernels, qemus, modes):
 
 def read_results(cell, out):
     """Fills CELL from its run directory: KTAP counts, verdicts, release."""
-    ktap = console.Ktap()
     path = out / "results.ktap"
-    if path.is_file():
-        for line in path.read_text(errors="replace").splitlines():
-            ktap.feed(line)
-            m = VERDICT.match(line)
-            if m:
-                cell.verdicts.append((m.group(2), m.group(3), m.group(4), m.group(1)))
-    if ktap.started:
-        passed, skipped, failed = ktap.counts()
+    text = path.read_text(errors="replace") if path.is_file() else ""
+    for line in text.splitlines():
+        v = VERDICT.match(line)
+        if v:
+            cell.verdicts.append((v.group(2), v.group(3), v.group(4), v.group(1)))
+    results = ktap.parse(text)
+    if results.started:
+        passed, skipped, failed = results.counts()
         cell.counts = (passed, skipped, len(failed))
         cell.failed = failed
-        cell.skips = [f"{n}{rest}" for ok, n, rest in ktap.results
-                      if ok and re.search(r"#\s*SKIP", rest, re.I)]
+        cell.skips = results.skipped()
     con = out / "console.log"
     if con.is_file():
         m = re.search(r"Linux version (\S+)", con.read_text(errors="replace"))

@@ -17,12 +17,13 @@ import os
 import re
 import selectors
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 
 import hostdeps
+from daemon import launch, serve_command, wait_listening
+from procs import describe_exit, stop
 
 REPO = Path(__file__).resolve().parents[2]
 ABI_HEADER = REPO / "guest-driver" / "include" / "pinlease_abi.h"
@@ -123,17 +124,10 @@ def probe_mode(q, mode, daemon_bin, workdir):
         s.unlink(missing_ok=True)
     log = workdir / f"probe-{mode}.log"
     with open(log, "wb") as f:
-        daemon = subprocess.Popen([str(daemon_bin), "--log-level", "warn", "serve",
-                                   "--socket-path", str(sock), "--admin-socket", str(admin),
-                                   "--max-connections", "1"],
-                                  stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
+        daemon = launch(serve_command(daemon_bin, sock, admin, "warn", "--max-connections", 1), f)
         try:
-            deadline = time.monotonic() + 10
-            while not sock.is_socket():
-                if daemon.poll() is not None or time.monotonic() > deadline:
-                    return False, f"the probe daemon did not listen on {sock} (see {log})"
-                time.sleep(0.02)
+            if wait_listening(daemon, (sock,), poll=0.02) != "listening":
+                return False, f"the probe daemon did not listen on {sock} (see {log})"
             cmd = [q.path, "-machine", "q35", "-accel", "tcg", "-display", "none",
                    "-nodefaults", "-S", "-m", "128M",
                    "-object", "memory-backend-memfd,id=mem,size=128M,share=on",
@@ -150,14 +144,11 @@ def probe_mode(q, mode, daemon_bin, workdir):
             if r.returncode != 0:
                 said = [ln for ln in r.stdout.decode(errors="replace").splitlines()
                         if ln.strip() and not ln.startswith(("QEMU ", "(qemu)"))]
-                how = (f"signal {signal.Signals(-r.returncode).name}" if r.returncode < 0
-                       else f"exit {r.returncode}")
-                return False, f"QEMU {how}" + (f": {said[-1].strip()}" if said else "")
+                return False, (f"QEMU {describe_exit(r.returncode)}"
+                               + (f": {said[-1].strip()}" if said else ""))
             return True, ""
         finally:
-            if daemon.poll() is None:
-                os.killpg(daemon.pid, signal.SIGTERM)
-            daemon.wait()
+            stop(daemon, "probe daemon")
 
 
 def pick_mode(requested, q, daemon_bin, workdir, say):
@@ -182,7 +173,7 @@ def pick_mode(requested, q, daemon_bin, workdir, say):
                     f"as carrier ({notes[1]})")
 
 
-def probe_kvm(q, k, initramfs, out, stop):
+def probe_kvm(q, k, initramfs, out):
     """A short boot with -accel kvm: True if it reaches /init in time. On our
     nested-KVM machines QEMU aborts or hangs in the decompressor instead."""
     cmd = [q.path, "-machine", "q35", "-accel", "kvm", "-cpu", "max", "-m", "256M",

@@ -1,5 +1,5 @@
-"""Host tests of guest-driver/vm/console.py: console lines, KTAP with the
-running-case announcements, and kernel crash detection on a real oops (7.3
+"""Host tests of guest-driver/vm/console.py: console lines, the kernel
+warning pattern, and kernel crash detection on a real oops (7.3
 with the module that lacked lm_open_conflict)."""
 
 import sys
@@ -10,12 +10,14 @@ VM_DIR = Path(__file__).resolve().parents[1]
 sys.dont_write_bytecode = True
 sys.path.insert(0, str(VM_DIR))
 import console  # noqa: E402
+import invariants  # noqa: E402
+from ktap import Ktap  # noqa: E402
 
 OOPS = Path(__file__).resolve().parent / "fixtures" / "oops-7.3-lease-take.log"
 
 
 def feed_all(lines):
-    ktap, crash = console.Ktap(), console.CrashWatch()
+    ktap, crash = Ktap(), console.CrashWatch()
     for line in lines:
         if not crash.feed(line, ktap):
             ktap.feed(line)
@@ -39,7 +41,7 @@ class Crash(unittest.TestCase):
         self.assertEqual(ktap.counts(), (1, 0, []))
 
     def test_user_lines_quoting_a_crash_are_not_one(self):
-        ktap = console.Ktap()
+        ktap = Ktap()
         for line in ("PINLEASE-INVARIANT kernel-warn ok no WARNING:/BUG:/Oops in the log",
                      "# some_case: kernel log: [ 3.1] BUG: sleeping function called",
                      "not ok 3 x # kernel log: Oops: 0002",
@@ -51,42 +53,50 @@ class Crash(unittest.TestCase):
                      "kernel BUG at mm/gup.c:123!",
                      "[    5.000000] Kernel panic - not syncing: Fatal exception",
                      "[    5.000000] watchdog: BUG: soft lockup - CPU#0 stuck for 22s!"):
-            self.assertTrue(console.CrashWatch().feed(line, console.Ktap()), line)
+            self.assertTrue(console.CrashWatch().feed(line, Ktap()), line)
 
     def test_a_warning_is_not_a_crash(self):
         line = "[   12.295917] WARNING: kernel/workqueue.c:5938 at __alloc_workqueue+0x6be/0x7a0"
-        self.assertFalse(console.CrashWatch().feed(line, console.Ktap()))
+        self.assertFalse(console.CrashWatch().feed(line, Ktap()))
 
     def test_report_is_bounded(self):
-        crash, ktap = console.CrashWatch(), console.Ktap()
+        crash, ktap = console.CrashWatch(), Ktap()
         crash.feed("[ 1.000000] BUG: unable to handle page fault", ktap)
         for i in range(500):
             crash.feed(f"[ 1.000000] line {i}", ktap)
         self.assertEqual(len(crash.lines), console.CrashWatch.CRASH_LINES)
         self.assertFalse(crash.complete)
 
-    def test_where_the_suite_was(self):
-        k = console.Ktap()
-        self.assertEqual(k.running_case(), "no case (the suite had not started)")
-        for line in ("KTAP version 1", "1..3", "# running 1 a", "ok 1 a"):
-            k.feed(line)
-        self.assertEqual(k.running_case(), "between cases (last result: case 1)")
-        k.feed("# running 2 b")
-        self.assertEqual(k.running_case(), "case 2 of 3: b")
+
+class Warnings(unittest.TestCase):
+    def test_both_users_see_the_one_pattern(self):
+        # The runner's console display and the kernel-warn invariant.
+        self.assertIs(invariants.KERNEL_WARNING, console.KERNEL_WARNING)
+        self.assertFalse(hasattr(invariants, "KERNEL_WARN"))
+        w = invariants.ConsoleWatch()
+        for line in ("[ 1.0] WARNING: CPU: 0 PID: 1 at mm/gup.c:1 foo",
+                     "[ 1.0] refcount_t: underflow; use-after-free.",
+                     "[ 1.0] kernel BUG at mm/gup.c:123!",
+                     "[ 1.0] general protection fault, probably for non-canonical address"):
+            self.assertTrue(console.KERNEL_WARNING.search(line), line)
+            w.feed(line)
+        self.assertEqual(len(w.warn), 4)
+        self.assertIsNone(console.KERNEL_WARNING.search("[ 1.0] virtio_blk virtio1: 1/0/0"))
 
 
 class Lines(unittest.TestCase):
+    def test_reader_lines_across_chunks(self):
+        r = console.LineReader()
+        self.assertEqual(r.feed(b"ok 1 a\r\nnot ok 2 b"), ["ok 1 a"])
+        self.assertEqual(r.feed(b"[    7.360000] msg\r\n # why\n"),
+                         ["[    7.360000] msg", "not ok 2 b # why"])
+        self.assertEqual(r.feed(b"tail \xff"), [])
+        self.assertEqual(r.feed(b""), ["tail \ufffd"])
+
     def test_unsplice_glues_a_cut_ktap_line(self):
         u = console.Unsplice()
         out = u.feed("not ok 3 na[    7.360000] msg") + u.feed("me # reason")
         self.assertEqual(out, ["[    7.360000] msg", "not ok 3 name # reason"])
-
-    def test_running_lines_are_ktap_diagnostics(self):
-        k = console.Ktap()
-        for line in ("KTAP version 1", "1..1", "# running 1 a", "ok 1 a"):
-            self.assertTrue(k.feed(line), line)
-        self.assertEqual(k.verdict(), [])
-        self.assertIsNone(k.running)
 
 
 if __name__ == "__main__":

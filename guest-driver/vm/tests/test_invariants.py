@@ -140,6 +140,15 @@ class Counts(unittest.TestCase):
         self.assertEqual(invariants.fault_counts(st)["by_class_action"], {"request x fail": 2})
         self.assertIsNone(invariants.fault_counts({"ok": True}))
 
+    def test_only_the_daemons_fires_key(self):
+        # The daemon writes "fires" per rule; a rule with "fired" is not one
+        # of its rules' counts and adds nothing.
+        st = {"faults": {"rules": [
+            {"id": 1, "point": "request:REG_MR:before", "action": "fail", "hits": 4,
+             "fired": 2}]}}
+        c = invariants.fault_counts(st)
+        self.assertEqual((c["fired"], c["rules"][0]["fires"], c["by_class_action"]), (0, 0, {}))
+
     def test_abort_summary(self):
         r = dict(self.STATUS, aborted_by={"rule": 3, "point": "lease-break"})
         s = invariants.abort_summary(r)
