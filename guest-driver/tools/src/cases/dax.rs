@@ -2,41 +2,21 @@
 //! revoke lease.
 
 use crate::cases::helpers::{
-    expect_errno, fdinfo, kname, lease_line, lease_state, line_field, need_feature, open,
-    pins_held, reap_breaker, spawn_breaker, wait_event, Breaker, TestFile, LEASE_LEN,
+    dax_file, expect_errno, fdinfo, kname, lease_line, lease_state, line_field, need_feature, open,
+    pins_held, reap_breaker, spawn_breaker, wait_event, Breaker, LEASE_LEN,
 };
 use crate::ktap::{CaseCtx, CaseErr, CaseResult};
 use crate::sys::{self, Exit, Mapping};
 use crate::uapi::*;
-use crate::{ensure, fail, skip};
+use crate::{ensure, fail};
 use pinlease::abi::{self, PL_ACCESS_ALL};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-/// A file on /mnt/dax that is DAX, LEASE_LEN bytes, or a skip.
-fn dax_file(t: &mut CaseCtx, name: &str) -> Result<TestFile, CaseErr> {
-    match sys::mount_at("/mnt/dax") {
-        Some(m) if m.has_dax() => {}
-        Some(m) => skip!("/mnt/dax is mounted without dax ({})", m.options.join(",")),
-        None => skip!("/mnt/dax is not mounted (no pmem device)"),
-    }
-    let fstype = sys::mount_at("/mnt/dax")
-        .map(|m| m.fstype)
-        .unwrap_or_default();
-    let f = TestFile::on("/mnt/dax", &fstype, name)?;
-    drop(Mapping::new(&f.backing(true), LEASE_LEN, false)?);
-    match sys::file_is_dax(&f.path) {
-        Some(true) => {}
-        Some(false) => skip!("{} is not a DAX file (STATX_ATTR_DAX clear)", f.path),
-        None => t.diag("statx does not report STATX_ATTR_DAX; assuming DAX from the mount"),
-    }
-    Ok(f)
-}
-
 pub(super) fn fsdax_shortterm_pin_under_lease(t: &mut CaseCtx) -> CaseResult {
     let dev = open()?;
     need_feature(&dev, abi::PL_FEATURE_LEASES, "LEASES")?;
-    let f = dax_file(t, "dax-lease")?;
+    let f = dax_file(t, "dax-lease", LEASE_LEN)?;
     let map = Mapping::new(&f.backing(true), LEASE_LEN, false)?;
     let data =
         std::fs::File::open(&f.path).map_err(|e| CaseErr::Fail(format!("open {}: {e}", f.path)))?;
@@ -77,7 +57,7 @@ pub(super) fn fsdax_shortterm_pin_under_lease(t: &mut CaseCtx) -> CaseResult {
 pub(super) fn fsdax_truncate_vs_pin_under_revoke_lease(t: &mut CaseCtx) -> CaseResult {
     let dev = open()?;
     need_feature(&dev, abi::PL_FEATURE_LEASES, "LEASES")?;
-    let f = dax_file(t, "dax-truncate")?;
+    let f = dax_file(t, "dax-truncate", LEASE_LEN)?;
     let map = Mapping::new(&f.backing(true), LEASE_LEN, false)?;
     let ev = dev.event_fd()?;
     sys::set_nonblock(ev.as_raw_fd())?;

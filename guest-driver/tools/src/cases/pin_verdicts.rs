@@ -3,7 +3,7 @@
 //! against the row's for the running kernel.
 
 use crate::cases::helpers::{
-    expect_errno, need_fsdax, need_hugepages, open, running_kver, TestFile, KIB, TMPFS_DIR,
+    dax_file, expect_errno, need_hugepages, open, running_kver, TestFile, KIB, TMPFS_DIR,
 };
 use crate::ktap::{CaseCtx, CaseResult};
 use crate::sys::{self, errno_name, Backing, Mapping};
@@ -154,15 +154,7 @@ fn pin_row(t: &mut CaseCtx, id: &str) -> CaseResult {
             verdict(t, row, &f.backing(row.shared), len)
         }
         Mem::FsDax => {
-            let fstype = need_fsdax()?;
-            let f = TestFile::on("/mnt/dax", &fstype, id)?;
-            // Create the file, then make sure it really is DAX.
-            drop(Mapping::new(&f.backing(true), len, false)?);
-            match sys::file_is_dax(&f.path) {
-                Some(true) => {}
-                Some(false) => skip!("{} is not a DAX file (STATX_ATTR_DAX clear)", f.path),
-                None => t.diag("statx does not report STATX_ATTR_DAX; assuming DAX from the mount"),
-            }
+            let f = dax_file(t, id, len)?;
             verdict(t, row, &f.backing(row.shared), len)
         }
     }

@@ -145,13 +145,28 @@ pub fn need_hugepages() -> CaseResult {
     Ok(())
 }
 
-/// SKIP unless /mnt/dax is an FS-DAX mount.
-pub fn need_fsdax() -> Result<String, CaseErr> {
+/// SKIP unless /mnt/dax is an FS-DAX mount: its filesystem type.
+fn need_fsdax() -> Result<String, CaseErr> {
     match sys::mount_at("/mnt/dax") {
         Some(m) if m.has_dax() => Ok(m.fstype),
         Some(m) => skip!("/mnt/dax is mounted without dax ({})", m.options.join(",")),
         None => skip!("/mnt/dax is not mounted (no pmem device)"),
     }
+}
+
+/// A file of `len` bytes on /mnt/dax (an FS-DAX mount) that statx says is
+/// DAX, named after `name`; SKIP otherwise.
+pub fn dax_file(t: &mut CaseCtx, name: &str, len: usize) -> Result<TestFile, CaseErr> {
+    let fstype = need_fsdax()?;
+    let f = TestFile::on("/mnt/dax", &fstype, name)?;
+    // Create the file, then make sure it really is DAX.
+    drop(Mapping::new(&f.backing(true), len, false)?);
+    match sys::file_is_dax(&f.path) {
+        Some(true) => {}
+        Some(false) => skip!("{} is not a DAX file (STATX_ATTR_DAX clear)", f.path),
+        None => t.diag("statx does not report STATX_ATTR_DAX; assuming DAX from the mount"),
+    }
+    Ok(f)
 }
 
 /// Two 64 KiB anonymous MRs (access ALL) in one context, a filled with
