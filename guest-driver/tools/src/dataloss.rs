@@ -23,9 +23,9 @@
 //! long-term pin (XFS on 6.5 and later: EFAULT), the case SKIPs with the
 //! reason; an answer other than the table's FAILs.
 
-use crate::cases::{
+use crate::cases::helpers::{
     expect_errno, lease_state, need_feature, need_hugepages, open, pins_held, reap_breaker,
-    running_kver, spawn_breaker, wait_event, wait_lease_state, BreakTime, Breaker, TestFile,
+    running_kver, spawn_breaker, wait_event, wait_lease_state, BreakTime, Breaker, TestFile, KIB,
     SCRUB_WAIT, SNAPSHOT_WAIT,
 };
 use crate::dev::{Dev, SysError};
@@ -39,7 +39,6 @@ use pinlease::abi::{self, PL_ACCESS_ALL};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-const KIB: usize = 1024;
 /// Each MR: 8 pages.
 const MR_LEN: usize = 32 * KIB;
 const PAGE: usize = 4096;

@@ -125,7 +125,7 @@ enum Cmd {
     /// module must not be loaded beforehand. Used by `vm/run --no-device`.
     Nodevice {
         /// The module file to load.
-        #[arg(long, default_value = pinlease_guest::cases::MODULE_PATH)]
+        #[arg(long, default_value = pinlease_guest::cases::helpers::MODULE_PATH)]
         module: String,
         /// List the check names instead of running them.
         #[arg(long)]

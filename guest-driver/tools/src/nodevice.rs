@@ -3,7 +3,7 @@
 //! checks the kernel log; KTAP like the suite (same per-case checks). Run by
 //! `guest-driver/vm/run --no-device`, whose /init does not load the module.
 
-use crate::cases::{bound_virtio_devices, DRIVER_DIR, MODULE_NAME};
+use crate::cases::helpers::{bound_virtio_devices, DRIVER_DIR, MODULE_NAME};
 use crate::dev::SysError;
 use crate::ktap::{Case, CaseCtx, CaseErr, CaseResult};
 use crate::sys;
