@@ -35,7 +35,7 @@ use crate::sys::{self, Backing, Exit, Mapping};
 use crate::uapi::*;
 use crate::verdicts::{self, Expect};
 use crate::{ensure, fail, skip};
-use pinlease::abi::{self, PL_ACCESS_ALL};
+use pinlease_abi::{self as abi, PL_ACCESS_ALL};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 

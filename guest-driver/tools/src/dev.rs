@@ -4,7 +4,7 @@
 
 use crate::sys::{errno_name, last_errno};
 use crate::uapi::*;
-use pinlease::abi;
+use pinlease_abi as abi;
 use std::fmt;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
@@ -383,17 +383,10 @@ pub fn parse_events(buf: &[u8]) -> Vec<abi::PlEvent> {
 
 pub const EVENT_SIZE: usize = std::mem::size_of::<abi::PlEvent>();
 
+/// The ABI's name of an event kind (`MR_REVOKED`), `UNKNOWN` for a kind
+/// the ABI lacks.
 pub fn event_kind_name(kind: u16) -> &'static str {
-    match kind {
-        abi::PL_EVENT_MR_REVOKED => "MR_REVOKED",
-        abi::PL_EVENT_LEASE_BROKEN => "LEASE_BROKEN",
-        abi::PL_EVENT_LEASE_LOST => "LEASE_LOST",
-        abi::PL_EVENT_CONTEXT_TORN_DOWN => "CONTEXT_TORN_DOWN",
-        abi::PL_EVENT_FAULT_INJECTED => "FAULT_INJECTED",
-        abi::PL_EVENT_DEVICE_ERROR => "DEVICE_ERROR",
-        abi::PL_EVENT_SCRUB_LOST_ACCESS => "SCRUB_LOST_ACCESS",
-        _ => "UNKNOWN",
-    }
+    abi::event_kind_name(kind).unwrap_or("UNKNOWN")
 }
 
 pub fn format_event(e: &abi::PlEvent) -> String {

@@ -1,7 +1,7 @@
 //! pinlease-guest: drive /dev/pinleaseN by hand, or run the KTAP suite.
 
 use clap::{Parser, Subcommand};
-use pinlease::abi::{self, PL_ACCESS_ALL, PL_ACCESS_READ};
+use pinlease_abi::{self as abi, PL_ACCESS_ALL, PL_ACCESS_READ};
 use pinlease_guest::dev::{format_event, parse_events, Dev, SysError, EVENT_SIZE};
 use pinlease_guest::sys::{self, Backing, Mapping};
 use pinlease_guest::uapi::*;

@@ -9,7 +9,7 @@
 
 use crate::dev::SysError;
 use crate::sys::{self, Mapping};
-use pinlease::abi;
+use pinlease_abi as abi;
 use std::time::{Duration, Instant};
 
 /// High half of every canary before the slot is XORed in ("SCRB").

@@ -8,8 +8,8 @@
 //! it and compare with `uapi::layout_table()` and `uapi::constant_table()`.
 //! Every disagreement is reported in one failure message.
 
-use pinlease::c_header::{compile, parse_header, probe_source, run_probe, ProbeOutput};
 use pinlease_guest::uapi;
+use pinlease_testkit::c_header::{compile, parse_header, probe_source, run_probe, ProbeOutput};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 

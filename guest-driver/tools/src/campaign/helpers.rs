@@ -7,7 +7,7 @@ use crate::dev::{event_kind_name, parse_events, Dev, EVENT_SIZE};
 use crate::ktap::{CaseErr, CaseResult};
 use crate::sys::{self, Exit, Mapping};
 use crate::{fail, skip, stray};
-use pinlease::abi;
+use pinlease_abi as abi;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 

@@ -7,7 +7,7 @@ use crate::dev::{event_kind_name, SysResult};
 use crate::fail;
 use crate::ktap::{CaseCtx, CaseResult};
 use crate::sys::{self, errno_name};
-use pinlease::abi;
+use pinlease_abi as abi;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 

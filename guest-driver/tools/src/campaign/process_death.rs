@@ -9,7 +9,7 @@ use crate::fail;
 use crate::ktap::{CaseCtx, CaseResult};
 use crate::sys::{self, Mapping};
 use crate::uapi::*;
-use pinlease::abi::{self, PL_ACCESS_ALL};
+use pinlease_abi::{self as abi, PL_ACCESS_ALL};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 

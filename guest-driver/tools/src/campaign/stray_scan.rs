@@ -8,7 +8,7 @@ use crate::ktap::{CaseCtx, CaseErr, CaseResult};
 use crate::sys::Mapping;
 use crate::uapi::*;
 use crate::{fail, skip, stray};
-use pinlease::abi::PL_ACCESS_ALL;
+use pinlease_abi::PL_ACCESS_ALL;
 use std::time::{Duration, Instant};
 
 /// Positive control (the scrubber runs and the scanner recognises its

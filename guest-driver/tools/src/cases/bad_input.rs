@@ -6,7 +6,7 @@ use crate::ensure;
 use crate::ktap::{CaseCtx, CaseResult};
 use crate::sys::{self, errno_name, Mapping};
 use crate::uapi::*;
-use pinlease::abi::{self, PL_ACCESS_ALL};
+use pinlease_abi::{self as abi, PL_ACCESS_ALL};
 
 pub(super) fn bad_dma_unknown_op_einval(_t: &mut CaseCtx) -> CaseResult {
     let p = pair()?;

@@ -5,7 +5,7 @@ use crate::cases::helpers::{expect_errno, need_feature, open, pair, pattern, PAI
 use crate::ktap::{CaseCtx, CaseResult};
 use crate::sys::Mapping;
 use crate::{ensure, fail};
-use pinlease::abi::{self, PL_ACCESS_ALL};
+use pinlease_abi::{self as abi, PL_ACCESS_ALL};
 
 pub(super) fn query_device(t: &mut CaseCtx) -> CaseResult {
     let d1 = open()?;

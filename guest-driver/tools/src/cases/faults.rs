@@ -11,7 +11,7 @@ use crate::ktap::{CaseCtx, CaseErr, CaseResult};
 use crate::sys::{self, Mapping};
 use crate::uapi::*;
 use crate::{ensure, fail, skip};
-use pinlease::abi::{self, PL_ACCESS_ALL};
+use pinlease_abi::{self as abi, PL_ACCESS_ALL};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 

@@ -9,7 +9,7 @@ use crate::dev::{format_event, parse_events, EVENT_SIZE};
 use crate::ktap::{CaseCtx, CaseResult};
 use crate::sys::{self, errno_name, Mapping};
 use crate::{ensure, fail};
-use pinlease::abi::{self, PL_ACCESS_ALL, PL_ACCESS_READ};
+use pinlease_abi::{self as abi, PL_ACCESS_ALL, PL_ACCESS_READ};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 

@@ -10,7 +10,7 @@ use crate::sys::{self, errno_name, Backing, Mapping};
 use crate::uapi::*;
 use crate::verdicts::{self, Expect, Mem, Row};
 use crate::{ensure, skip};
-use pinlease::abi::{self, PL_ACCESS_ALL, PL_ACCESS_READ};
+use pinlease_abi::{self as abi, PL_ACCESS_ALL, PL_ACCESS_READ};
 
 /// Registers `len` bytes of `backing` and checks the kernel's answer
 /// against `row`'s for the running kernel (verdicts.rs): granted = pinned

@@ -7,7 +7,7 @@ use crate::ktap::{CaseCtx, CaseResult};
 use crate::sys::{self, errno_name, Backing, Mapping};
 use crate::uapi::*;
 use crate::{ensure, fail, skip};
-use pinlease::abi::{self, PL_ACCESS_ALL, PL_ACCESS_READ};
+use pinlease_abi::{self as abi, PL_ACCESS_ALL, PL_ACCESS_READ};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 

@@ -8,7 +8,7 @@ use crate::dev::{format_event, parse_events, Dev, SysError, EVENT_SIZE};
 use crate::ktap::{CaseCtx, CaseResult};
 use crate::sys::{self, errno_name, Backing, Mapping};
 use crate::{ensure, fail, skip};
-use pinlease::abi::{self, PL_ACCESS_ALL};
+use pinlease_abi::{self as abi, PL_ACCESS_ALL};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 

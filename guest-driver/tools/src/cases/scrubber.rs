@@ -12,7 +12,7 @@ use crate::ktap::{CaseCtx, CaseErr, CaseResult};
 use crate::sys::{self, Exit, Mapping};
 use crate::uapi::*;
 use crate::{ensure, fail, skip};
-use pinlease::abi::{self, PL_ACCESS_ALL, PL_ACCESS_READ};
+use pinlease_abi::{self as abi, PL_ACCESS_ALL, PL_ACCESS_READ};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 

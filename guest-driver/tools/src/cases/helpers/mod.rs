@@ -12,7 +12,7 @@ use crate::ktap::{CaseCtx, CaseErr, CaseResult};
 use crate::sys::{self, errno_name, Backing, Mapping};
 use crate::verdicts::{self};
 use crate::{ensure, fail, skip};
-use pinlease::abi::{self, PL_ACCESS_ALL};
+use pinlease_abi::{self as abi, PL_ACCESS_ALL};
 use std::time::{Duration, Instant};
 
 pub const KIB: usize = 1024;

@@ -18,7 +18,7 @@ use crate::ktap::{CaseCtx, CaseErr, CaseResult};
 use crate::sys::{self, errno_name, Mapping};
 use crate::uapi::*;
 use crate::{ensure, fail, skip};
-use pinlease::abi::{self, PL_ACCESS_ALL};
+use pinlease_abi::{self as abi, PL_ACCESS_ALL};
 use std::os::fd::AsRawFd;
 
 /// A lease holder: device fd, event fd, a 64 KiB shared file mapping

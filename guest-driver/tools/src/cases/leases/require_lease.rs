@@ -10,7 +10,7 @@ use crate::ktap::{CaseCtx, CaseErr, CaseResult};
 use crate::sys::{self, Exit, Mapping};
 use crate::uapi::*;
 use crate::{ensure, skip};
-use pinlease::abi::{self, PL_ACCESS_ALL};
+use pinlease_abi::{self as abi, PL_ACCESS_ALL};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 

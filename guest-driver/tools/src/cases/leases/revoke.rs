@@ -9,7 +9,7 @@ use crate::cases::leases::{check_breaker_effect, holder, prepare_breaker};
 use crate::ktap::{CaseCtx, CaseResult};
 use crate::sys::{self, Exit};
 use crate::{ensure, fail};
-use pinlease::abi;
+use pinlease_abi as abi;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 

@@ -11,7 +11,7 @@ use crate::cases::leases::{
 use crate::ktap::{CaseCtx, CaseResult};
 use crate::sys::{self, Exit};
 use crate::{ensure, fail};
-use pinlease::abi;
+use pinlease_abi as abi;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 

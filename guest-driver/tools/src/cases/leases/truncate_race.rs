@@ -10,7 +10,7 @@ use crate::ktap::{CaseCtx, CaseErr, CaseResult};
 use crate::sys::{self, errno_name, Exit, Mapping};
 use crate::uapi::*;
 use crate::{ensure, fail};
-use pinlease::abi::{self, PL_ACCESS_ALL};
+use pinlease_abi::{self as abi, PL_ACCESS_ALL};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
