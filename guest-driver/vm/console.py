@@ -6,21 +6,32 @@ Python 3 standard library only.
 """
 
 import re
+from pathlib import Path
 
-SENTINEL = re.compile(r"(?:^|\s)PINLEASE-SUITE-EXIT (-?\d+)$")
+import markers
+
+SENTINEL = re.compile(rf"(?:^|\s){re.escape(markers.SUITE_EXIT)} (-?\d+)$")
 # A guest asking for a status snapshot mid-run (pinlease-guest snapshot, or a
 # suite case); it waits for the runner's answer, so the snapshot shows the
 # device as the case has it at that moment.
-SNAPSHOT = re.compile(r"(?:^|\s)PINLEASE-SNAPSHOT ([A-Za-z0-9_.-]{1,64})$")
+SNAPSHOT = re.compile(rf"(?:^|\s){re.escape(markers.SNAPSHOT)} ([A-Za-z0-9_.-]{{1,64}})$")
 # A kernel console message ("[   12.345678] ...") after text that is not one.
 EMBEDDED_PRINTK = re.compile(r"^(?!\s*\[\s*\d+\.\d+\])(.+?)(\[\s*\d+\.\d{6}\] .*)$")
-# Kernel trouble short of a crash: a WARNING and worse. The one pattern for
-# both of its users: the runner shows such console lines even when not
-# streaming the console, and under --faults any of them violates the
-# kernel-warn invariant (invariants.py). (refcount_t: the saturation
-# message comes before its WARNING.)
-KERNEL_WARNING = re.compile(r"WARNING:|BUG:|Oops|general protection|refcount_t|kernel BUG|"
-                            r"Kernel panic")
+# Kernel trouble short of a crash: a WARNING and worse. The list is
+# guest-driver/include/kernel_warnings.txt, which the guest's init.sh and the
+# suite read too. Here it serves two users: the runner shows such console
+# lines even when not streaming the console, and under --faults any of them
+# violates the kernel-warn invariant (invariants.py).
+KERNEL_WARNINGS_FILE = Path(__file__).resolve().parents[1] / "include" / "kernel_warnings.txt"
+
+
+def read_kernel_warnings(text):
+    """The substrings of kernel_warnings.txt (comment and blank lines out)."""
+    return [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+KERNEL_WARNING = re.compile("|".join(
+    re.escape(w) for w in read_kernel_warnings(KERNEL_WARNINGS_FILE.read_text())))
 # A kernel crash: an oops (NULL dereference, page fault, GPF, BUG()), any
 # "BUG: " report (incl. soft lockups, sleeping in atomic context) or a panic.
 # A WARNING is not one: the kernel goes on and the case's own kernel-log
@@ -34,7 +45,7 @@ FRAME = re.compile(r"^[\w.]+\+0x[0-9a-f]+/0x[0-9a-f]+")
 PRINTK_PREFIX = re.compile(r"^\s*\[\s*\d+\.\d+\]\s?")
 # Lines user space prints (KTAP, /init's markers and progress): never a
 # kernel report, even when they quote one (`kernel log: ... Oops`).
-USER_LINE = re.compile(r"^(ok |not ok |#|PINLEASE-|pinlease-init:|\s)")
+USER_LINE = re.compile(rf"^(ok |not ok |#|{re.escape(markers.PREFIX)}|pinlease-init:|\s)")
 
 
 def is_kernel_line(line):
@@ -51,8 +62,8 @@ class Unsplice:
     glues the two halves back together (unless what follows looks like a line
     of its own: then the cut line was already complete)."""
 
-    LINE_START = re.compile(r"^(ok |not ok |#|1\.\.\d|K?TAP version|PINLEASE-|pinlease-init:|"
-                            r"\s*\[\s*\d+\.\d+\])")
+    LINE_START = re.compile(rf"^(ok |not ok |#|1\.\.\d|K?TAP version|{re.escape(markers.PREFIX)}|"
+                            r"pinlease-init:|\s*\[\s*\d+\.\d+\])")
 
     def __init__(self):
         self.pending = None

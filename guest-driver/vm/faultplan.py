@@ -14,28 +14,22 @@ Python 3.11 standard library only.
 import tomllib
 from pathlib import Path
 
+import moduleparams
+
 MASK64 = (1 << 64) - 1
 # The daemon reads a plan file's seed as a TOML integer (signed 64-bit); the
 # run's seed goes into OUT/faults.toml, so it is kept to that range.
 SEED_MAX = (1 << 63) - 1
 
-INT_MAX = 2**31 - 1
-# Module parameters a plan may set (docs/faults.md section 2, and the
-# existing require_lease): name -> (type, lowest, highest). The ranges are the
-# module's own (it refuses others at insmod); checking them here turns a typo
-# into a setup error naming the plan instead of a guest without the module.
-GUEST_PARAMS = {
-    "fault_pin_after": (int, -1, INT_MAX),
-    "fault_pin_times": (int, -1, INT_MAX),
-    "fault_lease_set": (int, 0, INT_MAX),
-    "fault_release_delay_ms": (int, 0, 60000),
-    "fault_drop_event": (int, 0, INT_MAX),
-    "req_timeout_ms": (int, 1, 3600000),
-    "require_lease": (bool, None, None),
-}
+# Module parameters a plan may set (docs/faults.md section 2, and
+# require_lease): name -> (type, lowest, highest), read from the module's
+# source (moduleparams.py), whose ranges the module enforces at insmod;
+# checking them here turns a typo into a setup error naming the plan instead
+# of a guest without the module.
+GUEST_PARAMS = moduleparams.params()
 # Module fault points (the parameters that inject), as the campaign counts
 # them from the module's "fault injected: NAME" log lines.
-MODULE_FAULT_POINTS = ("pin_after", "lease_set", "release_delay", "drop_event")
+MODULE_FAULT_POINTS = moduleparams.fault_points()
 
 RUN_KEYS = {"cases": str, "description": str}
 

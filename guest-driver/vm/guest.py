@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import console
+import markers
 import qemu
 from daemon import take_status, take_status_text
 from exitcodes import EXIT_OK, EXIT_RUN, Fail, setup_error
@@ -37,7 +38,7 @@ HUNG_GRACE = 60.0
 # before /init). No pinlease fault point is reached before /init loads the
 # module, so vm/campaign retries such a run once.
 BOOT_LIMIT = 120.0
-ACK_LINE = b"PINLEASE-HOST-ACK\n"  # answer to the sentinel (see init.sh)
+ACK_LINE = f"{markers.HOST_ACK}\n".encode()  # answer to a snapshot request
 # After the first line of a kernel crash (Oops, BUG, panic) the run ends once
 # the kernel's report is complete ("---[ end trace"), or this long after it:
 # what follows a crash is a hang or more noise, not the suite's verdict.
@@ -223,18 +224,18 @@ def run_guest(a, cmd, daemon, daemon_bin, admin, out, steps, fr=None):
                     if is_ktap and KTAP_RUNNING.match(line) and not a.verbose:
                         continue  # in results.ktap and console.log, not on the terminal
                     if fr is not None and sentinel_rc is None and not is_ktap:
-                        if line.startswith("PINLEASE-DEBUGFS "):
-                            fr.debugfs.append(line[len("PINLEASE-DEBUGFS "):])
+                        if line.startswith(f"{markers.DEBUGFS} "):
+                            fr.debugfs.append(line[len(markers.DEBUGFS) + 1:])
                             continue
                         if fr.watch.feed(line):
                             print(f"  {line}", flush=True)
                             continue
-                    if line.startswith("PINLEASE-INIT") and t_init is None:
+                    if line.startswith(markers.INIT) and t_init is None:
                         t_init = time.monotonic()
                         up = line.partition("uptime=")[2]
                         say(f"guest reached /init {t_init - t_start:.1f} s after QEMU start"
                             + (f" (guest uptime {up} s)" if up else ""))
-                    elif line.startswith("PINLEASE-RUN-START"):
+                    elif line.startswith(markers.RUN_START):
                         streaming = line.endswith("exec")
                         what = line.split()[-1]
                         say(f"running {what}" + (f" --cases '{a.cases}'" if what == "suite" else ""))

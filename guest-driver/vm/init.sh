@@ -9,12 +9,14 @@
 # The runner bakes its choices into /etc/pinlease/run.conf.
 #
 # Lines starting "pinlease-init:" are this script's progress and problems;
-# the runner streams them. "PINLEASE-..." lines are markers the runner
-# parses: keep their text in sync with guest-driver/vm/run.
+# the runner streams them. Marker lines ($PL_MARK_*) are what the runner
+# acts on; their text is defined once, in console_markers.sh
+# (guest-driver/include/), which the runner copies into the initramfs.
 
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 export HOME=/root
 umask 022
+. /etc/pinlease/console_markers.sh
 
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -24,11 +26,11 @@ mkdir -p /dev/pts /dev/hugepages /tmp /root
 mount -t devpts devpts /dev/pts
 mount -t hugetlbfs hugetlbfs /dev/hugepages
 # The runner times boot on this line; the probe boot waits for it too.
-echo "PINLEASE-INIT uptime=$(cut -d' ' -f1 /proc/uptime)"
+echo "$PL_MARK_INIT uptime=$(cut -d' ' -f1 /proc/uptime)"
 
 # Probe boot (--accel auto checking that KVM works): reaching here is enough.
 if grep -q 'pinlease\.probe=1' /proc/cmdline; then
-	echo PINLEASE-PROBE-OK
+	echo "$PL_MARK_PROBE_OK"
 	poweroff -f
 fi
 
@@ -119,7 +121,7 @@ fi
 # inv NAME ok|violated|unchecked DETAIL: one invariant's result, for the
 # runner (guest-driver/vm/invariants.py parses these lines).
 inv() {
-	echo "PINLEASE-INVARIANT $*"
+	echo "$PL_MARK_INVARIANT $*"
 }
 
 # The invariants of a fault run (docs/faults.md section 3.2), after the
@@ -128,18 +130,18 @@ fault_checks() {
 	# What the module's own fault points did (its "fault injected: NAME"
 	# log lines, and its debugfs faults file when it has one).
 	dmesg | sed -n 's/.*pinlease: fault injected: \([a-z_]*\).*/\1/p' | sort | uniq -c |
-		while read -r n name; do echo "PINLEASE-MODULE-FAULT $name $n"; done
+		while read -r n name; do echo "$PL_MARK_MODULE_FAULT $name $n"; done
 	for f in /sys/kernel/debug/pinlease/faults /sys/kernel/debug/pinlease/*/faults; do
-		[ -f "$f" ] && sed "s|^|PINLEASE-DEBUGFS $f: |" "$f"
+		[ -f "$f" ] && sed "s|^|$PL_MARK_DEBUGFS $f: |" "$f"
 	done
 
 	# stray-writes: needs the module loaded and the device's scrubber on.
 	pinlease-guest stray-scan >/tmp/stray.out 2>&1
 	s=$?
-	line=$(grep '^PINLEASE-STRAY ' /tmp/stray.out | tail -n 1)
+	line=$(grep "^$PL_MARK_STRAY " /tmp/stray.out | tail -n 1)
 	canaries=$(echo "$line" | sed -n 's/.*canaries=\([0-9]*\).*/\1/p')
 	if [ -z "$canaries" ]; then
-		inv stray-writes unchecked "stray-scan exit $s, no PINLEASE-STRAY line: $(head -n 1 /tmp/stray.out)"
+		inv stray-writes unchecked "stray-scan exit $s, no $PL_MARK_STRAY line: $(head -n 1 /tmp/stray.out)"
 	elif [ "$canaries" -gt 0 ]; then
 		inv stray-writes violated "$line"
 	elif [ $s -eq 0 ]; then
@@ -193,33 +195,35 @@ fault_checks() {
 	else
 		inv hung-task ok "no 'blocked for more than' in the kernel log"
 	fi
-	pat='WARNING:|BUG:|Oops|general protection|kernel BUG'
-	warn=$(grep -cE "$pat" /tmp/dmesg.txt)
+	# The list is guest-driver/include/kernel_warnings.txt (literal
+	# substrings; its comment lines are no patterns).
+	grep -v '^#' /etc/pinlease/kernel_warnings.txt >/tmp/kernel_warnings
+	warn=$(grep -cFf /tmp/kernel_warnings /tmp/dmesg.txt)
 	if [ "$warn" -gt 0 ]; then
-		inv kernel-warn violated "$warn lines, first: $(grep -E "$pat" /tmp/dmesg.txt | head -n 1)"
+		inv kernel-warn violated "$warn lines, first: $(grep -Ff /tmp/kernel_warnings /tmp/dmesg.txt | head -n 1)"
 	else
-		inv kernel-warn ok "no WARNING:/BUG:/Oops/general protection/kernel BUG in the kernel log"
+		inv kernel-warn ok "none of $(tr '\n' / </tmp/kernel_warnings) in the kernel log"
 	fi
 }
 
 export CASES
-# The runner answers snapshot requests (PINLEASE-SNAPSHOT) on the console;
+# The runner answers snapshot requests ($PL_MARK_SNAPSHOT) on the console;
 # its answers must not be echoed into the KTAP stream.
 stty -echo 2>/dev/null
 case "$MODE" in
 suite)
-	echo "PINLEASE-RUN-START suite"
+	echo "$PL_MARK_RUN_START suite"
 	pinlease-guest suite --cases "$CASES"
 	rc=$?
 	;;
 nodevice)
 	# No pinlease device in this VM: load/unload checks, KTAP like the suite.
-	echo "PINLEASE-RUN-START nodevice"
+	echo "$PL_MARK_RUN_START nodevice"
 	pinlease-guest nodevice --module /lib/pinlease/pinlease.ko
 	rc=$?
 	;;
 exec)
-	echo "PINLEASE-RUN-START exec"
+	echo "$PL_MARK_RUN_START exec"
 	sh /pinlease/exec
 	rc=$?
 	;;
@@ -238,7 +242,7 @@ esac
 
 # No echo of the runner's answer (below) on the console.
 stty -echo 2>/dev/null
-echo "PINLEASE-SUITE-EXIT $rc"
+echo "$PL_MARK_SUITE_EXIT $rc"
 # The runner reads the daemon's status when it sees the line above, while
 # the device is still live; it answers on the console when done. Powering off
 # before that would reset the device under it. Without a runner (someone

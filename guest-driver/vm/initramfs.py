@@ -15,6 +15,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import console
+import markers
 from hostdeps import sbin_which as sbin
 from procs import fmt_cmd
 from qemu import DISK_MIB, PMEM_MIB
@@ -169,6 +171,10 @@ def build_base(out, k, mod_files, ko, tool, say):
             shutil.rmtree(stage, ignore_errors=True)
 
     c.copy("init", VM_DIR / "init.sh", 0o755)
+    # What init.sh sources and greps with: the definitions the runner and
+    # the suite read too (guest-driver/include/).
+    c.copy("etc/pinlease/console_markers.sh", markers.FILE, 0o644)
+    c.copy("etc/pinlease/kernel_warnings.txt", console.KERNEL_WARNINGS_FILE, 0o644)
 
     data = c.bytes()
     path = out / "initramfs-base.cpio.gz"

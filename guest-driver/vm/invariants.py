@@ -16,6 +16,7 @@ Python 3.11 standard library only.
 
 import re
 
+import markers
 from console import KERNEL_WARNING
 from exitcodes import EXIT_OK, EXIT_RUN, EXIT_VIOLATION
 
@@ -23,15 +24,14 @@ GUEST_INVARIANTS = ("pins", "hung-task", "kernel-warn", "stray-writes")
 ALL_INVARIANTS = GUEST_INVARIANTS + ("daemon",)
 STATES = ("ok", "violated", "unchecked")
 
-INVARIANT_LINE = re.compile(r"(?:^|\s)PINLEASE-INVARIANT ([a-z-]+) (ok|violated|unchecked)(?: (.*))?$")
-MODULE_FAULT_LINE = re.compile(r"(?:^|\s)PINLEASE-MODULE-FAULT ([a-z_]+) (\d+)$")
+INVARIANT_LINE = re.compile(
+    rf"(?:^|\s){re.escape(markers.INVARIANT)} ([a-z-]+) (ok|violated|unchecked)(?: (.*))?$")
+MODULE_FAULT_LINE = re.compile(rf"(?:^|\s){re.escape(markers.MODULE_FAULT)} ([a-z_]+) (\d+)$")
 
 # Console lines that violate an invariant whatever the guest reports later:
 # a hung task (KERN_ERR) and console.KERNEL_WARNING (the console carries
 # KERN_WARNING and worse at the runner's loglevel 5).
 HUNG_TASK = re.compile(r"blocked for more than \d+ seconds")
-
-POINT_CLASSES = ("request", "event", "memory-map", "context-teardown", "lease-break", "runtime")
 
 
 class InvariantError(ValueError):
@@ -42,11 +42,11 @@ def parse_invariant_line(line):
     """(name, state, detail) for a PINLEASE-INVARIANT line, None for other
     lines; InvariantError for a marker with an unknown name or state."""
     s = line.rstrip()
-    if "PINLEASE-INVARIANT" not in s:
+    if markers.INVARIANT not in s:
         return None
     m = INVARIANT_LINE.search(s)
     if not m:
-        raise InvariantError(f"garbled invariant line {s!r} (want 'PINLEASE-INVARIANT NAME "
+        raise InvariantError(f"garbled invariant line {s!r} (want '{markers.INVARIANT} NAME "
                              f"{'|'.join(STATES)} DETAIL')")
     name, state, detail = m.group(1), m.group(2), (m.group(3) or "").strip()
     if name not in GUEST_INVARIANTS:

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import hostdeps
+import markers
 from daemon import launch, serve_command, wait_listening
 from procs import describe_exit, stop
 
@@ -196,7 +197,7 @@ def probe_kvm(q, k, initramfs, out):
                         break
                     f.write(chunk)
                     seen = (seen + chunk)[-4096:]
-                    if b"PINLEASE-PROBE-OK" in seen:
+                    if markers.PROBE_OK.encode() in seen:
                         ok = True
                         break
         finally:

@@ -12,6 +12,9 @@ sys.path.insert(0, str(VM_DIR))
 import console  # noqa: E402
 import invariants  # noqa: E402
 from ktap import Ktap  # noqa: E402
+import markers  # noqa: E402
+
+INV = markers.INVARIANT
 
 OOPS = Path(__file__).resolve().parent / "fixtures" / "oops-7.3-lease-take.log"
 
@@ -42,7 +45,7 @@ class Crash(unittest.TestCase):
 
     def test_user_lines_quoting_a_crash_are_not_one(self):
         ktap = Ktap()
-        for line in ("PINLEASE-INVARIANT kernel-warn ok no WARNING:/BUG:/Oops in the log",
+        for line in (f"{INV} kernel-warn ok no WARNING:/BUG:/Oops in the log",
                      "# some_case: kernel log: [ 3.1] BUG: sleeping function called",
                      "not ok 3 x # kernel log: Oops: 0002",
                      "pinlease-init: Oops in a message"):

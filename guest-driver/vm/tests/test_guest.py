@@ -18,6 +18,9 @@ import guest  # noqa: E402
 import invariants  # noqa: E402
 import ktap  # noqa: E402
 from exitcodes import EXIT_OK, EXIT_RUN, EXIT_TESTS_FAILED  # noqa: E402
+import markers  # noqa: E402
+
+INV = markers.INVARIANT
 
 PLAN = VM_DIR.parent / "campaigns" / "abort.toml"
 
@@ -102,7 +105,7 @@ class FaultRun(unittest.TestCase):
         self.assertEqual(fr.reproduce(a), f"guest-driver/vm/run --faults {PLAN.resolve()} "
                          "--seed 3 --cases 'campaign_lease_*'")
         for name in invariants.GUEST_INVARIANTS:
-            fr.watch.feed(f"PINLEASE-INVARIANT {name} ok fine")
+            fr.watch.feed(f"{INV} {name} ok fine")
         fr.guest_finished = True
         (out / "status-final.json").write_text(json.dumps({"faults": {"rules": [
             {"id": 1, "point": "lease-break", "action": "abort", "hits": 2, "fires": 0}]}}))

@@ -10,6 +10,10 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, str(VM_DIR))
 import invariants  # noqa: E402
 from invariants import ConsoleWatch, InvariantError  # noqa: E402
+import markers  # noqa: E402
+
+INV = markers.INVARIANT
+MODFAULT = markers.MODULE_FAULT
 
 
 def watch(*lines):
@@ -19,32 +23,32 @@ def watch(*lines):
     return w
 
 
-ALL_OK = [f"PINLEASE-INVARIANT {n} ok fine" for n in invariants.GUEST_INVARIANTS]
+ALL_OK = [f"{INV} {n} ok fine" for n in invariants.GUEST_INVARIANTS]
 ALIVE = ("ok", "alive at the end")
 
 
 class Lines(unittest.TestCase):
     def test_parse(self):
         self.assertEqual(invariants.parse_invariant_line(
-            "PINLEASE-INVARIANT pins violated nr_foll_pin_acquired 10 nr_foll_pin_released 8"),
+            f"{INV} pins violated nr_foll_pin_acquired 10 nr_foll_pin_released 8"),
             ("pins", "violated", "nr_foll_pin_acquired 10 nr_foll_pin_released 8"))
-        self.assertEqual(invariants.parse_invariant_line("PINLEASE-INVARIANT hung-task ok"),
+        self.assertEqual(invariants.parse_invariant_line(f"{INV} hung-task ok"),
                          ("hung-task", "ok", ""))
         # After a kernel message glued in front by the console.
         self.assertEqual(invariants.parse_invariant_line(
-            "[  3.1] x PINLEASE-INVARIANT stray-writes unchecked no tool\r"),
+            f"[  3.1] x {INV} stray-writes unchecked no tool\r"),
             ("stray-writes", "unchecked", "no tool"))
         self.assertIsNone(invariants.parse_invariant_line("ok 1 dma_write"))
 
     def test_garbled_and_unknown(self):
-        for bad in ("PINLEASE-INVARIANT pins maybe x", "PINLEASE-INVARIANT daemon ok x",
-                    "PINLEASE-INVARIANT", "PINLEASE-INVARIANT nope ok"):
+        for bad in (f"{INV} pins maybe x", f"{INV} daemon ok x",
+                    INV, f"{INV} nope ok"):
             with self.assertRaises(InvariantError) as cm:
                 invariants.parse_invariant_line(bad)
             self.assertIn(repr(bad), str(cm.exception))
 
     def test_watch_collects(self):
-        w = watch(*ALL_OK, "PINLEASE-MODULE-FAULT pin_after 2", "PINLEASE-MODULE-FAULT pin_after 1",
+        w = watch(*ALL_OK, f"{MODFAULT} pin_after 2", f"{MODFAULT} pin_after 1",
                   "[  9.0] INFO: task x:12 blocked for more than 10 seconds.",
                   "[  9.1] WARNING: CPU: 0 PID: 1 at mm/gup.c:1 foo", "ok 1 x")
         self.assertEqual(w.guest["pins"], ("ok", "fine"))
@@ -54,7 +58,7 @@ class Lines(unittest.TestCase):
         self.assertEqual(w.problems, [])
 
     def test_twice_is_a_problem(self):
-        w = watch("PINLEASE-INVARIANT pins ok a", "PINLEASE-INVARIANT pins violated b")
+        w = watch(f"{INV} pins ok a", f"{INV} pins violated b")
         self.assertIn("reported twice", w.problems[0])
 
 
@@ -65,7 +69,7 @@ class Verdict(unittest.TestCase):
         self.assertEqual(set(inv), set(invariants.ALL_INVARIANTS))
 
     def test_guest_violation(self):
-        lines = ALL_OK[1:] + ["PINLEASE-INVARIANT pins violated acquired 5 released 4"]
+        lines = ALL_OK[1:] + [f"{INV} pins violated acquired 5 released 4"]
         inv, verdict, code, reason = invariants.judge(watch(*lines), ALIVE, True, False)
         self.assertEqual((verdict, code), ("violated", 1))
         self.assertIn("pins", reason)
@@ -77,7 +81,7 @@ class Verdict(unittest.TestCase):
         self.assertIn("console: ", inv["kernel-warn"]["detail"])
 
     def test_unchecked_is_not_a_violation(self):
-        lines = ALL_OK[:3] + ["PINLEASE-INVARIANT stray-writes unchecked no stray-scan"]
+        lines = ALL_OK[:3] + [f"{INV} stray-writes unchecked no stray-scan"]
         _, verdict, code, _ = invariants.judge(watch(*lines), ALIVE, True, False)
         self.assertEqual((verdict, code), ("ok", 0))
 
@@ -110,7 +114,7 @@ class Verdict(unittest.TestCase):
         self.assertIn("QEMU exited", reason)
 
     def test_garbled_marker_is_a_run_problem(self):
-        w = watch(*ALL_OK, "PINLEASE-INVARIANT pins dunno")
+        w = watch(*ALL_OK, f"{INV} pins dunno")
         _, verdict, code, _ = invariants.judge(w, ALIVE, True, False)
         self.assertEqual((verdict, code), ("run-problem", 3))
 
