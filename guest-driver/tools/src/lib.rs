@@ -7,6 +7,7 @@ pub mod cases;
 pub mod dataloss;
 pub mod dev;
 pub mod ktap;
+pub mod markers;
 pub mod nodevice;
 pub mod stray;
 pub mod sys;

@@ -10,7 +10,12 @@ include!(concat!(env!("OUT_DIR"), "/markers.rs"));
 mod tests {
     #[test]
     fn every_marker_starts_with_the_prefix() {
-        for m in [super::STRAY, super::STRAY_HIT, super::SNAPSHOT, super::HOST_ACK] {
+        for m in [
+            super::STRAY,
+            super::STRAY_HIT,
+            super::SNAPSHOT,
+            super::HOST_ACK,
+        ] {
             assert!(m.starts_with(super::PREFIX), "{m}");
         }
     }

@@ -8,6 +8,7 @@
 //! it canaries built with `pl_scrub_seed`, zeroes and random words.
 
 use crate::dev::SysError;
+use crate::markers;
 use crate::sys::{self, Mapping};
 use pinlease_abi as abi;
 use std::time::{Duration, Instant};
@@ -220,13 +221,18 @@ impl StrayReport {
     /// The machine-readable line, then one line per listed canary.
     pub fn lines(&self) -> Vec<String> {
         let mut v = vec![format!(
-            "PINLEASE-STRAY words={} canaries={}",
-            self.words, self.canaries
+            "{} words={} canaries={}",
+            markers::STRAY,
+            self.words,
+            self.canaries
         )];
         for (addr, c) in &self.hits {
             v.push(format!(
-                "PINLEASE-STRAY-HIT addr={addr:#x} word={:#018x} slot={:#x} gen^off={:#010x}",
-                c.word, c.slot, c.gen_xor_off
+                "{} addr={addr:#x} word={:#018x} slot={:#x} gen^off={:#010x}",
+                markers::STRAY_HIT,
+                c.word,
+                c.slot,
+                c.gen_xor_off
             ));
         }
         v
@@ -423,10 +429,13 @@ mod tests {
             ..StrayReport::default()
         };
         let l = r.lines();
-        assert_eq!(l[0], "PINLEASE-STRAY words=100 canaries=2");
+        assert_eq!(l[0], format!("{} words=100 canaries=2", markers::STRAY));
         assert_eq!(
             l[1],
-            "PINLEASE-STRAY-HIT addr=0x7f0000001000 word=0x5343524300000003 slot=0x1 gen^off=0x00000003"
+            format!(
+                "{} addr=0x7f0000001000 word=0x5343524300000003 slot=0x1 gen^off=0x00000003",
+                markers::STRAY_HIT
+            )
         );
     }
 

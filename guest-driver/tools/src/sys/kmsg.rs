@@ -10,14 +10,10 @@ pub struct Kmsg {
     fd: Option<OwnedFd>,
 }
 
-/// Substrings of kernel log lines that fail a case.
-pub const KMSG_BAD: &[&str] = &[
-    "WARNING:",
-    "BUG:",
-    "Oops",
-    "general protection",
-    "refcount_t",
-];
+// KMSG_BAD: the substrings of kernel log lines that fail a case, generated
+// by build.rs from guest-driver/include/kernel_warnings.txt (the list
+// init.sh and the runner use too).
+include!(concat!(env!("OUT_DIR"), "/kernel_warnings.rs"));
 
 impl Kmsg {
     /// Opens /dev/kmsg positioned at the end of the log.

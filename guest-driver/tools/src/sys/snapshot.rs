@@ -5,7 +5,7 @@ use super::errno::last_errno;
 use std::time::{Duration, Instant};
 
 /// The line `guest-driver/vm/run` answers a snapshot request with.
-pub const HOST_ACK: &str = "PINLEASE-HOST-ACK";
+pub use crate::markers::HOST_ACK;
 
 /// Asks the VM runner for a `pinlease status --json` snapshot named `name`
 /// (it writes `status-<name>.json` in its output directory): prints
@@ -26,7 +26,7 @@ pub fn snapshot(name: &str, timeout: Duration) -> bool {
         return false;
     }
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "# PINLEASE-SNAPSHOT {name}");
+    let _ = writeln!(out, "# {} {name}", crate::markers::SNAPSHOT);
     let _ = out.flush();
     drop(out);
     let deadline = Instant::now() + timeout;
