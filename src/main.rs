@@ -1,5 +1,21 @@
-//! `pinlease`: the daemon (`serve`) and its admin clients (`status`,
-//! `inject`).
+//! `pinlease`: the vhost-user daemon of the pinlease device, and its admin
+//! clients.
+//!
+//! ```text
+//! pinlease serve --socket-path /tmp/pl.sock --admin-socket /tmp/pl.admin \
+//!     [--scrub-period-ms MS] [--faults PLAN.toml [--fault-seed N]] [--max-connections N]
+//! qemu-system-x86_64 ... -object memory-backend-memfd,id=mem,size=1G,share=on \
+//!     -numa node,memdev=mem -chardev socket,id=pl,path=/tmp/pl.sock \
+//!     -device vhost-user-gpio-pci,chardev=pl        # carrier mode, QEMU <= 10.1
+//! pinlease status --admin-socket /tmp/pl.admin [--json]
+//! pinlease inject --admin-socket /tmp/pl.admin add|list|clear|load|now ...  # docs/faults.md 1.4
+//! ```
+//!
+//! This file only parses the command line and dispatches: `serve`'s flags
+//! become a configuration in `config.rs` (`TryFrom<ServeArgs>`, tested
+//! without a daemon), the fault plan is loaded by `faults::load`, the serve
+//! loop is `server.rs`, the admin protocol `admin.rs` and the status tables
+//! `status_view.rs`. The library's crate doc (src/lib.rs) maps the rest.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -1,7 +1,7 @@
 //! Request decoding and response encoding: the bytes of a request chain to
 //! a typed call on the device model, and its result back to bytes.
 //!
-//! Everything here comes from the guest and is hostile (DESIGN.md §7):
+//! Everything here comes from the guest and is hostile (docs/design.md §7):
 //! sizes, reserved fields and enumerations are checked strictly, every
 //! refusal gets a status, a counter and a rate-limited log line, and nothing
 //! panics.
@@ -385,7 +385,7 @@ fn dispatch(
 
 /// Runs `dispatch`, turning a panic (a daemon bug) into EIO: a panic that
 /// unwound out of the vhost worker thread would stop the queue and hang the
-/// guest, and QEMU 10.0 cannot reconnect (DESIGN.md §3). The model's locks
+/// guest, and QEMU 10.0 cannot reconnect (docs/design.md §3). The model's locks
 /// shrug off poisoning, so the next request is served normally.
 fn dispatch_guarded(
     dev: &Device,
