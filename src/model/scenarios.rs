@@ -78,11 +78,7 @@ fn release_of_open_context_with_a_child_closes_it_and_answers_ebusy() {
 
 #[test]
 fn child_handle_checks() {
-    let limits = Limits {
-        max_children_per_context: 2,
-        ..Limits::default()
-    };
-    let dev = device_with(limits, &[(0, MIB)]);
+    let dev = device_limited(|l| l.max_children_per_context = 2);
     let a = ctx(&dev);
     let b = ctx(&dev);
     assert_eq!(st(dev.create_child(a, PL_CHILD_MR_EXPORT)), Status::Inval);
@@ -121,11 +117,7 @@ fn child_handle_checks() {
 
 #[test]
 fn keys_are_never_reused_and_old_keys_are_stale_everywhere() {
-    let limits = Limits {
-        max_mrs: 1,
-        ..Limits::default()
-    };
-    let dev = device_with(limits, &[(0, MIB)]);
+    let dev = device_limited(|l| l.max_mrs = 1);
     let a = ctx(&dev);
     let b = ctx(&dev);
     let l = Layout::pages(run(0x3000, 1));
@@ -358,11 +350,9 @@ fn memory_map_change_revoke_is_final_under_concurrent_dma() {
 
 #[test]
 fn revoked_mr_stays_visible_refuses_access_and_dereg_does_not_double_unpin() {
-    let dev = device(1);
+    device_and_ram!(dev, r);
     let a = ctx(&dev);
     let b = ctx(&dev);
-    let r = ram(&dev);
-    let r = r.as_ref().as_ref();
     // The revoked MR shares its first page with a live one.
     let lv = Layout::pages(vec![0x1000]);
     let live = reg(&dev, a, &lv, PL_ACCESS_ALL);

@@ -9,9 +9,7 @@ use crate::model::test_support::*;
 
 #[test]
 fn write_and_read_across_scattered_mrs_are_byte_exact() {
-    let dev = device(1);
-    let r = ram(&dev);
-    let r = r.as_ref().as_ref();
+    device_and_ram!(dev, r);
     let c = ctx(&dev);
     // Out-of-order, non-contiguous page lists, neither starting at offset 0.
     let a = Layout::new(vec![0x5000, 0x2000, 0x9000], 100, 3 * 4096 - 150);
@@ -62,9 +60,7 @@ fn write_and_read_across_scattered_mrs_are_byte_exact() {
 
 #[test]
 fn dma_across_contexts_and_within_one_mr() {
-    let dev = device(1);
-    let r = ram(&dev);
-    let r = r.as_ref().as_ref();
+    device_and_ram!(dev, r);
     let a = ctx(&dev);
     let b = ctx(&dev);
     let la = Layout::new(vec![0x8000, 0x3000], 16, 6000);
@@ -94,9 +90,7 @@ fn dma_across_contexts_and_within_one_mr() {
 
 #[test]
 fn dma_enforces_access_flags_ownership_and_ranges() {
-    let dev = device(1);
-    let r = ram(&dev);
-    let r = r.as_ref().as_ref();
+    device_and_ram!(dev, r);
     let a = ctx(&dev);
     let b = ctx(&dev);
     let p = |i: u64| Layout::pages(vec![i * 0x1000]);
@@ -176,9 +170,7 @@ fn dma_enforces_access_flags_ownership_and_ranges() {
 
 #[test]
 fn atomics_compare_swap_fetch_add_and_checks() {
-    let dev = device(1);
-    let r = ram(&dev);
-    let r = r.as_ref().as_ref();
+    device_and_ram!(dev, r);
     let a = ctx(&dev);
     let b = ctx(&dev);
     let l = Layout::new(vec![0x7000, 0x2000], 16, 8000);
@@ -253,9 +245,7 @@ fn atomics_compare_swap_fetch_add_and_checks() {
 
 #[test]
 fn fill_and_verify_in_both_modes_find_corrupted_words() {
-    let dev = device(1);
-    let r = ram(&dev);
-    let r = r.as_ref().as_ref();
+    device_and_ram!(dev, r);
     let a = ctx(&dev);
     let l = Layout::new(vec![0xc000, 0x4000, 0x8000], 8, 3 * 4096 - 8);
     for &p in &l.pages {

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use crate::abi::*;
 use crate::model::lease::LeaseState;
 use crate::model::status::hex;
-use crate::model::{AtomicOp, Limits};
+use crate::model::AtomicOp;
 
 use crate::model::test_support::*;
 
@@ -13,11 +13,7 @@ use crate::model::test_support::*;
 
 #[test]
 fn lease_take_and_release_validation() {
-    let limits = Limits {
-        max_leases: 2,
-        ..Limits::default()
-    };
-    let dev = device_with(limits, &[(0, MIB)]);
+    let dev = device_limited(|l| l.max_leases = 2);
     let a = ctx(&dev);
     let b = ctx(&dev);
     let f = file(1);
@@ -94,9 +90,7 @@ fn lease_take_and_release_validation() {
 
 #[test]
 fn break_with_revoke_policy_revokes_exactly_the_holders_overlapping_mrs() {
-    let dev = device(1);
-    let r = ram(&dev);
-    let r = r.as_ref().as_ref();
+    device_and_ram!(dev, r);
     let a = ctx(&dev);
     let b = ctx(&dev);
     let (f, g) = (file(1), file(2));
@@ -195,9 +189,7 @@ fn break_with_revoke_policy_revokes_exactly_the_holders_overlapping_mrs() {
 #[test]
 fn break_with_wait_or_timeout_policy_leaves_mrs_and_blocks_new_leases() {
     for policy in [PL_POLICY_WAIT, PL_POLICY_TIMEOUT] {
-        let dev = device(1);
-        let r = ram(&dev);
-        let r = r.as_ref().as_ref();
+        device_and_ram!(dev, r);
         let a = ctx(&dev);
         let b = ctx(&dev);
         let f = file(3);
@@ -263,9 +255,7 @@ fn break_with_wait_or_timeout_policy_leaves_mrs_and_blocks_new_leases() {
 
 #[test]
 fn lost_lease_counts_every_later_access() {
-    let dev = device(1);
-    let r = ram(&dev);
-    let r = r.as_ref().as_ref();
+    device_and_ram!(dev, r);
     let a = ctx(&dev);
     let b = ctx(&dev);
     let f = file(5);
