@@ -43,13 +43,16 @@ pub fn ram(dev: &Device) -> Arc<Box<dyn GuestRam>> {
     dev.memory().expect("memory map set")
 }
 
-/// `let $dev = device(1);` and `let $r: &dyn GuestRam` over its guest
-/// memory (the `Arc` behind `$r` lives as long as the caller's scope).
+/// `device_and_ram!(dev, r; a, b)`: `let dev = device(1);`, `let r: &dyn
+/// GuestRam` over its guest memory (the `Arc` behind `r` lives as long as
+/// the caller's scope) and, in that order, `let a = ctx(&dev);` and
+/// `let b = ctx(&dev);` (any number of contexts, none without the `;`).
 macro_rules! device_and_ram {
-    ($dev:ident, $r:ident) => {
+    ($dev:ident, $r:ident $(; $($c:ident),+)?) => {
         let $dev = $crate::model::test_support::device(1);
         let memory = $crate::model::test_support::ram(&$dev);
         let $r: &dyn $crate::model::memory::GuestRam = memory.as_ref().as_ref();
+        $($(let $c = $crate::model::test_support::ctx(&$dev);)+)?
     };
 }
 pub(crate) use device_and_ram;

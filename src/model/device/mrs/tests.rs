@@ -276,9 +276,7 @@ fn export_is_unique_and_counts_references() {
 
 #[test]
 fn import_aliases_the_exported_bytes() {
-    device_and_ram!(dev, r);
-    let a = ctx(&dev);
-    let b = ctx(&dev);
+    device_and_ram!(dev, r; a, b);
     let src = Layout::new(vec![0x7000, 0x3000, 0x5000], 0x10, 3 * 4096 - 0x20);
     let k = reg(&dev, a, &src, PL_ACCESS_ALL);
     let e = dev.export_mr(a, k).unwrap().export;
@@ -391,9 +389,7 @@ fn import_checks_access_kind_and_handle() {
 
 #[test]
 fn dereg_of_the_source_revokes_its_imports() {
-    device_and_ram!(dev, r);
-    let a = ctx(&dev);
-    let b = ctx(&dev);
+    device_and_ram!(dev, r; a, b);
     let src = Layout::pages(run(0x1000, 2));
     let k = reg(&dev, a, &src, PL_ACCESS_ALL);
     let e = dev.export_mr(a, k).unwrap().export;
