@@ -102,6 +102,17 @@ fn no_ctx(op: Opcode, ctx: u64) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A request's reserved field, which must be 0.
+fn no_reserved(reserved: u32) -> Result<(), Failure> {
+    if reserved != 0 {
+        return Err(malformed(
+            BadInput::BadField,
+            "reserved field is not 0".into(),
+        ));
+    }
+    Ok(())
+}
+
 fn resp<T: Wire>(v: T) -> Vec<u8> {
     v.as_bytes().to_vec()
 }
@@ -252,6 +263,14 @@ impl Faults<'_> {
             None => Ok(()),
         }
     }
+
+    /// Hits `Point::ContextTeardown` when `ctx` is an open context.
+    fn at_teardown(&mut self, dev: &Device, ctx: u64) -> Result<(), Failure> {
+        if dev.context(ctx).is_ok_and(|c| !c.is_closed()) {
+            self.at(dev, Point::ContextTeardown, ctx)?;
+        }
+        Ok(())
+    }
 }
 
 fn dispatch(
@@ -275,39 +294,25 @@ fn dispatch(
         Opcode::CreateContext => {
             no_ctx(op, ctx)?;
             let r: PlCreateContextReq = body(op, b)?;
-            if r.reserved != 0 {
-                return Err(malformed(
-                    BadInput::BadField,
-                    "reserved field is not 0".into(),
-                ));
-            }
+            no_reserved(r.reserved)?;
             resp(PlHandleResp {
                 handle: dev.create_context(r.pid, &comm(&r.comm))?,
             })
         }
         Opcode::CloseContext => {
             no_body(op, b)?;
-            if dev.context(ctx).is_ok_and(|c| !c.is_closed()) {
-                faults.at(dev, Point::ContextTeardown, ctx)?;
-            }
+            faults.at_teardown(dev, ctx)?;
             resp(dev.close_context(ctx)?)
         }
         Opcode::ReleaseContext => {
             no_body(op, b)?;
-            if dev.context(ctx).is_ok_and(|c| !c.is_closed()) {
-                faults.at(dev, Point::ContextTeardown, ctx)?;
-            }
+            faults.at_teardown(dev, ctx)?;
             dev.release_context(ctx)?;
             Vec::new()
         }
         Opcode::CreateChild => {
             let r: PlCreateChildReq = body(op, b)?;
-            if r.reserved != 0 {
-                return Err(malformed(
-                    BadInput::BadField,
-                    "reserved field is not 0".into(),
-                ));
-            }
+            no_reserved(r.reserved)?;
             resp(PlHandleResp {
                 handle: dev.create_child(ctx, r.kind)?,
             })

@@ -164,21 +164,20 @@ fn serve_one(listener: &mut Listener, cfg: &ServeConfig, state: &ServerState) ->
         GuestMemoryAtomic::new(GuestMemoryMmap::new()),
     )
     .map_err(|e| Error::Daemon(e.to_string()))?;
+    let listeners = [
+        (
+            backend.events_pending_fd(),
+            EVENTS_PENDING_ID,
+            "event notifier",
+        ),
+        (backend.deferred_due_fd(), DEFERRED_DUE_ID, "fault timer"),
+    ];
     for handler in daemon.get_epoll_handlers() {
-        handler
-            .register_listener(
-                backend.events_pending_fd(),
-                EventSet::IN,
-                u64::from(EVENTS_PENDING_ID),
-            )
-            .map_err(|e| Error::Daemon(format!("registering the event notifier: {e}")))?;
-        handler
-            .register_listener(
-                backend.deferred_due_fd(),
-                EventSet::IN,
-                u64::from(DEFERRED_DUE_ID),
-            )
-            .map_err(|e| Error::Daemon(format!("registering the fault timer: {e}")))?;
+        for (fd, id, what) in listeners {
+            handler
+                .register_listener(fd, EventSet::IN, u64::from(id))
+                .map_err(|e| Error::Daemon(format!("registering the {what}: {e}")))?;
+        }
     }
     daemon
         .start(listener)

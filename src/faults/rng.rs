@@ -46,18 +46,15 @@ mod tests {
 
     #[test]
     fn streams_are_reproducible_and_distinct() {
-        let a: Vec<u64> = (0..8)
-            .scan(RuleRng::new(7, 1), |r, _| Some(r.next_u64()))
-            .collect();
-        let b: Vec<u64> = (0..8)
-            .scan(RuleRng::new(7, 1), |r, _| Some(r.next_u64()))
-            .collect();
-        let other_seed: Vec<u64> = (0..8)
-            .scan(RuleRng::new(8, 1), |r, _| Some(r.next_u64()))
-            .collect();
-        let other_rule: Vec<u64> = (0..8)
-            .scan(RuleRng::new(7, 2), |r, _| Some(r.next_u64()))
-            .collect();
+        let stream = |seed, rule| -> Vec<u64> {
+            (0..8)
+                .scan(RuleRng::new(seed, rule), |r, _| Some(r.next_u64()))
+                .collect()
+        };
+        let a = stream(7, 1);
+        let b = stream(7, 1);
+        let other_seed = stream(8, 1);
+        let other_rule = stream(7, 2);
         assert_eq!(a, b);
         assert_ne!(a, other_seed);
         assert_ne!(a, other_rule);

@@ -21,7 +21,7 @@ use arc_swap::ArcSwapOption;
 
 use crate::abi::*;
 use crate::model::child::Child;
-use crate::model::context::Context;
+use crate::model::context::{Context, Hardware};
 use crate::model::counters::Counters;
 use crate::model::events::{EventQueue, DEFAULT_BACKLOG};
 use crate::model::lease::{Lease, LeaseTable};
@@ -219,12 +219,34 @@ impl Device {
     fn open_context(&self, h: Handle) -> Result<Arc<Context>> {
         let c = self.context(h)?;
         if c.is_closed() {
-            return Err(Reject::new(
-                Status::Shutdown,
-                format!("context {h:#x} is closed"),
-            ));
+            return Err(Self::closed(h));
         }
         Ok(c)
+    }
+
+    /// The refusal of a request on the closed context `h`.
+    fn closed(h: Handle) -> Reject {
+        Reject::new(Status::Shutdown, format!("context {h:#x} is closed"))
+    }
+
+    /// `ctx`'s hardware state, locked; refused when the context is closed
+    /// (checked under the lock, so it cannot close before the caller is done).
+    fn open_hw(ctx: &Context) -> Result<MutexGuard<'_, Hardware>> {
+        let hw = ctx.hw();
+        if hw.closed {
+            return Err(Self::closed(ctx.handle));
+        }
+        Ok(hw)
+    }
+
+    /// A free MR key, or ENOMEM when the MR table is full.
+    fn alloc_mr_key(&self, w: &mut Writer) -> Result<Handle> {
+        w.mrs.alloc().ok_or_else(|| {
+            Reject::new(
+                Status::NoMem,
+                format!("MR table full ({} MRs)", self.limits.max_mrs),
+            )
+        })
     }
 
     pub fn mr(&self, key: Handle) -> Result<Arc<Mr>> {
@@ -439,11 +461,7 @@ mod tests {
 
     #[test]
     fn event_backlog_overflow_drops_and_counts() {
-        let limits = Limits {
-            event_backlog: 2,
-            ..Limits::default()
-        };
-        let dev = device_with(limits, &[(0, MIB)]);
+        let dev = device_limited(|l| l.event_backlog = 2);
         let cs: Vec<Handle> = (0..6).map(|_| ctx(&dev)).collect();
         for &c in &cs[..5] {
             dev.close_context(c).unwrap();

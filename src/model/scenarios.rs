@@ -78,11 +78,7 @@ fn release_of_open_context_with_a_child_closes_it_and_answers_ebusy() {
 
 #[test]
 fn child_handle_checks() {
-    let limits = Limits {
-        max_children_per_context: 2,
-        ..Limits::default()
-    };
-    let dev = device_with(limits, &[(0, MIB)]);
+    let dev = device_limited(|l| l.max_children_per_context = 2);
     let a = ctx(&dev);
     let b = ctx(&dev);
     assert_eq!(st(dev.create_child(a, PL_CHILD_MR_EXPORT)), Status::Inval);
@@ -121,11 +117,7 @@ fn child_handle_checks() {
 
 #[test]
 fn keys_are_never_reused_and_old_keys_are_stale_everywhere() {
-    let limits = Limits {
-        max_mrs: 1,
-        ..Limits::default()
-    };
-    let dev = device_with(limits, &[(0, MIB)]);
+    let dev = device_limited(|l| l.max_mrs = 1);
     let a = ctx(&dev);
     let b = ctx(&dev);
     let l = Layout::pages(run(0x3000, 1));
@@ -358,11 +350,7 @@ fn memory_map_change_revoke_is_final_under_concurrent_dma() {
 
 #[test]
 fn revoked_mr_stays_visible_refuses_access_and_dereg_does_not_double_unpin() {
-    let dev = device(1);
-    let a = ctx(&dev);
-    let b = ctx(&dev);
-    let r = ram(&dev);
-    let r = r.as_ref().as_ref();
+    device_and_ram!(dev, r; a, b);
     // The revoked MR shares its first page with a live one.
     let lv = Layout::pages(vec![0x1000]);
     let live = reg(&dev, a, &lv, PL_ACCESS_ALL);
@@ -587,15 +575,18 @@ fn wait_blocked(tid: i32) {
     }
 }
 
-/// Runs `f` on a new thread and returns once that thread is blocked on a lock.
+/// Runs `f` on `dev` on a new thread and returns once that thread is
+/// blocked on a lock.
 fn spawn_until_blocked<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
+    dev: &Arc<Device>,
+    f: impl FnOnce(&Device) -> T + Send + 'static,
 ) -> thread::JoinHandle<T> {
     let (tx, rx) = std::sync::mpsc::channel();
+    let d = dev.clone();
     let t = thread::spawn(move || {
         // SAFETY: gettid has no preconditions.
         tx.send(unsafe { libc::gettid() }).unwrap();
-        f()
+        f(&d)
     });
     wait_blocked(rx.recv().unwrap());
     t
@@ -612,11 +603,9 @@ fn second_of_two_racing_deregs_is_estale() {
     let k = reg(&dev, a, &Layout::pages(vec![0x1000]), PL_ACCESS_ALL);
     let mr = dev.mr(k).unwrap();
     let inside = mr.gate.enter().unwrap();
-    let d = dev.clone();
-    let first = spawn_until_blocked(move || status_of(d.dereg_mr(a, k)));
+    let first = spawn_until_blocked(&dev, move |d| status_of(d.dereg_mr(a, k)));
     assert!(!mr.is_live(), "first dereg is revoking, waiting for us");
-    let d = dev.clone();
-    let second = spawn_until_blocked(move || status_of(d.dereg_mr(a, k)));
+    let second = spawn_until_blocked(&dev, move |d| status_of(d.dereg_mr(a, k)));
     drop(inside);
     assert_eq!(first.join().unwrap(), Ok(()));
     assert_eq!(second.join().unwrap(), Err(Status::Stale));
@@ -634,10 +623,8 @@ fn second_of_two_racing_export_destroys_is_estale() {
     };
     let mr = dev.mr(k).unwrap();
     let lock = mr.export.lock().unwrap();
-    let d = dev.clone();
-    let first = spawn_until_blocked(move || status_of(d.destroy_child(a, e)));
-    let d = dev.clone();
-    let second = spawn_until_blocked(move || status_of(d.destroy_child(a, e)));
+    let first = spawn_until_blocked(&dev, move |d| status_of(d.destroy_child(a, e)));
+    let second = spawn_until_blocked(&dev, move |d| status_of(d.destroy_child(a, e)));
     drop(lock);
     assert_eq!(first.join().unwrap(), Ok(()));
     let second = second.join().unwrap();
@@ -656,15 +643,12 @@ fn reg_mr_racing_a_memory_map_change_leaves_no_live_mr_outside_the_map() {
     let mr = dev.mr(blocker).unwrap();
     let inside = mr.gate.enter().unwrap();
     // 1. A DEREG_MR parks inside the writer lock, waiting for our gate.
-    let d = dev.clone();
-    let holder = spawn_until_blocked(move || status_of(d.dereg_mr(a, blocker)));
+    let holder = spawn_until_blocked(&dev, move |d| status_of(d.dereg_mr(a, blocker)));
     // 2. A map change without region 2 queues on the writer lock.
-    let d = dev.clone();
     let smaller = without_region(&full, r2.0, r2.1);
-    let change = spawn_until_blocked(move || d.set_memory(Box::new(smaller)));
+    let change = spawn_until_blocked(&dev, move |d| d.set_memory(Box::new(smaller)));
     // 3. A REG_MR in region 2 checks its pages (old map), then queues.
-    let d = dev.clone();
-    let regd = spawn_until_blocked(move || {
+    let regd = spawn_until_blocked(&dev, move |d| {
         status_of(d.reg_mr(a, Layout::pages(vec![r2.0]).req(PL_ACCESS_ALL)))
     });
     drop(inside);
@@ -697,14 +681,11 @@ fn reg_mr_racing_lease_release_does_not_report_a_released_lease() {
     let blocker = reg(&dev, a, &Layout::pages(vec![0x1000]), PL_ACCESS_ALL);
     let mr = dev.mr(blocker).unwrap();
     let inside = mr.gate.enter().unwrap();
-    let d = dev.clone();
-    let holder = spawn_until_blocked(move || status_of(d.dereg_mr(a, blocker)));
-    let d = dev.clone();
-    let release = spawn_until_blocked(move || {
+    let holder = spawn_until_blocked(&dev, move |d| status_of(d.dereg_mr(a, blocker)));
+    let release = spawn_until_blocked(&dev, move |d| {
         status_of(d.lease_release(a, &release_req(lease, PL_RELEASE_HOLDER)))
     });
-    let d = dev.clone();
-    let regd = spawn_until_blocked(move || {
+    let regd = spawn_until_blocked(&dev, move |d| {
         status_of(d.reg_mr(a, Layout::pages(vec![0x2000]).req_file(PL_ACCESS_ALL, f, 0)))
     });
     drop(inside);

@@ -25,6 +25,14 @@ pub fn device(mib: usize) -> Arc<Device> {
     device_with(Limits::default(), &[(0, mib * MIB)])
 }
 
+/// A device with 1 MiB of guest memory at guest-physical 0 and the default
+/// limits as changed by `set` (e.g. `|l| l.max_mrs = 2`).
+pub fn device_limited(set: impl FnOnce(&mut Limits)) -> Arc<Device> {
+    let mut limits = Limits::default();
+    set(&mut limits);
+    device_with(limits, &[(0, MIB)])
+}
+
 pub fn device_with(limits: Limits, regions: &[(u64, usize)]) -> Arc<Device> {
     let dev = Arc::new(Device::new(limits));
     dev.set_memory(Box::new(test_ram(regions)));
@@ -34,6 +42,20 @@ pub fn device_with(limits: Limits, regions: &[(u64, usize)]) -> Arc<Device> {
 pub fn ram(dev: &Device) -> Arc<Box<dyn GuestRam>> {
     dev.memory().expect("memory map set")
 }
+
+/// `device_and_ram!(dev, r; a, b)`: `let dev = device(1);`, `let r: &dyn
+/// GuestRam` over its guest memory (the `Arc` behind `r` lives as long as
+/// the caller's scope) and, in that order, `let a = ctx(&dev);` and
+/// `let b = ctx(&dev);` (any number of contexts, none without the `;`).
+macro_rules! device_and_ram {
+    ($dev:ident, $r:ident $(; $($c:ident),+)?) => {
+        let $dev = $crate::model::test_support::device(1);
+        let memory = $crate::model::test_support::ram(&$dev);
+        let $r: &dyn $crate::model::memory::GuestRam = memory.as_ref().as_ref();
+        $($(let $c = $crate::model::test_support::ctx(&$dev);)+)?
+    };
+}
+pub(crate) use device_and_ram;
 
 /// The status of a failed call; panics when it succeeded.
 #[track_caller]
@@ -178,29 +200,24 @@ pub fn dma_req(lk: Handle, lo: u64, rk: Handle, ro: u64, len: u64) -> PlDmaReq {
     }
 }
 
-pub fn write(
-    dev: &Device,
-    c: Handle,
-    lk: Handle,
-    lo: u64,
-    rk: Handle,
-    ro: u64,
-    len: u64,
-) -> crate::model::device::Result<()> {
-    dev.dma(c, DmaDir::Write, &dma_req(lk, lo, rk, ro, len))
+/// `write(dev, ctx, local key, local offset, remote key, remote offset, len)`
+/// and `read(...)`: one DMA request in that direction.
+macro_rules! dma_fns {
+    ($($name:ident => $dir:expr),*) => {$(
+        pub fn $name(
+            dev: &Device,
+            c: Handle,
+            lk: Handle,
+            lo: u64,
+            rk: Handle,
+            ro: u64,
+            len: u64,
+        ) -> crate::model::device::Result<()> {
+            dev.dma(c, $dir, &dma_req(lk, lo, rk, ro, len))
+        }
+    )*};
 }
-
-pub fn read(
-    dev: &Device,
-    c: Handle,
-    lk: Handle,
-    lo: u64,
-    rk: Handle,
-    ro: u64,
-    len: u64,
-) -> crate::model::device::Result<()> {
-    dev.dma(c, DmaDir::Read, &dma_req(lk, lo, rk, ro, len))
-}
+dma_fns!(write => DmaDir::Write, read => DmaDir::Read);
 
 pub fn atomic(key: Handle, offset: u64, operand: u64, swap: u64) -> PlAtomicReq {
     PlAtomicReq {

@@ -42,13 +42,7 @@ impl Device {
         ctx: &Arc<Context>,
     ) -> Result<PlCloseContextResp> {
         let (mrs, leases) = {
-            let mut hw = ctx.hw();
-            if hw.closed {
-                return Err(Reject::new(
-                    Status::Shutdown,
-                    format!("context {:#x} is closed", ctx.handle),
-                ));
-            }
+            let mut hw = Self::open_hw(ctx)?;
             hw.closed = true;
             (std::mem::take(&mut hw.mrs), std::mem::take(&mut hw.leases))
         };
@@ -134,13 +128,7 @@ impl Device {
         }
         let ctx = self.open_context(ctx_h)?;
         let mut w = self.writer();
-        let mut hw = ctx.hw();
-        if hw.closed {
-            return Err(Reject::new(
-                Status::Shutdown,
-                format!("context {ctx_h:#x} is closed"),
-            ));
-        }
+        let mut hw = Self::open_hw(&ctx)?;
         let h = self.alloc_child(&mut w, &ctx, hw.children.len())?;
         self.children.insert(
             h,
@@ -200,7 +188,7 @@ impl Device {
 #[cfg(test)]
 mod tests {
     use crate::abi::*;
-    use crate::model::{AtomicOp, Limits};
+    use crate::model::AtomicOp;
 
     use crate::model::test_support::*;
 
@@ -368,11 +356,7 @@ mod tests {
 
     #[test]
     fn context_table_full_is_enomem_until_a_release() {
-        let limits = Limits {
-            max_contexts: 2,
-            ..Limits::default()
-        };
-        let dev = device_with(limits, &[(0, MIB)]);
+        let dev = device_limited(|l| l.max_contexts = 2);
         let a = ctx(&dev);
         let b = ctx(&dev);
         assert_eq!(st(dev.create_context(1, "x")), Status::NoMem);

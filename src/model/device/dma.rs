@@ -6,11 +6,14 @@ use std::sync::Arc;
 
 use crate::abi::*;
 use crate::model::lease::{Lease, LeaseState};
-use crate::model::memory::RamError;
+use crate::model::memory::{GuestRam, RamError};
 use crate::model::mr::{Gate, Mr, Pages};
 use crate::model::table::Handle;
 
 use super::{AtomicOp, Device, DmaDir, Reject, Result};
+
+/// The guest memory map as `Device::ram` hands it out.
+type SharedRam = Arc<Box<dyn GuestRam>>;
 
 /// How many bytes a DMA copies between checks that its MRs are still live:
 /// a revoke waits at most for one such piece (about 6 us at memcpy speed),
@@ -181,6 +184,24 @@ impl Device {
         Ok(())
     }
 
+    /// The MR a FILL or VERIFY works on, once the context is open, the
+    /// request valid, `bit` granted and the range inside the MR; and the
+    /// guest memory.
+    fn pattern_target(
+        &self,
+        ctx_h: Handle,
+        req: &PlPatternReq,
+        bit: u32,
+        what: &str,
+    ) -> Result<(Arc<Mr>, SharedRam)> {
+        self.open_context(ctx_h)?;
+        Self::check_pattern(req)?;
+        let mr = self.mr(req.key)?;
+        Self::need_access(&mr, bit, what)?;
+        Self::check_range(&mr, req.offset, req.length)?;
+        Ok((mr, self.ram()?))
+    }
+
     fn pattern_word(req: &PlPatternReq, mr_offset: u64) -> u64 {
         match req.mode {
             PL_PATTERN_OFFSET_XOR => req.pattern ^ mr_offset,
@@ -190,12 +211,7 @@ impl Device {
 
     /// Writes the pattern over `[offset, offset + length)` of the MR.
     pub fn fill(&self, ctx_h: Handle, req: &PlPatternReq) -> Result<()> {
-        self.open_context(ctx_h)?;
-        Self::check_pattern(req)?;
-        let mr = self.mr(req.key)?;
-        Self::need_access(&mr, PL_ACCESS_WRITE, "device writes")?;
-        Self::check_range(&mr, req.offset, req.length)?;
-        let ram = self.ram()?;
+        let (mr, ram) = self.pattern_target(ctx_h, req, PL_ACCESS_WRITE, "device writes")?;
         let _in = enter_all(&[&mr])?;
         let _ = self.note_access(&mr);
         let mut buf = Vec::new();
@@ -213,12 +229,7 @@ impl Device {
 
     /// Compares `[offset, offset + length)` of the MR with the pattern.
     pub fn verify(&self, ctx_h: Handle, req: &PlPatternReq) -> Result<PlVerifyResp> {
-        self.open_context(ctx_h)?;
-        Self::check_pattern(req)?;
-        let mr = self.mr(req.key)?;
-        Self::need_access(&mr, PL_ACCESS_READ, "device reads")?;
-        Self::check_range(&mr, req.offset, req.length)?;
-        let ram = self.ram()?;
+        let (mr, ram) = self.pattern_target(ctx_h, req, PL_ACCESS_READ, "device reads")?;
         let _in = enter_all(&[&mr])?;
         let _ = self.note_access(&mr);
         let mut resp = PlVerifyResp {

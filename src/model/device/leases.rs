@@ -53,13 +53,7 @@ impl Device {
                 format!("lease {:#x} on the range is being broken", l.handle),
             ));
         }
-        let mut hw = ctx.hw();
-        if hw.closed {
-            return Err(Reject::new(
-                Status::Shutdown,
-                format!("context {ctx_h:#x} is closed"),
-            ));
-        }
+        let mut hw = Self::open_hw(&ctx)?;
         let h = w.leases.alloc().ok_or_else(|| {
             Reject::new(
                 Status::NoMem,

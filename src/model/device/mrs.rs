@@ -152,19 +152,8 @@ impl Device {
             .file
             .as_ref()
             .and_then(|f| self.covering_lease(ctx_h, f, r.length));
-        let mut hw = ctx.hw();
-        if hw.closed {
-            return Err(Reject::new(
-                Status::Shutdown,
-                format!("context {ctx_h:#x} is closed"),
-            ));
-        }
-        let key = w.mrs.alloc().ok_or_else(|| {
-            Reject::new(
-                Status::NoMem,
-                format!("MR table full ({} MRs)", self.limits.max_mrs),
-            )
-        })?;
+        let mut hw = Self::open_hw(&ctx)?;
+        let key = self.alloc_mr_key(&mut w)?;
         for &gpa in &r.pages {
             w.pins.pin(gpa);
         }
@@ -285,13 +274,7 @@ impl Device {
             return Err(Self::canceled(&mr));
         }
         let mut w = self.writer();
-        let mut hw = ctx.hw();
-        if hw.closed {
-            return Err(Reject::new(
-                Status::Shutdown,
-                format!("context {ctx_h:#x} is closed"),
-            ));
-        }
+        let mut hw = Self::open_hw(&ctx)?;
         let mut slot = mr.export.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(e) = slot.upgrade() {
             // refs only reaches 0 under this lock, just before removal.
@@ -358,19 +341,8 @@ impl Device {
         if !src.is_live() {
             return Err(Self::canceled(&src));
         }
-        let mut hw = ctx.hw();
-        if hw.closed {
-            return Err(Reject::new(
-                Status::Shutdown,
-                format!("context {ctx_h:#x} is closed"),
-            ));
-        }
-        let key = w.mrs.alloc().ok_or_else(|| {
-            Reject::new(
-                Status::NoMem,
-                format!("MR table full ({} MRs)", self.limits.max_mrs),
-            )
-        })?;
+        let mut hw = Self::open_hw(&ctx)?;
+        let key = self.alloc_mr_key(&mut w)?;
         let mr = Arc::new(Mr {
             key,
             ctx: ctx_h,

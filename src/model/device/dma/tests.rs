@@ -9,10 +9,7 @@ use crate::model::test_support::*;
 
 #[test]
 fn write_and_read_across_scattered_mrs_are_byte_exact() {
-    let dev = device(1);
-    let r = ram(&dev);
-    let r = r.as_ref().as_ref();
-    let c = ctx(&dev);
+    device_and_ram!(dev, r; c);
     // Out-of-order, non-contiguous page lists, neither starting at offset 0.
     let a = Layout::new(vec![0x5000, 0x2000, 0x9000], 100, 3 * 4096 - 150);
     let b = Layout::new(vec![0x14000, 0xd000, 0x11000, 0x1e000], 3000, 13000);
@@ -62,11 +59,7 @@ fn write_and_read_across_scattered_mrs_are_byte_exact() {
 
 #[test]
 fn dma_across_contexts_and_within_one_mr() {
-    let dev = device(1);
-    let r = ram(&dev);
-    let r = r.as_ref().as_ref();
-    let a = ctx(&dev);
-    let b = ctx(&dev);
+    device_and_ram!(dev, r; a, b);
     let la = Layout::new(vec![0x8000, 0x3000], 16, 6000);
     let lb = Layout::pages(vec![0x40000]);
     let ka = reg(&dev, a, &la, PL_ACCESS_ALL);
@@ -94,11 +87,7 @@ fn dma_across_contexts_and_within_one_mr() {
 
 #[test]
 fn dma_enforces_access_flags_ownership_and_ranges() {
-    let dev = device(1);
-    let r = ram(&dev);
-    let r = r.as_ref().as_ref();
-    let a = ctx(&dev);
-    let b = ctx(&dev);
+    device_and_ram!(dev, r; a, b);
     let p = |i: u64| Layout::pages(vec![i * 0x1000]);
     let rw = reg(&dev, a, &p(1), PL_ACCESS_READ | PL_ACCESS_WRITE);
     let ro = reg(&dev, a, &p(2), PL_ACCESS_READ);
@@ -176,11 +165,7 @@ fn dma_enforces_access_flags_ownership_and_ranges() {
 
 #[test]
 fn atomics_compare_swap_fetch_add_and_checks() {
-    let dev = device(1);
-    let r = ram(&dev);
-    let r = r.as_ref().as_ref();
-    let a = ctx(&dev);
-    let b = ctx(&dev);
+    device_and_ram!(dev, r; a, b);
     let l = Layout::new(vec![0x7000, 0x2000], 16, 8000);
     let k = reg(&dev, a, &l, PL_ACCESS_ATOMIC | PL_ACCESS_READ);
     let word = 4080; // the first word of the second page
@@ -253,10 +238,7 @@ fn atomics_compare_swap_fetch_add_and_checks() {
 
 #[test]
 fn fill_and_verify_in_both_modes_find_corrupted_words() {
-    let dev = device(1);
-    let r = ram(&dev);
-    let r = r.as_ref().as_ref();
-    let a = ctx(&dev);
+    device_and_ram!(dev, r; a);
     let l = Layout::new(vec![0xc000, 0x4000, 0x8000], 8, 3 * 4096 - 8);
     for &p in &l.pages {
         r.write(p, &[0x11; 4096]).unwrap();

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use crate::abi::*;
 use crate::model::lease::LeaseState;
 use crate::model::status::hex;
-use crate::model::{AtomicOp, Limits};
+use crate::model::AtomicOp;
 
 use crate::model::test_support::*;
 
@@ -13,11 +13,7 @@ use crate::model::test_support::*;
 
 #[test]
 fn lease_take_and_release_validation() {
-    let limits = Limits {
-        max_leases: 2,
-        ..Limits::default()
-    };
-    let dev = device_with(limits, &[(0, MIB)]);
+    let dev = device_limited(|l| l.max_leases = 2);
     let a = ctx(&dev);
     let b = ctx(&dev);
     let f = file(1);
@@ -94,11 +90,7 @@ fn lease_take_and_release_validation() {
 
 #[test]
 fn break_with_revoke_policy_revokes_exactly_the_holders_overlapping_mrs() {
-    let dev = device(1);
-    let r = ram(&dev);
-    let r = r.as_ref().as_ref();
-    let a = ctx(&dev);
-    let b = ctx(&dev);
+    device_and_ram!(dev, r; a, b);
     let (f, g) = (file(1), file(2));
     let lease = take(&dev, a, f, 0, 0x10000, PL_POLICY_REVOKE);
     let pg = |i: u64, n: usize| Layout::pages(run(i * 0x1000, n));
@@ -195,11 +187,7 @@ fn break_with_revoke_policy_revokes_exactly_the_holders_overlapping_mrs() {
 #[test]
 fn break_with_wait_or_timeout_policy_leaves_mrs_and_blocks_new_leases() {
     for policy in [PL_POLICY_WAIT, PL_POLICY_TIMEOUT] {
-        let dev = device(1);
-        let r = ram(&dev);
-        let r = r.as_ref().as_ref();
-        let a = ctx(&dev);
-        let b = ctx(&dev);
+        device_and_ram!(dev, r; a, b);
         let f = file(3);
         let lease = take(&dev, a, f, 0x1000, 0x4000, policy);
         let lm = Layout::pages(run(0x1000, 2));
@@ -263,11 +251,7 @@ fn break_with_wait_or_timeout_policy_leaves_mrs_and_blocks_new_leases() {
 
 #[test]
 fn lost_lease_counts_every_later_access() {
-    let dev = device(1);
-    let r = ram(&dev);
-    let r = r.as_ref().as_ref();
-    let a = ctx(&dev);
-    let b = ctx(&dev);
+    device_and_ram!(dev, r; a, b);
     let f = file(5);
     let lease = take(&dev, a, f, 0, 0, PL_POLICY_TIMEOUT);
     let lm = Layout::pages(vec![0x3000, 0x1000]);

@@ -197,11 +197,7 @@ fn dereg_checks_ownership_and_staleness() {
 
 #[test]
 fn mr_table_full_is_enomem_imports_included() {
-    let limits = Limits {
-        max_mrs: 2,
-        ..Limits::default()
-    };
-    let dev = device_with(limits, &[(0, MIB)]);
+    let dev = device_limited(|l| l.max_mrs = 2);
     let c = ctx(&dev);
     let l = Layout::pages(run(0, 1));
     let k1 = reg(&dev, c, &l, PL_ACCESS_ALL);
@@ -280,11 +276,7 @@ fn export_is_unique_and_counts_references() {
 
 #[test]
 fn import_aliases_the_exported_bytes() {
-    let dev = device(1);
-    let r = ram(&dev);
-    let r = r.as_ref().as_ref();
-    let a = ctx(&dev);
-    let b = ctx(&dev);
+    device_and_ram!(dev, r; a, b);
     let src = Layout::new(vec![0x7000, 0x3000, 0x5000], 0x10, 3 * 4096 - 0x20);
     let k = reg(&dev, a, &src, PL_ACCESS_ALL);
     let e = dev.export_mr(a, k).unwrap().export;
@@ -397,11 +389,7 @@ fn import_checks_access_kind_and_handle() {
 
 #[test]
 fn dereg_of_the_source_revokes_its_imports() {
-    let dev = device(1);
-    let r = ram(&dev);
-    let r = r.as_ref().as_ref();
-    let a = ctx(&dev);
-    let b = ctx(&dev);
+    device_and_ram!(dev, r; a, b);
     let src = Layout::pages(run(0x1000, 2));
     let k = reg(&dev, a, &src, PL_ACCESS_ALL);
     let e = dev.export_mr(a, k).unwrap().export;
