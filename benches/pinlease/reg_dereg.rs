@@ -108,20 +108,15 @@ pub(crate) fn bench_reg_dereg(
                 r.spread()
             ),
         );
-        rep.row(
-            "2",
-            mode.name(format!("  REG_MR alone, {npages} page(s) ({n_reg} runs)")),
-            fmt_us(reg_op.wall),
-            "",
-            format!("{}{}", reg_op.describe(), beyond(&reg_op)),
-        );
-        rep.row(
-            "2",
-            mode.name(format!("  DEREG_MR alone, {npages} page(s) ({n_reg} runs)")),
-            fmt_us(dereg_op.wall),
-            "",
-            format!("{}{}", dereg_op.describe(), beyond(&dereg_op)),
-        );
+        for (op, cost) in [("REG_MR", &reg_op), ("DEREG_MR", &dereg_op)] {
+            rep.row(
+                "2",
+                mode.name(format!("  {op} alone, {npages} page(s) ({n_reg} runs)")),
+                fmt_us(cost.wall),
+                "",
+                format!("{}{}", cost.describe(), beyond(cost)),
+            );
+        }
         if npages == 1 {
             rep.target(
                 mode.target("REG_MR+DEREG_MR (1 page) >= 0.8 x NOP, judged per request: pairs/s / (NOP/s / 2)"),

@@ -45,6 +45,8 @@ pub trait DaemonUnderTest {
     fn frontend(&self) -> TestFrontend;
     /// A typed client connected to the daemon.
     fn client(&self) -> Client;
+    /// A typed client with `buffers` event buffers posted on queue 1.
+    fn client_with_events(&self, buffers: usize) -> Client;
     /// The admin socket's `status` reply.
     fn status(&self) -> Value;
     /// `status.status` of the admin reply: the device snapshot.
@@ -81,6 +83,12 @@ impl DaemonUnderTest for Daemon {
 
     fn client(&self) -> Client {
         Client::new(self.frontend())
+    }
+
+    fn client_with_events(&self, buffers: usize) -> Client {
+        let mut c = self.client();
+        c.post_event_buffers(buffers).unwrap();
+        c
     }
 
     fn status(&self) -> Value {

@@ -130,35 +130,44 @@ mod tests {
         assert_eq!(event_kind_name(PL_EVENT_NEEDS_RESET + 1), None);
     }
 
+    /// Every value of `first..=last` has a name; 0 and `last + 1` have none.
+    fn check_range<T>(what: &str, first: T, last: T, name: fn(T) -> Option<&'static str>)
+    where
+        T: Copy + Debug + PartialEq + From<u8> + std::ops::Add<Output = T>,
+        std::ops::RangeInclusive<T>: Iterator<Item = T>,
+    {
+        for v in first..=last {
+            assert!(name(v).is_some(), "{what} {v:?} has no name");
+        }
+        assert_eq!(name(T::from(0)), None);
+        assert_eq!(name(last + T::from(1)), None);
+    }
+
     #[test]
     fn every_break_reason_has_one_name() {
         check_table("break reason", BREAK_REASONS, BREAK_PREFIX);
-        for r in PL_BREAK_TRUNCATE..=PL_BREAK_INJECTED {
-            assert!(
-                break_reason_name(r).is_some(),
-                "break reason {r} has no name"
-            );
-        }
+        check_range(
+            "break reason",
+            PL_BREAK_TRUNCATE,
+            PL_BREAK_INJECTED,
+            break_reason_name,
+        );
         assert_eq!(break_reason_name(PL_BREAK_PUNCH_HOLE), Some("PUNCH_HOLE"));
-        assert_eq!(break_reason_name(0), None);
-        assert_eq!(break_reason_name(PL_BREAK_INJECTED + 1), None);
     }
 
     #[test]
     fn every_revoke_reason_has_one_name() {
         check_table("revoke reason", REVOKE_REASONS, REVOKE_PREFIX);
-        for r in PL_REVOKE_LEASE_BREAK..=PL_REVOKE_INJECTED {
-            assert!(
-                revoke_reason_name(r).is_some(),
-                "revoke reason {r} has no name"
-            );
-        }
+        check_range(
+            "revoke reason",
+            PL_REVOKE_LEASE_BREAK,
+            PL_REVOKE_INJECTED,
+            revoke_reason_name,
+        );
         assert_eq!(
             revoke_reason_name(PL_REVOKE_LEASE_BREAK),
             Some("LEASE_BREAK")
         );
-        assert_eq!(revoke_reason_name(0), None);
-        assert_eq!(revoke_reason_name(PL_REVOKE_INJECTED + 1), None);
     }
 
     #[test]
