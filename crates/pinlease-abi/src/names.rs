@@ -170,30 +170,35 @@ mod tests {
         );
     }
 
+    /// An enum's `all` members, each `(value, C constant, name)` by `entry`:
+    /// the constants pass [`check_table`] and `lookup` finds every name.
+    fn check_enum<E: Copy, V: Copy + Ord + Debug>(
+        what: &str,
+        all: &[E],
+        prefix: &str,
+        entry: fn(E) -> (V, &'static str, &'static str),
+        lookup: fn(V) -> Option<&'static str>,
+    ) {
+        let table: Vec<(V, &str)> = all.iter().map(|&e| (entry(e).0, entry(e).1)).collect();
+        check_table(what, &table, prefix);
+        for &e in all {
+            let (v, _, name) = entry(e);
+            assert_eq!(lookup(v), Some(name));
+        }
+    }
+
     #[test]
     fn every_opcode_has_one_name() {
-        let table: Vec<(u16, &str)> = Opcode::ALL
-            .iter()
-            .map(|&op| (op as u16, op.const_name()))
-            .collect();
-        check_table("opcode", &table, "PL_OP_");
-        for op in Opcode::ALL {
-            assert_eq!(opcode_name(op as u16), Some(op.name()));
-        }
+        let entry = |op: Opcode| (op as u16, op.const_name(), op.name());
+        check_enum("opcode", &Opcode::ALL, "PL_OP_", entry, opcode_name);
         assert_eq!(opcode_name(Opcode::RegMr as u16), Some("REG_MR"));
         assert_eq!(opcode_name(Opcode::ALL.len() as u16), None);
     }
 
     #[test]
     fn every_status_has_one_name() {
-        let table: Vec<(u32, &str)> = Status::ALL
-            .iter()
-            .map(|&s| (s as u32, s.const_name()))
-            .collect();
-        check_table("status", &table, "PL_S_");
-        for s in Status::ALL {
-            assert_eq!(status_name(s as u32), Some(s.name()));
-        }
+        let entry = |s: Status| (s as u32, s.const_name(), s.name());
+        check_enum("status", &Status::ALL, "PL_S_", entry, status_name);
         assert_eq!(status_name(0), Some("OK"));
         assert_eq!(status_name(Status::Perm as u32), Some("EPERM"));
         assert_eq!(status_name(3), None);
