@@ -11,7 +11,9 @@
 //! sizes, offsets, values, and names present on one side only.
 
 use pinlease_abi as abi;
-use pinlease_testkit::c_header::{compile, parse_header, probe_source, run_probe, ProbeOutput};
+use pinlease_testkit::c_header::{
+    compile, parse_header, probe_mismatches, probe_source, run_probe, RustStruct,
+};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -169,45 +171,17 @@ fn mismatches(include: &Path) -> Vec<String> {
             return bad;
         }
     };
-    let ProbeOutput {
-        sizes: c_sizes,
-        fields: c_fields,
-        consts: c_consts,
-    } = run_probe(&exe);
-
-    for (c_name, (r_name, size, fields)) in &rust {
-        if let Some(&c_size) = c_sizes.get(c_name) {
-            if c_size != *size as u64 {
-                bad.push(format!(
-                    "struct {r_name} (struct {c_name}) sizeof: Rust {size}, C {c_size}"
-                ));
-            }
-        }
-        for (f, off, fsize) in fields {
-            let Some(&(c_off, c_fsize)) = c_fields.get(&(c_name.clone(), f.to_string())) else {
-                continue;
-            };
-            if c_off != *off as u64 {
-                bad.push(format!(
-                    "struct {r_name} field {f} offset: Rust {off}, C {c_off}"
-                ));
-            }
-            if c_fsize != *fsize as u64 {
-                bad.push(format!(
-                    "struct {r_name} field {f} size: Rust {fsize}, C {c_fsize}"
-                ));
-            }
-        }
-    }
-    for (name, value) in &consts {
-        if let Some(&c_value) = c_consts.get(*name) {
-            if c_value != *value {
-                bad.push(format!(
-                    "const {name}: Rust {value} ({value:#x}), C {c_value} ({c_value:#x})"
-                ));
-            }
-        }
-    }
+    bad.extend(probe_mismatches(
+        &run_probe(&exe),
+        rust.iter()
+            .map(|(c_name, (r_name, size, fields))| RustStruct {
+                c_name,
+                rust_name: Some(r_name),
+                size: *size,
+                fields,
+            }),
+        consts.iter().map(|(name, value)| (*name, *value)),
+    ));
     bad.append(&mut defer_last);
     bad
 }

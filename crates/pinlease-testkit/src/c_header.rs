@@ -250,3 +250,66 @@ pub fn run_probe(exe: &Path) -> ProbeOutput {
     }
     p
 }
+
+/// One struct as a Rust mirror lays it out, to compare with a probe.
+pub struct RustStruct<'a> {
+    /// The C struct's name (`pl_req_hdr`).
+    pub c_name: &'a str,
+    /// The Rust type's name, when the messages should say it (`PlReqHdr`).
+    pub rust_name: Option<&'a str>,
+    /// `size_of` the Rust type.
+    pub size: usize,
+    /// `(field, offset, size)` of each Rust field.
+    pub fields: &'a [(&'a str, usize, usize)],
+}
+
+/// Where [`run_probe`]'s answer disagrees with the Rust side: struct sizes,
+/// field offsets and sizes, and constant values, of what both sides name
+/// (a name one side lacks is the caller's to report). One message a
+/// difference, in the order of `structs`, then of `consts`.
+pub fn probe_mismatches<'a>(
+    probe: &ProbeOutput,
+    structs: impl IntoIterator<Item = RustStruct<'a>>,
+    consts: impl IntoIterator<Item = (&'a str, u64)>,
+) -> Vec<String> {
+    let mut bad = Vec::new();
+    for s in structs {
+        let (c_name, size) = (s.c_name, s.size);
+        let name = s.rust_name.unwrap_or(c_name);
+        if let Some(&c_size) = probe.sizes.get(c_name) {
+            if c_size != size as u64 {
+                let what = match s.rust_name {
+                    Some(r) => format!("{r} (struct {c_name})"),
+                    None => c_name.to_string(),
+                };
+                bad.push(format!("struct {what} sizeof: Rust {size}, C {c_size}"));
+            }
+        }
+        for &(f, off, fsize) in s.fields {
+            let Some(&(c_off, c_fsize)) = probe.fields.get(&(c_name.to_string(), f.to_string()))
+            else {
+                continue;
+            };
+            if c_off != off as u64 {
+                bad.push(format!(
+                    "struct {name} field {f} offset: Rust {off}, C {c_off}"
+                ));
+            }
+            if c_fsize != fsize as u64 {
+                bad.push(format!(
+                    "struct {name} field {f} size: Rust {fsize}, C {c_fsize}"
+                ));
+            }
+        }
+    }
+    for (name, value) in consts {
+        if let Some(&c_value) = probe.consts.get(name) {
+            if c_value != value {
+                bad.push(format!(
+                    "const {name}: Rust {value} ({value:#x}), C {c_value} ({c_value:#x})"
+                ));
+            }
+        }
+    }
+    bad
+}
