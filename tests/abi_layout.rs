@@ -12,7 +12,8 @@
 
 use pinlease_abi as abi;
 use pinlease_testkit::c_header::{
-    compile, parse_header, probe_mismatches, probe_source, run_probe, RustStruct,
+    assert_reported, broken_copy, compile, parse_header, probe_mismatches, probe_source, run_probe,
+    RustStruct,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -208,7 +209,6 @@ fn c_header_matches_rust_abi() {
 /// every mistake at once.
 #[test]
 fn checker_catches_a_broken_header_copy() {
-    let good = std::fs::read_to_string(include_dir().join(HEADER_NAME)).expect("read header");
     let edits = [
         // Wrong field type: changes the field's size and later offsets.
         ("\t__le32 npages;", "\t__le64 npages;"),
@@ -222,35 +222,21 @@ fn checker_catches_a_broken_header_copy() {
             "#define PL_BOGUS 1\nstruct pl_bogus {\n\t__le32 x;\n};\n#endif",
         ),
     ];
-    let mut broken = good.clone();
-    for (from, to) in edits {
-        assert!(
-            broken.contains(from),
-            "self-check edit target {from:?} not in header"
-        );
-        broken = broken.replacen(from, to, 1);
-    }
-    let dir = tempfile::tempdir().expect("create tempdir");
-    std::fs::write(dir.path().join(HEADER_NAME), broken).expect("write broken header");
-
-    let bad = mismatches(dir.path());
-    let report = bad.join("\n");
-    for expected in [
-        "struct PlRegMrReq field npages size: Rust 4, C 8",
-        "struct PlRegMrReq field first_page_offset offset: Rust 12, C 16",
-        "struct PlRegMrReq (struct pl_reg_mr_req) sizeof: Rust 56, C 64",
-        "const PL_OP_FILL: Rust 13",
-        "struct PlAtomicReq field swap: Rust has it, `struct pl_atomic_req` lacks it",
-        "struct PlAtomicReq (struct pl_atomic_req) sizeof: Rust 32, C 24",
-        "const PL_BOGUS: header defines it",
-        "struct pl_bogus: header defines it",
-        "header does not compile cleanly on its own",
-    ] {
-        assert!(
-            report.contains(expected),
-            "checker missed {expected:?}; it reported:\n{report}"
-        );
-    }
+    let dir = broken_copy(&include_dir(), HEADER_NAME, &edits);
+    assert_reported(
+        &mismatches(dir.path()),
+        &[
+            "struct PlRegMrReq field npages size: Rust 4, C 8",
+            "struct PlRegMrReq field first_page_offset offset: Rust 12, C 16",
+            "struct PlRegMrReq (struct pl_reg_mr_req) sizeof: Rust 56, C 64",
+            "const PL_OP_FILL: Rust 13",
+            "struct PlAtomicReq field swap: Rust has it, `struct pl_atomic_req` lacks it",
+            "struct PlAtomicReq (struct pl_atomic_req) sizeof: Rust 32, C 24",
+            "const PL_BOGUS: header defines it",
+            "struct pl_bogus: header defines it",
+            "header does not compile cleanly on its own",
+        ],
+    );
 }
 
 #[test]

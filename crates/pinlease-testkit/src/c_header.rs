@@ -313,3 +313,33 @@ pub fn probe_mismatches<'a>(
     }
     bad
 }
+
+/// For a checker's self-test: header `name` of `include` with each of
+/// `edits` (`from`, `to`) made once, written into a fresh temporary
+/// directory, which is returned. Panics when a `from` is not in the header.
+pub fn broken_copy(include: &Path, name: &str, edits: &[(&str, &str)]) -> tempfile::TempDir {
+    let mut broken = std::fs::read_to_string(include.join(name)).expect("read header");
+    for (from, to) in edits {
+        assert!(
+            broken.contains(from),
+            "self-check edit target {from:?} not in header"
+        );
+        broken = broken.replacen(from, to, 1);
+    }
+    let dir = tempfile::tempdir().expect("create tempdir");
+    std::fs::write(dir.path().join(name), broken).expect("write broken header");
+    dir
+}
+
+/// For a checker's self-test: each of `expected` is part of one of the
+/// messages in `bad`.
+#[track_caller]
+pub fn assert_reported(bad: &[String], expected: &[&str]) {
+    let report = bad.join("\n");
+    for expected in expected {
+        assert!(
+            report.contains(expected),
+            "checker missed {expected:?}; it reported:\n{report}"
+        );
+    }
+}
