@@ -12,8 +12,8 @@
 
 use pinlease_abi as abi;
 use pinlease_testkit::c_header::{
-    assert_reported, broken_copy, compile, parse_header, probe_mismatches, probe_source, run_probe,
-    RustStruct,
+    assert_agree, assert_reported, broken_copy, compile, parse_header, probe_mismatches,
+    probe_source, run_probe, RustStruct,
 };
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -196,12 +196,9 @@ fn indent(text: &str) -> String {
 
 #[test]
 fn c_header_matches_rust_abi() {
-    let bad = mismatches(&include_dir());
-    assert!(
-        bad.is_empty(),
-        "crates/pinlease-abi and guest-driver/include/{HEADER_NAME} disagree ({} problems):\n  {}",
-        bad.len(),
-        bad.join("\n  ")
+    assert_agree(
+        &mismatches(&include_dir()),
+        &format!("crates/pinlease-abi and guest-driver/include/{HEADER_NAME}"),
     );
 }
 

@@ -343,3 +343,15 @@ pub fn assert_reported(bad: &[String], expected: &[&str]) {
         );
     }
 }
+
+/// A checker's verdict: no mismatches in `bad`, or one failure listing
+/// them all and saying which two sides disagree (`sides`).
+#[track_caller]
+pub fn assert_agree(bad: &[String], sides: &str) {
+    assert!(
+        bad.is_empty(),
+        "{sides} disagree ({} problems):\n  {}",
+        bad.len(),
+        bad.join("\n  ")
+    );
+}
