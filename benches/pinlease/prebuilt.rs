@@ -8,7 +8,7 @@ use pinlease_testkit::frontend::client::encode_request;
 use pinlease_testkit::frontend::{Desc, TestFrontend, REQUEST_QUEUE};
 use vm_memory::{Bytes, GuestAddress};
 
-use crate::measure::{measure_interleaved, Rate};
+use crate::measure::{measure_interleaved, one_each, Rate};
 use crate::{PAGE, REPS_RT, TIMEOUT};
 
 /// A request written into guest memory once, and its response buffer.
@@ -136,14 +136,9 @@ pub(crate) fn interleaved_with_nop(
     mut op: impl FnMut(&mut TestFrontend) -> u64,
 ) -> Vec<Rate> {
     let cell = std::cell::RefCell::new(fe);
+    let mut nops = one_each(|| nop.ok(&mut cell.borrow_mut(), 16));
     measure_interleaved(
         REPS_RT,
-        &mut [
-            &mut || {
-                nop.ok(&mut cell.borrow_mut(), 16);
-                1
-            },
-            &mut || op(&mut cell.borrow_mut()),
-        ],
+        &mut [&mut nops, &mut || op(&mut cell.borrow_mut())],
     )
 }

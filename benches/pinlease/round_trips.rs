@@ -9,7 +9,7 @@ use pinlease_testkit::daemon::Daemon;
 use pinlease_testkit::frontend::{spawn_echo_daemon, FrontendConfig, TestFrontend};
 
 use crate::machine::Mode;
-use crate::measure::{measure, measure_interleaved, PerOp, Rate};
+use crate::measure::{measure, measure_interleaved, one_each, PerOp, Rate};
 use crate::prebuilt::{nop_request, Pipeline, Prebuilt};
 use crate::report::{fmt_rate, fmt_us, Report};
 use crate::{client, MIB, REPS, REPS_RT, TIMEOUT};
@@ -60,18 +60,9 @@ pub(crate) fn bench_round_trips(rep: &mut Report, daemon: &Daemon, dir: &Path, m
     let r = measure_interleaved(
         REPS_RT,
         &mut [
-            &mut || {
-                nop.ok(fe, 16);
-                1
-            },
-            &mut || {
-                assert_eq!(enop.round_trip(&mut efe), 16);
-                1
-            },
-            &mut || {
-                inop.ok(&mut ifo, 16);
-                1
-            },
+            &mut one_each(|| nop.ok(fe, 16)),
+            &mut one_each(|| assert_eq!(enop.round_trip(&mut efe), 16)),
+            &mut one_each(|| inop.ok(&mut ifo, 16)),
         ],
     );
     let (pl, echo_raw, in_raw) = (&r[0], &r[1], &r[2]);
@@ -119,14 +110,12 @@ pub(crate) fn bench_round_trips(rep: &mut Report, daemon: &Daemon, dir: &Path, m
         let r = measure_interleaved(
             REPS_RT,
             &mut [
-                &mut || {
+                &mut one_each(|| {
                     assert_eq!(fe.request(&nop_request(), 16).expect("NOP").len(), 16);
-                    1
-                },
-                &mut || {
+                }),
+                &mut one_each(|| {
                     assert_eq!(efe.request(&nop_request(), 16).expect("echo").len(), 16);
-                    1
-                },
+                }),
             ],
         );
         let (pl_req, echo_req) = (&r[0], &r[1]);
@@ -135,14 +124,8 @@ pub(crate) fn bench_round_trips(rep: &mut Report, daemon: &Daemon, dir: &Path, m
         let r = measure_interleaved(
             REPS_RT,
             &mut [
-                &mut || {
-                    pipe.complete_one(fe, 16);
-                    1
-                },
-                &mut || {
-                    epipe.complete_one(&mut efe, 16);
-                    1
-                },
+                &mut one_each(|| pipe.complete_one(fe, 16)),
+                &mut one_each(|| epipe.complete_one(&mut efe, 16)),
             ],
         );
         let (pl_pipe, echo_pipe) = (&r[0], &r[1]);
