@@ -110,28 +110,16 @@ fn session(args: &Args) -> Res<()> {
     let before = c.fetch_add(b, recv, 4096, 5)?;
     let swapped = c.compare_swap(b, recv, 4096, before + 5, 42)?;
     check(swapped == before + 5, "COMPARE_SWAP saw another value")?;
-    c.fill(
-        b,
-        &PlPatternReq {
-            key: recv,
-            offset: 8192,
-            length: 8192,
-            pattern: 0xc0ffee,
-            mode: PL_PATTERN_OFFSET_XOR,
-            reserved: 0,
-        },
-    )?;
-    let v = c.verify(
-        b,
-        &PlPatternReq {
-            key: recv,
-            offset: 8192,
-            length: 8192,
-            pattern: 0xc0ffee,
-            mode: PL_PATTERN_OFFSET_XOR,
-            reserved: 0,
-        },
-    )?;
+    let pattern = PlPatternReq {
+        key: recv,
+        offset: 8192,
+        length: 8192,
+        pattern: 0xc0ffee,
+        mode: PL_PATTERN_OFFSET_XOR,
+        reserved: 0,
+    };
+    c.fill(b, &pattern)?;
+    let v = c.verify(b, &pattern)?;
     check(v.mismatches == 0, "VERIFY found mismatches after FILL")?;
     println!("FETCH_ADD, COMPARE_SWAP, FILL and VERIFY on {recv:#x}: ok");
 
@@ -160,20 +148,8 @@ fn session(args: &Args) -> Res<()> {
             owner_pid: 100,
         },
     )?;
-    let mr1 = c.reg_mr(
-        a,
-        &RegMrArgs {
-            file: Some((f1, 0)),
-            ..RegMrArgs::pages(PL_ACCESS_ALL, &p1)
-        },
-    )?;
-    let mr2 = c.reg_mr(
-        a,
-        &RegMrArgs {
-            file: Some((f2, 0)),
-            ..RegMrArgs::pages(PL_ACCESS_ALL, &p2)
-        },
-    )?;
+    let mr1 = c.reg_mr(a, &RegMrArgs::pages(PL_ACCESS_ALL, &p1).on_file(f1, 0))?;
+    let mr2 = c.reg_mr(a, &RegMrArgs::pages(PL_ACCESS_ALL, &p2).on_file(f2, 0))?;
     check(
         mr1.lease == lease1 && mr2.lease == lease2,
         "REG_MR did not report the covering leases",

@@ -11,7 +11,10 @@
 //! sizes, offsets, values, and names present on one side only.
 
 use pinlease_abi as abi;
-use pinlease_testkit::c_header::{compile, parse_header, probe_source, run_probe, ProbeOutput};
+use pinlease_testkit::c_header::{
+    assert_agree, assert_reported, broken_copy, compile, parse_header, probe_mismatches,
+    probe_source, run_probe, RustStruct,
+};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -169,45 +172,17 @@ fn mismatches(include: &Path) -> Vec<String> {
             return bad;
         }
     };
-    let ProbeOutput {
-        sizes: c_sizes,
-        fields: c_fields,
-        consts: c_consts,
-    } = run_probe(&exe);
-
-    for (c_name, (r_name, size, fields)) in &rust {
-        if let Some(&c_size) = c_sizes.get(c_name) {
-            if c_size != *size as u64 {
-                bad.push(format!(
-                    "struct {r_name} (struct {c_name}) sizeof: Rust {size}, C {c_size}"
-                ));
-            }
-        }
-        for (f, off, fsize) in fields {
-            let Some(&(c_off, c_fsize)) = c_fields.get(&(c_name.clone(), f.to_string())) else {
-                continue;
-            };
-            if c_off != *off as u64 {
-                bad.push(format!(
-                    "struct {r_name} field {f} offset: Rust {off}, C {c_off}"
-                ));
-            }
-            if c_fsize != *fsize as u64 {
-                bad.push(format!(
-                    "struct {r_name} field {f} size: Rust {fsize}, C {c_fsize}"
-                ));
-            }
-        }
-    }
-    for (name, value) in &consts {
-        if let Some(&c_value) = c_consts.get(*name) {
-            if c_value != *value {
-                bad.push(format!(
-                    "const {name}: Rust {value} ({value:#x}), C {c_value} ({c_value:#x})"
-                ));
-            }
-        }
-    }
+    bad.extend(probe_mismatches(
+        &run_probe(&exe),
+        rust.iter()
+            .map(|(c_name, (r_name, size, fields))| RustStruct {
+                c_name,
+                rust_name: Some(r_name),
+                size: *size,
+                fields,
+            }),
+        consts.iter().map(|(name, value)| (*name, *value)),
+    ));
     bad.append(&mut defer_last);
     bad
 }
@@ -221,12 +196,9 @@ fn indent(text: &str) -> String {
 
 #[test]
 fn c_header_matches_rust_abi() {
-    let bad = mismatches(&include_dir());
-    assert!(
-        bad.is_empty(),
-        "crates/pinlease-abi and guest-driver/include/{HEADER_NAME} disagree ({} problems):\n  {}",
-        bad.len(),
-        bad.join("\n  ")
+    assert_agree(
+        &mismatches(&include_dir()),
+        &format!("crates/pinlease-abi and guest-driver/include/{HEADER_NAME}"),
     );
 }
 
@@ -234,7 +206,6 @@ fn c_header_matches_rust_abi() {
 /// every mistake at once.
 #[test]
 fn checker_catches_a_broken_header_copy() {
-    let good = std::fs::read_to_string(include_dir().join(HEADER_NAME)).expect("read header");
     let edits = [
         // Wrong field type: changes the field's size and later offsets.
         ("\t__le32 npages;", "\t__le64 npages;"),
@@ -248,35 +219,21 @@ fn checker_catches_a_broken_header_copy() {
             "#define PL_BOGUS 1\nstruct pl_bogus {\n\t__le32 x;\n};\n#endif",
         ),
     ];
-    let mut broken = good.clone();
-    for (from, to) in edits {
-        assert!(
-            broken.contains(from),
-            "self-check edit target {from:?} not in header"
-        );
-        broken = broken.replacen(from, to, 1);
-    }
-    let dir = tempfile::tempdir().expect("create tempdir");
-    std::fs::write(dir.path().join(HEADER_NAME), broken).expect("write broken header");
-
-    let bad = mismatches(dir.path());
-    let report = bad.join("\n");
-    for expected in [
-        "struct PlRegMrReq field npages size: Rust 4, C 8",
-        "struct PlRegMrReq field first_page_offset offset: Rust 12, C 16",
-        "struct PlRegMrReq (struct pl_reg_mr_req) sizeof: Rust 56, C 64",
-        "const PL_OP_FILL: Rust 13",
-        "struct PlAtomicReq field swap: Rust has it, `struct pl_atomic_req` lacks it",
-        "struct PlAtomicReq (struct pl_atomic_req) sizeof: Rust 32, C 24",
-        "const PL_BOGUS: header defines it",
-        "struct pl_bogus: header defines it",
-        "header does not compile cleanly on its own",
-    ] {
-        assert!(
-            report.contains(expected),
-            "checker missed {expected:?}; it reported:\n{report}"
-        );
-    }
+    let dir = broken_copy(&include_dir(), HEADER_NAME, &edits);
+    assert_reported(
+        &mismatches(dir.path()),
+        &[
+            "struct PlRegMrReq field npages size: Rust 4, C 8",
+            "struct PlRegMrReq field first_page_offset offset: Rust 12, C 16",
+            "struct PlRegMrReq (struct pl_reg_mr_req) sizeof: Rust 56, C 64",
+            "const PL_OP_FILL: Rust 13",
+            "struct PlAtomicReq field swap: Rust has it, `struct pl_atomic_req` lacks it",
+            "struct PlAtomicReq (struct pl_atomic_req) sizeof: Rust 32, C 24",
+            "const PL_BOGUS: header defines it",
+            "struct pl_bogus: header defines it",
+            "header does not compile cleanly on its own",
+        ],
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@
 mod common;
 
 use common::bad_input::*;
+use common::mr::dma;
 use common::*;
 use pinlease_abi::*;
 use pinlease_testkit::frontend::client::{encode_request, RegMrArgs};
@@ -457,13 +458,10 @@ fn forged_handles_are_ebadf_or_enoent() {
             )),
             Status::NoEnt
         );
-        let dma = PlDmaReq {
-            local_key: key,
-            remote_key: f,
-            length: 8,
-            ..Default::default()
-        };
-        assert_eq!(status_of(c.write(ctx, &dma)), Status::NoEnt);
+        assert_eq!(
+            status_of(c.write(ctx, &dma(key, 0, f, 0, 8))),
+            Status::NoEnt
+        );
         assert_eq!(
             status_of(c.lease_release(ctx, f, PL_RELEASE_HOLDER)),
             Status::NoEnt,
@@ -509,13 +507,10 @@ fn stale_handles_are_estale() {
     assert_eq!(status_of(c.export_mr(ctx, key)), Status::Stale);
     assert_eq!(status_of(c.fetch_add(ctx, key, 0, 1)), Status::Stale);
     assert_eq!(status_of(c.compare_swap(ctx, key, 0, 0, 1)), Status::Stale);
-    let dma = PlDmaReq {
-        local_key: live,
-        remote_key: key,
-        length: 8,
-        ..Default::default()
-    };
-    assert_eq!(status_of(c.read(ctx, &dma)), Status::Stale);
+    assert_eq!(
+        status_of(c.read(ctx, &dma(live, 0, key, 0, 8))),
+        Status::Stale
+    );
     assert_eq!(status_of(c.destroy_child(ctx, ex)), Status::Stale);
     assert_eq!(status_of(c.destroy_child(ctx, ch)), Status::Stale);
     assert_eq!(
@@ -568,12 +563,7 @@ fn requests_on_a_closed_context_are_eshutdown() {
     assert_eq!(e.args, [1, 1, 1, 0]);
 
     let sd = Status::Shutdown;
-    let dma = PlDmaReq {
-        local_key: key,
-        remote_key: okey,
-        length: 8,
-        ..Default::default()
-    };
+    let req = dma(key, 0, okey, 0, 8);
     let pat = PlPatternReq {
         key: okey,
         length: 8,
@@ -586,8 +576,8 @@ fn requests_on_a_closed_context_are_eshutdown() {
         sd
     );
     assert_eq!(status_of(c.dereg_mr(ctx, key)), sd);
-    assert_eq!(status_of(c.write(ctx, &dma)), sd);
-    assert_eq!(status_of(c.read(ctx, &dma)), sd);
+    assert_eq!(status_of(c.write(ctx, &req)), sd);
+    assert_eq!(status_of(c.read(ctx, &req)), sd);
     assert_eq!(status_of(c.compare_swap(ctx, okey, 0, 0, 1)), sd);
     assert_eq!(status_of(c.fetch_add(ctx, okey, 0, 1)), sd);
     assert_eq!(status_of(c.fill(ctx, &pat)), sd);

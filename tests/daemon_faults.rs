@@ -10,6 +10,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::mr::dma;
 use common::*;
 use pinlease_abi::*;
 use pinlease_testkit::frontend::client::{encode_request, Client, RegMrArgs};
@@ -28,6 +29,13 @@ fn daemon_with_plan(text: &str, extra: &[&str]) -> (Daemon, tempfile::NamedTempF
     let mut args = vec!["--faults", f.path().to_str().unwrap()];
     args.extend_from_slice(extra);
     (Daemon::start_with(&args), f)
+}
+
+/// A daemon under the plan `text`, and a client with event buffers posted.
+fn start_with_plan(text: &str) -> (Daemon, tempfile::NamedTempFile, Client) {
+    let (d, f) = daemon_with_plan(text, &[]);
+    let c = d.client_with_events(64);
+    (d, f, c)
 }
 
 fn inject(d: &Daemon, args: &[&str]) -> Output {
@@ -56,13 +64,6 @@ fn inject_err(d: &Daemon, args: &[&str]) -> String {
     let out = inject(d, args);
     assert!(!out.status.success(), "pinlease inject {args:?} succeeded");
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// A client with event buffers posted.
-fn client(d: &Daemon) -> Client {
-    let mut c = d.client();
-    c.post_event_buffers(64).unwrap();
-    c
 }
 
 /// Reads events until one of `kind` arrives (others are returned too).
@@ -110,7 +111,7 @@ fn rules(d: &Daemon) -> Vec<Value> {
 
 #[test]
 fn fail_before_leaves_the_model_alone_and_fail_after_lies() {
-    let (mut d, _f) = daemon_with_plan(
+    let (mut d, _f, mut c) = start_with_plan(
         r#"
 [[rule]]
 point = "request:REG_MR:before"
@@ -123,9 +124,7 @@ action = "fail"
 status = "EIO"
 count = 1
 "#,
-        &[],
     );
-    let mut c = client(&d);
     let ctx = c.create_context(1, "fail").unwrap();
     let pages = c.alloc_pages(1).unwrap();
     let r = c.reg_mr(ctx, &RegMrArgs::pages(PL_ACCESS_ALL, &pages));
@@ -172,11 +171,9 @@ count = 1
 
 #[test]
 fn delay_holds_one_completion_without_blocking_the_next() {
-    let (mut d, _f) = daemon_with_plan(
+    let (mut d, _f, mut c) = start_with_plan(
         "[[rule]]\npoint = \"request:NOP:after\"\naction = \"delay\"\nms = 600\ncount = 1\n",
-        &[],
     );
-    let mut c = client(&d);
     let t0 = Instant::now();
     let slow = submit(&mut c, Opcode::Nop, 0, 77, &[]);
     c.nop().unwrap();
@@ -200,7 +197,7 @@ fn delay_holds_one_completion_without_blocking_the_next() {
 
 #[test]
 fn drop_never_completes_and_duplicate_shows_twice_in_the_used_ring() {
-    let (mut d, _f) = daemon_with_plan(
+    let (mut d, _f, mut c) = start_with_plan(
         r#"
 [[rule]]
 point = "request:NOP:before"
@@ -211,9 +208,7 @@ point = "request:QUERY_DEVICE:after"
 action = "duplicate"
 count = 1
 "#,
-        &[],
     );
-    let mut c = client(&d);
     let dropped = submit(&mut c, Opcode::Nop, 0, 5, &[]);
     assert_eq!(c.frontend_mut().wait_used(0, QUIET).unwrap(), None);
     assert_eq!(c.frontend().in_flight(0).unwrap(), 1);
@@ -234,11 +229,9 @@ count = 1
 
 #[test]
 fn reorder_writes_after_the_next_completion_or_alone_after_100ms() {
-    let (mut d, _f) = daemon_with_plan(
+    let (mut d, _f, mut c) = start_with_plan(
         "[[rule]]\npoint = \"request:NOP:after\"\naction = \"reorder\"\ncount = 2\n",
-        &[],
     );
-    let mut c = client(&d);
     let a = submit(&mut c, Opcode::Nop, 0, 1, &[]);
     // Give the worker time to hold A before B arrives.
     std::thread::sleep(Duration::from_millis(20));
@@ -266,34 +259,26 @@ fn reorder_writes_after_the_next_completion_or_alone_after_100ms() {
 
 #[test]
 fn revoke_mr_revokes_the_named_mr_with_reason_injected() {
-    let (mut d, _f) = daemon_with_plan(
+    let (mut d, _f, mut c) = start_with_plan(
         "[[rule]]\npoint = \"request:WRITE:before\"\naction = \"revoke-mr\"\ncount = 1\n",
-        &[],
     );
-    let mut c = client(&d);
     let ctx = c.create_context(1, "revoke").unwrap();
     let (a, _) = c.alloc_mr(ctx, 1, PL_ACCESS_ALL).unwrap();
     let (b, _) = c.alloc_mr(ctx, 1, PL_ACCESS_ALL).unwrap();
-    let dma = PlDmaReq {
-        local_key: a,
-        remote_key: b,
-        length: 64,
-        ..Default::default()
-    };
-    assert_eq!(status_of(c.write(ctx, &dma)), Status::Canceled);
+    assert_eq!(
+        status_of(c.write(ctx, &dma(a, 0, b, 0, 64))),
+        Status::Canceled
+    );
     let fi = event_of(&mut c, PL_EVENT_FAULT_INJECTED);
     assert_eq!(fi.ctx, ctx);
     assert_eq!(fi.args, [point_request(Opcode::Write, false), 6, 1, a]);
     let rv = event_of(&mut c, PL_EVENT_MR_REVOKED);
     assert_eq!((rv.args[0], rv.args[1]), (a, PL_REVOKE_INJECTED));
     // The other MR is untouched; DMA on the revoked one stays ECANCELED.
-    let dma2 = PlDmaReq {
-        local_key: b,
-        remote_key: a,
-        length: 64,
-        ..Default::default()
-    };
-    assert_eq!(status_of(c.write(ctx, &dma2)), Status::Canceled);
+    assert_eq!(
+        status_of(c.write(ctx, &dma(b, 0, a, 0, 64))),
+        Status::Canceled
+    );
     let st = d.device();
     assert_eq!(st["counters"]["revokes"].as_u64(), Some(1));
     d.assert_healthy();
@@ -301,11 +286,9 @@ fn revoke_mr_revokes_the_named_mr_with_reason_injected() {
 
 #[test]
 fn spurious_break_applies_the_revoke_and_wait_policies() {
-    let (mut d, _f) = daemon_with_plan(
+    let (mut d, _f, mut c) = start_with_plan(
         "[[rule]]\npoint = \"request:NOP:before\"\naction = \"spurious-break\"\ncount = 1\n",
-        &[],
     );
-    let mut c = client(&d);
     let ctx = c.create_context(1, "break").unwrap();
     let revoke = c
         .lease_take(ctx, &lease_req(file(1), 0, 1 << 20, PL_POLICY_REVOKE))
@@ -352,11 +335,7 @@ fn spurious_break_applies_the_revoke_and_wait_policies() {
 
 #[test]
 fn withhold_at_lease_break_holds_or_never_answers() {
-    let (mut d, _f) = daemon_with_plan(
-        "[[rule]]\npoint = \"lease-break\"\naction = \"withhold\"\nms = 0\ncount = 1\n[[rule]]\npoint = \"lease-break\"\naction = \"withhold\"\nms = 300\n",
-        &[],
-    );
-    let mut c = client(&d);
+    let (mut d, _f, mut c) = start_with_plan("[[rule]]\npoint = \"lease-break\"\naction = \"withhold\"\nms = 0\ncount = 1\n[[rule]]\npoint = \"lease-break\"\naction = \"withhold\"\nms = 300\n");
     let ctx = c.create_context(1, "withhold").unwrap();
     let l1 = c
         .lease_take(ctx, &lease_req(file(1), 0, 4096, PL_POLICY_REVOKE))
@@ -393,11 +372,9 @@ fn withhold_at_lease_break_holds_or_never_answers() {
 
 #[test]
 fn needs_reset_answers_eio_until_the_device_is_reset() {
-    let (mut d, _f) = daemon_with_plan(
+    let (mut d, _f, mut c) = start_with_plan(
         "[[rule]]\npoint = \"context-teardown\"\naction = \"needs-reset\"\ncount = 1\n",
-        &[],
     );
-    let mut c = client(&d);
     let ctx = c.create_context(1, "reset").unwrap();
     c.alloc_mr(ctx, 2, PL_ACCESS_ALL).unwrap();
     assert_eq!(status_of(c.close_context(ctx)), Status::Io);
@@ -441,7 +418,7 @@ fn abort_writes_the_report_and_dies_of_sigabrt() {
         "[[rule]]\npoint = \"request:DEREG_MR:before\"\naction = \"abort\"\n",
         &["--abort-report", report.to_str().unwrap()],
     );
-    let mut c = client(&d);
+    let mut c = d.client_with_events(64);
     let ctx = c.create_context(1, "abort").unwrap();
     let (key, _) = c.alloc_mr(ctx, 3, PL_ACCESS_ALL).unwrap();
     let lease = c
@@ -476,7 +453,7 @@ fn abort_writes_the_report_and_dies_of_sigabrt() {
 
 #[test]
 fn event_and_memory_map_points() {
-    let (mut d, _f) = daemon_with_plan(
+    let (mut d, _f, mut c) = start_with_plan(
         r#"
 [[rule]]
 point = "event:CONTEXT_TORN_DOWN"
@@ -495,9 +472,7 @@ point = "event:LEASE_BROKEN"
 action = "delay"
 ms = 300
 "#,
-        &[],
     );
-    let mut c = client(&d);
     let ctx = c.create_context(1, "events").unwrap();
     let (key, _) = c.alloc_mr(ctx, 1, PL_ACCESS_ALL).unwrap();
     // The first memory map (at connect) was skipped; this one fires.
@@ -635,7 +610,7 @@ fn inject_cli_add_list_clear_load_now_and_bad_input() {
             assert!(e.contains(w), "inject {args:?}: {e:?} lacks {w:?}");
         }
     }
-    let mut c = client(&d);
+    let mut c = d.client_with_events(64);
     assert_eq!(status_of(c.nop()), Status::Busy);
     c.nop().unwrap();
     assert_eq!(inject_ok(&d, &["clear", "1"]).trim(), "cleared 1 rule(s)");
@@ -700,7 +675,7 @@ fn status_shows_the_plan_and_counts_and_seed_override() {
         "seed = 3\n[[rule]]\npoint = \"request:NOP:before\"\naction = \"delay\"\nms = 1\nprobability = 0.5\nskip = 1\n",
         &["--fault-seed", "11"],
     );
-    let mut c = client(&d);
+    let mut c = d.client_with_events(64);
     for _ in 0..20 {
         c.nop().unwrap();
     }
@@ -727,7 +702,7 @@ fn status_shows_the_plan_and_counts_and_seed_override() {
 
 #[test]
 fn fail_at_context_teardown_and_lease_break_leaves_the_model_alone() {
-    let (mut d, _f) = daemon_with_plan(
+    let (mut d, _f, mut c) = start_with_plan(
         r#"
 [[rule]]
 point = "context-teardown"
@@ -739,9 +714,7 @@ point = "lease-break"
 action = "fail"
 status = "ENOMEM"
 "#,
-        &[],
     );
-    let mut c = client(&d);
     let ctx = c.create_context(1, "teardown").unwrap();
     let lease = c
         .lease_take(ctx, &lease_req(file(1), 0, 4096, PL_POLICY_REVOKE))
@@ -777,11 +750,9 @@ status = "ENOMEM"
 
 #[test]
 fn reordered_event_follows_the_next_one() {
-    let (mut d, _f) = daemon_with_plan(
+    let (mut d, _f, mut c) = start_with_plan(
         "[[rule]]\npoint = \"event:CONTEXT_TORN_DOWN\"\naction = \"reorder\"\ncount = 1\n",
-        &[],
     );
-    let mut c = client(&d);
     let a = c.create_context(1, "a").unwrap();
     let b = c.create_context(2, "b").unwrap();
     c.close_context(a).unwrap();

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::mr::dma;
 use common::*;
 use pinlease_abi::*;
 use pinlease_testkit::daemon::wait_for_path;
@@ -104,16 +105,7 @@ fn sequential_connections_with_abrupt_close() {
         let (b, bpages) = c.alloc_mr(ctx, 2, PL_ACCESS_ALL).unwrap();
         let data = pattern(8192, round as u8);
         c.frontend().write_mem(apages[0], &data).unwrap();
-        c.write(
-            ctx,
-            &PlDmaReq {
-                local_key: a,
-                remote_key: b,
-                length: 8192,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        c.write(ctx, &dma(a, 0, b, 0, 8192)).unwrap();
         assert_eq!(c.frontend().read_mem(bpages[0], 8192).unwrap(), data);
         // Events are numbered per device: from 1 again.
         c.close_context(ctx).unwrap();
@@ -477,11 +469,9 @@ fn status_cli_shows_tables_and_json() {
     let mr = c
         .reg_mr(
             ctx,
-            &RegMrArgs {
-                file: Some((f, 4096)),
-                flags: PL_REG_LONGTERM,
-                ..RegMrArgs::pages(PL_ACCESS_READ | PL_ACCESS_WRITE, &pages)
-            },
+            &RegMrArgs::pages(PL_ACCESS_READ | PL_ACCESS_WRITE, &pages)
+                .on_file(f, 4096)
+                .with_flags(PL_REG_LONGTERM),
         )
         .unwrap();
     assert_eq!(mr.lease, lease);

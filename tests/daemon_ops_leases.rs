@@ -14,8 +14,7 @@ use serde_json::json;
 #[test]
 fn lease_break_with_revoke_policy_revokes_covered_mrs() {
     let mut d = Daemon::start();
-    let mut c = d.client();
-    c.post_event_buffers(16).unwrap();
+    let mut c = d.client_with_events(16);
     let ctx = c.create_context(7, "holder").unwrap();
     let f = file(100);
     let lease = c
@@ -25,21 +24,16 @@ fn lease_break_with_revoke_policy_revokes_covered_mrs() {
     let r1 = c
         .reg_mr(
             ctx,
-            &RegMrArgs {
-                file: Some((f, 4 * P)),
-                flags: PL_REG_LONGTERM,
-                ..RegMrArgs::pages(PL_ACCESS_ALL, &pool[0..2])
-            },
+            &RegMrArgs::pages(PL_ACCESS_ALL, &pool[0..2])
+                .on_file(f, 4 * P)
+                .with_flags(PL_REG_LONGTERM),
         )
         .unwrap();
     assert_eq!(r1.lease, lease, "registered under the covering lease");
     let other_file = c
         .reg_mr(
             ctx,
-            &RegMrArgs {
-                file: Some((file(101), 0)),
-                ..RegMrArgs::pages(PL_ACCESS_ALL, &pool[2..3])
-            },
+            &RegMrArgs::pages(PL_ACCESS_ALL, &pool[2..3]).on_file(file(101), 0),
         )
         .unwrap();
     assert_eq!(other_file.lease, 0);
@@ -145,8 +139,7 @@ fn lease_break_with_revoke_policy_revokes_covered_mrs() {
 #[test]
 fn lease_break_with_wait_and_timeout_policies() {
     let mut d = Daemon::start();
-    let mut c = d.client();
-    c.post_event_buffers(16).unwrap();
+    let mut c = d.client_with_events(16);
     let ctx = c.create_context(7, "holder").unwrap();
     let other = c.create_context(8, "other").unwrap();
     let f = file(200);
@@ -155,10 +148,7 @@ fn lease_break_with_wait_and_timeout_policies() {
     let m = c
         .reg_mr(
             ctx,
-            &RegMrArgs {
-                file: Some((f, 0)),
-                ..RegMrArgs::pages(PL_ACCESS_ALL, &pool[0..2])
-            },
+            &RegMrArgs::pages(PL_ACCESS_ALL, &pool[0..2]).on_file(f, 0),
         )
         .unwrap();
     assert_eq!(m.lease, 0);
@@ -294,8 +284,7 @@ fn lease_break_with_wait_and_timeout_policies() {
 #[test]
 fn lost_lease_counts_accesses_through_imports() {
     let mut d = Daemon::start();
-    let mut c = d.client();
-    c.post_event_buffers(16).unwrap();
+    let mut c = d.client_with_events(16);
     let holder = c.create_context(1, "holder").unwrap();
     let peer = c.create_context(2, "peer").unwrap();
     let f = file(300);
@@ -306,10 +295,7 @@ fn lost_lease_counts_accesses_through_imports() {
     let m = c
         .reg_mr(
             holder,
-            &RegMrArgs {
-                file: Some((f, 0)),
-                ..RegMrArgs::pages(PL_ACCESS_ALL, &pages)
-            },
+            &RegMrArgs::pages(PL_ACCESS_ALL, &pages).on_file(f, 0),
         )
         .unwrap();
     assert_eq!(m.lease, lease);

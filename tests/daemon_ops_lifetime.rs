@@ -15,8 +15,7 @@ use serde_json::json;
 #[test]
 fn export_import_alias_the_same_bytes() {
     let mut d = Daemon::start();
-    let mut c = d.client();
-    c.post_event_buffers(16).unwrap();
+    let mut c = d.client_with_events(16);
     let a = c.create_context(1, "exporter").unwrap();
     let b = c.create_context(2, "importer").unwrap();
     let (src, src_pages) = c.alloc_mr(a, 3, PL_ACCESS_READ | PL_ACCESS_WRITE).unwrap();
@@ -118,8 +117,7 @@ fn export_import_alias_the_same_bytes() {
 #[test]
 fn imports_of_imports_alias_and_die_with_the_root() {
     let mut d = Daemon::start();
-    let mut c = d.client();
-    c.post_event_buffers(16).unwrap();
+    let mut c = d.client_with_events(16);
     let a = c.create_context(1, "a").unwrap();
     let b = c.create_context(2, "b").unwrap();
     let z = c.create_context(3, "z").unwrap();
@@ -177,8 +175,7 @@ fn imports_of_imports_alias_and_die_with_the_root() {
 #[test]
 fn close_context_tears_down_mrs_leases_and_imports() {
     let mut d = Daemon::start();
-    let mut c = d.client();
-    c.post_event_buffers(16).unwrap();
+    let mut c = d.client_with_events(16);
     let a = c.create_context(1, "a").unwrap();
     let b = c.create_context(2, "b").unwrap();
     let (m1, _) = c.alloc_mr(a, 3, PL_ACCESS_ALL).unwrap();

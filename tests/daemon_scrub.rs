@@ -89,8 +89,7 @@ fn mr_status(d: &Daemon, key: u64) -> Value {
 #[test]
 fn canaries_appear_then_never_again_after_a_revoking_lease_break() {
     let mut d = scrub_daemon();
-    let mut c = d.client();
-    c.post_event_buffers(16).unwrap();
+    let mut c = d.client_with_events(16);
     let ctx = c.create_context(10, "scrub").unwrap();
     let f = file(500);
     let lease = c
@@ -100,11 +99,9 @@ fn canaries_appear_then_never_again_after_a_revoking_lease_break() {
     let m = c
         .reg_mr(
             ctx,
-            &RegMrArgs {
-                flags: PL_REG_SCRUB,
-                file: Some((f, 0)),
-                ..RegMrArgs::pages(PL_ACCESS_READ | PL_ACCESS_WRITE, &pages)
-            },
+            &RegMrArgs::pages(PL_ACCESS_READ | PL_ACCESS_WRITE, &pages)
+                .on_file(f, 0)
+                .with_flags(PL_REG_SCRUB),
         )
         .unwrap();
     assert_eq!(m.lease, lease);
@@ -188,8 +185,7 @@ fn canaries_appear_then_never_again_after_a_revoking_lease_break() {
 #[test]
 fn lost_lease_mr_keeps_being_scrubbed_and_counted() {
     let mut d = scrub_daemon();
-    let mut c = d.client();
-    c.post_event_buffers(16).unwrap();
+    let mut c = d.client_with_events(16);
     let ctx = c.create_context(11, "holder").unwrap();
     let f = file(501);
     let lease = c
@@ -199,11 +195,9 @@ fn lost_lease_mr_keeps_being_scrubbed_and_counted() {
     let m = c
         .reg_mr(
             ctx,
-            &RegMrArgs {
-                flags: PL_REG_SCRUB,
-                file: Some((f, 0)),
-                ..RegMrArgs::pages(PL_ACCESS_WRITE, &pages)
-            },
+            &RegMrArgs::pages(PL_ACCESS_WRITE, &pages)
+                .on_file(f, 0)
+                .with_flags(PL_REG_SCRUB),
         )
         .unwrap();
     assert_eq!(m.lease, lease);
@@ -275,10 +269,7 @@ fn scrubber_is_off_by_default() {
     let pages = c.alloc_pages(1).unwrap();
     c.reg_mr(
         ctx,
-        &RegMrArgs {
-            flags: PL_REG_SCRUB,
-            ..RegMrArgs::pages(PL_ACCESS_WRITE, &pages)
-        },
+        &RegMrArgs::pages(PL_ACCESS_WRITE, &pages).with_flags(PL_REG_SCRUB),
     )
     .unwrap();
     std::thread::sleep(QUIET);
@@ -299,10 +290,7 @@ fn scrub_flag_without_write_access_is_einval() {
     let pages = c.alloc_pages(1).unwrap();
     let r = c.reg_mr(
         ctx,
-        &RegMrArgs {
-            flags: PL_REG_SCRUB,
-            ..RegMrArgs::pages(PL_ACCESS_READ | PL_ACCESS_ATOMIC, &pages)
-        },
+        &RegMrArgs::pages(PL_ACCESS_READ | PL_ACCESS_ATOMIC, &pages).with_flags(PL_REG_SCRUB),
     );
     assert_eq!(status_of(r), Status::Inval);
     assert_eq!(d.device()["mrs"], json!([]));

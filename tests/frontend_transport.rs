@@ -506,24 +506,15 @@ fn stopping_unconnected_daemon_returns() {
 fn bad_config_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("unused.sock");
-    for cfg in [
-        FrontendConfig {
-            queue_size: 100,
-            ..Default::default()
-        },
-        FrontendConfig {
-            mem_size: 4097,
-            ..Default::default()
-        },
-        FrontendConfig {
-            mem_size: 8192,
-            ..Default::default()
-        },
-        FrontendConfig {
-            num_queues: 0,
-            ..Default::default()
-        },
-    ] {
+    let bad: [fn(&mut FrontendConfig); 4] = [
+        |c| c.queue_size = 100,
+        |c| c.mem_size = 4097,
+        |c| c.mem_size = 8192,
+        |c| c.num_queues = 0,
+    ];
+    for set in bad {
+        let mut cfg = FrontendConfig::default();
+        set(&mut cfg);
         match TestFrontend::connect(&path, cfg, Duration::ZERO) {
             Err(FrontendError::BadConfig { .. }) => {}
             other => panic!("expected BadConfig, got {:?}", other.err()),

@@ -98,12 +98,31 @@ pub(crate) fn covering(t: &LeaseTable, holder: u64, f: &PlFileId, off: u64, len:
     found
 }
 
+/// Lookups timed in batches of this many.
+const BATCH: usize = 256;
+
+/// Lookups per second of `lookup` over the ranges in `ranges` in turn,
+/// `ranges[i & 4095]` onwards (`i` goes on from one measure to the next).
+fn measure_lookups(
+    ranges: &[(PlFileId, u64)],
+    i: &mut usize,
+    mut lookup: impl FnMut(&PlFileId, u64),
+) -> Rate {
+    measure(REPS_MICRO, || {
+        for _ in 0..BATCH {
+            let (f, s) = &ranges[*i & 4095];
+            *i += 1;
+            lookup(f, *s);
+        }
+        BATCH as u64
+    })
+}
+
 pub(crate) fn bench_leases(rep: &mut Report) {
     eprintln!("4. lease conflict checks");
     let holder = Arc::new(Context::new((1 << 32) | 1, 1, "bench".into()));
     let other = Arc::new(Context::new((1 << 32) | 2, 2, "other".into()));
     let me = std::process::id().to_string();
-    const BATCH: usize = 256;
     for (files, per_file) in [(100u64, 10u64), (1000, 1000)] {
         let n = files * per_file;
         let before = smaps(&me);
@@ -140,52 +159,24 @@ pub(crate) fn bench_leases(rep: &mut Report) {
 
         let mut i = 0usize;
         let mut found = 0usize;
-        let vec_rate = measure(REPS_MICRO, || {
-            for _ in 0..BATCH {
-                let (f, s) = &random[i & 4095];
-                i += 1;
-                found += t.overlapping(f, *s, *s + LEASE_LEN).len();
-            }
-            BATCH as u64
+        let visit = |f: &PlFileId, s: u64| t.for_each_overlapping(f, s, s + LEASE_LEN, |_| true);
+        let vec_rate = measure_lookups(&random, &mut i, |f, s| {
+            found += t.overlapping(f, s, s + LEASE_LEN).len();
         });
-        let visit_rate = measure(REPS_MICRO, || {
-            for _ in 0..BATCH {
-                let (f, s) = &random[i & 4095];
-                i += 1;
-                found += t.for_each_overlapping(f, *s, *s + LEASE_LEN, |_| true);
-            }
-            BATCH as u64
-        });
-        let worst_rate = measure(REPS_MICRO, || {
-            for _ in 0..BATCH {
-                let (f, s) = &worst[i & 4095];
-                i += 1;
-                found += t.for_each_overlapping(f, *s, *s + LEASE_LEN, |_| true);
-            }
-            BATCH as u64
-        });
+        let visit_rate = measure_lookups(&random, &mut i, |f, s| found += visit(f, s));
+        let worst_rate = measure_lookups(&worst, &mut i, |f, s| found += visit(f, s));
         let mut hits = 0u64;
         let mut tries = 0u64;
-        let cover_rate = measure(REPS_MICRO, || {
-            for _ in 0..BATCH {
-                let (f, s) = &inside[i & 4095];
-                i += 1;
-                tries += 1;
-                hits += u64::from(covering(&t, holder.handle, f, *s, 16 * KIB));
-            }
-            BATCH as u64
+        let cover_rate = measure_lookups(&inside, &mut i, |f, s| {
+            tries += 1;
+            hits += u64::from(covering(&t, holder.handle, f, s, 16 * KIB));
         });
         black_box(found);
-        let avg_visited = random
-            .iter()
-            .map(|(f, s)| t.for_each_overlapping(f, *s, *s + LEASE_LEN, |_| true))
-            .sum::<usize>() as f64
-            / random.len() as f64;
-        let avg_worst = worst
-            .iter()
-            .map(|(f, s)| t.for_each_overlapping(f, *s, *s + LEASE_LEN, |_| true))
-            .sum::<usize>() as f64
-            / worst.len() as f64;
+        let average = |ranges: &[(PlFileId, u64)]| {
+            ranges.iter().map(|(f, s)| visit(f, *s)).sum::<usize>() as f64 / ranges.len() as f64
+        };
+        let avg_visited = average(&random);
+        let avg_worst = average(&worst);
         let label = if n >= 1_000_000 { "10^6" } else { "10^3" };
         let ns = |r: &Rate| format!("{:.0} ns", 1e9 / r.median);
         rep.row(
@@ -272,26 +263,13 @@ pub(crate) fn lease_map_parts(
     let keys = (0..per_file).map(|k| (k * LEASE_LEN, (1u64 << 32) | (k * files + 1)));
     let im: imbl::OrdMap<(u64, u64), u64> = keys.clone().map(|k| (k, 0u64)).collect();
     let bt: std::collections::BTreeMap<(u64, u64), u64> = keys.map(|k| (k, 0u64)).collect();
-    const BATCH: usize = 256;
     let mut i = 0usize;
     let mut found = 0usize;
-    let hm_get = measure(REPS_MICRO, || {
-        for _ in 0..BATCH {
-            let (f, _) = &random[i & 4095];
-            i += 1;
-            found += usize::from(probe.get(&fk(f)).is_some());
-        }
-        BATCH as u64
+    let hm_get = measure_lookups(random, &mut i, |f, _| {
+        found += usize::from(probe.get(&fk(f)).is_some());
     });
     let mut timed_range = |range_of: &dyn Fn(u64) -> usize| {
-        measure(REPS_MICRO, || {
-            for _ in 0..BATCH {
-                let (_, s) = &random[i & 4095];
-                i += 1;
-                found += range_of(*s);
-            }
-            BATCH as u64
-        })
+        measure_lookups(random, &mut i, |_, s| found += range_of(s))
     };
     let lo = |s: u64| s.saturating_sub(LEASE_LEN);
     let im_next =

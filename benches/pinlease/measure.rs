@@ -64,6 +64,14 @@ pub(crate) fn measure_interleaved(reps: usize, fs: &mut [&mut dyn FnMut() -> u64
     all.into_iter().map(Rate::from).collect()
 }
 
+/// `op` as a contender of [`measure_interleaved`] doing one operation a call.
+pub(crate) fn one_each(mut op: impl FnMut()) -> impl FnMut() -> u64 {
+    move || {
+        op();
+        1
+    }
+}
+
 /// On-CPU time of every thread of `pid` so far, from the scheduler
 /// (/proc/<pid>/task/*/schedstat, first field, in ns).
 pub(crate) fn cpu_ns(pid: u32) -> u64 {

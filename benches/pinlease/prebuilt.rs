@@ -8,7 +8,8 @@ use pinlease_testkit::frontend::client::encode_request;
 use pinlease_testkit::frontend::{Desc, TestFrontend, REQUEST_QUEUE};
 use vm_memory::{Bytes, GuestAddress};
 
-use crate::{PAGE, TIMEOUT};
+use crate::measure::{measure_interleaved, one_each, Rate};
+use crate::{PAGE, REPS_RT, TIMEOUT};
 
 /// A request written into guest memory once, and its response buffer.
 pub(crate) struct Prebuilt {
@@ -124,4 +125,20 @@ impl Pipeline {
             self.by_head.remove(&used.id);
         }
     }
+}
+
+/// `nop` (a prebuilt NOP) and `op` take turns on `fe` (see
+/// [`measure_interleaved`]), so the ratio of their rates compares like with
+/// like; returns the rates `[nop, op]`.
+pub(crate) fn interleaved_with_nop(
+    fe: &mut TestFrontend,
+    nop: &Prebuilt,
+    mut op: impl FnMut(&mut TestFrontend) -> u64,
+) -> Vec<Rate> {
+    let cell = std::cell::RefCell::new(fe);
+    let mut nops = one_each(|| nop.ok(&mut cell.borrow_mut(), 16));
+    measure_interleaved(
+        REPS_RT,
+        &mut [&mut nops, &mut || op(&mut cell.borrow_mut())],
+    )
 }

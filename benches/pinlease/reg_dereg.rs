@@ -7,10 +7,10 @@ use pinlease_testkit::frontend::client::{encode_request, Client, RegMrArgs};
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::machine::Mode;
-use crate::measure::{measure, measure_interleaved, PerOp};
-use crate::prebuilt::{nop_request, Prebuilt};
+use crate::measure::{measure, PerOp};
+use crate::prebuilt::{interleaved_with_nop, nop_request, Prebuilt};
 use crate::report::{fmt_rate, fmt_us, Report};
-use crate::{PAGE, REPS, REPS_RT};
+use crate::{PAGE, REPS};
 
 pub(crate) fn bench_reg_dereg(
     rep: &mut Report,
@@ -39,28 +39,14 @@ pub(crate) fn bench_reg_dereg(
         );
         let key_at = GuestAddress(reg.resp + 16);
         // Pairs and NOPs take turns, so the ratio compares like with like.
-        let rates = {
-            let fe = &mut *fe;
-            let cell = std::cell::RefCell::new(fe);
-            measure_interleaved(
-                REPS_RT,
-                &mut [
-                    &mut || {
-                        nop.ok(&mut cell.borrow_mut(), 16);
-                        1
-                    },
-                    &mut || {
-                        let mut fe = cell.borrow_mut();
-                        reg.ok(&mut fe, 32);
-                        let key: u64 = fe.memory().read_obj(key_at).expect("key");
-                        fe.write_mem(dereg.req + 24, &key.to_le_bytes())
-                            .expect("key into DEREG_MR");
-                        dereg.ok(&mut fe, 16);
-                        1
-                    },
-                ],
-            )
-        };
+        let rates = interleaved_with_nop(fe, &nop, |fe| {
+            reg.ok(fe, 32);
+            let key: u64 = fe.memory().read_obj(key_at).expect("key");
+            fe.write_mem(dereg.req + 24, &key.to_le_bytes())
+                .expect("key into DEREG_MR");
+            dereg.ok(fe, 16);
+            1
+        });
         let (n, r) = (&rates[0], &rates[1]);
         // The two halves apart: REG_MR alone (the MRs pile up), then
         // DEREG_MR of all of them, with the daemon's CPU time.
@@ -108,20 +94,15 @@ pub(crate) fn bench_reg_dereg(
                 r.spread()
             ),
         );
-        rep.row(
-            "2",
-            mode.name(format!("  REG_MR alone, {npages} page(s) ({n_reg} runs)")),
-            fmt_us(reg_op.wall),
-            "",
-            format!("{}{}", reg_op.describe(), beyond(&reg_op)),
-        );
-        rep.row(
-            "2",
-            mode.name(format!("  DEREG_MR alone, {npages} page(s) ({n_reg} runs)")),
-            fmt_us(dereg_op.wall),
-            "",
-            format!("{}{}", dereg_op.describe(), beyond(&dereg_op)),
-        );
+        for (op, cost) in [("REG_MR", &reg_op), ("DEREG_MR", &dereg_op)] {
+            rep.row(
+                "2",
+                mode.name(format!("  {op} alone, {npages} page(s) ({n_reg} runs)")),
+                fmt_us(cost.wall),
+                "",
+                format!("{}{}", cost.describe(), beyond(cost)),
+            );
+        }
         if npages == 1 {
             rep.target(
                 mode.target("REG_MR+DEREG_MR (1 page) >= 0.8 x NOP, judged per request: pairs/s / (NOP/s / 2)"),

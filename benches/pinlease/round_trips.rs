@@ -9,10 +9,13 @@ use pinlease_testkit::daemon::Daemon;
 use pinlease_testkit::frontend::{spawn_echo_daemon, FrontendConfig, TestFrontend};
 
 use crate::machine::Mode;
-use crate::measure::{measure, measure_interleaved, PerOp};
+use crate::measure::{measure, measure_interleaved, one_each, PerOp, Rate};
 use crate::prebuilt::{nop_request, Pipeline, Prebuilt};
 use crate::report::{fmt_rate, fmt_us, Report};
 use crate::{client, MIB, REPS, REPS_RT, TIMEOUT};
+
+/// This file's section of the report.
+const SECTION: &str = "1";
 
 pub(crate) fn bench_round_trips(rep: &mut Report, daemon: &Daemon, dir: &Path, mode: Mode) {
     eprintln!("1. NOP round trips{}", mode.name(""));
@@ -57,22 +60,13 @@ pub(crate) fn bench_round_trips(rep: &mut Report, daemon: &Daemon, dir: &Path, m
     let r = measure_interleaved(
         REPS_RT,
         &mut [
-            &mut || {
-                nop.ok(fe, 16);
-                1
-            },
-            &mut || {
-                assert_eq!(enop.round_trip(&mut efe), 16);
-                1
-            },
-            &mut || {
-                inop.ok(&mut ifo, 16);
-                1
-            },
+            &mut one_each(|| nop.ok(fe, 16)),
+            &mut one_each(|| assert_eq!(enop.round_trip(&mut efe), 16)),
+            &mut one_each(|| inop.ok(&mut ifo, 16)),
         ],
     );
     let (pl, echo_raw, in_raw) = (&r[0], &r[1], &r[2]);
-    let s = "1";
+    let s = SECTION;
     rep.row(
         s,
         mode.name("NOP, pinlease daemon (child process), 1 in flight"),
@@ -95,12 +89,11 @@ pub(crate) fn bench_round_trips(rep: &mut Report, daemon: &Daemon, dir: &Path, m
             echo_raw.spread()
         ),
     );
-    rep.row(
-        s,
+    rate_row(
+        rep,
         mode.name("NOP, pinlease `serve` in a thread of the bench, 1 in flight"),
-        fmt_rate(in_raw.median),
-        format!("{:.2} x echo", in_raw.median / echo_raw.median),
-        format!("spread {}", in_raw.spread()),
+        in_raw,
+        (echo_raw, "echo"),
     );
     rep.row(
         s,
@@ -117,14 +110,12 @@ pub(crate) fn bench_round_trips(rep: &mut Report, daemon: &Daemon, dir: &Path, m
         let r = measure_interleaved(
             REPS_RT,
             &mut [
-                &mut || {
+                &mut one_each(|| {
                     assert_eq!(fe.request(&nop_request(), 16).expect("NOP").len(), 16);
-                    1
-                },
-                &mut || {
+                }),
+                &mut one_each(|| {
                     assert_eq!(efe.request(&nop_request(), 16).expect("echo").len(), 16);
-                    1
-                },
+                }),
             ],
         );
         let (pl_req, echo_req) = (&r[0], &r[1]);
@@ -133,14 +124,8 @@ pub(crate) fn bench_round_trips(rep: &mut Report, daemon: &Daemon, dir: &Path, m
         let r = measure_interleaved(
             REPS_RT,
             &mut [
-                &mut || {
-                    pipe.complete_one(fe, 16);
-                    1
-                },
-                &mut || {
-                    epipe.complete_one(&mut efe, 16);
-                    1
-                },
+                &mut one_each(|| pipe.complete_one(fe, 16)),
+                &mut one_each(|| epipe.complete_one(&mut efe, 16)),
             ],
         );
         let (pl_pipe, echo_pipe) = (&r[0], &r[1]);
@@ -150,33 +135,22 @@ pub(crate) fn bench_round_trips(rep: &mut Report, daemon: &Daemon, dir: &Path, m
             c.nop().expect("NOP");
             1
         });
-        rep.row(
-            s,
+        against_echo_row(
+            rep,
             mode.name("NOP via TestFrontend::request (pinlease / echo)"),
-            format!(
-                "{} / {}",
-                fmt_rate(pl_req.median),
-                fmt_rate(echo_req.median)
-            ),
-            format!("{:.2} x echo", pl_req.median / echo_req.median),
+            (pl_req, echo_req),
             "request() re-writes and zeroes the buffers and allocates the answer",
         );
-        rep.row(
-            s,
+        rate_row(
+            rep,
             mode.name("NOP via Client::nop (typed client, tag checked)"),
-            fmt_rate(pl_client.median),
-            format!("{:.2} x raw NOP", pl_client.median / pl.median),
-            format!("spread {}", pl_client.spread()),
+            &pl_client,
+            (pl, "raw NOP"),
         );
-        rep.row(
-            s,
+        against_echo_row(
+            rep,
             mode.name("NOP, 4 in flight (pinlease / echo)"),
-            format!(
-                "{} / {}",
-                fmt_rate(pl_pipe.median),
-                fmt_rate(echo_pipe.median)
-            ),
-            format!("{:.2} x echo", pl_pipe.median / echo_pipe.median),
+            (pl_pipe, echo_pipe),
             "throughput, not latency",
         );
     }
@@ -185,4 +159,26 @@ pub(crate) fn bench_round_trips(rep: &mut Report, daemon: &Daemon, dir: &Path, m
     drop(echo);
     drop(ifo);
     let _ = server.join();
+}
+
+/// A row of `r`: its rate, the ratio to `base` (named), its spread.
+fn rate_row(rep: &mut Report, what: String, r: &Rate, (base, base_name): (&Rate, &str)) {
+    rep.row(
+        SECTION,
+        what,
+        fmt_rate(r.median),
+        format!("{:.2} x {base_name}", r.median / base.median),
+        format!("spread {}", r.spread()),
+    );
+}
+
+/// A row of pinlease against echo: both rates and their ratio.
+fn against_echo_row(rep: &mut Report, what: String, (pl, echo): (&Rate, &Rate), note: &str) {
+    rep.row(
+        SECTION,
+        what,
+        format!("{} / {}", fmt_rate(pl.median), fmt_rate(echo.median)),
+        format!("{:.2} x echo", pl.median / echo.median),
+        note,
+    );
 }

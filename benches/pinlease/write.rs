@@ -10,8 +10,8 @@ use pinlease_testkit::frontend::client::{encode_request, Client, RegMrArgs};
 use vm_memory::{GuestAddress, GuestMemoryBackend};
 
 use crate::machine::Mode;
-use crate::measure::{measure, measure_interleaved, PerOp};
-use crate::prebuilt::{nop_request, Pipeline, Prebuilt};
+use crate::measure::{measure, PerOp};
+use crate::prebuilt::{interleaved_with_nop, nop_request, Pipeline, Prebuilt};
 use crate::report::{fmt_gbs, fmt_us, Report};
 use crate::{KIB, MIB, PAGE, REPS_MICRO, REPS_RT};
 
@@ -115,22 +115,10 @@ pub(crate) fn bench_write(
             16,
         );
         // WRITEs and NOPs take turns.
-        let rates = {
-            let cell = std::cell::RefCell::new(&mut *fe);
-            measure_interleaved(
-                REPS_RT,
-                &mut [
-                    &mut || {
-                        nop.ok(&mut cell.borrow_mut(), 16);
-                        1
-                    },
-                    &mut || {
-                        w.ok(&mut cell.borrow_mut(), 16);
-                        len
-                    },
-                ],
-            )
-        };
+        let rates = interleaved_with_nop(fe, &nop, |fe| {
+            w.ok(fe, 16);
+            len
+        });
         let (n, write) = (&rates[0], &rates[1]);
         let nop_cpu = PerOp::measure(daemon_pid, 2000, || nop.ok(fe, 16));
         let cpu = PerOp::measure(daemon_pid, 2000, || w.ok(fe, 16));

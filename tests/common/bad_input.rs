@@ -31,8 +31,7 @@ pub struct Bad {
 impl Bad {
     pub fn new() -> Bad {
         let d = Daemon::start();
-        let mut c = d.client();
-        c.post_event_buffers(32).unwrap();
+        let mut c = d.client_with_events(32);
         let req = c.frontend_mut().alloc(PL_PAGE_SIZE, PL_PAGE_SIZE).unwrap();
         let resp = c.frontend_mut().alloc(PL_PAGE_SIZE, PL_PAGE_SIZE).unwrap();
         Bad { d, c, req, resp }

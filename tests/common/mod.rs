@@ -11,10 +11,10 @@ pub mod bad_input;
 pub mod mr;
 
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pinlease_abi::*;
-use pinlease_testkit::daemon::Launch;
+use pinlease_testkit::daemon::{poll, Launch};
 use pinlease_testkit::frontend::client::{Client, ClientError};
 use pinlease_testkit::frontend::{FrontendConfig, TestFrontend};
 use serde_json::{json, Value};
@@ -45,6 +45,8 @@ pub trait DaemonUnderTest {
     fn frontend(&self) -> TestFrontend;
     /// A typed client connected to the daemon.
     fn client(&self) -> Client;
+    /// A typed client with `buffers` event buffers posted on queue 1.
+    fn client_with_events(&self, buffers: usize) -> Client;
     /// The admin socket's `status` reply.
     fn status(&self) -> Value;
     /// `status.status` of the admin reply: the device snapshot.
@@ -81,6 +83,12 @@ impl DaemonUnderTest for Daemon {
 
     fn client(&self) -> Client {
         Client::new(self.frontend())
+    }
+
+    fn client_with_events(&self, buffers: usize) -> Client {
+        let mut c = self.client();
+        c.post_event_buffers(buffers).unwrap();
+        c
     }
 
     fn status(&self) -> Value {
@@ -134,31 +142,32 @@ impl DaemonUnderTest for Daemon {
     }
 
     fn wait_connected(&self, want: bool) -> Value {
-        let t = Instant::now();
-        loop {
+        poll(T, || {
             let s = self.status();
             if s["connected"] == json!(want) {
-                return s;
+                Ok(s)
+            } else {
+                Err(s)
             }
-            assert!(
-                t.elapsed() < T,
+        })
+        .unwrap_or_else(|s| {
+            panic!(
                 "daemon never reported connected={want}; last {s}\nlog:\n{}",
                 self.log()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+            )
+        })
     }
 
     fn wait_connection(&self, n: u64) {
-        let t = Instant::now();
-        loop {
+        poll(T, || {
             let s = self.status();
             if s["connections"] == json!(n) && s["connected"] == json!(true) {
-                return;
+                Ok(())
+            } else {
+                Err(s)
             }
-            assert!(t.elapsed() < T, "connection {n} never seen; last {s}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        })
+        .unwrap_or_else(|s| panic!("connection {n} never seen; last {s}"))
     }
 
     fn assert_healthy(&mut self) {

@@ -31,63 +31,27 @@ pub const PL_FAULT_ACTION_NEEDS_RESET: u32 = 9;
 pub const PL_FAULT_ACTION_ABORT: u32 = 10;
 
 /// Fault point classes: `(class, C constant, plan name)`.
-pub const FAULT_CLASSES: &[(u32, &str, &str)] = &[
-    (PL_FAULT_CLASS_REQUEST, "PL_FAULT_CLASS_REQUEST", "request"),
-    (PL_FAULT_CLASS_EVENT, "PL_FAULT_CLASS_EVENT", "event"),
-    (
-        PL_FAULT_CLASS_MEMORY_MAP,
-        "PL_FAULT_CLASS_MEMORY_MAP",
-        "memory-map",
-    ),
-    (
-        PL_FAULT_CLASS_CONTEXT_TEARDOWN,
-        "PL_FAULT_CLASS_CONTEXT_TEARDOWN",
-        "context-teardown",
-    ),
-    (
-        PL_FAULT_CLASS_LEASE_BREAK,
-        "PL_FAULT_CLASS_LEASE_BREAK",
-        "lease-break",
-    ),
-    (PL_FAULT_CLASS_RUNTIME, "PL_FAULT_CLASS_RUNTIME", "runtime"),
+pub const FAULT_CLASSES: &[(u32, &str, &str)] = named![
+    PL_FAULT_CLASS_REQUEST => "request",
+    PL_FAULT_CLASS_EVENT => "event",
+    PL_FAULT_CLASS_MEMORY_MAP => "memory-map",
+    PL_FAULT_CLASS_CONTEXT_TEARDOWN => "context-teardown",
+    PL_FAULT_CLASS_LEASE_BREAK => "lease-break",
+    PL_FAULT_CLASS_RUNTIME => "runtime",
 ];
 
 /// Fault actions: `(action, C constant, plan name)`.
-pub const FAULT_ACTIONS: &[(u32, &str, &str)] = &[
-    (PL_FAULT_ACTION_FAIL, "PL_FAULT_ACTION_FAIL", "fail"),
-    (PL_FAULT_ACTION_DELAY, "PL_FAULT_ACTION_DELAY", "delay"),
-    (PL_FAULT_ACTION_DROP, "PL_FAULT_ACTION_DROP", "drop"),
-    (
-        PL_FAULT_ACTION_DUPLICATE,
-        "PL_FAULT_ACTION_DUPLICATE",
-        "duplicate",
-    ),
-    (
-        PL_FAULT_ACTION_REORDER,
-        "PL_FAULT_ACTION_REORDER",
-        "reorder",
-    ),
-    (
-        PL_FAULT_ACTION_REVOKE_MR,
-        "PL_FAULT_ACTION_REVOKE_MR",
-        "revoke-mr",
-    ),
-    (
-        PL_FAULT_ACTION_SPURIOUS_BREAK,
-        "PL_FAULT_ACTION_SPURIOUS_BREAK",
-        "spurious-break",
-    ),
-    (
-        PL_FAULT_ACTION_WITHHOLD,
-        "PL_FAULT_ACTION_WITHHOLD",
-        "withhold",
-    ),
-    (
-        PL_FAULT_ACTION_NEEDS_RESET,
-        "PL_FAULT_ACTION_NEEDS_RESET",
-        "needs-reset",
-    ),
-    (PL_FAULT_ACTION_ABORT, "PL_FAULT_ACTION_ABORT", "abort"),
+pub const FAULT_ACTIONS: &[(u32, &str, &str)] = named![
+    PL_FAULT_ACTION_FAIL => "fail",
+    PL_FAULT_ACTION_DELAY => "delay",
+    PL_FAULT_ACTION_DROP => "drop",
+    PL_FAULT_ACTION_DUPLICATE => "duplicate",
+    PL_FAULT_ACTION_REORDER => "reorder",
+    PL_FAULT_ACTION_REVOKE_MR => "revoke-mr",
+    PL_FAULT_ACTION_SPURIOUS_BREAK => "spurious-break",
+    PL_FAULT_ACTION_WITHHOLD => "withhold",
+    PL_FAULT_ACTION_NEEDS_RESET => "needs-reset",
+    PL_FAULT_ACTION_ABORT => "abort",
 ];
 
 /// `memory-map` for `PL_FAULT_CLASS_MEMORY_MAP`; None for a class the ABI lacks.

@@ -27,6 +27,18 @@
 //! This crate has no dependencies, so the guest tool (a static binary built
 //! for each guest) compiles only the ABI, not the daemon.
 
+/// A table of constants with the names of their C twins, written once:
+/// `named![A, B]` is `&[(A, "A"), (B, "B")]`, and `named![A => "a"]` is
+/// `&[(A, "A", "a")]` (with a plan name).
+macro_rules! named {
+    ($($c:ident),* $(,)?) => {
+        &[$(($c, stringify!($c))),*]
+    };
+    ($($c:ident => $plan:literal),* $(,)?) => {
+        &[$(($c, stringify!($c), $plan)),*]
+    };
+}
+
 mod device;
 mod faults;
 mod flags;

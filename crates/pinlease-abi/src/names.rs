@@ -8,37 +8,37 @@
 use crate::*;
 
 /// Event kinds (`PlEvent::kind`).
-pub const EVENT_KINDS: &[(u16, &str)] = &[
-    (PL_EVENT_MR_REVOKED, "PL_EVENT_MR_REVOKED"),
-    (PL_EVENT_LEASE_BROKEN, "PL_EVENT_LEASE_BROKEN"),
-    (PL_EVENT_LEASE_LOST, "PL_EVENT_LEASE_LOST"),
-    (PL_EVENT_CONTEXT_TORN_DOWN, "PL_EVENT_CONTEXT_TORN_DOWN"),
-    (PL_EVENT_FAULT_INJECTED, "PL_EVENT_FAULT_INJECTED"),
-    (PL_EVENT_DEVICE_ERROR, "PL_EVENT_DEVICE_ERROR"),
-    (PL_EVENT_SCRUB_LOST_ACCESS, "PL_EVENT_SCRUB_LOST_ACCESS"),
-    (PL_EVENT_NEEDS_RESET, "PL_EVENT_NEEDS_RESET"),
+pub const EVENT_KINDS: &[(u16, &str)] = named![
+    PL_EVENT_MR_REVOKED,
+    PL_EVENT_LEASE_BROKEN,
+    PL_EVENT_LEASE_LOST,
+    PL_EVENT_CONTEXT_TORN_DOWN,
+    PL_EVENT_FAULT_INJECTED,
+    PL_EVENT_DEVICE_ERROR,
+    PL_EVENT_SCRUB_LOST_ACCESS,
+    PL_EVENT_NEEDS_RESET,
 ];
 
 /// LEASE_BREAK reasons (`PlLeaseBreakReq::reason`, LEASE_BROKEN `args[1]`).
-pub const BREAK_REASONS: &[(u32, &str)] = &[
-    (PL_BREAK_TRUNCATE, "PL_BREAK_TRUNCATE"),
-    (PL_BREAK_PUNCH_HOLE, "PL_BREAK_PUNCH_HOLE"),
-    (PL_BREAK_COLLAPSE_RANGE, "PL_BREAK_COLLAPSE_RANGE"),
-    (PL_BREAK_INSERT_RANGE, "PL_BREAK_INSERT_RANGE"),
-    (PL_BREAK_ZERO_RANGE, "PL_BREAK_ZERO_RANGE"),
-    (PL_BREAK_REFLINK, "PL_BREAK_REFLINK"),
-    (PL_BREAK_WRITE, "PL_BREAK_WRITE"),
-    (PL_BREAK_OTHER, "PL_BREAK_OTHER"),
-    (PL_BREAK_INJECTED, "PL_BREAK_INJECTED"),
+pub const BREAK_REASONS: &[(u32, &str)] = named![
+    PL_BREAK_TRUNCATE,
+    PL_BREAK_PUNCH_HOLE,
+    PL_BREAK_COLLAPSE_RANGE,
+    PL_BREAK_INSERT_RANGE,
+    PL_BREAK_ZERO_RANGE,
+    PL_BREAK_REFLINK,
+    PL_BREAK_WRITE,
+    PL_BREAK_OTHER,
+    PL_BREAK_INJECTED,
 ];
 
 /// MR_REVOKED reasons (`args[1]` of the event).
-pub const REVOKE_REASONS: &[(u64, &str)] = &[
-    (PL_REVOKE_LEASE_BREAK, "PL_REVOKE_LEASE_BREAK"),
-    (PL_REVOKE_MEMORY_MAP, "PL_REVOKE_MEMORY_MAP"),
-    (PL_REVOKE_CONTEXT_CLOSE, "PL_REVOKE_CONTEXT_CLOSE"),
-    (PL_REVOKE_SOURCE_GONE, "PL_REVOKE_SOURCE_GONE"),
-    (PL_REVOKE_INJECTED, "PL_REVOKE_INJECTED"),
+pub const REVOKE_REASONS: &[(u64, &str)] = named![
+    PL_REVOKE_LEASE_BREAK,
+    PL_REVOKE_MEMORY_MAP,
+    PL_REVOKE_CONTEXT_CLOSE,
+    PL_REVOKE_SOURCE_GONE,
+    PL_REVOKE_INJECTED,
 ];
 
 const EVENT_PREFIX: &str = "PL_EVENT_";
@@ -111,80 +111,86 @@ mod tests {
     #[test]
     fn every_event_kind_has_one_name() {
         check_table("event kind", EVENT_KINDS, EVENT_PREFIX);
-        let all = [
+        // The kinds run from MR_REVOKED (1) to NEEDS_RESET without a gap.
+        check_range(
+            "event kind",
             PL_EVENT_MR_REVOKED,
-            PL_EVENT_LEASE_BROKEN,
-            PL_EVENT_LEASE_LOST,
-            PL_EVENT_CONTEXT_TORN_DOWN,
-            PL_EVENT_FAULT_INJECTED,
-            PL_EVENT_DEVICE_ERROR,
-            PL_EVENT_SCRUB_LOST_ACCESS,
             PL_EVENT_NEEDS_RESET,
-        ];
-        for k in all {
-            assert!(event_kind_name(k).is_some(), "event kind {k} has no name");
-        }
+            event_kind_name,
+        );
         assert_eq!(event_kind_name(PL_EVENT_MR_REVOKED), Some("MR_REVOKED"));
         assert_eq!(event_kind_name(PL_EVENT_NEEDS_RESET), Some("NEEDS_RESET"));
-        assert_eq!(event_kind_name(0), None);
-        assert_eq!(event_kind_name(PL_EVENT_NEEDS_RESET + 1), None);
+    }
+
+    /// Every value of `first..=last` has a name; 0 and `last + 1` have none.
+    fn check_range<T>(what: &str, first: T, last: T, name: fn(T) -> Option<&'static str>)
+    where
+        T: Copy + Debug + PartialEq + From<u8> + std::ops::Add<Output = T>,
+        std::ops::RangeInclusive<T>: Iterator<Item = T>,
+    {
+        for v in first..=last {
+            assert!(name(v).is_some(), "{what} {v:?} has no name");
+        }
+        assert_eq!(name(T::from(0)), None);
+        assert_eq!(name(last + T::from(1)), None);
     }
 
     #[test]
     fn every_break_reason_has_one_name() {
         check_table("break reason", BREAK_REASONS, BREAK_PREFIX);
-        for r in PL_BREAK_TRUNCATE..=PL_BREAK_INJECTED {
-            assert!(
-                break_reason_name(r).is_some(),
-                "break reason {r} has no name"
-            );
-        }
+        check_range(
+            "break reason",
+            PL_BREAK_TRUNCATE,
+            PL_BREAK_INJECTED,
+            break_reason_name,
+        );
         assert_eq!(break_reason_name(PL_BREAK_PUNCH_HOLE), Some("PUNCH_HOLE"));
-        assert_eq!(break_reason_name(0), None);
-        assert_eq!(break_reason_name(PL_BREAK_INJECTED + 1), None);
     }
 
     #[test]
     fn every_revoke_reason_has_one_name() {
         check_table("revoke reason", REVOKE_REASONS, REVOKE_PREFIX);
-        for r in PL_REVOKE_LEASE_BREAK..=PL_REVOKE_INJECTED {
-            assert!(
-                revoke_reason_name(r).is_some(),
-                "revoke reason {r} has no name"
-            );
-        }
+        check_range(
+            "revoke reason",
+            PL_REVOKE_LEASE_BREAK,
+            PL_REVOKE_INJECTED,
+            revoke_reason_name,
+        );
         assert_eq!(
             revoke_reason_name(PL_REVOKE_LEASE_BREAK),
             Some("LEASE_BREAK")
         );
-        assert_eq!(revoke_reason_name(0), None);
-        assert_eq!(revoke_reason_name(PL_REVOKE_INJECTED + 1), None);
+    }
+
+    /// An enum's `all` members, each `(value, C constant, name)` by `entry`:
+    /// the constants pass [`check_table`] and `lookup` finds every name.
+    fn check_enum<E: Copy, V: Copy + Ord + Debug>(
+        what: &str,
+        all: &[E],
+        prefix: &str,
+        entry: fn(E) -> (V, &'static str, &'static str),
+        lookup: fn(V) -> Option<&'static str>,
+    ) {
+        let table: Vec<(V, &str)> = all.iter().map(|&e| (entry(e).0, entry(e).1)).collect();
+        check_table(what, &table, prefix);
+        for &e in all {
+            let (v, _, name) = entry(e);
+            assert_eq!(lookup(v), Some(name));
+        }
     }
 
     #[test]
     fn every_opcode_has_one_name() {
-        let table: Vec<(u16, &str)> = Opcode::ALL
-            .iter()
-            .map(|&op| (op as u16, op.const_name()))
-            .collect();
-        check_table("opcode", &table, "PL_OP_");
-        for op in Opcode::ALL {
-            assert_eq!(opcode_name(op as u16), Some(op.name()));
-        }
+        let entry = |op: Opcode| (op as u16, op.const_name(), op.name());
+        check_enum("opcode", &Opcode::ALL, "PL_OP_", entry, opcode_name);
         assert_eq!(opcode_name(Opcode::RegMr as u16), Some("REG_MR"));
         assert_eq!(opcode_name(Opcode::ALL.len() as u16), None);
     }
 
     #[test]
     fn every_status_has_one_name() {
-        let table: Vec<(u32, &str)> = Status::ALL
-            .iter()
-            .map(|&s| (s as u32, s.const_name()))
-            .collect();
-        check_table("status", &table, "PL_S_");
-        for s in Status::ALL {
-            assert_eq!(status_name(s as u32), Some(s.name()));
-        }
+        let entry = |s: Status| (s as u32, s.const_name(), s.name());
+        check_enum("status", &Status::ALL, "PL_S_", entry, status_name);
         assert_eq!(status_name(0), Some("OK"));
         assert_eq!(status_name(Status::Perm as u32), Some("EPERM"));
         assert_eq!(status_name(3), None);

@@ -54,49 +54,58 @@ pub fn layout_table() -> Vec<(&'static str, &'static str, usize, usize)> {
 
 /// Constants shared with the C header, checked by the layout test.
 pub fn constant_table() -> Vec<(&'static str, u64)> {
-    let mut v: Vec<(&'static str, u64)> = vec![
-        ("PL_MAGIC", PL_MAGIC.into()),
-        ("PL_ABI_VERSION", PL_ABI_VERSION.into()),
-        ("PL_VIRTIO_ID_NATIVE", PL_VIRTIO_ID_NATIVE.into()),
-        ("PL_VIRTIO_ID_CARRIER", PL_VIRTIO_ID_CARRIER.into()),
-        ("PL_QUEUE_REQUEST", PL_QUEUE_REQUEST.into()),
-        ("PL_QUEUE_EVENT", PL_QUEUE_EVENT.into()),
-        ("PL_PAGE_SIZE", PL_PAGE_SIZE),
-        ("PL_NUM_QUEUES", PL_NUM_QUEUES as u64),
-        ("PL_QUEUE_SIZE", PL_QUEUE_SIZE.into()),
-        ("PL_ACCESS_ALL", PL_ACCESS_ALL.into()),
-        ("PL_REG_FLAGS_ALL", PL_REG_FLAGS_ALL.into()),
-        ("PL_FEATURES_ALL", PL_FEATURES_ALL),
-        ("PL_ACCESS_READ", PL_ACCESS_READ.into()),
-        ("PL_ACCESS_WRITE", PL_ACCESS_WRITE.into()),
-        ("PL_ACCESS_ATOMIC", PL_ACCESS_ATOMIC.into()),
-        ("PL_REG_HAS_FILE", PL_REG_HAS_FILE.into()),
-        ("PL_REG_LONGTERM", PL_REG_LONGTERM.into()),
-        ("PL_REG_SCRUB", PL_REG_SCRUB.into()),
-        ("PL_SCRUB_SEED_MAGIC", PL_SCRUB_SEED_MAGIC),
-        ("PL_CHILD_EVENT_CHANNEL", PL_CHILD_EVENT_CHANNEL.into()),
-        ("PL_CHILD_MR_EXPORT", PL_CHILD_MR_EXPORT.into()),
-        ("PL_POLICY_REVOKE", PL_POLICY_REVOKE.into()),
-        ("PL_POLICY_WAIT", PL_POLICY_WAIT.into()),
-        ("PL_POLICY_TIMEOUT", PL_POLICY_TIMEOUT.into()),
-        ("PL_RELEASE_HOLDER", PL_RELEASE_HOLDER.into()),
-        ("PL_RELEASE_LOST", PL_RELEASE_LOST.into()),
-        ("PL_PATTERN_CONST", PL_PATTERN_CONST.into()),
-        ("PL_PATTERN_OFFSET_XOR", PL_PATTERN_OFFSET_XOR.into()),
-        ("PL_FEATURE_EXPORT", PL_FEATURE_EXPORT),
-        ("PL_FEATURE_LEASES", PL_FEATURE_LEASES),
-        ("PL_FEATURE_ATOMICS", PL_FEATURE_ATOMICS),
-        ("PL_FEATURE_PATTERN", PL_FEATURE_PATTERN),
-        ("PL_EVENT_F_DROPPED", PL_EVENT_F_DROPPED.into()),
-        ("PL_MAX_CONTEXTS", PL_MAX_CONTEXTS.into()),
-        ("PL_MAX_MRS", PL_MAX_MRS.into()),
-        ("PL_MAX_PAGES_PER_MR", PL_MAX_PAGES_PER_MR.into()),
-        ("PL_MAX_LEASES", PL_MAX_LEASES.into()),
-        (
-            "PL_MAX_CHILDREN_PER_CONTEXT",
-            PL_MAX_CHILDREN_PER_CONTEXT.into(),
-        ),
-        ("PL_MAX_REQUEST_BYTES", PL_MAX_REQUEST_BYTES.into()),
+    fn wide<T: TryInto<u64>>(v: T) -> u64 {
+        match v.try_into() {
+            Ok(v) => v,
+            Err(_) => panic!("an ABI constant wider than 64 bits"),
+        }
+    }
+    /// `(C constant, value)` rows, the constant's name from the Rust one.
+    macro_rules! wide_named {
+        ($($c:ident),* $(,)?) => {
+            vec![$((stringify!($c), wide($c))),*]
+        };
+    }
+    let mut v: Vec<(&'static str, u64)> = wide_named![
+        PL_MAGIC,
+        PL_ABI_VERSION,
+        PL_VIRTIO_ID_NATIVE,
+        PL_VIRTIO_ID_CARRIER,
+        PL_QUEUE_REQUEST,
+        PL_QUEUE_EVENT,
+        PL_PAGE_SIZE,
+        PL_NUM_QUEUES,
+        PL_QUEUE_SIZE,
+        PL_ACCESS_ALL,
+        PL_REG_FLAGS_ALL,
+        PL_FEATURES_ALL,
+        PL_ACCESS_READ,
+        PL_ACCESS_WRITE,
+        PL_ACCESS_ATOMIC,
+        PL_REG_HAS_FILE,
+        PL_REG_LONGTERM,
+        PL_REG_SCRUB,
+        PL_SCRUB_SEED_MAGIC,
+        PL_CHILD_EVENT_CHANNEL,
+        PL_CHILD_MR_EXPORT,
+        PL_POLICY_REVOKE,
+        PL_POLICY_WAIT,
+        PL_POLICY_TIMEOUT,
+        PL_RELEASE_HOLDER,
+        PL_RELEASE_LOST,
+        PL_PATTERN_CONST,
+        PL_PATTERN_OFFSET_XOR,
+        PL_FEATURE_EXPORT,
+        PL_FEATURE_LEASES,
+        PL_FEATURE_ATOMICS,
+        PL_FEATURE_PATTERN,
+        PL_EVENT_F_DROPPED,
+        PL_MAX_CONTEXTS,
+        PL_MAX_MRS,
+        PL_MAX_PAGES_PER_MR,
+        PL_MAX_LEASES,
+        PL_MAX_CHILDREN_PER_CONTEXT,
+        PL_MAX_REQUEST_BYTES,
     ];
     v.extend(EVENT_KINDS.iter().map(|&(k, name)| (name, u64::from(k))));
     v.extend(BREAK_REASONS.iter().map(|&(r, name)| (name, u64::from(r))));

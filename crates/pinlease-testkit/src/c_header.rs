@@ -250,3 +250,108 @@ pub fn run_probe(exe: &Path) -> ProbeOutput {
     }
     p
 }
+
+/// One struct as a Rust mirror lays it out, to compare with a probe.
+pub struct RustStruct<'a> {
+    /// The C struct's name (`pl_req_hdr`).
+    pub c_name: &'a str,
+    /// The Rust type's name, when the messages should say it (`PlReqHdr`).
+    pub rust_name: Option<&'a str>,
+    /// `size_of` the Rust type.
+    pub size: usize,
+    /// `(field, offset, size)` of each Rust field.
+    pub fields: &'a [(&'a str, usize, usize)],
+}
+
+/// Where [`run_probe`]'s answer disagrees with the Rust side: struct sizes,
+/// field offsets and sizes, and constant values, of what both sides name
+/// (a name one side lacks is the caller's to report). One message a
+/// difference, in the order of `structs`, then of `consts`.
+pub fn probe_mismatches<'a>(
+    probe: &ProbeOutput,
+    structs: impl IntoIterator<Item = RustStruct<'a>>,
+    consts: impl IntoIterator<Item = (&'a str, u64)>,
+) -> Vec<String> {
+    let mut bad = Vec::new();
+    for s in structs {
+        let (c_name, size) = (s.c_name, s.size);
+        let name = s.rust_name.unwrap_or(c_name);
+        if let Some(&c_size) = probe.sizes.get(c_name) {
+            if c_size != size as u64 {
+                let what = match s.rust_name {
+                    Some(r) => format!("{r} (struct {c_name})"),
+                    None => c_name.to_string(),
+                };
+                bad.push(format!("struct {what} sizeof: Rust {size}, C {c_size}"));
+            }
+        }
+        for &(f, off, fsize) in s.fields {
+            let Some(&(c_off, c_fsize)) = probe.fields.get(&(c_name.to_string(), f.to_string()))
+            else {
+                continue;
+            };
+            if c_off != off as u64 {
+                bad.push(format!(
+                    "struct {name} field {f} offset: Rust {off}, C {c_off}"
+                ));
+            }
+            if c_fsize != fsize as u64 {
+                bad.push(format!(
+                    "struct {name} field {f} size: Rust {fsize}, C {c_fsize}"
+                ));
+            }
+        }
+    }
+    for (name, value) in consts {
+        if let Some(&c_value) = probe.consts.get(name) {
+            if c_value != value {
+                bad.push(format!(
+                    "const {name}: Rust {value} ({value:#x}), C {c_value} ({c_value:#x})"
+                ));
+            }
+        }
+    }
+    bad
+}
+
+/// For a checker's self-test: header `name` of `include` with each of
+/// `edits` (`from`, `to`) made once, written into a fresh temporary
+/// directory, which is returned. Panics when a `from` is not in the header.
+pub fn broken_copy(include: &Path, name: &str, edits: &[(&str, &str)]) -> tempfile::TempDir {
+    let mut broken = std::fs::read_to_string(include.join(name)).expect("read header");
+    for (from, to) in edits {
+        assert!(
+            broken.contains(from),
+            "self-check edit target {from:?} not in header"
+        );
+        broken = broken.replacen(from, to, 1);
+    }
+    let dir = tempfile::tempdir().expect("create tempdir");
+    std::fs::write(dir.path().join(name), broken).expect("write broken header");
+    dir
+}
+
+/// For a checker's self-test: each of `expected` is part of one of the
+/// messages in `bad`.
+#[track_caller]
+pub fn assert_reported(bad: &[String], expected: &[&str]) {
+    let report = bad.join("\n");
+    for expected in expected {
+        assert!(
+            report.contains(expected),
+            "checker missed {expected:?}; it reported:\n{report}"
+        );
+    }
+}
+
+/// A checker's verdict: no mismatches in `bad`, or one failure listing
+/// them all and saying which two sides disagree (`sides`).
+#[track_caller]
+pub fn assert_agree(bad: &[String], sides: &str) {
+    assert!(
+        bad.is_empty(),
+        "{sides} disagree ({} problems):\n  {}",
+        bad.len(),
+        bad.join("\n  ")
+    );
+}

@@ -43,6 +43,19 @@ pub fn wait_for_path(path: &Path, what: &str) {
     }
 }
 
+/// Calls `probe` every 10 ms until it answers `Ok`, for at most `within`;
+/// when time runs out, its last `Err` (for the caller's panic message).
+pub fn poll<R, E>(within: Duration, mut probe: impl FnMut() -> Result<R, E>) -> Result<R, E> {
+    let t = Instant::now();
+    loop {
+        let last = probe();
+        if last.is_ok() || t.elapsed() >= within {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// How a dropped [`Daemon`] is stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stop {
@@ -217,18 +230,16 @@ impl Daemon {
     /// Waits for the daemon to exit on its own; returns its exit status.
     /// Panics after `within`, with the daemon's log.
     pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let t = Instant::now();
-        loop {
-            if let Some(st) = self.child_mut().try_wait().expect("waiting for the daemon") {
-                return st;
-            }
-            assert!(
-                t.elapsed() < within,
+        poll(within, || {
+            let st = self.child_mut().try_wait();
+            st.expect("waiting for the daemon").ok_or(())
+        })
+        .unwrap_or_else(|()| {
+            panic!(
                 "daemon still running after {within:?}\nlog:\n{}",
                 self.log()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+            )
+        })
     }
 
     /// Sends `sig` to the daemon.

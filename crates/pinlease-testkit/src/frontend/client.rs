@@ -105,6 +105,19 @@ impl<'a> RegMrArgs<'a> {
         }
     }
 
+    /// The same MR over file `f`, MR offset 0 at file offset `offset`.
+    pub fn on_file(self, f: PlFileId, offset: u64) -> Self {
+        RegMrArgs {
+            file: Some((f, offset)),
+            ..self
+        }
+    }
+
+    /// The same MR with `PL_REG_*` flags `flags`.
+    pub fn with_flags(self, flags: u32) -> Self {
+        RegMrArgs { flags, ..self }
+    }
+
     /// The request body: `PlRegMrReq` followed by the page list.
     pub fn body(&self) -> Vec<u8> {
         let (flags, file, file_offset) = match self.file {
