@@ -355,7 +355,6 @@ fn loss(t: &mut CaseCtx, subject: Subject, cut: Cut, lease: Lease) -> CaseResult
     let id = subject_id(subject, cut, lease);
     let kver = running_kver()?;
     let row = verdicts::row(subject.row());
-    let want = row.expected(kver);
     let (flen, data_off, scrub_off) = subject.layout();
     let target = Target::new(subject, &format!("dataloss-{id}"))?;
     let map = &target.map;
@@ -393,36 +392,13 @@ fn loss(t: &mut CaseCtx, subject: Subject, cut: Cut, lease: Lease) -> CaseResult
         0,
     );
     let (a1, r1) = sys::pin_counters()?;
-    let got = Expect::of(res.as_ref().map(|_| ()).map_err(|e| e.errno));
-    t.diag(format!(
-        "long-term REG_MR of {} ({}): {} expected {} on {kver} (pins +{}/-{})",
-        map.backing,
-        row.id,
-        got.word(),
-        want.word(),
-        a1 - a0,
-        r1 - r0
-    ));
-    ensure!(
-        got == want,
-        "{} on {kver}: the long-term REG_MR was {}, but the verdict table expects {} ({})",
-        row.id,
-        got.word(),
-        want.word(),
-        row.rule
-    );
-    if let Expect::Errno(e) = want {
-        expect_errno(res, e, "long-term REG_MR")?;
+    let pins = format!(" (pins +{}/-{})", a1 - a0, r1 - r0);
+    let data = long_term_mr(t, res, &map.backing, row, kver, &pins, || {
         if lease_h != 0 {
             dev.lease_release(lease_h)?;
         }
-        skip!(
-            "{kver} refuses the long-term pin ({}, {}): no loss possible",
-            got.word(),
-            row.source
-        );
-    }
-    let data = res?;
+        Ok(())
+    })?;
     let scrub = dev.reg_mr(
         map.addr() + scrub_off as u64,
         MR_LEN as u64,
@@ -715,36 +691,65 @@ fn loss(t: &mut CaseCtx, subject: Subject, cut: Cut, lease: Lease) -> CaseResult
     Ok(())
 }
 
-pub(crate) fn dataloss_memfd_truncate(t: &mut CaseCtx) -> CaseResult {
-    loss(t, Subject::Memfd, Cut::Truncate, Lease::None)
+/// The loss cases: one `loss()` run each, named as the suite lists them.
+macro_rules! loss_cases {
+    ($($name:ident: $subject:ident, $cut:ident, $lease:ident;)*) => {$(
+        pub(crate) fn $name(t: &mut CaseCtx) -> CaseResult {
+            loss(t, Subject::$subject, Cut::$cut, Lease::$lease)
+        }
+    )*};
 }
 
-pub(crate) fn dataloss_memfd_punch_hole(t: &mut CaseCtx) -> CaseResult {
-    loss(t, Subject::Memfd, Cut::PunchHole, Lease::None)
+loss_cases! {
+    dataloss_memfd_truncate: Memfd, Truncate, None;
+    dataloss_memfd_punch_hole: Memfd, PunchHole, None;
+    dataloss_hugetlbfs_truncate: Hugetlbfs, Truncate, None;
+    dataloss_hugetlbfs_punch_hole: Hugetlbfs, PunchHole, None;
+    dataloss_xfs_truncate_no_lease: Xfs, Truncate, None;
+    dataloss_xfs_punch_hole_no_lease: Xfs, PunchHole, None;
+    dataloss_xfs_truncate_timeout_lease: Xfs, Truncate, Timeout;
+    dataloss_xfs_truncate_revoke_lease: Xfs, Truncate, Revoke;
 }
 
-pub(crate) fn dataloss_hugetlbfs_truncate(t: &mut CaseCtx) -> CaseResult {
-    loss(t, Subject::Hugetlbfs, Cut::Truncate, Lease::None)
-}
-
-pub(crate) fn dataloss_hugetlbfs_punch_hole(t: &mut CaseCtx) -> CaseResult {
-    loss(t, Subject::Hugetlbfs, Cut::PunchHole, Lease::None)
-}
-
-pub(crate) fn dataloss_xfs_truncate_no_lease(t: &mut CaseCtx) -> CaseResult {
-    loss(t, Subject::Xfs, Cut::Truncate, Lease::None)
-}
-
-pub(crate) fn dataloss_xfs_punch_hole_no_lease(t: &mut CaseCtx) -> CaseResult {
-    loss(t, Subject::Xfs, Cut::PunchHole, Lease::None)
-}
-
-pub(crate) fn dataloss_xfs_truncate_timeout_lease(t: &mut CaseCtx) -> CaseResult {
-    loss(t, Subject::Xfs, Cut::Truncate, Lease::Timeout)
-}
-
-pub(crate) fn dataloss_xfs_truncate_revoke_lease(t: &mut CaseCtx) -> CaseResult {
-    loss(t, Subject::Xfs, Cut::Truncate, Lease::Revoke)
+/// The long-term REG_MR's answer `res` against the verdict table's for
+/// `row` on `kver` (diagnosed with `detail`): another answer fails; the
+/// refusal the table expects skips, after `before_skip` undoes the set-up:
+/// no loss possible. Else the MR.
+fn long_term_mr(
+    t: &mut CaseCtx,
+    res: Result<PinleaseRegMr, SysError>,
+    backing: &Backing,
+    row: &verdicts::Row,
+    kver: verdicts::Kver,
+    detail: &str,
+    before_skip: impl FnOnce() -> CaseResult,
+) -> Result<PinleaseRegMr, CaseErr> {
+    let want = row.expected(kver);
+    let got = Expect::of(res.as_ref().map(|_| ()).map_err(|e| e.errno));
+    t.diag(format!(
+        "long-term REG_MR of {backing} ({}): {} expected {} on {kver}{detail}",
+        row.id,
+        got.word(),
+        want.word()
+    ));
+    ensure!(
+        got == want,
+        "{} on {kver}: the long-term REG_MR was {}, but the verdict table expects {} ({})",
+        row.id,
+        got.word(),
+        want.word(),
+        row.rule
+    );
+    if let Expect::Errno(e) = want {
+        expect_errno(res, e, "long-term REG_MR")?;
+        before_skip()?;
+        skip!(
+            "{kver} refuses the long-term pin ({}, {}): no loss possible",
+            got.word(),
+            row.source
+        );
+    }
+    Ok(res?)
 }
 
 /// `O_DIRECT` read of up to `len` bytes of `path` from offset 0: what the
@@ -784,7 +789,6 @@ fn fsync(fd: RawFd, what: &str) -> CaseResult {
 pub(crate) fn dataloss_ext4_writeback_truncate(t: &mut CaseCtx) -> CaseResult {
     let kver = running_kver()?;
     let row = verdicts::row("ext4-shared-rw");
-    let want = row.expected(kver);
     let f = TestFile::on("/mnt/ext4", "ext4", "dataloss-ext4-writeback")?;
     let flen = 2 * MR_LEN;
     let map = Mapping::new(&f.backing(true), flen, false)?;
@@ -801,31 +805,7 @@ pub(crate) fn dataloss_ext4_writeback_truncate(t: &mut CaseCtx) -> CaseResult {
     fsync(fd, &f.path)?;
     let dev = open()?;
     let res = dev.reg_mr(map.addr(), MR_LEN as u64, PL_ACCESS_ALL, 0);
-    let got = Expect::of(res.as_ref().map(|_| ()).map_err(|e| e.errno));
-    t.diag(format!(
-        "long-term REG_MR of {} ({}): {} expected {} on {kver}",
-        map.backing,
-        row.id,
-        got.word(),
-        want.word()
-    ));
-    ensure!(
-        got == want,
-        "{} on {kver}: the long-term REG_MR was {}, but the verdict table expects {} ({})",
-        row.id,
-        got.word(),
-        want.word(),
-        row.rule
-    );
-    if let Expect::Errno(e) = want {
-        expect_errno(res, e, "long-term REG_MR")?;
-        skip!(
-            "{kver} refuses the long-term pin ({}, {}): no loss possible",
-            got.word(),
-            row.source
-        );
-    }
-    let key = res?.key;
+    let key = long_term_mr(t, res, &map.backing, row, kver, "", || Ok(()))?.key;
     // 1. The pin's write fault (FOLL_WRITE on a clean page: page_mkwrite)
     //    left the pages dirty: the device's first WRITE reaches the disk.
     let src = local(&dev, device_word)?;

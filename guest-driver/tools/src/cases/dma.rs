@@ -65,21 +65,28 @@ pub(super) fn query_device(t: &mut CaseCtx) -> CaseResult {
     Ok(())
 }
 
+/// After `op` copied a's pattern from `src` to b at `dst` (`len` bytes):
+/// fails unless b holds it there and the byte either side is still 0xee.
+fn expect_copied(b: &Mapping, dst: usize, src: usize, len: usize, op: &str) -> CaseResult {
+    if let Some((o, got, want)) = b.first_mismatch(dst, len, |i| pattern(i - dst + src)) {
+        fail!("after {op} a[{src}..] -> b[{dst}..] len {len}: b[{o}] = {got:#04x}, expected {want:#04x}");
+    }
+    for o in [dst - 1, dst + len] {
+        ensure!(
+            b.get_u8(o) == 0xee,
+            "{op} touched b[{o}] outside the range: {:#04x}",
+            b.get_u8(o)
+        );
+    }
+    Ok(())
+}
+
 pub(super) fn dma_write(_t: &mut CaseCtx) -> CaseResult {
     let p = pair()?;
     let (loff, roff, len) = (100usize, 4000usize, 9000usize);
     p.dev
         .write(p.ka, loff as u64, p.kb, roff as u64, len as u64)?;
-    if let Some((o, got, want)) = p.b.first_mismatch(roff, len, |i| pattern(i - roff + loff)) {
-        fail!("after WRITE a[{loff}..] -> b[{roff}..] len {len}: b[{o}] = {got:#04x}, expected {want:#04x}");
-    }
-    for o in [roff - 1, roff + len] {
-        ensure!(
-            p.b.get_u8(o) == 0xee,
-            "WRITE touched b[{o}] outside the range: {:#04x}",
-            p.b.get_u8(o)
-        );
-    }
+    expect_copied(&p.b, roff, loff, len, "WRITE")?;
     // The whole MR, and a zero-length no-op.
     p.dev.write(p.ka, 0, p.kb, 0, PAIR_LEN as u64)?;
     if let Some((o, got, want)) = p.b.first_mismatch(0, PAIR_LEN, pattern) {
@@ -95,16 +102,7 @@ pub(super) fn dma_read(_t: &mut CaseCtx) -> CaseResult {
     let (loff, roff, len) = (4095usize, 7usize, 12289usize);
     p.dev
         .read(p.kb, loff as u64, p.ka, roff as u64, len as u64)?;
-    if let Some((o, got, want)) = p.b.first_mismatch(loff, len, |i| pattern(i - loff + roff)) {
-        fail!("after READ a[{roff}..] -> b[{loff}..] len {len}: b[{o}] = {got:#04x}, expected {want:#04x}");
-    }
-    for o in [loff - 1, loff + len] {
-        ensure!(
-            p.b.get_u8(o) == 0xee,
-            "READ touched b[{o}] outside the range: {:#04x}",
-            p.b.get_u8(o)
-        );
-    }
+    expect_copied(&p.b, loff, roff, len, "READ")?;
     if let Some((o, got, want)) = p.a.first_mismatch(0, PAIR_LEN, pattern) {
         fail!("READ changed its source: a[{o}] = {got:#04x}, expected {want:#04x}");
     }

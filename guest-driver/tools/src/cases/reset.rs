@@ -1,8 +1,8 @@
 //! Device reset, unbind/rebind with live MRs, module unload and reload.
 
 use crate::cases::helpers::{
-    bound_virtio_devices, expect_errno, fdinfo, open, pattern, DEBUGFS_DIR, DRIVER_DIR, KIB,
-    MODULE_NAME, MODULE_PATH,
+    bound_virtio_devices, expect_errno, fdinfo, open, pattern, reg_halves, DEBUGFS_DIR, DRIVER_DIR,
+    KIB, MODULE_NAME, MODULE_PATH,
 };
 use crate::dev::{format_event, parse_events, Dev, SysError, EVENT_SIZE};
 use crate::ktap::{CaseCtx, CaseResult};
@@ -78,13 +78,7 @@ pub(super) fn device_reset_with_live_mrs(t: &mut CaseCtx) -> CaseResult {
     let dev = open()?;
     let q = dev.query()?;
     let m = Mapping::anon(256 * KIB)?;
-    let r = dev.reg_mr(m.addr(), 128 * KIB as u64, PL_ACCESS_ALL, 0)?;
-    let r2 = dev.reg_mr(
-        m.addr() + 128 * KIB as u64,
-        128 * KIB as u64,
-        PL_ACCESS_ALL,
-        0,
-    )?;
+    let (r, r2) = reg_halves(&dev, &m)?;
     let efd = dev.event_fd()?;
     let exp = if q.features & abi::PL_FEATURE_EXPORT != 0 {
         Some(dev.export_mr(r.key)?)

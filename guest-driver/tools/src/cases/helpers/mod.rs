@@ -10,6 +10,7 @@ pub use leases::*;
 use crate::dev::{format_event, parse_events, Dev, SysError, SysResult, EVENT_SIZE};
 use crate::ktap::{CaseCtx, CaseErr, CaseResult};
 use crate::sys::{self, errno_name, Backing, Mapping};
+use crate::uapi::PinleaseRegMr;
 use crate::verdicts::{self};
 use crate::{ensure, fail, skip};
 use pinlease_abi::{self as abi, PL_ACCESS_ALL};
@@ -306,6 +307,14 @@ pub fn wait_event(
 pub fn pins_held() -> Result<i64, CaseErr> {
     let (a, r) = sys::pin_counters()?;
     Ok(a as i64 - r as i64)
+}
+
+/// Registers the two halves of `m` as two MRs (read-write, long-term).
+pub fn reg_halves(dev: &Dev, m: &Mapping) -> SysResult<(PinleaseRegMr, PinleaseRegMr)> {
+    let half = (m.len() / 2) as u64;
+    let lo = dev.reg_mr(m.addr(), half, PL_ACCESS_ALL, 0)?;
+    let hi = dev.reg_mr(m.addr() + half, half, PL_ACCESS_ALL, 0)?;
+    Ok((lo, hi))
 }
 
 #[cfg(test)]
