@@ -34,7 +34,7 @@ use crate::stray;
 use crate::sys::{self, Backing, Exit, Mapping};
 use crate::uapi::*;
 use crate::verdicts::{self, Expect};
-use crate::{ensure, fail, skip};
+use crate::{case_fns, ensure, fail, skip};
 use pinlease_abi::{self as abi, PL_ACCESS_ALL};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
@@ -691,24 +691,20 @@ fn loss(t: &mut CaseCtx, subject: Subject, cut: Cut, lease: Lease) -> CaseResult
     Ok(())
 }
 
-/// The loss cases: one `loss()` run each, named as the suite lists them.
-macro_rules! loss_cases {
-    ($($name:ident: $subject:ident, $cut:ident, $lease:ident;)*) => {$(
-        pub(crate) fn $name(t: &mut CaseCtx) -> CaseResult {
-            loss(t, Subject::$subject, Cut::$cut, Lease::$lease)
-        }
-    )*};
-}
-
-loss_cases! {
-    dataloss_memfd_truncate: Memfd, Truncate, None;
-    dataloss_memfd_punch_hole: Memfd, PunchHole, None;
-    dataloss_hugetlbfs_truncate: Hugetlbfs, Truncate, None;
-    dataloss_hugetlbfs_punch_hole: Hugetlbfs, PunchHole, None;
-    dataloss_xfs_truncate_no_lease: Xfs, Truncate, None;
-    dataloss_xfs_punch_hole_no_lease: Xfs, PunchHole, None;
-    dataloss_xfs_truncate_timeout_lease: Xfs, Truncate, Timeout;
-    dataloss_xfs_truncate_revoke_lease: Xfs, Truncate, Revoke;
+case_fns! {
+    pub(crate) fn dataloss_memfd_truncate => loss(Subject::Memfd, Cut::Truncate, Lease::None);
+    pub(crate) fn dataloss_memfd_punch_hole => loss(Subject::Memfd, Cut::PunchHole, Lease::None);
+    pub(crate) fn dataloss_hugetlbfs_truncate =>
+        loss(Subject::Hugetlbfs, Cut::Truncate, Lease::None);
+    pub(crate) fn dataloss_hugetlbfs_punch_hole =>
+        loss(Subject::Hugetlbfs, Cut::PunchHole, Lease::None);
+    pub(crate) fn dataloss_xfs_truncate_no_lease => loss(Subject::Xfs, Cut::Truncate, Lease::None);
+    pub(crate) fn dataloss_xfs_punch_hole_no_lease =>
+        loss(Subject::Xfs, Cut::PunchHole, Lease::None);
+    pub(crate) fn dataloss_xfs_truncate_timeout_lease =>
+        loss(Subject::Xfs, Cut::Truncate, Lease::Timeout);
+    pub(crate) fn dataloss_xfs_truncate_revoke_lease =>
+        loss(Subject::Xfs, Cut::Truncate, Lease::Revoke);
 }
 
 /// The long-term REG_MR's answer `res` against the verdict table's for

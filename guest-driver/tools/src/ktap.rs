@@ -32,6 +32,19 @@ macro_rules! skip {
     ($($arg:tt)*) => { return Err($crate::ktap::CaseErr::Skip(format!($($arg)*))) };
 }
 
+/// Case functions that each run one shared body with fixed arguments:
+/// `VIS fn NAME => BODY(ARGS);` defines `VIS fn NAME(t) -> CaseResult`
+/// returning `BODY(t, ARGS)`.
+#[macro_export]
+macro_rules! case_fns {
+    ($($(#[$meta:meta])* $vis:vis fn $name:ident => $body:ident($($arg:expr),* $(,)?);)*) => {$(
+        $(#[$meta])*
+        $vis fn $name(t: &mut $crate::ktap::CaseCtx) -> $crate::ktap::CaseResult {
+            $body(t, $($arg),*)
+        }
+    )*};
+}
+
 /// Fails the case unless `cond`.
 #[macro_export]
 macro_rules! ensure {

@@ -244,38 +244,24 @@ const fn row_of(id: &'static str, mem: Mem, pin: Pin, rule: Rule) -> Row {
 }
 
 /// Every row, in the order the cases run.
+#[rustfmt::skip]
 pub const ROWS: &[Row] = &[
-    row_of("anon-private-rw", Mem::Anon, PRIVATE_RW, R_ANON),
-    row_of("memfd-shared-rw", Mem::Memfd, SHARED_RW, R_SHMEM),
-    row_of("tmpfs-shared-rw", Mem::Tmpfs, SHARED_RW, R_SHMEM),
-    row_of("tmpfs-private-rw", Mem::Tmpfs, PRIVATE_RW, R_NOT_SHARED_RW),
-    row_of("hugetlb-anon-rw", Mem::AnonHugetlb, PRIVATE_RW, R_ANON),
-    row_of(
-        "hugetlbfs-shared-rw",
-        Mem::Hugetlbfs,
-        SHARED_RW,
-        R_HUGETLBFS,
-    ),
-    row_of(
-        "hugetlbfs-private-rw",
-        Mem::Hugetlbfs,
-        PRIVATE_RW,
-        R_NOT_SHARED_RW,
-    ),
-    row_of("xfs-private-rw", Mem::Xfs, PRIVATE_RW, R_NOT_SHARED_RW),
-    row_of("xfs-shared-ro", Mem::Xfs, SHARED_RO, R_NOT_SHARED_RW),
-    row_of("ext4-private-rw", Mem::Ext4, PRIVATE_RW, R_NOT_SHARED_RW),
-    row_of("ext4-shared-ro", Mem::Ext4, SHARED_RO, R_NOT_SHARED_RW),
-    row_of("ext4-shared-rw", Mem::Ext4, SHARED_RW, R_WRITEBACK),
-    row_of("xfs-shared-rw", Mem::Xfs, SHARED_RW, R_WRITEBACK),
-    row_of("fsdax-shared-rw", Mem::FsDax, SHARED_RW, R_FSDAX),
-    row_of("fsdax-shared-ro", Mem::FsDax, SHARED_RO, R_FSDAX),
-    row_of(
-        "xfs-shared-rw-shortterm",
-        Mem::Xfs,
-        SHARED_RW_SHORTTERM,
-        R_SHORTTERM,
-    ),
+    row_of("anon-private-rw",         Mem::Anon,        PRIVATE_RW,          R_ANON),
+    row_of("memfd-shared-rw",         Mem::Memfd,       SHARED_RW,           R_SHMEM),
+    row_of("tmpfs-shared-rw",         Mem::Tmpfs,       SHARED_RW,           R_SHMEM),
+    row_of("tmpfs-private-rw",        Mem::Tmpfs,       PRIVATE_RW,          R_NOT_SHARED_RW),
+    row_of("hugetlb-anon-rw",         Mem::AnonHugetlb, PRIVATE_RW,          R_ANON),
+    row_of("hugetlbfs-shared-rw",     Mem::Hugetlbfs,   SHARED_RW,           R_HUGETLBFS),
+    row_of("hugetlbfs-private-rw",    Mem::Hugetlbfs,   PRIVATE_RW,          R_NOT_SHARED_RW),
+    row_of("xfs-private-rw",          Mem::Xfs,         PRIVATE_RW,          R_NOT_SHARED_RW),
+    row_of("xfs-shared-ro",           Mem::Xfs,         SHARED_RO,           R_NOT_SHARED_RW),
+    row_of("ext4-private-rw",         Mem::Ext4,        PRIVATE_RW,          R_NOT_SHARED_RW),
+    row_of("ext4-shared-ro",          Mem::Ext4,        SHARED_RO,           R_NOT_SHARED_RW),
+    row_of("ext4-shared-rw",          Mem::Ext4,        SHARED_RW,           R_WRITEBACK),
+    row_of("xfs-shared-rw",           Mem::Xfs,         SHARED_RW,           R_WRITEBACK),
+    row_of("fsdax-shared-rw",         Mem::FsDax,       SHARED_RW,           R_FSDAX),
+    row_of("fsdax-shared-ro",         Mem::FsDax,       SHARED_RO,           R_FSDAX),
+    row_of("xfs-shared-rw-shortterm", Mem::Xfs,         SHARED_RW_SHORTTERM, R_SHORTTERM),
 ];
 
 /// The row with this id (panics on a typo: the ids are the suite's own).

@@ -1,7 +1,7 @@
 //! The device: QUERY and the data operations (`dma_*`: WRITE, READ,
 //! atomics, FILL/VERIFY, unaligned MRs) between MRs of one context.
 
-use crate::cases::helpers::{expect_errno, need_feature, open, pair, pattern, PAIR_LEN};
+use crate::cases::helpers::{expect_errno, open, pair, pair_needing, pattern, PAIR_LEN};
 use crate::ktap::{CaseCtx, CaseResult};
 use crate::sys::Mapping;
 use crate::{ensure, fail};
@@ -110,8 +110,7 @@ pub(super) fn dma_read(_t: &mut CaseCtx) -> CaseResult {
 }
 
 pub(super) fn dma_compare_swap_both_outcomes(_t: &mut CaseCtx) -> CaseResult {
-    let p = pair()?;
-    need_feature(&p.dev, abi::PL_FEATURE_ATOMICS, "ATOMICS")?;
+    let p = pair_needing(abi::PL_FEATURE_ATOMICS, "ATOMICS")?;
     let off = 4096 + 64;
     p.b.set_u64(off, 0x1111_2222_3333_4444);
     let orig = p.dev.compare_swap(
@@ -158,8 +157,7 @@ pub(super) fn dma_compare_swap_both_outcomes(_t: &mut CaseCtx) -> CaseResult {
 }
 
 pub(super) fn dma_fetch_add(_t: &mut CaseCtx) -> CaseResult {
-    let p = pair()?;
-    need_feature(&p.dev, abi::PL_FEATURE_ATOMICS, "ATOMICS")?;
+    let p = pair_needing(abi::PL_FEATURE_ATOMICS, "ATOMICS")?;
     let off = PAIR_LEN - 8;
     p.b.set_u64(off, 0xffff_ffff_ffff_fff0);
     let orig = p.dev.fetch_add(p.kb, off as u64, 0x20)?;
@@ -194,8 +192,7 @@ pub(super) fn dma_fetch_add(_t: &mut CaseCtx) -> CaseResult {
 }
 
 pub(super) fn dma_fill_verify_const(_t: &mut CaseCtx) -> CaseResult {
-    let p = pair()?;
-    need_feature(&p.dev, abi::PL_FEATURE_PATTERN, "PATTERN")?;
+    let p = pair_needing(abi::PL_FEATURE_PATTERN, "PATTERN")?;
     let pat = 0xa5a5_5a5a_0f0f_f0f0u64;
     p.dev
         .fill(p.kb, 0, PAIR_LEN as u64, pat, abi::PL_PATTERN_CONST)?;
@@ -227,8 +224,7 @@ pub(super) fn dma_fill_verify_const(_t: &mut CaseCtx) -> CaseResult {
 }
 
 pub(super) fn dma_fill_verify_xor_detects_corruption(_t: &mut CaseCtx) -> CaseResult {
-    let p = pair()?;
-    need_feature(&p.dev, abi::PL_FEATURE_PATTERN, "PATTERN")?;
+    let p = pair_needing(abi::PL_FEATURE_PATTERN, "PATTERN")?;
     let pat = 0x0123_4567_89ab_cdefu64;
     let (off, len) = (8usize, PAIR_LEN - 16);
     p.dev.fill(

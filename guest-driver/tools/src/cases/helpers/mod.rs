@@ -193,6 +193,14 @@ pub fn pair() -> Result<Pair, CaseErr> {
     Ok(Pair { dev, a, b, ka, kb })
 }
 
+/// `pair()` on a device that offers feature `bit` (named `name`); skips
+/// otherwise.
+pub fn pair_needing(bit: u64, name: &str) -> Result<Pair, CaseErr> {
+    let p = pair()?;
+    need_feature(&p.dev, bit, name)?;
+    Ok(p)
+}
+
 impl Pair {
     /// Deregisters both MRs (errors name the key).
     pub fn close(self) -> CaseResult {

@@ -10,53 +10,34 @@ use crate::cases::leases::{
 };
 use crate::ktap::{CaseCtx, CaseResult};
 use crate::sys::{self, Exit};
-use crate::{ensure, fail};
+use crate::{case_fns, ensure, fail};
 use pinlease_abi as abi;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-pub(in crate::cases) fn timeout_policy_xfs_io_truncate(t: &mut CaseCtx) -> CaseResult {
-    timeout_with(t, Breaker::XfsIoTruncate, "timeout-xfsio-truncate")
-}
-
-pub(in crate::cases) fn timeout_policy_xfs_io_fpunch(t: &mut CaseCtx) -> CaseResult {
-    timeout_with(t, XFS_IO_FPUNCH, "timeout-xfsio-fpunch")
-}
-
-pub(in crate::cases) fn timeout_policy_xfs_io_fcollapse(t: &mut CaseCtx) -> CaseResult {
-    timeout_with(t, XFS_IO_FCOLLAPSE, "timeout-xfsio-fcollapse")
-}
-
-pub(in crate::cases) fn timeout_policy_xfs_io_reflink(t: &mut CaseCtx) -> CaseResult {
-    timeout_with(t, XFS_IO_REFLINK, "timeout-xfsio-reflink")
-}
-
-pub(in crate::cases) fn timeout_policy_lease_lost(t: &mut CaseCtx) -> CaseResult {
-    timeout_with(t, Breaker::Truncate, "timeout-truncate")
-}
-
-pub(in crate::cases) fn timeout_policy_punch_hole_lease_lost(t: &mut CaseCtx) -> CaseResult {
-    timeout_with(t, Breaker::PunchHole, "timeout-punch")
-}
-
-pub(in crate::cases) fn timeout_policy_collapse_range_lease_lost(t: &mut CaseCtx) -> CaseResult {
-    timeout_with(t, Breaker::CollapseRange, "timeout-collapse")
-}
-
-pub(in crate::cases) fn timeout_policy_insert_range_lease_lost(t: &mut CaseCtx) -> CaseResult {
-    timeout_with(t, Breaker::InsertRange, "timeout-insert")
-}
-
-pub(in crate::cases) fn timeout_policy_zero_range_lease_lost(t: &mut CaseCtx) -> CaseResult {
-    timeout_with(t, Breaker::ZeroRange, "timeout-zero")
-}
-
-pub(in crate::cases) fn timeout_policy_reflink_lease_lost(t: &mut CaseCtx) -> CaseResult {
-    timeout_with(t, Breaker::Reflink, "timeout-reflink")
-}
-
-pub(in crate::cases) fn timeout_policy_write_lease_lost(t: &mut CaseCtx) -> CaseResult {
-    timeout_with(t, Breaker::Write, "timeout-write")
+case_fns! {
+    pub(in crate::cases) fn timeout_policy_xfs_io_truncate =>
+        timeout_with(Breaker::XfsIoTruncate, "timeout-xfsio-truncate");
+    pub(in crate::cases) fn timeout_policy_xfs_io_fpunch =>
+        timeout_with(XFS_IO_FPUNCH, "timeout-xfsio-fpunch");
+    pub(in crate::cases) fn timeout_policy_xfs_io_fcollapse =>
+        timeout_with(XFS_IO_FCOLLAPSE, "timeout-xfsio-fcollapse");
+    pub(in crate::cases) fn timeout_policy_xfs_io_reflink =>
+        timeout_with(XFS_IO_REFLINK, "timeout-xfsio-reflink");
+    pub(in crate::cases) fn timeout_policy_lease_lost =>
+        timeout_with(Breaker::Truncate, "timeout-truncate");
+    pub(in crate::cases) fn timeout_policy_punch_hole_lease_lost =>
+        timeout_with(Breaker::PunchHole, "timeout-punch");
+    pub(in crate::cases) fn timeout_policy_collapse_range_lease_lost =>
+        timeout_with(Breaker::CollapseRange, "timeout-collapse");
+    pub(in crate::cases) fn timeout_policy_insert_range_lease_lost =>
+        timeout_with(Breaker::InsertRange, "timeout-insert");
+    pub(in crate::cases) fn timeout_policy_zero_range_lease_lost =>
+        timeout_with(Breaker::ZeroRange, "timeout-zero");
+    pub(in crate::cases) fn timeout_policy_reflink_lease_lost =>
+        timeout_with(Breaker::Reflink, "timeout-reflink");
+    pub(in crate::cases) fn timeout_policy_write_lease_lost =>
+        timeout_with(Breaker::Write, "timeout-write");
 }
 
 /// The timeout policy under `how`, lease-break-time 1 s: the breaker goes on
