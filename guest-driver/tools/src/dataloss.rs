@@ -24,9 +24,9 @@
 //! reason; an answer other than the table's FAILs.
 
 use crate::cases::helpers::{
-    expect_errno, lease_state, need_feature, need_hugepages, open, pins_held, reap_breaker,
-    running_kver, spawn_breaker, wait_event, wait_lease_state, BreakTime, Breaker, TestFile, KIB,
-    SCRUB_WAIT, SNAPSHOT_WAIT,
+    expect_errno, lease_state, lease_whole_file, need_feature, need_hugepages, open, pins_held,
+    reap_breaker, running_kver, spawn_breaker, wait_event, wait_lease_state, BreakTime, Breaker,
+    TestFile, KIB, SCRUB_WAIT, SNAPSHOT_WAIT,
 };
 use crate::dev::{Dev, SysError};
 use crate::ktap::{CaseCtx, CaseErr, CaseResult};
@@ -372,13 +372,11 @@ fn loss(t: &mut CaseCtx, subject: Subject, cut: Cut, lease: Lease) -> CaseResult
         sys::set_nonblock(e.as_raw_fd())?;
         ev = Some(e);
         let path = &target.file.as_ref().expect("leases only on XFS").path;
-        let data =
-            std::fs::File::open(path).map_err(|e| CaseErr::Fail(format!("open {path}: {e}")))?;
         let policy = match lease {
             Lease::Revoke => abi::PL_POLICY_REVOKE,
             _ => abi::PL_POLICY_TIMEOUT,
         };
-        lease_h = dev.lease_take(data.as_raw_fd(), policy, 0, 0)?;
+        lease_h = lease_whole_file(&dev, path, policy)?;
         t.diag(format!(
             "{path}: lease {lease_h:#x} policy {policy} on the whole file"
         ));

@@ -286,6 +286,19 @@ pub fn bound_virtio_devices() -> SysResult<Vec<String>> {
     Ok(v)
 }
 
+/// `wait_event` for the MR_REVOKED of MR `key`: (that event if it came
+/// within `timeout`, every event read).
+pub fn wait_mr_revoked(
+    t: &mut CaseCtx,
+    fd: i32,
+    key: u64,
+    timeout: Duration,
+) -> Result<(Option<abi::PlEvent>, Vec<abi::PlEvent>), CaseErr> {
+    wait_event(t, fd, timeout, |e| {
+        e.kind == abi::PL_EVENT_MR_REVOKED && e.args[0] == key
+    })
+}
+
 /// Reads events until one matches `pred` or `timeout` passes; all read.
 pub fn wait_event(
     t: &mut CaseCtx,

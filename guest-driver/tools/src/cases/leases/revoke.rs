@@ -3,7 +3,7 @@
 
 use crate::cases::helpers::{
     expect_errno, fdinfo, kname, lease_line, lease_state, line_field, pins_held, reap_breaker,
-    spawn_breaker, wait_event, Breaker, LEASE_LEN, SNAPSHOT_WAIT,
+    spawn_breaker, wait_mr_revoked, Breaker, LEASE_LEN, SNAPSHOT_WAIT,
 };
 use crate::cases::leases::{check_breaker_effect, holder, prepare_breaker};
 use crate::ktap::{CaseCtx, CaseResult};
@@ -28,9 +28,7 @@ fn revoke_with(t: &mut CaseCtx, how: Breaker, name: &str) -> CaseResult {
     t.diag(format!("{how:?} returned after {:?}: {exit}", t0.elapsed()));
     ensure!(exit == Exit::Code(0), "{how:?} child: {exit}");
     let key = h.key;
-    let (hit, _) = wait_event(t, h.ev.as_raw_fd(), Duration::from_secs(5), |e| {
-        e.kind == abi::PL_EVENT_MR_REVOKED && e.args[0] == key
-    })?;
+    let (hit, _) = wait_mr_revoked(t, h.ev.as_raw_fd(), key, Duration::from_secs(5))?;
     let Some(e) = hit else {
         fail!("no MR_REVOKED for MR {key:#x} within 5 s after {how:?}");
     };

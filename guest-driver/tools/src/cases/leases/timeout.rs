@@ -2,7 +2,7 @@
 //! breaker goes on, the lease goes LOST and the MR stays pinned.
 
 use crate::cases::helpers::{
-    debugfs_table, kname, lease_state, names_handle, pins_held, reap_breaker, spawn_breaker,
+    expect_debugfs_lease_lost, kname, lease_state, pins_held, reap_breaker, spawn_breaker,
     wait_event, wait_lease_state, BreakTime, Breaker, LEASE_LEN, SNAPSHOT_WAIT,
 };
 use crate::cases::leases::{
@@ -103,13 +103,7 @@ fn timeout_with(t: &mut CaseCtx, how: Breaker, name: &str) -> CaseResult {
     h.dev.write(h.lkey, 0, h.key, 0, 4096)?;
     // The device's table with the lost access counted: status-<name>-lost.
     sys::snapshot(&format!("{name}-lost"), SNAPSHOT_WAIT);
-    let tab = debugfs_table("leases")?;
-    let row = tab.lines().find(|l| names_handle(l, lease)).unwrap_or("");
-    t.diag(format!("debugfs leases: {row}"));
-    ensure!(
-        row.contains("lost"),
-        "debugfs leases row for {lease:#x}: {row:?}"
-    );
+    expect_debugfs_lease_lost(t, lease)?;
     h.dev.dereg_mr(h.key)?;
     let held1 = pins_held()?;
     ensure!(
