@@ -6,6 +6,7 @@ use crate::cases::helpers::{
     need_feature, open, pins_held, reap_breaker, spawn_breaker, wait_mr_revoked, Breaker,
     LEASE_LEN,
 };
+use crate::dev::{Dev, SysResult};
 use crate::ktap::{CaseCtx, CaseResult};
 use crate::sys::{self, Exit, Mapping};
 use crate::uapi::*;
@@ -25,12 +26,7 @@ pub(super) fn fsdax_shortterm_pin_under_lease(t: &mut CaseCtx) -> CaseResult {
         libc::EOPNOTSUPP,
         "FOLL_LONGTERM REG_MR of FS-DAX under a lease",
     )?;
-    let r = dev.reg_mr(
-        map.addr(),
-        LEASE_LEN as u64,
-        PL_ACCESS_ALL,
-        PINLEASE_PIN_SHORTTERM,
-    )?;
+    let r = reg_shortterm(&dev, &map)?;
     t.diag(format!(
         "FS-DAX: long-term pin EOPNOTSUPP; short-term pin under revoke lease {lease:#x}: MR {:#x} ({} pages), lease {:#x}",
         r.key, r.npages, r.lease
@@ -61,12 +57,7 @@ pub(super) fn fsdax_truncate_vs_pin_under_revoke_lease(t: &mut CaseCtx) -> CaseR
     sys::set_nonblock(ev.as_raw_fd())?;
     let lease = lease_whole_file(&dev, &f.path, abi::PL_POLICY_REVOKE)?;
     let held0 = pins_held()?;
-    let r = dev.reg_mr(
-        map.addr(),
-        LEASE_LEN as u64,
-        PL_ACCESS_ALL,
-        PINLEASE_PIN_SHORTTERM,
-    )?;
+    let r = reg_shortterm(&dev, &map)?;
     let key = r.key;
     let npages = (LEASE_LEN / 4096) as i64;
     ensure!(
@@ -136,4 +127,15 @@ pub(super) fn fsdax_truncate_vs_pin_under_revoke_lease(t: &mut CaseCtx) -> CaseR
     dev.lease_release(lease)?;
     drop(map);
     Ok(())
+}
+
+/// A short-term REG_MR (no FOLL_LONGTERM: what FS-DAX allows) of all of
+/// the DAX mapping `map`.
+fn reg_shortterm(dev: &Dev, map: &Mapping) -> SysResult<PinleaseRegMr> {
+    dev.reg_mr(
+        map.addr(),
+        LEASE_LEN as u64,
+        PL_ACCESS_ALL,
+        PINLEASE_PIN_SHORTTERM,
+    )
 }

@@ -250,35 +250,26 @@ pub(super) fn dma_fill_verify_xor_detects_corruption(_t: &mut CaseCtx) -> CaseRe
         p.b.get_u64(PAIR_LEN - 8) == 0xeeee_eeee_eeee_eeee,
         "FILL touched the last word"
     );
-    let v = p.dev.verify(
-        p.kb,
-        off as u64,
-        len as u64,
-        pat,
-        abi::PL_PATTERN_OFFSET_XOR,
-    )?;
+    let verify_xor = |len: usize| {
+        p.dev.verify(
+            p.kb,
+            off as u64,
+            len as u64,
+            pat,
+            abi::PL_PATTERN_OFFSET_XOR,
+        )
+    };
+    let v = verify_xor(len)?;
     ensure!(v.mismatches == 0, "VERIFY xor of a filled range: {v}");
     let bad_off = 3 * 4096 + 40;
     let bad = 0xdead_beef_dead_beefu64;
     p.b.set_u64(bad_off, bad);
-    let v = p.dev.verify(
-        p.kb,
-        off as u64,
-        len as u64,
-        pat,
-        abi::PL_PATTERN_OFFSET_XOR,
-    )?;
+    let v = verify_xor(len)?;
     ensure!(
         v.mismatches == 1 && v.first_bad_offset == bad_off as u64 && v.first_bad_value == bad,
         "VERIFY after corrupting the word at {bad_off} with {bad:#x}: {v}"
     );
-    let v = p.dev.verify(
-        p.kb,
-        off as u64,
-        (bad_off - off) as u64,
-        pat,
-        abi::PL_PATTERN_OFFSET_XOR,
-    )?;
+    let v = verify_xor(bad_off - off)?;
     ensure!(
         v.mismatches == 0,
         "VERIFY of the range before the corruption: {v}"

@@ -338,6 +338,30 @@ pub fn reg_halves(dev: &Dev, m: &Mapping) -> SysResult<(PinleaseRegMr, PinleaseR
     Ok((lo, hi))
 }
 
+/// rmmod of the module, retried every `every` for up to `within` while it
+/// answers EAGAIN (EWOULDBLOCK) or EBUSY: a module still initialising,
+/// going, or briefly referenced. Any other answer fails, with the refcnt.
+pub fn delete_module_retrying(within: Duration, every: Duration) -> CaseResult {
+    let start = Instant::now();
+    loop {
+        match sys::delete_module(MODULE_NAME) {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if (e.errno == libc::EBUSY || e.errno == libc::EAGAIN)
+                    && start.elapsed() < within =>
+            {
+                std::thread::sleep(every);
+            }
+            Err(e) => fail!(
+                "{e} (refcnt {})",
+                sys::read_to_string(&format!("/sys/module/{MODULE_NAME}/refcnt"))
+                    .unwrap_or_default()
+                    .trim()
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
