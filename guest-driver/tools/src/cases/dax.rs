@@ -3,8 +3,7 @@
 
 use crate::cases::helpers::{
     dax_file, expect_errno, fdinfo, kname, lease_line, lease_state, lease_whole_file, line_field,
-    need_feature, open, pins_held, reap_breaker, spawn_breaker, wait_mr_revoked, Breaker,
-    LEASE_LEN,
+    open_needing, pins_held, reap_breaker, spawn_breaker, wait_mr_revoked, Breaker, LEASE_LEN,
 };
 use crate::dev::{Dev, SysResult};
 use crate::ktap::{CaseCtx, CaseResult};
@@ -16,8 +15,7 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 pub(super) fn fsdax_shortterm_pin_under_lease(t: &mut CaseCtx) -> CaseResult {
-    let dev = open()?;
-    need_feature(&dev, abi::PL_FEATURE_LEASES, "LEASES")?;
+    let dev = open_needing(abi::PL_FEATURE_LEASES, "LEASES")?;
     let f = dax_file(t, "dax-lease", LEASE_LEN)?;
     let map = Mapping::new(&f.backing(true), LEASE_LEN, false)?;
     let lease = lease_whole_file(&dev, &f.path, abi::PL_POLICY_REVOKE)?;
@@ -49,8 +47,7 @@ pub(super) fn fsdax_shortterm_pin_under_lease(t: &mut CaseCtx) -> CaseResult {
 }
 
 pub(super) fn fsdax_truncate_vs_pin_under_revoke_lease(t: &mut CaseCtx) -> CaseResult {
-    let dev = open()?;
-    need_feature(&dev, abi::PL_FEATURE_LEASES, "LEASES")?;
+    let dev = open_needing(abi::PL_FEATURE_LEASES, "LEASES")?;
     let f = dax_file(t, "dax-truncate", LEASE_LEN)?;
     let map = Mapping::new(&f.backing(true), LEASE_LEN, false)?;
     let ev = dev.event_fd()?;

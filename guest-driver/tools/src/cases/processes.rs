@@ -1,7 +1,7 @@
 //! Processes: fork, SCM_RIGHTS fd passing, exit and SIGKILL with MRs
 //! registered, many contexts on all CPUs.
 
-use crate::cases::helpers::{need_feature, open, KIB, MIB};
+use crate::cases::helpers::{open, open_needing, KIB, MIB};
 use crate::dev::{Dev, SysError};
 use crate::ktap::{CaseCtx, CaseResult};
 use crate::sys::{self, errno_name, Backing, Mapping};
@@ -12,8 +12,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 pub(super) fn fork_child_holds_fd_and_writes(t: &mut CaseCtx) -> CaseResult {
-    let dev = open()?;
-    need_feature(&dev, abi::PL_FEATURE_PATTERN, "PATTERN")?;
+    let dev = open_needing(abi::PL_FEATURE_PATTERN, "PATTERN")?;
     let m = Mapping::anon(64 * KIB)?;
     m.fill_with(0, m.len(), |_| 0);
     let k = dev.reg_mr(m.addr(), m.len() as u64, PL_ACCESS_ALL, 0)?.key;

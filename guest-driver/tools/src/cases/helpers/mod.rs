@@ -193,6 +193,14 @@ pub fn pair() -> Result<Pair, CaseErr> {
     Ok(Pair { dev, a, b, ka, kb })
 }
 
+/// `open()` of a device that offers feature `bit` (named `name`); skips
+/// otherwise.
+pub fn open_needing(bit: u64, name: &str) -> Result<Dev, CaseErr> {
+    let dev = open()?;
+    need_feature(&dev, bit, name)?;
+    Ok(dev)
+}
+
 /// `pair()` on a device that offers feature `bit` (named `name`); skips
 /// otherwise.
 pub fn pair_needing(bit: u64, name: &str) -> Result<Pair, CaseErr> {

@@ -3,8 +3,8 @@
 
 use crate::cases::helpers::{
     debugfs_table, expect_errno, fdinfo, lease_line, lease_state, lease_whole_file, line_field,
-    names_handle, need_feature, open, reap_breaker, spawn_breaker, wait_lease_state,
-    wait_mr_revoked, Breaker, TestFile, LEASE_LEN,
+    names_handle, open_needing, reap_breaker, spawn_breaker, wait_lease_state, wait_mr_revoked,
+    Breaker, TestFile, LEASE_LEN,
 };
 use crate::cases::leases::holder;
 use crate::dev::{Dev, SysError};
@@ -17,8 +17,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 pub(in crate::cases) fn lease_take_release_basic(t: &mut CaseCtx) -> CaseResult {
-    let dev = open()?;
-    need_feature(&dev, abi::PL_FEATURE_LEASES, "LEASES")?;
+    let dev = open_needing(abi::PL_FEATURE_LEASES, "LEASES")?;
     let file = TestFile::on("/mnt/xfs", "xfs", "lease-basic")?;
     let m = Mapping::new(&file.backing(true), LEASE_LEN, false)?;
     drop(m);
@@ -75,8 +74,7 @@ pub(in crate::cases) fn lease_take_release_basic(t: &mut CaseCtx) -> CaseResult 
 }
 
 pub(in crate::cases) fn lease_survives_data_fd_close(t: &mut CaseCtx) -> CaseResult {
-    let dev = open()?;
-    need_feature(&dev, abi::PL_FEATURE_LEASES, "LEASES")?;
+    let dev = open_needing(abi::PL_FEATURE_LEASES, "LEASES")?;
     let file = TestFile::on("/mnt/xfs", "xfs", "lease-fdclose")?;
     drop(Mapping::new(&file.backing(true), LEASE_LEN, false)?);
     let lease = lease_whole_file(&dev, &file.path, abi::PL_POLICY_REVOKE)?;
@@ -127,8 +125,7 @@ pub(in crate::cases) fn ext4_never_breaks_layout_leases(t: &mut CaseCtx) -> Case
 }
 
 pub(in crate::cases) fn holder_killed_while_breaker_waits(t: &mut CaseCtx) -> CaseResult {
-    let dev = open()?;
-    need_feature(&dev, abi::PL_FEATURE_LEASES, "LEASES")?;
+    let dev = open_needing(abi::PL_FEATURE_LEASES, "LEASES")?;
     drop(dev);
     let file = TestFile::on("/mnt/xfs", "xfs", "holder-killed")?;
     drop(Mapping::new(&file.backing(true), LEASE_LEN, false)?);
