@@ -405,46 +405,25 @@ mod tests {
 
     #[test]
     fn globs() {
-        // (pattern or pattern list, name, does it match)
-        for (pat, name, want) in [
-            ("*", "anything", true),
-            ("pin_*", "pin_anon", true),
-            ("pin_*", "dma_write", false),
-            ("*_xfs*", "pin_shared_writable_xfs", true),
-            ("dma_?ead", "dma_read", true),
-            ("dma_?ead", "dma_reads", false),
-            ("a*b*c", "aXXbYYc", true),
-            ("a*b*c", "aXXbYY", false),
-            ("", "", true),
-            ("", "x", false),
-        ] {
-            assert_eq!(glob_match(pat, name), want, "glob_match({pat:?}, {name:?})");
-        }
-        for (pat, name, want) in [
-            ("", "x", true), // empty list means all
-            ("  ", "x", true),
-            ("dma_*,pin_anon", "pin_anon", true),
-            ("dma_* pin_anon", "dma_read", true),
-            ("dma_*,pin_anon", "pin_memfd", false),
-        ] {
-            assert_eq!(
-                glob_match_any(pat, name),
-                want,
-                "glob_match_any({pat:?}, {name:?})"
-            );
-        }
-        for (pat, name, want) in [
-            ("dma_*,pin_anon", "pin_anon", true),
-            ("x pin_anon", "pin_anon", true),
-            ("pin_*", "pin_anon", false),
-            ("*", "pin_anon", false),
-        ] {
-            assert_eq!(
-                names_exactly(pat, name),
-                want,
-                "names_exactly({pat:?}, {name:?})"
-            );
-        }
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("pin_*", "pin_anon"));
+        assert!(!glob_match("pin_*", "dma_write"));
+        assert!(glob_match("*_xfs*", "pin_shared_writable_xfs"));
+        assert!(glob_match("dma_?ead", "dma_read"));
+        assert!(!glob_match("dma_?ead", "dma_reads"));
+        assert!(glob_match("a*b*c", "aXXbYYc"));
+        assert!(!glob_match("a*b*c", "aXXbYY"));
+        assert!(glob_match("", ""));
+        assert!(!glob_match("", "x"));
+        assert!(glob_match_any("", "x"), "empty list means all");
+        assert!(glob_match_any("  ", "x"));
+        assert!(glob_match_any("dma_*,pin_anon", "pin_anon"));
+        assert!(glob_match_any("dma_* pin_anon", "dma_read"));
+        assert!(!glob_match_any("dma_*,pin_anon", "pin_memfd"));
+        assert!(names_exactly("dma_*,pin_anon", "pin_anon"));
+        assert!(names_exactly("x pin_anon", "pin_anon"));
+        assert!(!names_exactly("pin_*", "pin_anon"));
+        assert!(!names_exactly("*", "pin_anon"));
     }
 
     struct FakeChecks {
