@@ -46,15 +46,8 @@ def _get(name):
         raise MarkerFileError(f"{FILE}: no PL_MARK_{name} (the runner needs it)") from None
 
 
-PREFIX = _get("PREFIX")
-INIT = _get("INIT")
-PROBE_OK = _get("PROBE_OK")
-RUN_START = _get("RUN_START")
-SUITE_EXIT = _get("SUITE_EXIT")
-INVARIANT = _get("INVARIANT")
-MODULE_FAULT = _get("MODULE_FAULT")
-DEBUGFS = _get("DEBUGFS")
-STRAY = _get("STRAY")
-STRAY_HIT = _get("STRAY_HIT")
-SNAPSHOT = _get("SNAPSHOT")
-HOST_ACK = _get("HOST_ACK")
+# The markers the runner names, each the module attribute of its name
+# (markers.SUITE_EXIT); one the file lacks fails here, at import.
+NEEDED = ("PREFIX", "INIT", "PROBE_OK", "RUN_START", "SUITE_EXIT", "INVARIANT",
+          "MODULE_FAULT", "DEBUGFS", "STRAY", "STRAY_HIT", "SNAPSHOT", "HOST_ACK")
+globals().update({name: _get(name) for name in NEEDED})

@@ -24,9 +24,9 @@
 //! reason; an answer other than the table's FAILs.
 
 use crate::cases::helpers::{
-    expect_errno, lease_state, need_feature, need_hugepages, open, pins_held, reap_breaker,
-    running_kver, spawn_breaker, wait_event, wait_lease_state, BreakTime, Breaker, TestFile, KIB,
-    SCRUB_WAIT, SNAPSHOT_WAIT,
+    expect_errno, lease_state, lease_whole_file, need_feature, need_hugepages, open, pins_held,
+    reap_breaker, running_kver, spawn_breaker, wait_event, wait_lease_state, BreakTime, Breaker,
+    TestFile, KIB, SCRUB_WAIT, SNAPSHOT_WAIT,
 };
 use crate::dev::{Dev, SysError};
 use crate::ktap::{CaseCtx, CaseErr, CaseResult};
@@ -34,7 +34,7 @@ use crate::stray;
 use crate::sys::{self, Backing, Exit, Mapping};
 use crate::uapi::*;
 use crate::verdicts::{self, Expect};
-use crate::{ensure, fail, skip};
+use crate::{case_fns, ensure, fail, skip};
 use pinlease_abi::{self as abi, PL_ACCESS_ALL};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
@@ -355,7 +355,6 @@ fn loss(t: &mut CaseCtx, subject: Subject, cut: Cut, lease: Lease) -> CaseResult
     let id = subject_id(subject, cut, lease);
     let kver = running_kver()?;
     let row = verdicts::row(subject.row());
-    let want = row.expected(kver);
     let (flen, data_off, scrub_off) = subject.layout();
     let target = Target::new(subject, &format!("dataloss-{id}"))?;
     let map = &target.map;
@@ -373,13 +372,11 @@ fn loss(t: &mut CaseCtx, subject: Subject, cut: Cut, lease: Lease) -> CaseResult
         sys::set_nonblock(e.as_raw_fd())?;
         ev = Some(e);
         let path = &target.file.as_ref().expect("leases only on XFS").path;
-        let data =
-            std::fs::File::open(path).map_err(|e| CaseErr::Fail(format!("open {path}: {e}")))?;
         let policy = match lease {
             Lease::Revoke => abi::PL_POLICY_REVOKE,
             _ => abi::PL_POLICY_TIMEOUT,
         };
-        lease_h = dev.lease_take(data.as_raw_fd(), policy, 0, 0)?;
+        lease_h = lease_whole_file(&dev, path, policy)?;
         t.diag(format!(
             "{path}: lease {lease_h:#x} policy {policy} on the whole file"
         ));
@@ -393,36 +390,13 @@ fn loss(t: &mut CaseCtx, subject: Subject, cut: Cut, lease: Lease) -> CaseResult
         0,
     );
     let (a1, r1) = sys::pin_counters()?;
-    let got = Expect::of(res.as_ref().map(|_| ()).map_err(|e| e.errno));
-    t.diag(format!(
-        "long-term REG_MR of {} ({}): {} expected {} on {kver} (pins +{}/-{})",
-        map.backing,
-        row.id,
-        got.word(),
-        want.word(),
-        a1 - a0,
-        r1 - r0
-    ));
-    ensure!(
-        got == want,
-        "{} on {kver}: the long-term REG_MR was {}, but the verdict table expects {} ({})",
-        row.id,
-        got.word(),
-        want.word(),
-        row.rule
-    );
-    if let Expect::Errno(e) = want {
-        expect_errno(res, e, "long-term REG_MR")?;
+    let pins = format!(" (pins +{}/-{})", a1 - a0, r1 - r0);
+    let data = long_term_mr(t, res, &map.backing, row, kver, &pins, || {
         if lease_h != 0 {
             dev.lease_release(lease_h)?;
         }
-        skip!(
-            "{kver} refuses the long-term pin ({}, {}): no loss possible",
-            got.word(),
-            row.source
-        );
-    }
-    let data = res?;
+        Ok(())
+    })?;
     let scrub = dev.reg_mr(
         map.addr() + scrub_off as u64,
         MR_LEN as u64,
@@ -715,36 +689,61 @@ fn loss(t: &mut CaseCtx, subject: Subject, cut: Cut, lease: Lease) -> CaseResult
     Ok(())
 }
 
-pub(crate) fn dataloss_memfd_truncate(t: &mut CaseCtx) -> CaseResult {
-    loss(t, Subject::Memfd, Cut::Truncate, Lease::None)
+case_fns! {
+    pub(crate) fn dataloss_memfd_truncate => loss(Subject::Memfd, Cut::Truncate, Lease::None);
+    pub(crate) fn dataloss_memfd_punch_hole => loss(Subject::Memfd, Cut::PunchHole, Lease::None);
+    pub(crate) fn dataloss_hugetlbfs_truncate =>
+        loss(Subject::Hugetlbfs, Cut::Truncate, Lease::None);
+    pub(crate) fn dataloss_hugetlbfs_punch_hole =>
+        loss(Subject::Hugetlbfs, Cut::PunchHole, Lease::None);
+    pub(crate) fn dataloss_xfs_truncate_no_lease => loss(Subject::Xfs, Cut::Truncate, Lease::None);
+    pub(crate) fn dataloss_xfs_punch_hole_no_lease =>
+        loss(Subject::Xfs, Cut::PunchHole, Lease::None);
+    pub(crate) fn dataloss_xfs_truncate_timeout_lease =>
+        loss(Subject::Xfs, Cut::Truncate, Lease::Timeout);
+    pub(crate) fn dataloss_xfs_truncate_revoke_lease =>
+        loss(Subject::Xfs, Cut::Truncate, Lease::Revoke);
 }
 
-pub(crate) fn dataloss_memfd_punch_hole(t: &mut CaseCtx) -> CaseResult {
-    loss(t, Subject::Memfd, Cut::PunchHole, Lease::None)
-}
-
-pub(crate) fn dataloss_hugetlbfs_truncate(t: &mut CaseCtx) -> CaseResult {
-    loss(t, Subject::Hugetlbfs, Cut::Truncate, Lease::None)
-}
-
-pub(crate) fn dataloss_hugetlbfs_punch_hole(t: &mut CaseCtx) -> CaseResult {
-    loss(t, Subject::Hugetlbfs, Cut::PunchHole, Lease::None)
-}
-
-pub(crate) fn dataloss_xfs_truncate_no_lease(t: &mut CaseCtx) -> CaseResult {
-    loss(t, Subject::Xfs, Cut::Truncate, Lease::None)
-}
-
-pub(crate) fn dataloss_xfs_punch_hole_no_lease(t: &mut CaseCtx) -> CaseResult {
-    loss(t, Subject::Xfs, Cut::PunchHole, Lease::None)
-}
-
-pub(crate) fn dataloss_xfs_truncate_timeout_lease(t: &mut CaseCtx) -> CaseResult {
-    loss(t, Subject::Xfs, Cut::Truncate, Lease::Timeout)
-}
-
-pub(crate) fn dataloss_xfs_truncate_revoke_lease(t: &mut CaseCtx) -> CaseResult {
-    loss(t, Subject::Xfs, Cut::Truncate, Lease::Revoke)
+/// The long-term REG_MR's answer `res` against the verdict table's for
+/// `row` on `kver` (diagnosed with `detail`): another answer fails; the
+/// refusal the table expects skips, after `before_skip` undoes the set-up:
+/// no loss possible. Else the MR.
+fn long_term_mr(
+    t: &mut CaseCtx,
+    res: Result<PinleaseRegMr, SysError>,
+    backing: &Backing,
+    row: &verdicts::Row,
+    kver: verdicts::Kver,
+    detail: &str,
+    before_skip: impl FnOnce() -> CaseResult,
+) -> Result<PinleaseRegMr, CaseErr> {
+    let want = row.expected(kver);
+    let got = Expect::of(res.as_ref().map(|_| ()).map_err(|e| e.errno));
+    t.diag(format!(
+        "long-term REG_MR of {backing} ({}): {} expected {} on {kver}{detail}",
+        row.id,
+        got.word(),
+        want.word()
+    ));
+    ensure!(
+        got == want,
+        "{} on {kver}: the long-term REG_MR was {}, but the verdict table expects {} ({})",
+        row.id,
+        got.word(),
+        want.word(),
+        row.rule
+    );
+    if let Expect::Errno(e) = want {
+        expect_errno(res, e, "long-term REG_MR")?;
+        before_skip()?;
+        skip!(
+            "{kver} refuses the long-term pin ({}, {}): no loss possible",
+            got.word(),
+            row.source
+        );
+    }
+    Ok(res?)
 }
 
 /// `O_DIRECT` read of up to `len` bytes of `path` from offset 0: what the
@@ -784,7 +783,6 @@ fn fsync(fd: RawFd, what: &str) -> CaseResult {
 pub(crate) fn dataloss_ext4_writeback_truncate(t: &mut CaseCtx) -> CaseResult {
     let kver = running_kver()?;
     let row = verdicts::row("ext4-shared-rw");
-    let want = row.expected(kver);
     let f = TestFile::on("/mnt/ext4", "ext4", "dataloss-ext4-writeback")?;
     let flen = 2 * MR_LEN;
     let map = Mapping::new(&f.backing(true), flen, false)?;
@@ -801,31 +799,7 @@ pub(crate) fn dataloss_ext4_writeback_truncate(t: &mut CaseCtx) -> CaseResult {
     fsync(fd, &f.path)?;
     let dev = open()?;
     let res = dev.reg_mr(map.addr(), MR_LEN as u64, PL_ACCESS_ALL, 0);
-    let got = Expect::of(res.as_ref().map(|_| ()).map_err(|e| e.errno));
-    t.diag(format!(
-        "long-term REG_MR of {} ({}): {} expected {} on {kver}",
-        map.backing,
-        row.id,
-        got.word(),
-        want.word()
-    ));
-    ensure!(
-        got == want,
-        "{} on {kver}: the long-term REG_MR was {}, but the verdict table expects {} ({})",
-        row.id,
-        got.word(),
-        want.word(),
-        row.rule
-    );
-    if let Expect::Errno(e) = want {
-        expect_errno(res, e, "long-term REG_MR")?;
-        skip!(
-            "{kver} refuses the long-term pin ({}, {}): no loss possible",
-            got.word(),
-            row.source
-        );
-    }
-    let key = res?.key;
+    let key = long_term_mr(t, res, &map.backing, row, kver, "", || Ok(()))?.key;
     // 1. The pin's write fault (FOLL_WRITE on a clean page: page_mkwrite)
     //    left the pages dirty: the device's first WRITE reaches the disk.
     let src = local(&dev, device_word)?;

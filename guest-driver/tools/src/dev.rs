@@ -203,14 +203,21 @@ impl Dev {
         self.copy(abi::Opcode::Read as u16, lkey, loff, rkey, roff, len)
     }
 
-    /// COMPARE_SWAP: returns the word's original value.
-    pub fn compare_swap(&self, key: u64, off: u64, expect: u64, swap: u64) -> SysResult<u64> {
+    /// An atomic on the word at `off` of `key`: returns its original value.
+    fn atomic(
+        &self,
+        op: abi::Opcode,
+        key: u64,
+        off: u64,
+        operand: u64,
+        swap: u64,
+    ) -> SysResult<u64> {
         let mut d = PinleaseDma {
-            op: abi::Opcode::CompareSwap as u32,
+            op: op as u32,
             remote_key: key,
             remote_offset: off,
             length: 8,
-            operand: expect,
+            operand,
             swap,
             ..Default::default()
         };
@@ -218,30 +225,42 @@ impl Dev {
         Ok(d.result[0])
     }
 
-    /// FETCH_ADD: returns the word's original value.
-    pub fn fetch_add(&self, key: u64, off: u64, add: u64) -> SysResult<u64> {
-        let mut d = PinleaseDma {
-            op: abi::Opcode::FetchAdd as u32,
-            remote_key: key,
-            remote_offset: off,
-            length: 8,
-            operand: add,
-            ..Default::default()
-        };
-        self.dma(&mut d)?;
-        Ok(d.result[0])
+    /// COMPARE_SWAP: returns the word's original value.
+    pub fn compare_swap(&self, key: u64, off: u64, expect: u64, swap: u64) -> SysResult<u64> {
+        self.atomic(abi::Opcode::CompareSwap, key, off, expect, swap)
     }
 
-    pub fn fill(&self, key: u64, off: u64, len: u64, pattern: u64, mode: u32) -> SysResult<()> {
-        self.dma(&mut PinleaseDma {
-            op: abi::Opcode::Fill as u32,
+    /// FETCH_ADD: returns the word's original value.
+    pub fn fetch_add(&self, key: u64, off: u64, add: u64) -> SysResult<u64> {
+        self.atomic(abi::Opcode::FetchAdd, key, off, add, 0)
+    }
+
+    /// A pattern op (FILL, VERIFY) over `[off, off + len)` of `key`.
+    fn pattern(
+        &self,
+        op: abi::Opcode,
+        key: u64,
+        off: u64,
+        len: u64,
+        pattern: u64,
+        mode: u32,
+    ) -> SysResult<PinleaseDma> {
+        let mut d = PinleaseDma {
+            op: op as u32,
             mode,
             remote_key: key,
             remote_offset: off,
             length: len,
             operand: pattern,
             ..Default::default()
-        })
+        };
+        self.dma(&mut d)?;
+        Ok(d)
+    }
+
+    pub fn fill(&self, key: u64, off: u64, len: u64, pattern: u64, mode: u32) -> SysResult<()> {
+        self.pattern(abi::Opcode::Fill, key, off, len, pattern, mode)?;
+        Ok(())
     }
 
     /// VERIFY: (mismatches, first bad offset, first bad value).
@@ -253,16 +272,7 @@ impl Dev {
         pattern: u64,
         mode: u32,
     ) -> SysResult<Verify> {
-        let mut d = PinleaseDma {
-            op: abi::Opcode::Verify as u32,
-            mode,
-            remote_key: key,
-            remote_offset: off,
-            length: len,
-            operand: pattern,
-            ..Default::default()
-        };
-        self.dma(&mut d)?;
+        let d = self.pattern(abi::Opcode::Verify, key, off, len, pattern, mode)?;
         Ok(Verify {
             mismatches: d.result[0],
             first_bad_offset: d.result[1],

@@ -32,6 +32,19 @@ macro_rules! skip {
     ($($arg:tt)*) => { return Err($crate::ktap::CaseErr::Skip(format!($($arg)*))) };
 }
 
+/// Case functions that each run one shared body with fixed arguments:
+/// `VIS fn NAME => BODY(ARGS);` defines `VIS fn NAME(t) -> CaseResult`
+/// returning `BODY(t, ARGS)`.
+#[macro_export]
+macro_rules! case_fns {
+    ($($(#[$meta:meta])* $vis:vis fn $name:ident => $body:ident($($arg:expr),* $(,)?);)*) => {$(
+        $(#[$meta])*
+        $vis fn $name(t: &mut $crate::ktap::CaseCtx) -> $crate::ktap::CaseResult {
+            $body(t, $($arg),*)
+        }
+    )*};
+}
+
 /// Fails the case unless `cond`.
 #[macro_export]
 macro_rules! ensure {
@@ -507,17 +520,17 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "KTAP version 1");
         assert_eq!(lines[1], "1..7");
-        assert!(lines.contains(&"# ok_case: a note"), "{text}");
-        assert!(lines.contains(&"ok 1 ok_case"), "{text}");
-        assert!(
-            lines.contains(&"ok 2 skip_case # SKIP no hugepages (nr_hugepages 0)"),
-            "{text}"
-        );
-        assert!(
-            lines.contains(&"not ok 3 fail_case # expected 3 got 2 | second line"),
-            "{text}"
-        );
-        assert!(lines.contains(&"# fail_case: second line"), "{text}");
+        for want in [
+            "# ok_case: a note",
+            "ok 1 ok_case",
+            "ok 2 skip_case # SKIP no hugepages (nr_hugepages 0)",
+            "not ok 3 fail_case # expected 3 got 2 | second line",
+            "# fail_case: second line",
+            "not ok 5 leak_case # pin balance: acquired 10 released 8",
+            "not ok 6 skip_word # FAIL: SKIPPED nothing",
+        ] {
+            assert!(lines.contains(&want), "{want:?} missing from:\n{text}");
+        }
         let p = lines
             .iter()
             .find(|l| {
@@ -526,14 +539,6 @@ mod tests {
             })
             .copied();
         assert!(p.is_some(), "{text}");
-        assert!(
-            lines.contains(&"not ok 5 leak_case # pin balance: acquired 10 released 8"),
-            "{text}"
-        );
-        assert!(
-            lines.contains(&"not ok 6 skip_word # FAIL: SKIPPED nothing"),
-            "{text}"
-        );
         assert!(
             lines.iter().any(|l| l.starts_with(
                 "not ok 7 err_case # PINLEASE_IOC_DMA(op=WRITE) failed: ERANGE (errno 34"

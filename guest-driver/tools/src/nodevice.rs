@@ -3,7 +3,9 @@
 //! checks the kernel log; KTAP like the suite (same per-case checks). Run by
 //! `guest-driver/vm/run --no-device`, whose /init does not load the module.
 
-use crate::cases::helpers::{bound_virtio_devices, DRIVER_DIR, MODULE_NAME};
+use crate::cases::helpers::{
+    bound_virtio_devices, delete_module_retrying, DRIVER_DIR, MODULE_NAME,
+};
 use crate::dev::SysError;
 use crate::ktap::{Case, CaseCtx, CaseErr, CaseResult};
 use crate::sys;
@@ -156,24 +158,8 @@ fn check_debugfs_empty(t: &mut CaseCtx) -> CaseResult {
 
 fn rmmod(t: &mut CaseCtx) -> CaseResult {
     let t0 = Instant::now();
-    loop {
-        match sys::delete_module(MODULE_NAME) {
-            Ok(()) => break,
-            // Only a module still initialising or going answers these.
-            Err(e)
-                if (e.errno == libc::EAGAIN || e.errno == libc::EBUSY)
-                    && t0.elapsed() < Duration::from_secs(2) =>
-            {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => fail!(
-                "{e} (refcnt {})",
-                sys::read_to_string(&format!("/sys/module/{MODULE_NAME}/refcnt"))
-                    .unwrap_or_default()
-                    .trim()
-            ),
-        }
-    }
+    // Only a module still initialising or going answers EAGAIN/EBUSY.
+    delete_module_retrying(Duration::from_secs(2), Duration::from_millis(20))?;
     t.diag(format!(
         "rmmod {MODULE_NAME}: {} ms",
         t0.elapsed().as_millis()
@@ -188,31 +174,30 @@ fn rmmod(t: &mut CaseCtx) -> CaseResult {
     Ok(())
 }
 
+fn ensure_loaded() -> CaseResult {
+    ensure!(
+        sys::module_loaded(MODULE_NAME),
+        "module {MODULE_NAME} is not loaded"
+    );
+    Ok(())
+}
+
 fn nodevice_insmod(t: &mut CaseCtx) -> CaseResult {
     insmod(t)
 }
 
 fn nodevice_no_device_nodes(t: &mut CaseCtx) -> CaseResult {
-    ensure!(
-        sys::module_loaded(MODULE_NAME),
-        "module {MODULE_NAME} is not loaded"
-    );
+    ensure_loaded()?;
     check_no_device(t)
 }
 
 fn nodevice_debugfs_lists_no_device(t: &mut CaseCtx) -> CaseResult {
-    ensure!(
-        sys::module_loaded(MODULE_NAME),
-        "module {MODULE_NAME} is not loaded"
-    );
+    ensure_loaded()?;
     check_debugfs_empty(t)
 }
 
 fn nodevice_rmmod(t: &mut CaseCtx) -> CaseResult {
-    ensure!(
-        sys::module_loaded(MODULE_NAME),
-        "module {MODULE_NAME} is not loaded"
-    );
+    ensure_loaded()?;
     rmmod(t)
 }
 

@@ -168,183 +168,100 @@ fn writeback_file_shared_rw(v: Kver) -> Expect {
     }
 }
 
-const R_ANON: &str = "mm/gup.c check_vma_flags(): anonymous memory passes every check";
-const R_NOT_SHARED_RW: &str = "mm/gup.c check_vma_flags(): not a shared writable pin, \
-     writable_file_mapping_allowed() (>= 6.5) does not apply";
-const R_SHMEM: &str = "mm/gup.c writable_file_mapping_allowed() (>= 6.5): shmem cannot \
-     write back, vma_needs_dirty_tracking() is false";
-const R_HUGETLBFS: &str = "mm/gup.c writable_file_mapping_allowed() (>= 6.5): hugetlbfs \
-     cannot write back, vma_needs_dirty_tracking() is false";
-const R_WRITEBACK: &str = "mm/gup.c check_vma_flags() -> writable_file_mapping_allowed() \
+/// Why a row gets its answer: the rule, where the kernel decides, and the
+/// answer as a function of the version.
+struct Rule {
+    why: &'static str,
+    source: &'static str,
+    expect: fn(Kver) -> Expect,
+}
+
+const CHECK_VMA_FLAGS: &str = "mm/gup.c check_vma_flags";
+const WRITABLE_FILE_MAPPING_ALLOWED: &str = "mm/gup.c writable_file_mapping_allowed";
+
+const R_ANON: Rule = Rule {
+    why: "mm/gup.c check_vma_flags(): anonymous memory passes every check",
+    source: CHECK_VMA_FLAGS,
+    expect: granted,
+};
+const R_NOT_SHARED_RW: Rule = Rule {
+    why: "mm/gup.c check_vma_flags(): not a shared writable pin, \
+     writable_file_mapping_allowed() (>= 6.5) does not apply",
+    source: CHECK_VMA_FLAGS,
+    expect: granted,
+};
+const R_SHMEM: Rule = Rule {
+    why: "mm/gup.c writable_file_mapping_allowed() (>= 6.5): shmem cannot \
+     write back, vma_needs_dirty_tracking() is false",
+    source: WRITABLE_FILE_MAPPING_ALLOWED,
+    expect: granted,
+};
+const R_HUGETLBFS: Rule = Rule {
+    why: "mm/gup.c writable_file_mapping_allowed() (>= 6.5): hugetlbfs \
+     cannot write back, vma_needs_dirty_tracking() is false",
+    source: WRITABLE_FILE_MAPPING_ALLOWED,
+    expect: granted,
+};
+const R_WRITEBACK: Rule = Rule {
+    why: "mm/gup.c check_vma_flags() -> writable_file_mapping_allowed() \
      (since 6.5): FOLL_LONGTERM|FOLL_WRITE of a shared mapping that needs dirty tracking \
-     is EFAULT; before 6.5 no check, granted";
-const R_FSDAX: &str = "mm/gup.c check_vma_flags(): FOLL_LONGTERM on vma_is_fsdax() is \
-     EOPNOTSUPP (6.1, 6.12, 7.3)";
-const R_SHORTTERM: &str = "mm/gup.c check_vma_flags(): no FOLL_LONGTERM, \
-     writable_file_mapping_allowed() allows it";
+     is EFAULT; before 6.5 no check, granted",
+    source: WRITABLE_FILE_MAPPING_ALLOWED,
+    expect: writeback_file_shared_rw,
+};
+const R_FSDAX: Rule = Rule {
+    why: "mm/gup.c check_vma_flags(): FOLL_LONGTERM on vma_is_fsdax() is \
+     EOPNOTSUPP (6.1, 6.12, 7.3)",
+    source: CHECK_VMA_FLAGS,
+    expect: fsdax,
+};
+const R_SHORTTERM: Rule = Rule {
+    why: "mm/gup.c check_vma_flags(): no FOLL_LONGTERM, \
+     writable_file_mapping_allowed() allows it",
+    source: WRITABLE_FILE_MAPPING_ALLOWED,
+    expect: granted,
+};
+
+/// How a row maps and pins: (MAP_SHARED, read-only, short-term).
+type Pin = (bool, bool, bool);
+const PRIVATE_RW: Pin = (false, false, false);
+const SHARED_RW: Pin = (true, false, false);
+const SHARED_RO: Pin = (true, true, false);
+const SHARED_RW_SHORTTERM: Pin = (true, false, true);
+
+const fn row_of(id: &'static str, mem: Mem, pin: Pin, rule: Rule) -> Row {
+    let (shared, readonly, shortterm) = pin;
+    Row {
+        id,
+        mem,
+        shared,
+        readonly,
+        shortterm,
+        expect: rule.expect,
+        rule: rule.why,
+        source: rule.source,
+    }
+}
 
 /// Every row, in the order the cases run.
+#[rustfmt::skip]
 pub const ROWS: &[Row] = &[
-    Row {
-        id: "anon-private-rw",
-        mem: Mem::Anon,
-        shared: false,
-        readonly: false,
-        shortterm: false,
-        expect: granted,
-        rule: R_ANON,
-        source: "mm/gup.c check_vma_flags",
-    },
-    Row {
-        id: "memfd-shared-rw",
-        mem: Mem::Memfd,
-        shared: true,
-        readonly: false,
-        shortterm: false,
-        expect: granted,
-        rule: R_SHMEM,
-        source: "mm/gup.c writable_file_mapping_allowed",
-    },
-    Row {
-        id: "tmpfs-shared-rw",
-        mem: Mem::Tmpfs,
-        shared: true,
-        readonly: false,
-        shortterm: false,
-        expect: granted,
-        rule: R_SHMEM,
-        source: "mm/gup.c writable_file_mapping_allowed",
-    },
-    Row {
-        id: "tmpfs-private-rw",
-        mem: Mem::Tmpfs,
-        shared: false,
-        readonly: false,
-        shortterm: false,
-        expect: granted,
-        rule: R_NOT_SHARED_RW,
-        source: "mm/gup.c check_vma_flags",
-    },
-    Row {
-        id: "hugetlb-anon-rw",
-        mem: Mem::AnonHugetlb,
-        shared: false,
-        readonly: false,
-        shortterm: false,
-        expect: granted,
-        rule: R_ANON,
-        source: "mm/gup.c check_vma_flags",
-    },
-    Row {
-        id: "hugetlbfs-shared-rw",
-        mem: Mem::Hugetlbfs,
-        shared: true,
-        readonly: false,
-        shortterm: false,
-        expect: granted,
-        rule: R_HUGETLBFS,
-        source: "mm/gup.c writable_file_mapping_allowed",
-    },
-    Row {
-        id: "hugetlbfs-private-rw",
-        mem: Mem::Hugetlbfs,
-        shared: false,
-        readonly: false,
-        shortterm: false,
-        expect: granted,
-        rule: R_NOT_SHARED_RW,
-        source: "mm/gup.c check_vma_flags",
-    },
-    Row {
-        id: "xfs-private-rw",
-        mem: Mem::Xfs,
-        shared: false,
-        readonly: false,
-        shortterm: false,
-        expect: granted,
-        rule: R_NOT_SHARED_RW,
-        source: "mm/gup.c check_vma_flags",
-    },
-    Row {
-        id: "xfs-shared-ro",
-        mem: Mem::Xfs,
-        shared: true,
-        readonly: true,
-        shortterm: false,
-        expect: granted,
-        rule: R_NOT_SHARED_RW,
-        source: "mm/gup.c check_vma_flags",
-    },
-    Row {
-        id: "ext4-private-rw",
-        mem: Mem::Ext4,
-        shared: false,
-        readonly: false,
-        shortterm: false,
-        expect: granted,
-        rule: R_NOT_SHARED_RW,
-        source: "mm/gup.c check_vma_flags",
-    },
-    Row {
-        id: "ext4-shared-ro",
-        mem: Mem::Ext4,
-        shared: true,
-        readonly: true,
-        shortterm: false,
-        expect: granted,
-        rule: R_NOT_SHARED_RW,
-        source: "mm/gup.c check_vma_flags",
-    },
-    Row {
-        id: "ext4-shared-rw",
-        mem: Mem::Ext4,
-        shared: true,
-        readonly: false,
-        shortterm: false,
-        expect: writeback_file_shared_rw,
-        rule: R_WRITEBACK,
-        source: "mm/gup.c writable_file_mapping_allowed",
-    },
-    Row {
-        id: "xfs-shared-rw",
-        mem: Mem::Xfs,
-        shared: true,
-        readonly: false,
-        shortterm: false,
-        expect: writeback_file_shared_rw,
-        rule: R_WRITEBACK,
-        source: "mm/gup.c writable_file_mapping_allowed",
-    },
-    Row {
-        id: "fsdax-shared-rw",
-        mem: Mem::FsDax,
-        shared: true,
-        readonly: false,
-        shortterm: false,
-        expect: fsdax,
-        rule: R_FSDAX,
-        source: "mm/gup.c check_vma_flags",
-    },
-    Row {
-        id: "fsdax-shared-ro",
-        mem: Mem::FsDax,
-        shared: true,
-        readonly: true,
-        shortterm: false,
-        expect: fsdax,
-        rule: R_FSDAX,
-        source: "mm/gup.c check_vma_flags",
-    },
-    Row {
-        id: "xfs-shared-rw-shortterm",
-        mem: Mem::Xfs,
-        shared: true,
-        readonly: false,
-        shortterm: true,
-        expect: granted,
-        rule: R_SHORTTERM,
-        source: "mm/gup.c writable_file_mapping_allowed",
-    },
+    row_of("anon-private-rw",         Mem::Anon,        PRIVATE_RW,          R_ANON),
+    row_of("memfd-shared-rw",         Mem::Memfd,       SHARED_RW,           R_SHMEM),
+    row_of("tmpfs-shared-rw",         Mem::Tmpfs,       SHARED_RW,           R_SHMEM),
+    row_of("tmpfs-private-rw",        Mem::Tmpfs,       PRIVATE_RW,          R_NOT_SHARED_RW),
+    row_of("hugetlb-anon-rw",         Mem::AnonHugetlb, PRIVATE_RW,          R_ANON),
+    row_of("hugetlbfs-shared-rw",     Mem::Hugetlbfs,   SHARED_RW,           R_HUGETLBFS),
+    row_of("hugetlbfs-private-rw",    Mem::Hugetlbfs,   PRIVATE_RW,          R_NOT_SHARED_RW),
+    row_of("xfs-private-rw",          Mem::Xfs,         PRIVATE_RW,          R_NOT_SHARED_RW),
+    row_of("xfs-shared-ro",           Mem::Xfs,         SHARED_RO,           R_NOT_SHARED_RW),
+    row_of("ext4-private-rw",         Mem::Ext4,        PRIVATE_RW,          R_NOT_SHARED_RW),
+    row_of("ext4-shared-ro",          Mem::Ext4,        SHARED_RO,           R_NOT_SHARED_RW),
+    row_of("ext4-shared-rw",          Mem::Ext4,        SHARED_RW,           R_WRITEBACK),
+    row_of("xfs-shared-rw",           Mem::Xfs,         SHARED_RW,           R_WRITEBACK),
+    row_of("fsdax-shared-rw",         Mem::FsDax,       SHARED_RW,           R_FSDAX),
+    row_of("fsdax-shared-ro",         Mem::FsDax,       SHARED_RO,           R_FSDAX),
+    row_of("xfs-shared-rw-shortterm", Mem::Xfs,         SHARED_RW_SHORTTERM, R_SHORTTERM),
 ];
 
 /// The row with this id (panics on a typo: the ids are the suite's own).

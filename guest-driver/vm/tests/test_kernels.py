@@ -65,16 +65,23 @@ class Releases(unittest.TestCase):
 
 
 class ModulePlan(unittest.TestCase):
-    def test_builtin_loaded_and_missing(self):
+    def kernel(self, name, release, config, dep, builtin=None):
+        """A Kernel whose lib/modules/RELEASE holds modules.dep `dep` (and
+        modules.builtin `builtin`) in a fresh directory."""
         tmp = Path(tempfile.mkdtemp())
-        mods = tmp / "lib/modules/7.4.0"
+        mods = tmp / "lib/modules" / release
         mods.mkdir(parents=True)
-        (mods / "modules.dep").write_text(
-            "kernel/fs/ext4/ext4.ko.xz: kernel/fs/jbd2/jbd2.ko.xz\n"
-            "kernel/fs/jbd2/jbd2.ko.xz:\n")
-        (mods / "modules.builtin").write_text("kernel/drivers/block/virtio_blk.ko\n")
-        k = kernels.Kernel("own", tmp / "bz", "7.4.0", tmp, mods,
-                           {"XFS_FS": "y", "CRYPTO_CRC32C": "y", "VIRTIO_PCI": "y"})
+        (mods / "modules.dep").write_text(dep)
+        if builtin is not None:
+            (mods / "modules.builtin").write_text(builtin)
+        return kernels.Kernel(name, tmp / "bz", release, tmp, mods, config)
+
+    def test_builtin_loaded_and_missing(self):
+        k = self.kernel("own", "7.4.0",
+                        {"XFS_FS": "y", "CRYPTO_CRC32C": "y", "VIRTIO_PCI": "y"},
+                        "kernel/fs/ext4/ext4.ko.xz: kernel/fs/jbd2/jbd2.ko.xz\n"
+                        "kernel/fs/jbd2/jbd2.ko.xz:\n",
+                        builtin="kernel/drivers/block/virtio_blk.ko\n")
         notes = []
         load, files, lost = kernels.plan_modules(k, notes.append)
         self.assertEqual(load, ["ext4"])
@@ -84,24 +91,16 @@ class ModulePlan(unittest.TestCase):
 
     def test_virtio_pci_as_a_module_loads_first(self):
         # Debian 6.1: CONFIG_VIRTIO_PCI=m.
-        tmp = Path(tempfile.mkdtemp())
-        mods = tmp / "lib/modules/6.1.0"
-        mods.mkdir(parents=True)
-        (mods / "modules.dep").write_text(
-            "kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio.ko\n"
-            "kernel/drivers/virtio/virtio.ko:\n"
-            "kernel/fs/xfs/xfs.ko:\n")
-        k = kernels.Kernel("6.1", tmp / "bz", "6.1.0", tmp, mods, {})
+        k = self.kernel("6.1", "6.1.0", {},
+                        "kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio.ko\n"
+                        "kernel/drivers/virtio/virtio.ko:\n"
+                        "kernel/fs/xfs/xfs.ko:\n")
         load, files, _ = kernels.plan_modules(k, lambda m: None)
         self.assertEqual(load[0], "virtio_pci")
         self.assertIn("kernel/drivers/virtio/virtio.ko", files)
 
     def test_no_virtio_pci_at_all_is_an_error(self):
-        tmp = Path(tempfile.mkdtemp())
-        mods = tmp / "lib/modules/7.4.0"
-        mods.mkdir(parents=True)
-        (mods / "modules.dep").write_text("")
-        k = kernels.Kernel("own", tmp / "bz", "7.4.0", tmp, mods, {"XFS_FS": "y"})
+        k = self.kernel("own", "7.4.0", {"XFS_FS": "y"}, "")
         with self.assertRaises(kernels.KernelError) as cm:
             kernels.plan_modules(k, lambda m: None)
         self.assertIn("CONFIG_VIRTIO_PCI", str(cm.exception))

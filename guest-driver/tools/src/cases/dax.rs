@@ -2,10 +2,11 @@
 //! revoke lease.
 
 use crate::cases::helpers::{
-    dax_file, expect_errno, fdinfo, kname, lease_line, lease_state, line_field, need_feature, open,
-    pins_held, reap_breaker, spawn_breaker, wait_event, Breaker, LEASE_LEN,
+    dax_file, expect_errno, fdinfo, kname, lease_line, lease_state, lease_whole_file, line_field,
+    open_needing, pins_held, reap_breaker, spawn_breaker, wait_mr_revoked, Breaker, LEASE_LEN,
 };
-use crate::ktap::{CaseCtx, CaseErr, CaseResult};
+use crate::dev::{Dev, SysResult};
+use crate::ktap::{CaseCtx, CaseResult};
 use crate::sys::{self, Exit, Mapping};
 use crate::uapi::*;
 use crate::{ensure, fail};
@@ -14,25 +15,16 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 pub(super) fn fsdax_shortterm_pin_under_lease(t: &mut CaseCtx) -> CaseResult {
-    let dev = open()?;
-    need_feature(&dev, abi::PL_FEATURE_LEASES, "LEASES")?;
+    let dev = open_needing(abi::PL_FEATURE_LEASES, "LEASES")?;
     let f = dax_file(t, "dax-lease", LEASE_LEN)?;
     let map = Mapping::new(&f.backing(true), LEASE_LEN, false)?;
-    let data =
-        std::fs::File::open(&f.path).map_err(|e| CaseErr::Fail(format!("open {}: {e}", f.path)))?;
-    let lease = dev.lease_take(data.as_raw_fd(), abi::PL_POLICY_REVOKE, 0, 0)?;
-    drop(data);
+    let lease = lease_whole_file(&dev, &f.path, abi::PL_POLICY_REVOKE)?;
     expect_errno(
         dev.reg_mr(map.addr(), LEASE_LEN as u64, PL_ACCESS_ALL, 0),
         libc::EOPNOTSUPP,
         "FOLL_LONGTERM REG_MR of FS-DAX under a lease",
     )?;
-    let r = dev.reg_mr(
-        map.addr(),
-        LEASE_LEN as u64,
-        PL_ACCESS_ALL,
-        PINLEASE_PIN_SHORTTERM,
-    )?;
+    let r = reg_shortterm(&dev, &map)?;
     t.diag(format!(
         "FS-DAX: long-term pin EOPNOTSUPP; short-term pin under revoke lease {lease:#x}: MR {:#x} ({} pages), lease {:#x}",
         r.key, r.npages, r.lease
@@ -55,23 +47,14 @@ pub(super) fn fsdax_shortterm_pin_under_lease(t: &mut CaseCtx) -> CaseResult {
 }
 
 pub(super) fn fsdax_truncate_vs_pin_under_revoke_lease(t: &mut CaseCtx) -> CaseResult {
-    let dev = open()?;
-    need_feature(&dev, abi::PL_FEATURE_LEASES, "LEASES")?;
+    let dev = open_needing(abi::PL_FEATURE_LEASES, "LEASES")?;
     let f = dax_file(t, "dax-truncate", LEASE_LEN)?;
     let map = Mapping::new(&f.backing(true), LEASE_LEN, false)?;
     let ev = dev.event_fd()?;
     sys::set_nonblock(ev.as_raw_fd())?;
-    let data =
-        std::fs::File::open(&f.path).map_err(|e| CaseErr::Fail(format!("open {}: {e}", f.path)))?;
-    let lease = dev.lease_take(data.as_raw_fd(), abi::PL_POLICY_REVOKE, 0, 0)?;
-    drop(data);
+    let lease = lease_whole_file(&dev, &f.path, abi::PL_POLICY_REVOKE)?;
     let held0 = pins_held()?;
-    let r = dev.reg_mr(
-        map.addr(),
-        LEASE_LEN as u64,
-        PL_ACCESS_ALL,
-        PINLEASE_PIN_SHORTTERM,
-    )?;
+    let r = reg_shortterm(&dev, &map)?;
     let key = r.key;
     let npages = (LEASE_LEN / 4096) as i64;
     ensure!(
@@ -79,9 +62,7 @@ pub(super) fn fsdax_truncate_vs_pin_under_revoke_lease(t: &mut CaseCtx) -> CaseR
         "REG_MR did not pin {npages} pages"
     );
     let pid = spawn_breaker(Breaker::Truncate, &f.path)?;
-    let (hit, _) = wait_event(t, ev.as_raw_fd(), Duration::from_secs(1), |e| {
-        e.kind == abi::PL_EVENT_MR_REVOKED && e.args[0] == key
-    })?;
+    let (hit, _) = wait_mr_revoked(t, ev.as_raw_fd(), key, Duration::from_secs(1))?;
     if hit.is_some() {
         let _ = reap_breaker(pid, Duration::from_secs(30), "truncate");
         fail!("the DAX truncate revoked MR {key:#x} at once: 6.12 (our reference) waits for the pinned DAX pages in xfs_break_dax_layouts() before break_layout()");
@@ -109,9 +90,7 @@ pub(super) fn fsdax_truncate_vs_pin_under_revoke_lease(t: &mut CaseCtx) -> CaseR
     let w = spawn_breaker(Breaker::Write, &f.path)?;
     let wexit = reap_breaker(w, Duration::from_secs(30), "pwrite")?;
     ensure!(wexit == Exit::Code(0), "pwrite child: {wexit}");
-    let (hit, _) = wait_event(t, ev.as_raw_fd(), Duration::from_secs(5), |e| {
-        e.kind == abi::PL_EVENT_MR_REVOKED && e.args[0] == key
-    })?;
+    let (hit, _) = wait_mr_revoked(t, ev.as_raw_fd(), key, Duration::from_secs(5))?;
     ensure!(
         hit.is_some(),
         "a write(2) to the DAX file did not revoke MR {key:#x}"
@@ -145,4 +124,15 @@ pub(super) fn fsdax_truncate_vs_pin_under_revoke_lease(t: &mut CaseCtx) -> CaseR
     dev.lease_release(lease)?;
     drop(map);
     Ok(())
+}
+
+/// A short-term REG_MR (no FOLL_LONGTERM: what FS-DAX allows) of all of
+/// the DAX mapping `map`.
+fn reg_shortterm(dev: &Dev, map: &Mapping) -> SysResult<PinleaseRegMr> {
+    dev.reg_mr(
+        map.addr(),
+        LEASE_LEN as u64,
+        PL_ACCESS_ALL,
+        PINLEASE_PIN_SHORTTERM,
+    )
 }

@@ -1,7 +1,7 @@
 //! The device: QUERY and the data operations (`dma_*`: WRITE, READ,
 //! atomics, FILL/VERIFY, unaligned MRs) between MRs of one context.
 
-use crate::cases::helpers::{expect_errno, need_feature, open, pair, pattern, PAIR_LEN};
+use crate::cases::helpers::{expect_errno, open, pair, pair_needing, pattern, PAIR_LEN};
 use crate::ktap::{CaseCtx, CaseResult};
 use crate::sys::Mapping;
 use crate::{ensure, fail};
@@ -65,21 +65,28 @@ pub(super) fn query_device(t: &mut CaseCtx) -> CaseResult {
     Ok(())
 }
 
+/// After `op` copied a's pattern from `src` to b at `dst` (`len` bytes):
+/// fails unless b holds it there and the byte either side is still 0xee.
+fn expect_copied(b: &Mapping, dst: usize, src: usize, len: usize, op: &str) -> CaseResult {
+    if let Some((o, got, want)) = b.first_mismatch(dst, len, |i| pattern(i - dst + src)) {
+        fail!("after {op} a[{src}..] -> b[{dst}..] len {len}: b[{o}] = {got:#04x}, expected {want:#04x}");
+    }
+    for o in [dst - 1, dst + len] {
+        ensure!(
+            b.get_u8(o) == 0xee,
+            "{op} touched b[{o}] outside the range: {:#04x}",
+            b.get_u8(o)
+        );
+    }
+    Ok(())
+}
+
 pub(super) fn dma_write(_t: &mut CaseCtx) -> CaseResult {
     let p = pair()?;
     let (loff, roff, len) = (100usize, 4000usize, 9000usize);
     p.dev
         .write(p.ka, loff as u64, p.kb, roff as u64, len as u64)?;
-    if let Some((o, got, want)) = p.b.first_mismatch(roff, len, |i| pattern(i - roff + loff)) {
-        fail!("after WRITE a[{loff}..] -> b[{roff}..] len {len}: b[{o}] = {got:#04x}, expected {want:#04x}");
-    }
-    for o in [roff - 1, roff + len] {
-        ensure!(
-            p.b.get_u8(o) == 0xee,
-            "WRITE touched b[{o}] outside the range: {:#04x}",
-            p.b.get_u8(o)
-        );
-    }
+    expect_copied(&p.b, roff, loff, len, "WRITE")?;
     // The whole MR, and a zero-length no-op.
     p.dev.write(p.ka, 0, p.kb, 0, PAIR_LEN as u64)?;
     if let Some((o, got, want)) = p.b.first_mismatch(0, PAIR_LEN, pattern) {
@@ -95,16 +102,7 @@ pub(super) fn dma_read(_t: &mut CaseCtx) -> CaseResult {
     let (loff, roff, len) = (4095usize, 7usize, 12289usize);
     p.dev
         .read(p.kb, loff as u64, p.ka, roff as u64, len as u64)?;
-    if let Some((o, got, want)) = p.b.first_mismatch(loff, len, |i| pattern(i - loff + roff)) {
-        fail!("after READ a[{roff}..] -> b[{loff}..] len {len}: b[{o}] = {got:#04x}, expected {want:#04x}");
-    }
-    for o in [loff - 1, loff + len] {
-        ensure!(
-            p.b.get_u8(o) == 0xee,
-            "READ touched b[{o}] outside the range: {:#04x}",
-            p.b.get_u8(o)
-        );
-    }
+    expect_copied(&p.b, loff, roff, len, "READ")?;
     if let Some((o, got, want)) = p.a.first_mismatch(0, PAIR_LEN, pattern) {
         fail!("READ changed its source: a[{o}] = {got:#04x}, expected {want:#04x}");
     }
@@ -112,8 +110,7 @@ pub(super) fn dma_read(_t: &mut CaseCtx) -> CaseResult {
 }
 
 pub(super) fn dma_compare_swap_both_outcomes(_t: &mut CaseCtx) -> CaseResult {
-    let p = pair()?;
-    need_feature(&p.dev, abi::PL_FEATURE_ATOMICS, "ATOMICS")?;
+    let p = pair_needing(abi::PL_FEATURE_ATOMICS, "ATOMICS")?;
     let off = 4096 + 64;
     p.b.set_u64(off, 0x1111_2222_3333_4444);
     let orig = p.dev.compare_swap(
@@ -160,8 +157,7 @@ pub(super) fn dma_compare_swap_both_outcomes(_t: &mut CaseCtx) -> CaseResult {
 }
 
 pub(super) fn dma_fetch_add(_t: &mut CaseCtx) -> CaseResult {
-    let p = pair()?;
-    need_feature(&p.dev, abi::PL_FEATURE_ATOMICS, "ATOMICS")?;
+    let p = pair_needing(abi::PL_FEATURE_ATOMICS, "ATOMICS")?;
     let off = PAIR_LEN - 8;
     p.b.set_u64(off, 0xffff_ffff_ffff_fff0);
     let orig = p.dev.fetch_add(p.kb, off as u64, 0x20)?;
@@ -196,8 +192,7 @@ pub(super) fn dma_fetch_add(_t: &mut CaseCtx) -> CaseResult {
 }
 
 pub(super) fn dma_fill_verify_const(_t: &mut CaseCtx) -> CaseResult {
-    let p = pair()?;
-    need_feature(&p.dev, abi::PL_FEATURE_PATTERN, "PATTERN")?;
+    let p = pair_needing(abi::PL_FEATURE_PATTERN, "PATTERN")?;
     let pat = 0xa5a5_5a5a_0f0f_f0f0u64;
     p.dev
         .fill(p.kb, 0, PAIR_LEN as u64, pat, abi::PL_PATTERN_CONST)?;
@@ -229,8 +224,7 @@ pub(super) fn dma_fill_verify_const(_t: &mut CaseCtx) -> CaseResult {
 }
 
 pub(super) fn dma_fill_verify_xor_detects_corruption(_t: &mut CaseCtx) -> CaseResult {
-    let p = pair()?;
-    need_feature(&p.dev, abi::PL_FEATURE_PATTERN, "PATTERN")?;
+    let p = pair_needing(abi::PL_FEATURE_PATTERN, "PATTERN")?;
     let pat = 0x0123_4567_89ab_cdefu64;
     let (off, len) = (8usize, PAIR_LEN - 16);
     p.dev.fill(
@@ -256,35 +250,26 @@ pub(super) fn dma_fill_verify_xor_detects_corruption(_t: &mut CaseCtx) -> CaseRe
         p.b.get_u64(PAIR_LEN - 8) == 0xeeee_eeee_eeee_eeee,
         "FILL touched the last word"
     );
-    let v = p.dev.verify(
-        p.kb,
-        off as u64,
-        len as u64,
-        pat,
-        abi::PL_PATTERN_OFFSET_XOR,
-    )?;
+    let verify_xor = |len: usize| {
+        p.dev.verify(
+            p.kb,
+            off as u64,
+            len as u64,
+            pat,
+            abi::PL_PATTERN_OFFSET_XOR,
+        )
+    };
+    let v = verify_xor(len)?;
     ensure!(v.mismatches == 0, "VERIFY xor of a filled range: {v}");
     let bad_off = 3 * 4096 + 40;
     let bad = 0xdead_beef_dead_beefu64;
     p.b.set_u64(bad_off, bad);
-    let v = p.dev.verify(
-        p.kb,
-        off as u64,
-        len as u64,
-        pat,
-        abi::PL_PATTERN_OFFSET_XOR,
-    )?;
+    let v = verify_xor(len)?;
     ensure!(
         v.mismatches == 1 && v.first_bad_offset == bad_off as u64 && v.first_bad_value == bad,
         "VERIFY after corrupting the word at {bad_off} with {bad:#x}: {v}"
     );
-    let v = p.dev.verify(
-        p.kb,
-        off as u64,
-        (bad_off - off) as u64,
-        pat,
-        abi::PL_PATTERN_OFFSET_XOR,
-    )?;
+    let v = verify_xor(bad_off - off)?;
     ensure!(
         v.mismatches == 0,
         "VERIFY of the range before the corruption: {v}"

@@ -1,7 +1,7 @@
 //! The event fd (`events_*`): whole records, poll, and MR_REVOKED when an
 //! import's source goes away.
 
-use crate::cases::helpers::{expect_errno_in, need_feature, open, read_events, KIB};
+use crate::cases::helpers::{expect_errno_in, open, open_needing, read_events, KIB};
 use crate::dev::{format_event, parse_events, EVENT_SIZE};
 use crate::ktap::{CaseCtx, CaseResult};
 use crate::sys::{self, errno_name, Mapping};
@@ -103,8 +103,7 @@ pub(super) fn events_whole_records_poll_empty_no_lease_revokes_yet(t: &mut CaseC
 }
 
 pub(super) fn events_mr_revoked_import_source_gone(t: &mut CaseCtx) -> CaseResult {
-    let a = open()?;
-    need_feature(&a, abi::PL_FEATURE_EXPORT, "EXPORT")?;
+    let a = open_needing(abi::PL_FEATURE_EXPORT, "EXPORT")?;
     let b = open()?;
     let bctx = b.query()?.ctx;
     let mx = Mapping::anon(16 * KIB)?;

@@ -3,7 +3,7 @@
 //! `faults` lists the parameters and counts.
 
 use crate::cases::helpers::{
-    debugfs_table, expect_errno, fdinfo, names_handle, need_feature, open, pair, pins_held,
+    debugfs_table, expect_errno, fdinfo, names_handle, open, open_needing, pair, pins_held,
     wait_event, TestFile, KIB, LEASE_LEN, MODULE_PARAMS,
 };
 use crate::dev::{Dev, SysError};
@@ -267,8 +267,7 @@ pub(super) fn fault_pin_times_counts_down(t: &mut CaseCtx) -> CaseResult {
 
 pub(super) fn fault_lease_set_fails_lease_take(t: &mut CaseCtx) -> CaseResult {
     let mut fp = FaultParams::new()?;
-    let dev = open()?;
-    need_feature(&dev, abi::PL_FEATURE_LEASES, "LEASES")?;
+    let dev = open_needing(abi::PL_FEATURE_LEASES, "LEASES")?;
     let ctx = dev.query()?.ctx;
     let file = TestFile::on("/mnt/xfs", "xfs", "fault-lease-set")?;
     let map = Mapping::new(&file.backing(true), LEASE_LEN, false)?;
@@ -390,8 +389,7 @@ pub(super) fn fault_release_delay_ms_defers_context_release(t: &mut CaseCtx) -> 
 
 pub(super) fn fault_drop_event_discards_next_events(t: &mut CaseCtx) -> CaseResult {
     let mut fp = FaultParams::new()?;
-    let a = open()?;
-    need_feature(&a, abi::PL_FEATURE_EXPORT, "EXPORT")?;
+    let a = open_needing(abi::PL_FEATURE_EXPORT, "EXPORT")?;
     let b = open()?;
     let efd = b.event_fd()?;
     sys::set_nonblock(efd.as_raw_fd())?;

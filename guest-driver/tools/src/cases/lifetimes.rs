@@ -2,8 +2,8 @@
 //! fd, imports aliasing their source (docs/design.md §6).
 
 use crate::cases::helpers::{
-    expect_errno, expect_errno_in, fdinfo, names_handle, need_feature, open, pattern, DEBUGFS_DIR,
-    KIB,
+    expect_errno, expect_errno_in, fdinfo, names_handle, open, open_needing, pattern, reg_halves,
+    DEBUGFS_DIR, KIB,
 };
 use crate::dev::{format_event, parse_events, EVENT_SIZE};
 use crate::ktap::{CaseCtx, CaseResult};
@@ -17,13 +17,7 @@ pub(super) fn lifetime_event_fd_outlives_device_fd(t: &mut CaseCtx) -> CaseResul
     let dev = open()?;
     let ctx = dev.query()?.ctx;
     let m = Mapping::anon(128 * KIB)?;
-    let r1 = dev.reg_mr(m.addr(), 64 * KIB as u64, PL_ACCESS_ALL, 0)?;
-    let r2 = dev.reg_mr(
-        m.addr() + 64 * KIB as u64,
-        64 * KIB as u64,
-        PL_ACCESS_ALL,
-        0,
-    )?;
+    let (r1, r2) = reg_halves(&dev, &m)?;
     let efd = dev.event_fd()?;
     let fd = efd.as_raw_fd();
     sys::set_nonblock(fd)?;
@@ -78,8 +72,7 @@ pub(super) fn lifetime_event_fd_outlives_device_fd(t: &mut CaseCtx) -> CaseResul
 }
 
 pub(super) fn lifetime_export_fd_outlives_device_fd(t: &mut CaseCtx) -> CaseResult {
-    let a = open()?;
-    need_feature(&a, abi::PL_FEATURE_EXPORT, "EXPORT")?;
+    let a = open_needing(abi::PL_FEATURE_EXPORT, "EXPORT")?;
     let m = Mapping::anon(64 * KIB)?;
     let kx = a.reg_mr(m.addr(), m.len() as u64, PL_ACCESS_ALL, 0)?.key;
     let exp1 = a.export_mr(kx)?;
@@ -128,8 +121,7 @@ pub(super) fn lifetime_export_fd_outlives_device_fd(t: &mut CaseCtx) -> CaseResu
 }
 
 pub(super) fn lifetime_import_aliases_source(_t: &mut CaseCtx) -> CaseResult {
-    let a = open()?;
-    need_feature(&a, abi::PL_FEATURE_EXPORT, "EXPORT")?;
+    let a = open_needing(abi::PL_FEATURE_EXPORT, "EXPORT")?;
     let b = open()?;
     let mx = Mapping::anon(64 * KIB)?;
     mx.fill_with(0, mx.len(), |_| 0);

@@ -9,7 +9,7 @@ use crate::ktap::{CaseCtx, CaseResult};
 use crate::sys::{self, errno_name, Backing, Mapping};
 use crate::uapi::*;
 use crate::verdicts::{self, Expect, Mem, Row};
-use crate::{ensure, skip};
+use crate::{case_fns, ensure, skip};
 use pinlease_abi::{self as abi, PL_ACCESS_ALL, PL_ACCESS_READ};
 
 /// Registers `len` bytes of `backing` and checks the kernel's answer
@@ -160,66 +160,21 @@ fn pin_row(t: &mut CaseCtx, id: &str) -> CaseResult {
     }
 }
 
-pub(super) fn pin_anon_ok(t: &mut CaseCtx) -> CaseResult {
-    pin_row(t, "anon-private-rw")
-}
-
-pub(super) fn pin_memfd_ok(t: &mut CaseCtx) -> CaseResult {
-    pin_row(t, "memfd-shared-rw")
-}
-
-pub(super) fn pin_shared_writable_tmpfs(t: &mut CaseCtx) -> CaseResult {
-    pin_row(t, "tmpfs-shared-rw")
-}
-
-pub(super) fn pin_private_tmpfs(t: &mut CaseCtx) -> CaseResult {
-    pin_row(t, "tmpfs-private-rw")
-}
-
-pub(super) fn pin_hugetlb_ok(t: &mut CaseCtx) -> CaseResult {
-    pin_row(t, "hugetlb-anon-rw")
-}
-
-pub(super) fn pin_shared_writable_hugetlbfs(t: &mut CaseCtx) -> CaseResult {
-    pin_row(t, "hugetlbfs-shared-rw")
-}
-
-pub(super) fn pin_private_hugetlbfs(t: &mut CaseCtx) -> CaseResult {
-    pin_row(t, "hugetlbfs-private-rw")
-}
-
-pub(super) fn pin_private_file_xfs_ok(t: &mut CaseCtx) -> CaseResult {
-    pin_row(t, "xfs-private-rw")
-}
-
-pub(super) fn pin_readonly_shared_file_xfs_ok(t: &mut CaseCtx) -> CaseResult {
-    pin_row(t, "xfs-shared-ro")
-}
-
-pub(super) fn pin_private_file_ext4(t: &mut CaseCtx) -> CaseResult {
-    pin_row(t, "ext4-private-rw")
-}
-
-pub(super) fn pin_readonly_shared_file_ext4(t: &mut CaseCtx) -> CaseResult {
-    pin_row(t, "ext4-shared-ro")
-}
-
-pub(super) fn pin_shared_writable_ext4(t: &mut CaseCtx) -> CaseResult {
-    pin_row(t, "ext4-shared-rw")
-}
-
-pub(super) fn pin_shared_writable_xfs(t: &mut CaseCtx) -> CaseResult {
-    pin_row(t, "xfs-shared-rw")
-}
-
-pub(super) fn pin_fsdax_eopnotsupp(t: &mut CaseCtx) -> CaseResult {
-    pin_row(t, "fsdax-shared-rw")
-}
-
-pub(super) fn pin_readonly_fsdax(t: &mut CaseCtx) -> CaseResult {
-    pin_row(t, "fsdax-shared-ro")
-}
-
-pub(super) fn pin_shortterm_shared_writable_xfs_ok(t: &mut CaseCtx) -> CaseResult {
-    pin_row(t, "xfs-shared-rw-shortterm")
+case_fns! {
+    pub(super) fn pin_anon_ok => pin_row("anon-private-rw");
+    pub(super) fn pin_memfd_ok => pin_row("memfd-shared-rw");
+    pub(super) fn pin_shared_writable_tmpfs => pin_row("tmpfs-shared-rw");
+    pub(super) fn pin_private_tmpfs => pin_row("tmpfs-private-rw");
+    pub(super) fn pin_hugetlb_ok => pin_row("hugetlb-anon-rw");
+    pub(super) fn pin_shared_writable_hugetlbfs => pin_row("hugetlbfs-shared-rw");
+    pub(super) fn pin_private_hugetlbfs => pin_row("hugetlbfs-private-rw");
+    pub(super) fn pin_private_file_xfs_ok => pin_row("xfs-private-rw");
+    pub(super) fn pin_readonly_shared_file_xfs_ok => pin_row("xfs-shared-ro");
+    pub(super) fn pin_private_file_ext4 => pin_row("ext4-private-rw");
+    pub(super) fn pin_readonly_shared_file_ext4 => pin_row("ext4-shared-ro");
+    pub(super) fn pin_shared_writable_ext4 => pin_row("ext4-shared-rw");
+    pub(super) fn pin_shared_writable_xfs => pin_row("xfs-shared-rw");
+    pub(super) fn pin_fsdax_eopnotsupp => pin_row("fsdax-shared-rw");
+    pub(super) fn pin_readonly_fsdax => pin_row("fsdax-shared-ro");
+    pub(super) fn pin_shortterm_shared_writable_xfs_ok => pin_row("xfs-shared-rw-shortterm");
 }

@@ -1,19 +1,18 @@
 //! Processes: fork, SCM_RIGHTS fd passing, exit and SIGKILL with MRs
 //! registered, many contexts on all CPUs.
 
-use crate::cases::helpers::{need_feature, open, KIB, MIB};
+use crate::cases::helpers::{open, open_needing, KIB, MIB};
 use crate::dev::{Dev, SysError};
 use crate::ktap::{CaseCtx, CaseResult};
 use crate::sys::{self, errno_name, Backing, Mapping};
 use crate::uapi::*;
 use crate::{ensure, fail, skip};
 use pinlease_abi::{self as abi, PL_ACCESS_ALL, PL_ACCESS_READ};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 pub(super) fn fork_child_holds_fd_and_writes(t: &mut CaseCtx) -> CaseResult {
-    let dev = open()?;
-    need_feature(&dev, abi::PL_FEATURE_PATTERN, "PATTERN")?;
+    let dev = open_needing(abi::PL_FEATURE_PATTERN, "PATTERN")?;
     let m = Mapping::anon(64 * KIB)?;
     m.fill_with(0, m.len(), |_| 0);
     let k = dev.reg_mr(m.addr(), m.len() as u64, PL_ACCESS_ALL, 0)?.key;
@@ -73,6 +72,18 @@ pub(super) fn fork_child_holds_fd_and_writes(t: &mut CaseCtx) -> CaseResult {
     Ok(())
 }
 
+/// A forked child's exit code for its body's result: 0, or 1 after
+/// writing the error to `report` (the parent's end reads it).
+fn child_exit(r: Result<(), SysError>, report: RawFd) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = sys::write_all(report, e.to_string().as_bytes());
+            1
+        }
+    }
+}
+
 pub(super) fn scm_rights_sender_exits(t: &mut CaseCtx) -> CaseResult {
     let (s_parent, s_child) = sys::socketpair()?;
     let pat = 0x5c5c_0000_1111_2222u64;
@@ -92,13 +103,7 @@ pub(super) fn scm_rights_sender_exits(t: &mut CaseCtx) -> CaseResult {
             std::mem::forget(dev);
             Ok(())
         };
-        match run() {
-            Ok(()) => 0,
-            Err(e) => {
-                let _ = sys::write_all(s_child.as_raw_fd(), e.to_string().as_bytes());
-                1
-            }
-        }
+        child_exit(run(), s_child.as_raw_fd())
     })?;
     drop(s_child);
     let ready = sys::poll_one(s_parent.as_raw_fd(), libc::POLLIN, 30_000)?;
@@ -178,13 +183,7 @@ pub(super) fn exit_with_mrs_registered(t: &mut CaseCtx) -> CaseResult {
             std::mem::forget((dev, a, b));
             Ok(())
         };
-        let rc = match run() {
-            Ok(()) => 0,
-            Err(e) => {
-                let _ = sys::write_all(wr.as_raw_fd(), e.to_string().as_bytes());
-                1
-            }
-        };
+        let rc = child_exit(run(), wr.as_raw_fd());
         // Exit with everything live: exit_mmap and the fds' release race.
         unsafe { libc::_exit(rc) }
     })?;
@@ -229,13 +228,7 @@ pub(super) fn sigkill_during_large_reg_mr(t: &mut CaseCtx) -> CaseResult {
             std::thread::sleep(Duration::from_secs(60));
             Ok(())
         };
-        match run() {
-            Ok(()) => 0,
-            Err(e) => {
-                let _ = sys::write_all(wr.as_raw_fd(), e.to_string().as_bytes());
-                1
-            }
-        }
+        child_exit(run(), wr.as_raw_fd())
     })?;
     drop(wr);
     let ready = sys::read_exact_timeout(rd.as_raw_fd(), 1, Duration::from_secs(30));

@@ -1,8 +1,8 @@
 //! Device reset, unbind/rebind with live MRs, module unload and reload.
 
 use crate::cases::helpers::{
-    bound_virtio_devices, expect_errno, fdinfo, open, pattern, DEBUGFS_DIR, DRIVER_DIR, KIB,
-    MODULE_NAME, MODULE_PATH,
+    bound_virtio_devices, delete_module_retrying, expect_errno, fdinfo, open, pattern, reg_halves,
+    DEBUGFS_DIR, DRIVER_DIR, KIB, MODULE_NAME, MODULE_PATH,
 };
 use crate::dev::{format_event, parse_events, Dev, SysError, EVENT_SIZE};
 use crate::ktap::{CaseCtx, CaseResult};
@@ -27,25 +27,7 @@ fn wait_device_usable(timeout: Duration) -> Result<Dev, SysError> {
 
 fn reload_module(t: &mut CaseCtx) -> CaseResult {
     let start = Instant::now();
-    loop {
-        match sys::delete_module(MODULE_NAME) {
-            Ok(()) => break,
-            Err(e)
-                if (e.errno == libc::EBUSY
-                    || e.errno == libc::EAGAIN
-                    || e.errno == libc::EWOULDBLOCK)
-                    && start.elapsed() < Duration::from_secs(5) =>
-            {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(e) => fail!(
-                "{e} (refcnt {})",
-                sys::read_to_string(&format!("/sys/module/{MODULE_NAME}/refcnt"))
-                    .unwrap_or_default()
-                    .trim()
-            ),
-        }
-    }
+    delete_module_retrying(Duration::from_secs(5), Duration::from_millis(50))?;
     t.diag(format!("rmmod took {} ms", start.elapsed().as_millis()));
     let gone = sys::wait_path_gone(crate::dev::DEFAULT_DEV, Duration::from_secs(2));
     ensure!(
@@ -78,13 +60,7 @@ pub(super) fn device_reset_with_live_mrs(t: &mut CaseCtx) -> CaseResult {
     let dev = open()?;
     let q = dev.query()?;
     let m = Mapping::anon(256 * KIB)?;
-    let r = dev.reg_mr(m.addr(), 128 * KIB as u64, PL_ACCESS_ALL, 0)?;
-    let r2 = dev.reg_mr(
-        m.addr() + 128 * KIB as u64,
-        128 * KIB as u64,
-        PL_ACCESS_ALL,
-        0,
-    )?;
+    let (r, r2) = reg_halves(&dev, &m)?;
     let efd = dev.event_fd()?;
     let exp = if q.features & abi::PL_FEATURE_EXPORT != 0 {
         Some(dev.export_mr(r.key)?)

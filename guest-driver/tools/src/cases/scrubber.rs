@@ -3,9 +3,10 @@
 //! lease reports.
 
 use crate::cases::helpers::{
-    debugfs_table, expect_errno, fdinfo, lease_line, lease_state, line_field, names_handle, open,
-    pattern, pins_held, read_events, reap_breaker, spawn_breaker, wait_event, wait_lease_state,
-    BreakTime, Breaker, TestFile, KIB, LEASE_LEN, MIB, SCRUB_WAIT, SNAPSHOT_WAIT,
+    expect_debugfs_lease_lost, expect_errno, fdinfo, lease_line, lease_state, line_field,
+    names_handle, open, pattern, pins_held, read_events, reap_breaker, spawn_breaker, wait_event,
+    wait_lease_state, wait_mr_revoked, BreakTime, Breaker, TestFile, KIB, LEASE_LEN, MIB,
+    SCRUB_WAIT, SNAPSHOT_WAIT,
 };
 use crate::cases::leases::holder_flags;
 use crate::ktap::{CaseCtx, CaseErr, CaseResult};
@@ -253,9 +254,7 @@ pub(super) fn revoke_then_no_canary_in_fresh_memory(t: &mut CaseCtx) -> CaseResu
         t0.elapsed()
     ));
     ensure!(exit == Exit::Code(0), "truncate child: {exit}");
-    let (hit, _) = wait_event(t, h.ev.as_raw_fd(), Duration::from_secs(5), |e| {
-        e.kind == abi::PL_EVENT_MR_REVOKED && e.args[0] == key
-    })?;
+    let (hit, _) = wait_mr_revoked(t, h.ev.as_raw_fd(), key, Duration::from_secs(5))?;
     let Some(e) = hit else {
         fail!("no MR_REVOKED for MR {key:#x} within 5 s after the truncate");
     };
@@ -495,13 +494,7 @@ pub(super) fn timeout_lost_lease_scrub_reports_loss(t: &mut CaseCtx) -> CaseResu
         line_field(&line, "state") == Some("lost") && line_field(&line, "kernel") == Some("gone"),
         "fdinfo lease line: {line}"
     );
-    let tab = debugfs_table("leases")?;
-    let row = tab.lines().find(|l| names_handle(l, lease)).unwrap_or("");
-    t.diag(format!("debugfs leases: {row}"));
-    ensure!(
-        row.contains("lost"),
-        "debugfs leases row for {lease:#x}: {row:?}"
-    );
+    expect_debugfs_lease_lost(t, lease)?;
     // The runner records status-scrub-lost.{json,txt}: the lease's
     // lost_accesses / scrub_lost_accesses.
     sys::snapshot("scrub-lost", SNAPSHOT_WAIT);

@@ -132,22 +132,37 @@ pub fn socketpair() -> SysResult<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
+/// A control buffer with room for one fd's SCM_RIGHTS message (u64s:
+/// aligned for cmsghdr).
+fn cmsg_buf() -> Vec<u64> {
+    // SAFETY: CMSG_SPACE is a pure computation.
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    vec![0u64; space.div_ceil(8)]
+}
+
+/// A msghdr of one `iov` and the control buffer `cbuf` (from `cmsg_buf`);
+/// both must outlive its use.
+fn one_fd_msghdr(iov: &mut libc::iovec, cbuf: &mut [u64]) -> libc::msghdr {
+    // SAFETY: msghdr is plain data; all-zero is its empty value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
+    // SAFETY: CMSG_SPACE is a pure computation.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as _;
+    msg
+}
+
 /// Sends `data` with one fd attached (SCM_RIGHTS).
 pub fn send_fd(sock: RawFd, fd: RawFd, data: &[u8]) -> SysResult<()> {
     let mut iov = libc::iovec {
         iov_base: data.as_ptr() as *mut libc::c_void,
         iov_len: data.len(),
     };
-    // SAFETY: CMSG_SPACE is a pure computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    let mut cbuf = vec![0u64; space.div_ceil(8)];
-    // SAFETY: building a msghdr over live buffers; CMSG macros stay inside cbuf.
+    let mut cbuf = cmsg_buf();
+    let msg = one_fd_msghdr(&mut iov, &mut cbuf);
+    // SAFETY: msg points at live buffers; CMSG macros stay inside cbuf.
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = space as _;
         let c = libc::CMSG_FIRSTHDR(&msg);
         (*c).cmsg_level = libc::SOL_SOCKET;
         (*c).cmsg_type = libc::SCM_RIGHTS;
@@ -167,16 +182,10 @@ pub fn recv_fd(sock: RawFd, cap: usize) -> SysResult<(Vec<u8>, Option<OwnedFd>)>
         iov_base: data.as_mut_ptr() as *mut libc::c_void,
         iov_len: cap,
     };
-    // SAFETY: pure computation.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
-    let mut cbuf = vec![0u64; space.div_ceil(8)];
+    let mut cbuf = cmsg_buf();
+    let mut msg = one_fd_msghdr(&mut iov, &mut cbuf);
     // SAFETY: recvmsg into live buffers; CMSG macros stay inside cbuf.
     unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = space as _;
         let n = libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC);
         if n < 0 {
             return Err(SysError::last("recvmsg(SCM_RIGHTS)"));

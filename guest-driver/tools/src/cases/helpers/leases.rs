@@ -2,10 +2,12 @@
 //! that truncate, punch, collapse, reflink or write a leased file, and the
 //! lease-break-time setting.
 
-use crate::cases::helpers::{fdinfo, names_handle, KIB};
-use crate::fail;
-use crate::ktap::{CaseErr, CaseResult};
+use crate::cases::helpers::{debugfs_table, fdinfo, names_handle, KIB};
+use crate::dev::Dev;
+use crate::ktap::{CaseCtx, CaseErr, CaseResult};
 use crate::sys::{self, Exit};
+use crate::{ensure, fail};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 /// The leased files' length (and the breakers' range).
@@ -19,6 +21,26 @@ pub fn lease_line(text: &str, lease: u64) -> Option<String> {
     text.lines()
         .find(|l| l.starts_with("lease:") && names_handle(l, lease))
         .map(str::to_string)
+}
+
+/// LEASE_TAKE with `policy` on the whole of the file at `path` (opened for
+/// the call, closed after it); returns the lease handle.
+pub fn lease_whole_file(dev: &Dev, path: &str, policy: u32) -> Result<u64, CaseErr> {
+    let data = std::fs::File::open(path).map_err(|e| CaseErr::Fail(format!("open {path}: {e}")))?;
+    Ok(dev.lease_take(data.as_raw_fd(), policy, 0, 0)?)
+}
+
+/// Fails unless debugfs `leases` shows `lease` as lost (the row is
+/// diagnosed).
+pub fn expect_debugfs_lease_lost(t: &mut CaseCtx, lease: u64) -> CaseResult {
+    let tab = debugfs_table("leases")?;
+    let row = tab.lines().find(|l| names_handle(l, lease)).unwrap_or("");
+    t.diag(format!("debugfs leases: {row}"));
+    ensure!(
+        row.contains("lost"),
+        "debugfs leases row for {lease:#x}: {row:?}"
+    );
+    Ok(())
 }
 
 /// The value of `key=` in a `lease:` line.

@@ -10,6 +10,7 @@ pub use leases::*;
 use crate::dev::{format_event, parse_events, Dev, SysError, SysResult, EVENT_SIZE};
 use crate::ktap::{CaseCtx, CaseErr, CaseResult};
 use crate::sys::{self, errno_name, Backing, Mapping};
+use crate::uapi::PinleaseRegMr;
 use crate::verdicts::{self};
 use crate::{ensure, fail, skip};
 use pinlease_abi::{self as abi, PL_ACCESS_ALL};
@@ -192,6 +193,22 @@ pub fn pair() -> Result<Pair, CaseErr> {
     Ok(Pair { dev, a, b, ka, kb })
 }
 
+/// `open()` of a device that offers feature `bit` (named `name`); skips
+/// otherwise.
+pub fn open_needing(bit: u64, name: &str) -> Result<Dev, CaseErr> {
+    let dev = open()?;
+    need_feature(&dev, bit, name)?;
+    Ok(dev)
+}
+
+/// `pair()` on a device that offers feature `bit` (named `name`); skips
+/// otherwise.
+pub fn pair_needing(bit: u64, name: &str) -> Result<Pair, CaseErr> {
+    let p = pair()?;
+    need_feature(&p.dev, bit, name)?;
+    Ok(p)
+}
+
 impl Pair {
     /// Deregisters both MRs (errors name the key).
     pub fn close(self) -> CaseResult {
@@ -277,6 +294,19 @@ pub fn bound_virtio_devices() -> SysResult<Vec<String>> {
     Ok(v)
 }
 
+/// `wait_event` for the MR_REVOKED of MR `key`: (that event if it came
+/// within `timeout`, every event read).
+pub fn wait_mr_revoked(
+    t: &mut CaseCtx,
+    fd: i32,
+    key: u64,
+    timeout: Duration,
+) -> Result<(Option<abi::PlEvent>, Vec<abi::PlEvent>), CaseErr> {
+    wait_event(t, fd, timeout, |e| {
+        e.kind == abi::PL_EVENT_MR_REVOKED && e.args[0] == key
+    })
+}
+
 /// Reads events until one matches `pred` or `timeout` passes; all read.
 pub fn wait_event(
     t: &mut CaseCtx,
@@ -306,6 +336,38 @@ pub fn wait_event(
 pub fn pins_held() -> Result<i64, CaseErr> {
     let (a, r) = sys::pin_counters()?;
     Ok(a as i64 - r as i64)
+}
+
+/// Registers the two halves of `m` as two MRs (read-write, long-term).
+pub fn reg_halves(dev: &Dev, m: &Mapping) -> SysResult<(PinleaseRegMr, PinleaseRegMr)> {
+    let half = (m.len() / 2) as u64;
+    let lo = dev.reg_mr(m.addr(), half, PL_ACCESS_ALL, 0)?;
+    let hi = dev.reg_mr(m.addr() + half, half, PL_ACCESS_ALL, 0)?;
+    Ok((lo, hi))
+}
+
+/// rmmod of the module, retried every `every` for up to `within` while it
+/// answers EAGAIN (EWOULDBLOCK) or EBUSY: a module still initialising,
+/// going, or briefly referenced. Any other answer fails, with the refcnt.
+pub fn delete_module_retrying(within: Duration, every: Duration) -> CaseResult {
+    let start = Instant::now();
+    loop {
+        match sys::delete_module(MODULE_NAME) {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if (e.errno == libc::EBUSY || e.errno == libc::EAGAIN)
+                    && start.elapsed() < within =>
+            {
+                std::thread::sleep(every);
+            }
+            Err(e) => fail!(
+                "{e} (refcnt {})",
+                sys::read_to_string(&format!("/sys/module/{MODULE_NAME}/refcnt"))
+                    .unwrap_or_default()
+                    .trim()
+            ),
+        }
+    }
 }
 
 #[cfg(test)]

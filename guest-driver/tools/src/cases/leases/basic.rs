@@ -2,9 +2,9 @@
 //! taking no layout leases, the holder killed while a breaker waits.
 
 use crate::cases::helpers::{
-    debugfs_table, expect_errno, fdinfo, lease_line, lease_state, line_field, names_handle,
-    need_feature, open, reap_breaker, spawn_breaker, wait_event, wait_lease_state, Breaker,
-    TestFile, LEASE_LEN,
+    debugfs_table, expect_errno, fdinfo, lease_line, lease_state, lease_whole_file, line_field,
+    names_handle, open_needing, reap_breaker, spawn_breaker, wait_lease_state, wait_mr_revoked,
+    Breaker, TestFile, LEASE_LEN,
 };
 use crate::cases::leases::holder;
 use crate::dev::{Dev, SysError};
@@ -17,8 +17,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 pub(in crate::cases) fn lease_take_release_basic(t: &mut CaseCtx) -> CaseResult {
-    let dev = open()?;
-    need_feature(&dev, abi::PL_FEATURE_LEASES, "LEASES")?;
+    let dev = open_needing(abi::PL_FEATURE_LEASES, "LEASES")?;
     let file = TestFile::on("/mnt/xfs", "xfs", "lease-basic")?;
     let m = Mapping::new(&file.backing(true), LEASE_LEN, false)?;
     drop(m);
@@ -75,14 +74,10 @@ pub(in crate::cases) fn lease_take_release_basic(t: &mut CaseCtx) -> CaseResult 
 }
 
 pub(in crate::cases) fn lease_survives_data_fd_close(t: &mut CaseCtx) -> CaseResult {
-    let dev = open()?;
-    need_feature(&dev, abi::PL_FEATURE_LEASES, "LEASES")?;
+    let dev = open_needing(abi::PL_FEATURE_LEASES, "LEASES")?;
     let file = TestFile::on("/mnt/xfs", "xfs", "lease-fdclose")?;
     drop(Mapping::new(&file.backing(true), LEASE_LEN, false)?);
-    let data = std::fs::File::open(&file.path)
-        .map_err(|e| CaseErr::Fail(format!("open {}: {e}", file.path)))?;
-    let lease = dev.lease_take(data.as_raw_fd(), abi::PL_POLICY_REVOKE, 0, 0)?;
-    drop(data);
+    let lease = lease_whole_file(&dev, &file.path, abi::PL_POLICY_REVOKE)?;
     ensure!(
         lease_state(dev.raw(), lease)?.as_deref() == Some("active"),
         "lease {lease:#x} not active after the data fd's close"
@@ -109,9 +104,7 @@ pub(in crate::cases) fn ext4_never_breaks_layout_leases(t: &mut CaseCtx) -> Case
     let exit = reap_breaker(pid, Duration::from_secs(30), "truncate on ext4")?;
     ensure!(exit == Exit::Code(0), "truncate child: {exit}");
     let key = h.key;
-    let (hit, all) = wait_event(t, h.ev.as_raw_fd(), Duration::from_millis(500), |e| {
-        e.kind == abi::PL_EVENT_MR_REVOKED && e.args[0] == key
-    })?;
+    let (hit, all) = wait_mr_revoked(t, h.ev.as_raw_fd(), key, Duration::from_millis(500))?;
     ensure!(hit.is_none(), "ext4 truncate revoked MR {key:#x}");
     ensure!(
         !all.iter().any(|e| e.kind == abi::PL_EVENT_LEASE_BROKEN),
@@ -132,8 +125,7 @@ pub(in crate::cases) fn ext4_never_breaks_layout_leases(t: &mut CaseCtx) -> Case
 }
 
 pub(in crate::cases) fn holder_killed_while_breaker_waits(t: &mut CaseCtx) -> CaseResult {
-    let dev = open()?;
-    need_feature(&dev, abi::PL_FEATURE_LEASES, "LEASES")?;
+    let dev = open_needing(abi::PL_FEATURE_LEASES, "LEASES")?;
     drop(dev);
     let file = TestFile::on("/mnt/xfs", "xfs", "holder-killed")?;
     drop(Mapping::new(&file.backing(true), LEASE_LEN, false)?);

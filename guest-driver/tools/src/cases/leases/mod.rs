@@ -11,7 +11,7 @@ pub(super) mod truncate_race;
 pub(super) mod wait;
 
 use crate::cases::helpers::{
-    need_feature, open, reflink_src, Breaker, FileCloneRange, TestFile, FICLONERANGE, LEASE_LEN,
+    open_needing, reflink_src, Breaker, FileCloneRange, TestFile, FICLONERANGE, LEASE_LEN,
 };
 use crate::dev::Dev;
 use crate::ktap::{CaseCtx, CaseErr, CaseResult};
@@ -53,8 +53,7 @@ pub(super) fn holder_flags(
     policy: u32,
     extra_flags: u32,
 ) -> Result<Option<Holder>, CaseErr> {
-    let dev = open()?;
-    need_feature(&dev, abi::PL_FEATURE_LEASES, "LEASES")?;
+    let dev = open_needing(abi::PL_FEATURE_LEASES, "LEASES")?;
     let file = TestFile::on(mnt, fstype, name)?;
     // Written before the lease: an XFS write breaks layout leases too.
     let map = Mapping::new(&file.backing(true), LEASE_LEN, false)?;

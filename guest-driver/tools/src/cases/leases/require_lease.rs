@@ -2,7 +2,7 @@
 //! without a lease is refused while it is set.
 
 use crate::cases::helpers::{
-    expect_errno, need_feature, open, pins_held, reap_breaker, spawn_breaker, wait_lease_state,
+    expect_errno, open, open_needing, pins_held, reap_breaker, spawn_breaker, wait_lease_state,
     Breaker, TestFile, LEASE_LEN,
 };
 use crate::dev::Dev;
@@ -36,8 +36,7 @@ impl Drop for RequireLease {
 }
 
 pub(in crate::cases) fn reg_mr_require_lease_param(t: &mut CaseCtx) -> CaseResult {
-    let dev = open()?;
-    need_feature(&dev, abi::PL_FEATURE_LEASES, "LEASES")?;
+    let dev = open_needing(abi::PL_FEATURE_LEASES, "LEASES")?;
     let file = TestFile::on("/mnt/xfs", "xfs", "require-lease")?;
     let map = Mapping::new(&file.backing(true), LEASE_LEN, false)?;
     map.touch();

@@ -3,12 +3,12 @@
 
 use crate::cases::helpers::{
     expect_errno, fdinfo, kname, lease_line, lease_state, line_field, pins_held, reap_breaker,
-    spawn_breaker, wait_event, Breaker, LEASE_LEN, SNAPSHOT_WAIT,
+    spawn_breaker, wait_mr_revoked, Breaker, LEASE_LEN, SNAPSHOT_WAIT,
 };
 use crate::cases::leases::{check_breaker_effect, holder, prepare_breaker};
 use crate::ktap::{CaseCtx, CaseResult};
 use crate::sys::{self, Exit};
-use crate::{ensure, fail};
+use crate::{case_fns, ensure, fail};
 use pinlease_abi as abi;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -28,9 +28,7 @@ fn revoke_with(t: &mut CaseCtx, how: Breaker, name: &str) -> CaseResult {
     t.diag(format!("{how:?} returned after {:?}: {exit}", t0.elapsed()));
     ensure!(exit == Exit::Code(0), "{how:?} child: {exit}");
     let key = h.key;
-    let (hit, _) = wait_event(t, h.ev.as_raw_fd(), Duration::from_secs(5), |e| {
-        e.kind == abi::PL_EVENT_MR_REVOKED && e.args[0] == key
-    })?;
+    let (hit, _) = wait_mr_revoked(t, h.ev.as_raw_fd(), key, Duration::from_secs(5))?;
     let Some(e) = hit else {
         fail!("no MR_REVOKED for MR {key:#x} within 5 s after {how:?}");
     };
@@ -78,66 +76,32 @@ fn revoke_with(t: &mut CaseCtx, how: Breaker, name: &str) -> CaseResult {
     Ok(())
 }
 
-pub(in crate::cases) fn revoke_policy_collapse_range(t: &mut CaseCtx) -> CaseResult {
-    revoke_with(t, Breaker::CollapseRange, "revoke-collapse")
-}
-
-pub(in crate::cases) fn revoke_policy_insert_range(t: &mut CaseCtx) -> CaseResult {
-    revoke_with(t, Breaker::InsertRange, "revoke-insert")
-}
-
-pub(in crate::cases) fn revoke_policy_zero_range(t: &mut CaseCtx) -> CaseResult {
-    revoke_with(t, Breaker::ZeroRange, "revoke-zero")
-}
-
-pub(in crate::cases) fn revoke_policy_reflink_onto_leased_file(t: &mut CaseCtx) -> CaseResult {
-    revoke_with(t, Breaker::Reflink, "revoke-reflink")
-}
-
-pub(in crate::cases) fn revoke_policy_xfs_io_fpunch(t: &mut CaseCtx) -> CaseResult {
-    revoke_with(t, Breaker::XfsIo("fpunch 0 65536"), "revoke-xfsio-fpunch")
-}
-
-pub(in crate::cases) fn revoke_policy_xfs_io_fcollapse(t: &mut CaseCtx) -> CaseResult {
-    revoke_with(
-        t,
-        Breaker::XfsIo("fcollapse 0 4096"),
-        "revoke-xfsio-fcollapse",
-    )
-}
-
-pub(in crate::cases) fn revoke_policy_xfs_io_finsert(t: &mut CaseCtx) -> CaseResult {
-    revoke_with(t, Breaker::XfsIo("finsert 0 4096"), "revoke-xfsio-finsert")
-}
-
-pub(in crate::cases) fn revoke_policy_xfs_io_fzero(t: &mut CaseCtx) -> CaseResult {
-    revoke_with(t, Breaker::XfsIo("fzero 0 65536"), "revoke-xfsio-fzero")
-}
-
-pub(in crate::cases) fn revoke_policy_xfs_io_reflink(t: &mut CaseCtx) -> CaseResult {
-    revoke_with(
-        t,
-        Breaker::XfsIo("reflink SRC 0 0 65536"),
-        "revoke-xfsio-reflink",
-    )
-}
-
-pub(in crate::cases) fn revoke_policy_write(t: &mut CaseCtx) -> CaseResult {
-    revoke_with(t, Breaker::Write, "revoke-write")
-}
-
-pub(in crate::cases) fn revoke_policy_xfs_io_pwrite(t: &mut CaseCtx) -> CaseResult {
-    revoke_with(t, Breaker::XfsIo("pwrite 0 4096"), "revoke-xfsio-pwrite")
-}
-
-pub(in crate::cases) fn revoke_policy_truncate(t: &mut CaseCtx) -> CaseResult {
-    revoke_with(t, Breaker::Truncate, "revoke-truncate")
-}
-
-pub(in crate::cases) fn revoke_policy_punch_hole(t: &mut CaseCtx) -> CaseResult {
-    revoke_with(t, Breaker::PunchHole, "revoke-punch")
-}
-
-pub(in crate::cases) fn revoke_policy_xfs_io_truncate(t: &mut CaseCtx) -> CaseResult {
-    revoke_with(t, Breaker::XfsIoTruncate, "revoke-xfsio")
+case_fns! {
+    pub(in crate::cases) fn revoke_policy_collapse_range =>
+        revoke_with(Breaker::CollapseRange, "revoke-collapse");
+    pub(in crate::cases) fn revoke_policy_insert_range =>
+        revoke_with(Breaker::InsertRange, "revoke-insert");
+    pub(in crate::cases) fn revoke_policy_zero_range =>
+        revoke_with(Breaker::ZeroRange, "revoke-zero");
+    pub(in crate::cases) fn revoke_policy_reflink_onto_leased_file =>
+        revoke_with(Breaker::Reflink, "revoke-reflink");
+    pub(in crate::cases) fn revoke_policy_xfs_io_fpunch =>
+        revoke_with(Breaker::XfsIo("fpunch 0 65536"), "revoke-xfsio-fpunch");
+    pub(in crate::cases) fn revoke_policy_xfs_io_fcollapse =>
+        revoke_with(Breaker::XfsIo("fcollapse 0 4096"), "revoke-xfsio-fcollapse");
+    pub(in crate::cases) fn revoke_policy_xfs_io_finsert =>
+        revoke_with(Breaker::XfsIo("finsert 0 4096"), "revoke-xfsio-finsert");
+    pub(in crate::cases) fn revoke_policy_xfs_io_fzero =>
+        revoke_with(Breaker::XfsIo("fzero 0 65536"), "revoke-xfsio-fzero");
+    pub(in crate::cases) fn revoke_policy_xfs_io_reflink =>
+        revoke_with(Breaker::XfsIo("reflink SRC 0 0 65536"), "revoke-xfsio-reflink");
+    pub(in crate::cases) fn revoke_policy_write => revoke_with(Breaker::Write, "revoke-write");
+    pub(in crate::cases) fn revoke_policy_xfs_io_pwrite =>
+        revoke_with(Breaker::XfsIo("pwrite 0 4096"), "revoke-xfsio-pwrite");
+    pub(in crate::cases) fn revoke_policy_truncate =>
+        revoke_with(Breaker::Truncate, "revoke-truncate");
+    pub(in crate::cases) fn revoke_policy_punch_hole =>
+        revoke_with(Breaker::PunchHole, "revoke-punch");
+    pub(in crate::cases) fn revoke_policy_xfs_io_truncate =>
+        revoke_with(Breaker::XfsIoTruncate, "revoke-xfsio");
 }

@@ -2,7 +2,7 @@
 //! breaker goes on, the lease goes LOST and the MR stays pinned.
 
 use crate::cases::helpers::{
-    debugfs_table, kname, lease_state, names_handle, pins_held, reap_breaker, spawn_breaker,
+    expect_debugfs_lease_lost, kname, lease_state, pins_held, reap_breaker, spawn_breaker,
     wait_event, wait_lease_state, BreakTime, Breaker, LEASE_LEN, SNAPSHOT_WAIT,
 };
 use crate::cases::leases::{
@@ -10,53 +10,34 @@ use crate::cases::leases::{
 };
 use crate::ktap::{CaseCtx, CaseResult};
 use crate::sys::{self, Exit};
-use crate::{ensure, fail};
+use crate::{case_fns, ensure, fail};
 use pinlease_abi as abi;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-pub(in crate::cases) fn timeout_policy_xfs_io_truncate(t: &mut CaseCtx) -> CaseResult {
-    timeout_with(t, Breaker::XfsIoTruncate, "timeout-xfsio-truncate")
-}
-
-pub(in crate::cases) fn timeout_policy_xfs_io_fpunch(t: &mut CaseCtx) -> CaseResult {
-    timeout_with(t, XFS_IO_FPUNCH, "timeout-xfsio-fpunch")
-}
-
-pub(in crate::cases) fn timeout_policy_xfs_io_fcollapse(t: &mut CaseCtx) -> CaseResult {
-    timeout_with(t, XFS_IO_FCOLLAPSE, "timeout-xfsio-fcollapse")
-}
-
-pub(in crate::cases) fn timeout_policy_xfs_io_reflink(t: &mut CaseCtx) -> CaseResult {
-    timeout_with(t, XFS_IO_REFLINK, "timeout-xfsio-reflink")
-}
-
-pub(in crate::cases) fn timeout_policy_lease_lost(t: &mut CaseCtx) -> CaseResult {
-    timeout_with(t, Breaker::Truncate, "timeout-truncate")
-}
-
-pub(in crate::cases) fn timeout_policy_punch_hole_lease_lost(t: &mut CaseCtx) -> CaseResult {
-    timeout_with(t, Breaker::PunchHole, "timeout-punch")
-}
-
-pub(in crate::cases) fn timeout_policy_collapse_range_lease_lost(t: &mut CaseCtx) -> CaseResult {
-    timeout_with(t, Breaker::CollapseRange, "timeout-collapse")
-}
-
-pub(in crate::cases) fn timeout_policy_insert_range_lease_lost(t: &mut CaseCtx) -> CaseResult {
-    timeout_with(t, Breaker::InsertRange, "timeout-insert")
-}
-
-pub(in crate::cases) fn timeout_policy_zero_range_lease_lost(t: &mut CaseCtx) -> CaseResult {
-    timeout_with(t, Breaker::ZeroRange, "timeout-zero")
-}
-
-pub(in crate::cases) fn timeout_policy_reflink_lease_lost(t: &mut CaseCtx) -> CaseResult {
-    timeout_with(t, Breaker::Reflink, "timeout-reflink")
-}
-
-pub(in crate::cases) fn timeout_policy_write_lease_lost(t: &mut CaseCtx) -> CaseResult {
-    timeout_with(t, Breaker::Write, "timeout-write")
+case_fns! {
+    pub(in crate::cases) fn timeout_policy_xfs_io_truncate =>
+        timeout_with(Breaker::XfsIoTruncate, "timeout-xfsio-truncate");
+    pub(in crate::cases) fn timeout_policy_xfs_io_fpunch =>
+        timeout_with(XFS_IO_FPUNCH, "timeout-xfsio-fpunch");
+    pub(in crate::cases) fn timeout_policy_xfs_io_fcollapse =>
+        timeout_with(XFS_IO_FCOLLAPSE, "timeout-xfsio-fcollapse");
+    pub(in crate::cases) fn timeout_policy_xfs_io_reflink =>
+        timeout_with(XFS_IO_REFLINK, "timeout-xfsio-reflink");
+    pub(in crate::cases) fn timeout_policy_lease_lost =>
+        timeout_with(Breaker::Truncate, "timeout-truncate");
+    pub(in crate::cases) fn timeout_policy_punch_hole_lease_lost =>
+        timeout_with(Breaker::PunchHole, "timeout-punch");
+    pub(in crate::cases) fn timeout_policy_collapse_range_lease_lost =>
+        timeout_with(Breaker::CollapseRange, "timeout-collapse");
+    pub(in crate::cases) fn timeout_policy_insert_range_lease_lost =>
+        timeout_with(Breaker::InsertRange, "timeout-insert");
+    pub(in crate::cases) fn timeout_policy_zero_range_lease_lost =>
+        timeout_with(Breaker::ZeroRange, "timeout-zero");
+    pub(in crate::cases) fn timeout_policy_reflink_lease_lost =>
+        timeout_with(Breaker::Reflink, "timeout-reflink");
+    pub(in crate::cases) fn timeout_policy_write_lease_lost =>
+        timeout_with(Breaker::Write, "timeout-write");
 }
 
 /// The timeout policy under `how`, lease-break-time 1 s: the breaker goes on
@@ -122,13 +103,7 @@ fn timeout_with(t: &mut CaseCtx, how: Breaker, name: &str) -> CaseResult {
     h.dev.write(h.lkey, 0, h.key, 0, 4096)?;
     // The device's table with the lost access counted: status-<name>-lost.
     sys::snapshot(&format!("{name}-lost"), SNAPSHOT_WAIT);
-    let tab = debugfs_table("leases")?;
-    let row = tab.lines().find(|l| names_handle(l, lease)).unwrap_or("");
-    t.diag(format!("debugfs leases: {row}"));
-    ensure!(
-        row.contains("lost"),
-        "debugfs leases row for {lease:#x}: {row:?}"
-    );
+    expect_debugfs_lease_lost(t, lease)?;
     h.dev.dereg_mr(h.key)?;
     let held1 = pins_held()?;
     ensure!(

@@ -2,7 +2,7 @@
 //! §10 describes the kernel race this case runs into).
 
 use crate::cases::helpers::{
-    fdinfo, lease_line, lease_state, line_field, need_feature, open, pins_held, read_events,
+    fdinfo, lease_line, lease_state, line_field, open_needing, pins_held, read_events,
     reap_breaker, TestFile, LEASE_LEN,
 };
 use crate::dev::SysError;
@@ -32,8 +32,7 @@ fn breaker_waits_unbroken(fd: i32, lease: u64, breaker: libc::pid_t) -> Result<b
 }
 
 pub(in crate::cases) fn concurrent_truncate_vs_reg_mr(t: &mut CaseCtx) -> CaseResult {
-    let dev = open()?;
-    need_feature(&dev, abi::PL_FEATURE_LEASES, "LEASES")?;
+    let dev = open_needing(abi::PL_FEATURE_LEASES, "LEASES")?;
     let file = TestFile::on("/mnt/xfs", "xfs", "race")?;
     let map = Mapping::new(&file.backing(true), LEASE_LEN, false)?;
     let ev = dev.event_fd()?;

@@ -7,55 +7,34 @@ use crate::cases::leases::{
 };
 use crate::ktap::{CaseCtx, CaseResult};
 use crate::sys::{self, Exit};
-use crate::{ensure, fail};
+use crate::{case_fns, ensure, fail};
 use pinlease_abi as abi;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-pub(in crate::cases) fn wait_policy_truncate_waits_for_release(t: &mut CaseCtx) -> CaseResult {
-    wait_with(t, Breaker::Truncate, "wait-truncate")
-}
-
-pub(in crate::cases) fn wait_policy_collapse_range_waits_for_release(
-    t: &mut CaseCtx,
-) -> CaseResult {
-    wait_with(t, Breaker::CollapseRange, "wait-collapse")
-}
-
-pub(in crate::cases) fn wait_policy_punch_hole_waits_for_release(t: &mut CaseCtx) -> CaseResult {
-    wait_with(t, Breaker::PunchHole, "wait-punch")
-}
-
-pub(in crate::cases) fn wait_policy_insert_range_waits_for_release(t: &mut CaseCtx) -> CaseResult {
-    wait_with(t, Breaker::InsertRange, "wait-insert")
-}
-
-pub(in crate::cases) fn wait_policy_zero_range_waits_for_release(t: &mut CaseCtx) -> CaseResult {
-    wait_with(t, Breaker::ZeroRange, "wait-zero")
-}
-
-pub(in crate::cases) fn wait_policy_reflink_waits_for_release(t: &mut CaseCtx) -> CaseResult {
-    wait_with(t, Breaker::Reflink, "wait-reflink")
-}
-
-pub(in crate::cases) fn wait_policy_write_waits_for_release(t: &mut CaseCtx) -> CaseResult {
-    wait_with(t, Breaker::Write, "wait-write")
-}
-
-pub(in crate::cases) fn wait_policy_xfs_io_truncate(t: &mut CaseCtx) -> CaseResult {
-    wait_with(t, Breaker::XfsIoTruncate, "wait-xfsio-truncate")
-}
-
-pub(in crate::cases) fn wait_policy_xfs_io_fpunch(t: &mut CaseCtx) -> CaseResult {
-    wait_with(t, XFS_IO_FPUNCH, "wait-xfsio-fpunch")
-}
-
-pub(in crate::cases) fn wait_policy_xfs_io_fcollapse(t: &mut CaseCtx) -> CaseResult {
-    wait_with(t, XFS_IO_FCOLLAPSE, "wait-xfsio-fcollapse")
-}
-
-pub(in crate::cases) fn wait_policy_xfs_io_reflink(t: &mut CaseCtx) -> CaseResult {
-    wait_with(t, XFS_IO_REFLINK, "wait-xfsio-reflink")
+case_fns! {
+    pub(in crate::cases) fn wait_policy_truncate_waits_for_release =>
+        wait_with(Breaker::Truncate, "wait-truncate");
+    pub(in crate::cases) fn wait_policy_collapse_range_waits_for_release =>
+        wait_with(Breaker::CollapseRange, "wait-collapse");
+    pub(in crate::cases) fn wait_policy_punch_hole_waits_for_release =>
+        wait_with(Breaker::PunchHole, "wait-punch");
+    pub(in crate::cases) fn wait_policy_insert_range_waits_for_release =>
+        wait_with(Breaker::InsertRange, "wait-insert");
+    pub(in crate::cases) fn wait_policy_zero_range_waits_for_release =>
+        wait_with(Breaker::ZeroRange, "wait-zero");
+    pub(in crate::cases) fn wait_policy_reflink_waits_for_release =>
+        wait_with(Breaker::Reflink, "wait-reflink");
+    pub(in crate::cases) fn wait_policy_write_waits_for_release =>
+        wait_with(Breaker::Write, "wait-write");
+    pub(in crate::cases) fn wait_policy_xfs_io_truncate =>
+        wait_with(Breaker::XfsIoTruncate, "wait-xfsio-truncate");
+    pub(in crate::cases) fn wait_policy_xfs_io_fpunch =>
+        wait_with(XFS_IO_FPUNCH, "wait-xfsio-fpunch");
+    pub(in crate::cases) fn wait_policy_xfs_io_fcollapse =>
+        wait_with(XFS_IO_FCOLLAPSE, "wait-xfsio-fcollapse");
+    pub(in crate::cases) fn wait_policy_xfs_io_reflink =>
+        wait_with(XFS_IO_REFLINK, "wait-xfsio-reflink");
 }
 
 fn wait_with(t: &mut CaseCtx, how: Breaker, name: &str) -> CaseResult {
