@@ -59,12 +59,8 @@ fn drain_events(c: &mut Client) -> Res<Vec<u16>> {
 }
 
 fn file_id(ino: u64) -> PlFileId {
-    PlFileId {
-        dev: 0x800001, // 8:1, as a guest's /dev/vda1 would report it
-        ino,
-        generation: 1,
-        reserved: 0,
-    }
+    // dev 8:1, as a guest's /dev/vda1 would report it.
+    PlFileId::new(0x800001, ino, 1)
 }
 
 fn session(args: &Args) -> Res<()> {

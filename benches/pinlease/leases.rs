@@ -30,12 +30,7 @@ impl Rng {
 }
 
 pub(crate) fn file(i: u64) -> PlFileId {
-    PlFileId {
-        dev: 8,
-        ino: 1000 + i,
-        generation: 1,
-        reserved: 0,
-    }
+    PlFileId::new(8, 1000 + i, 1)
 }
 
 pub(crate) const LEASE_LEN: u64 = 64 * KIB;

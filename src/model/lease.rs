@@ -332,12 +332,7 @@ mod tests {
     use super::*;
 
     fn file(ino: u64) -> PlFileId {
-        PlFileId {
-            dev: 8,
-            ino,
-            generation: 1,
-            reserved: 0,
-        }
+        PlFileId::new(8, ino, 1)
     }
 
     fn lease(h: Handle, f: PlFileId, start: u64, end: u64, ctx: &Arc<Context>) -> Arc<Lease> {

@@ -182,12 +182,7 @@ pub fn reg_file(
 }
 
 pub fn file(ino: u64) -> PlFileId {
-    PlFileId {
-        dev: 0x803,
-        ino,
-        generation: 7,
-        reserved: 0,
-    }
+    PlFileId::new(0x803, ino, 7)
 }
 
 pub fn dma_req(lk: Handle, lo: u64, rk: Handle, ro: u64, len: u64) -> PlDmaReq {
@@ -229,14 +224,7 @@ pub fn atomic(key: Handle, offset: u64, operand: u64, swap: u64) -> PlAtomicReq 
 }
 
 pub fn pattern(key: Handle, offset: u64, length: u64, pattern: u64, mode: u32) -> PlPatternReq {
-    PlPatternReq {
-        key,
-        offset,
-        length,
-        pattern,
-        mode,
-        reserved: 0,
-    }
+    PlPatternReq::new(key, offset, length, pattern, mode)
 }
 
 pub fn take_req(f: PlFileId, start: u64, length: u64, policy: u32) -> PlLeaseTakeReq {

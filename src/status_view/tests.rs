@@ -15,12 +15,7 @@ use crate::model::{Device, Limits, RegMr};
 const PAGE: u64 = PL_PAGE_SIZE;
 
 fn file_id(ino: u64) -> PlFileId {
-    PlFileId {
-        dev: 0x803,
-        ino,
-        generation: 7,
-        reserved: 0,
-    }
+    PlFileId::new(0x803, ino, 7)
 }
 
 fn lease_req(file: PlFileId, length: u64, policy: u32) -> PlLeaseTakeReq {

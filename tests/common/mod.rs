@@ -199,12 +199,7 @@ pub fn status_of<T: std::fmt::Debug>(r: Result<T, ClientError>) -> Status {
 
 /// A file identity for lease tests.
 pub fn file(ino: u64) -> PlFileId {
-    PlFileId {
-        dev: 0x803,
-        ino,
-        generation: 7,
-        reserved: 0,
-    }
+    PlFileId::new(0x803, ino, 7)
 }
 
 pub fn lease_req(f: PlFileId, start: u64, length: u64, policy: u32) -> PlLeaseTakeReq {

@@ -56,12 +56,5 @@ pub fn dma(
 }
 
 pub fn pat(key: u64, offset: u64, length: u64, pattern: u64, mode: u32) -> PlPatternReq {
-    PlPatternReq {
-        key,
-        offset,
-        length,
-        pattern,
-        mode,
-        reserved: 0,
-    }
+    PlPatternReq::new(key, offset, length, pattern, mode)
 }

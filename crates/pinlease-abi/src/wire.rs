@@ -41,6 +41,18 @@ pub struct PlFileId {
     pub reserved: u32,
 }
 
+impl PlFileId {
+    /// A file identity (`reserved` zero, as the device requires).
+    pub const fn new(dev: u64, ino: u64, generation: u32) -> Self {
+        PlFileId {
+            dev,
+            ino,
+            generation,
+            reserved: 0,
+        }
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PlQueryDeviceResp {
@@ -154,6 +166,21 @@ pub struct PlPatternReq {
     pub pattern: u64,
     pub mode: u32,
     pub reserved: u32,
+}
+
+impl PlPatternReq {
+    /// FILL/VERIFY of `length` bytes at `offset` of MR `key` with `pattern`
+    /// in `mode` (`PL_PATTERN_*`), `reserved` zero.
+    pub const fn new(key: u64, offset: u64, length: u64, pattern: u64, mode: u32) -> Self {
+        PlPatternReq {
+            key,
+            offset,
+            length,
+            pattern,
+            mode,
+            reserved: 0,
+        }
+    }
 }
 
 #[repr(C)]
