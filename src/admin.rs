@@ -16,7 +16,7 @@ use log::{info, warn};
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::server::ServerState;
+use crate::state::ServerState;
 
 /// Longest request line accepted.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;

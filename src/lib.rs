@@ -29,6 +29,8 @@
 //! - [`faults`]: fault plans and the engine that fires them;
 //! - `deferred` (private): completions and events a fault rule holds back;
 //! - [`config`]: `pinlease serve`'s command line as a configuration;
+//! - [`state`]: what the serve loop, the admin socket and the signal
+//!   handler share;
 //! - [`admin`]: the admin socket (`pinlease status`, `pinlease inject`);
 //! - [`status_view`]: the status reply rendered as tables;
 //! - `ratelimit` (private): rate-limited logging of bad input;
@@ -47,4 +49,5 @@ pub mod model;
 pub mod protocol;
 mod ratelimit;
 pub mod server;
+pub mod state;
 pub mod status_view;

@@ -6,86 +6,25 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use log::{error, info, warn};
 use vhost::vhost_user::Listener;
-use vhost_user_backend::{ShutdownHandle, VhostUserDaemon};
+use vhost_user_backend::VhostUserDaemon;
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::backend::{PinleaseBackend, DEFERRED_DUE_ID, EVENTS_PENDING_ID};
 use crate::error::{Error, Result};
-use crate::faults::FaultEngine;
 use crate::model::scrub::Scrubber;
 use crate::model::Device;
 
 /// The serve loop's configuration; `crate::config` builds it from the
 /// command line.
 pub use crate::config::ServeConfig;
-
-/// What the admin socket and signal handler share with the serve loop.
-pub struct ServerState {
-    /// The device of the current (or last) connection.
-    pub device: Mutex<Option<Arc<Device>>>,
-    pub connected: AtomicBool,
-    pub connections: AtomicU64,
-    /// The fault plan: outlives connections (each gets a fresh device).
-    pub faults: Arc<FaultEngine>,
-    shutdown: Mutex<Option<ShutdownHandle>>,
-    stop: AtomicBool,
-    stop_fd: EventFd,
-}
-
-impl ServerState {
-    /// State with no fault plan.
-    pub fn new() -> Result<Arc<Self>> {
-        Self::with_faults(FaultEngine::new(&Default::default(), None))
-    }
-
-    pub fn with_faults(faults: Arc<FaultEngine>) -> Result<Arc<Self>> {
-        Ok(Arc::new(ServerState {
-            device: Mutex::new(None),
-            connected: AtomicBool::new(false),
-            connections: AtomicU64::new(0),
-            faults,
-            shutdown: Mutex::new(None),
-            stop: AtomicBool::new(false),
-            stop_fd: EventFd::new(EFD_NONBLOCK).map_err(|e| Error::Io {
-                what: "eventfd for the stop signal".into(),
-                source: e,
-            })?,
-        }))
-    }
-
-    pub fn current_device(&self) -> Option<Arc<Device>> {
-        self.device
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Asks the serve loop to stop: disconnects the frontend if one is
-    /// connected and wakes the listener.
-    pub fn request_stop(&self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.stop_fd.write(1);
-        if let Some(h) = self
-            .shutdown
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            h.shutdown();
-        }
-    }
-
-    pub fn stopping(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
-    }
-}
+/// What the admin socket and the signal handler share with the serve loop.
+pub use crate::state::ServerState;
 
 /// Refuses to steal a socket another daemon is serving; removes a stale one.
 fn prepare_socket_path(path: &Path) -> Result<()> {
