@@ -1,6 +1,6 @@
 //! `pinlease serve`'s command line as a configuration: the clap arguments
 //! ([`ServeArgs`]) and their conversion into what the daemon runs with
-//! ([`DaemonConfig`]), so every refusal can be tested without starting a
+//! ([`ServeConfig`]), so every refusal can be tested without starting a
 //! daemon.
 
 use std::path::PathBuf;
@@ -50,7 +50,7 @@ pub struct ServeArgs {
 
 /// What the serve loop (`crate::server::serve`) runs with.
 #[derive(Debug, Clone)]
-pub struct ServeConfig {
+pub struct ServeLoopConfig {
     pub socket_path: PathBuf,
     pub admin_socket: Option<PathBuf>,
     pub limits: Limits,
@@ -63,8 +63,8 @@ pub struct ServeConfig {
 /// Everything `pinlease serve` runs with: the serve loop's configuration
 /// and the fault plan, which outlives connections.
 #[derive(Debug, Clone)]
-pub struct DaemonConfig {
-    pub serve: ServeConfig,
+pub struct ServeConfig {
+    pub serve_loop: ServeLoopConfig,
     /// `--faults` with `--fault-seed` applied; no rules without `--faults`.
     pub faults: Plan,
     pub abort_report: Option<PathBuf>,
@@ -80,7 +80,7 @@ pub enum ConfigError {
     Faults(#[from] LoadError),
 }
 
-impl TryFrom<ServeArgs> for DaemonConfig {
+impl TryFrom<ServeArgs> for ServeConfig {
     type Error = ConfigError;
 
     fn try_from(args: ServeArgs) -> Result<Self, ConfigError> {
@@ -91,8 +91,8 @@ impl TryFrom<ServeArgs> for DaemonConfig {
             });
         }
         let faults = Plan::load(args.faults.as_deref(), args.fault_seed)?;
-        Ok(DaemonConfig {
-            serve: ServeConfig {
+        Ok(ServeConfig {
+            serve_loop: ServeLoopConfig {
                 socket_path: args.socket_path,
                 admin_socket: args.admin_socket,
                 limits: Limits {
@@ -126,12 +126,12 @@ mod tests {
         )
     }
 
-    fn config(args: &[&str]) -> Result<DaemonConfig, ConfigError> {
-        DaemonConfig::try_from(parse(args).expect("arguments parse"))
+    fn config(args: &[&str]) -> Result<ServeConfig, ConfigError> {
+        ServeConfig::try_from(parse(args).expect("arguments parse"))
     }
 
-    fn limits(c: &DaemonConfig) -> String {
-        format!("{:?}", c.serve.limits)
+    fn limits(c: &ServeConfig) -> String {
+        format!("{:?}", c.serve_loop.limits)
     }
 
     fn plan_file(text: &str) -> tempfile::NamedTempFile {
@@ -143,15 +143,15 @@ mod tests {
     #[test]
     fn defaults() {
         let c = config(&[]).unwrap();
-        assert_eq!(c.serve.socket_path, Path::new("/run/vu.sock"));
+        assert_eq!(c.serve_loop.socket_path, Path::new("/run/vu.sock"));
         // Whoever runs the tests may have the variable set.
         let env = std::env::var_os("PINLEASE_ADMIN_SOCKET").map(PathBuf::from);
-        assert_eq!(c.serve.admin_socket, env);
+        assert_eq!(c.serve_loop.admin_socket, env);
         // Limits has no PartialEq; its Debug text shows every field.
         assert_eq!(limits(&c), format!("{:?}", Limits::default()));
-        assert_eq!(c.serve.limits.event_backlog, DEFAULT_BACKLOG);
-        assert_eq!(c.serve.max_connections, None);
-        assert_eq!(c.serve.scrub_period, None);
+        assert_eq!(c.serve_loop.limits.event_backlog, DEFAULT_BACKLOG);
+        assert_eq!(c.serve_loop.max_connections, None);
+        assert_eq!(c.serve_loop.scrub_period, None);
         assert_eq!(c.faults, Plan::default());
         assert_eq!(c.abort_report, None);
     }
@@ -172,16 +172,16 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(
-            c.serve.admin_socket.as_deref(),
+            c.serve_loop.admin_socket.as_deref(),
             Some(Path::new("/run/admin.sock"))
         );
-        assert_eq!(c.serve.max_connections, Some(3));
+        assert_eq!(c.serve_loop.max_connections, Some(3));
         let want = Limits {
             event_backlog: 17,
             ..Limits::default()
         };
         assert_eq!(limits(&c), format!("{want:?}"));
-        assert_eq!(c.serve.scrub_period, Some(Duration::from_millis(250)));
+        assert_eq!(c.serve_loop.scrub_period, Some(Duration::from_millis(250)));
         assert_eq!(
             c.abort_report.as_deref(),
             Some(Path::new("/tmp/report.json"))
@@ -189,7 +189,7 @@ mod tests {
 
         let c = config(&["--scrub-period-ms", &MAX_SCRUB_PERIOD_MS.to_string()]).unwrap();
         assert_eq!(
-            c.serve.scrub_period,
+            c.serve_loop.scrub_period,
             Some(Duration::from_millis(MAX_SCRUB_PERIOD_MS))
         );
     }
@@ -225,7 +225,7 @@ mod tests {
         }
         let mut args = parse(&[]).unwrap();
         args.scrub_period_ms = MAX_SCRUB_PERIOD_MS + 1;
-        let e = DaemonConfig::try_from(args).unwrap_err();
+        let e = ServeConfig::try_from(args).unwrap_err();
         assert!(
             matches!(e, ConfigError::ScrubPeriod { value } if value == MAX_SCRUB_PERIOD_MS + 1),
             "{e:?}"

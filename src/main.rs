@@ -24,7 +24,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use log::error;
 
-use pinlease::config::{ConfigError, DaemonConfig, ServeArgs};
+use pinlease::config::{ConfigError, ServeArgs, ServeConfig};
 use pinlease::faults::{FaultEngine, LoadError, PlanFile};
 use pinlease::server::{install_signal_handlers, serve, ServerState};
 use pinlease::status_view::{read_faults, render_faults, render_reply, StatusReply};
@@ -187,7 +187,7 @@ enum CliError {
 }
 
 fn serve_daemon(args: ServeArgs) -> Result<(), CliError> {
-    let cfg = DaemonConfig::try_from(args)?;
+    let cfg = ServeConfig::try_from(args)?;
     if !cfg.faults.rules.is_empty() {
         log::info!(
             "fault plan: seed {}, {} rule(s)",
@@ -197,7 +197,7 @@ fn serve_daemon(args: ServeArgs) -> Result<(), CliError> {
     }
     let state = ServerState::with_faults(FaultEngine::new(&cfg.faults, cfg.abort_report))?;
     install_signal_handlers(state.clone())?;
-    Ok(serve(&cfg.serve, Arc::clone(&state))?)
+    Ok(serve(&cfg.serve_loop, Arc::clone(&state))?)
 }
 
 fn status(admin_socket: &Path, json: bool) -> Result<(), CliError> {

@@ -22,7 +22,7 @@ use crate::model::Device;
 
 /// The serve loop's configuration; `crate::config` builds it from the
 /// command line.
-pub use crate::config::ServeConfig;
+pub use crate::config::ServeLoopConfig;
 /// What the admin socket and the signal handler share with the serve loop.
 pub use crate::state::ServerState;
 
@@ -87,7 +87,7 @@ fn wait_for_connection(listener: &Listener, state: &ServerState) -> Result<bool>
     }
 }
 
-fn serve_one(listener: &mut Listener, cfg: &ServeConfig, state: &ServerState) -> Result<()> {
+fn serve_one(listener: &mut Listener, cfg: &ServeLoopConfig, state: &ServerState) -> Result<()> {
     let device = Arc::new(Device::new(cfg.limits));
     let backend = Arc::new(
         PinleaseBackend::with_faults(device.clone(), state.faults.clone()).map_err(|e| {
@@ -157,7 +157,7 @@ fn serve_one(listener: &mut Listener, cfg: &ServeConfig, state: &ServerState) ->
 }
 
 /// Runs the serve loop until `state.request_stop()` or `max_connections`.
-pub fn serve(cfg: &ServeConfig, state: Arc<ServerState>) -> Result<()> {
+pub fn serve(cfg: &ServeLoopConfig, state: Arc<ServerState>) -> Result<()> {
     prepare_socket_path(&cfg.socket_path)?;
     let mut listener = Listener::new(&cfg.socket_path, false).map_err(|e| Error::Listen {
         path: cfg.socket_path.clone(),

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use pinlease::model::Limits;
-use pinlease::server::{serve, ServeConfig, ServerState};
+use pinlease::server::{serve, ServeLoopConfig, ServerState};
 use pinlease_testkit::daemon::Daemon;
 use pinlease_testkit::frontend::{spawn_echo_daemon, FrontendConfig, TestFrontend};
 
@@ -43,7 +43,7 @@ pub(crate) fn bench_round_trips(rep: &mut Report, daemon: &Daemon, dir: &Path, m
         "inproc.sock"
     });
     let state = ServerState::new().expect("server state");
-    let cfg = ServeConfig {
+    let cfg = ServeLoopConfig {
         socket_path: in_sock.clone(),
         admin_socket: None,
         limits: Limits::default(),
