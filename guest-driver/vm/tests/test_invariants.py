@@ -1,6 +1,7 @@
 """Host tests of guest-driver/vm/invariants.py (no QEMU): the invariant
 lines /init prints, the console watch, the verdict, the fault counts."""
 
+import re
 import sys
 import unittest
 from pathlib import Path
@@ -167,6 +168,23 @@ class Counts(unittest.TestCase):
                "/sys/kernel/debug/pinlease/pinlease0/faults: param fault_pin_after: 2"]
         self.assertEqual(invariants.module_fault_counts(log, dbg),
                          {"pin_after": 3, "drop_event": 2})
+
+
+
+class InitShReports(unittest.TestCase):
+    """init.sh reports the guest invariants that invariants.py judges: the
+    names and states of its `inv NAME STATE ...` lines are the ones this
+    module knows, and every guest invariant is reported ok somewhere (a
+    renamed invariant on either side fails here, not in a campaign)."""
+
+    def test_init_sh_inv_lines_match_guest_invariants(self):
+        text = (Path(__file__).resolve().parents[1] / "init.sh").read_text()
+        calls = re.findall(r"^\s*inv ([a-z-]+) ([a-z]+)\b", text, re.M)
+        self.assertTrue(calls, "no `inv NAME STATE` lines in init.sh")
+        for name, state in calls:
+            self.assertIn(name, invariants.GUEST_INVARIANTS, f"init.sh: inv {name} {state}")
+            self.assertIn(state, invariants.STATES, f"init.sh: inv {name} {state}")
+        self.assertEqual({n for n, s in calls if s == "ok"}, set(invariants.GUEST_INVARIANTS))
 
 
 if __name__ == "__main__":
