@@ -55,6 +55,15 @@ class RunConf(unittest.TestCase):
         self.assertEqual((conf["FAULTS"], conf["HUNG_TASK_SECS"]), ("1", "10"))
         self.assertEqual(conf["MODULE_PARAMS"], "req_timeout_ms=1000")
 
+    def test_init_sh_reads_every_key(self):
+        # run.conf is written here and sourced by init.sh: a key written but
+        # never read (or renamed on one side) is a setting that does nothing.
+        init = (VM_DIR / "init.sh").read_text()
+        fr = faultrun.FaultRun(args(faults=PLAN), Path(tempfile.mkdtemp(prefix="guest.")))
+        conf = guest.run_conf(args(faults=PLAN), ["xfs"], set(), fr.cases, fr)
+        for key in conf:
+            self.assertRegex(init, rf"\$\{{?{key}\b", f"init.sh never reads run.conf's {key}")
+
 
 class Out(unittest.TestCase):
     def test_stale_outputs_go(self):
