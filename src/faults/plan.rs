@@ -294,7 +294,7 @@ pub fn parse_rule(rule: usize, t: &toml::Table) -> Result<RuleSpec, PlanError> {
     })?;
     let av = required("action")?;
     let action_name = string(rule, "action", av)?;
-    if fault_action_by_name(action_name).is_none() {
+    let Some(code) = fault_action_by_name(action_name) else {
         let known: Vec<&str> = FAULT_ACTIONS.iter().map(|&(_, _, name)| name).collect();
         return Err(err(
             rule,
@@ -302,9 +302,9 @@ pub fn parse_rule(rule: usize, t: &toml::Table) -> Result<RuleSpec, PlanError> {
             av,
             &format!("unknown action (known: {})", known.join(", ")),
         ));
-    }
-    let needs_status = action_name == "fail";
-    let needs_ms = matches!(action_name, "delay" | "withhold");
+    };
+    let needs_status = code == PL_FAULT_ACTION_FAIL;
+    let needs_ms = matches!(code, PL_FAULT_ACTION_DELAY | PL_FAULT_ACTION_WITHHOLD);
     for (key, needed) in [("status", needs_status), ("ms", needs_ms)] {
         match (t.get(key), needed) {
             (None, true) => {
@@ -329,15 +329,15 @@ pub fn parse_rule(rule: usize, t: &toml::Table) -> Result<RuleSpec, PlanError> {
             if ms > 3_600_000 {
                 return Err(err(rule, "ms", v, "out of range (at most 3600000)"));
             }
-            if action_name == "delay" && ms == 0 {
+            if code == PL_FAULT_ACTION_DELAY && ms == 0 {
                 return Err(err(rule, "ms", v, "a delay must be at least 1 ms"));
             }
             ms
         }
         None => 0,
     };
-    let action = match action_name {
-        "fail" => {
+    let action = match code {
+        PL_FAULT_ACTION_FAIL => {
             let sv = required("status")?;
             let name = string(rule, "status", sv)?;
             let status = Status::ALL
@@ -354,15 +354,18 @@ pub fn parse_rule(rule: usize, t: &toml::Table) -> Result<RuleSpec, PlanError> {
                 })?;
             Action::Fail(status)
         }
-        "delay" => Action::Delay(ms),
-        "drop" => Action::Drop,
-        "duplicate" => Action::Duplicate,
-        "reorder" => Action::Reorder,
-        "revoke-mr" => Action::RevokeMr,
-        "spurious-break" => Action::SpuriousBreak,
-        "withhold" => Action::Withhold(ms),
-        "needs-reset" => Action::NeedsReset,
-        _ => Action::Abort,
+        PL_FAULT_ACTION_DELAY => Action::Delay(ms),
+        PL_FAULT_ACTION_DROP => Action::Drop,
+        PL_FAULT_ACTION_DUPLICATE => Action::Duplicate,
+        PL_FAULT_ACTION_REORDER => Action::Reorder,
+        PL_FAULT_ACTION_REVOKE_MR => Action::RevokeMr,
+        PL_FAULT_ACTION_SPURIOUS_BREAK => Action::SpuriousBreak,
+        PL_FAULT_ACTION_WITHHOLD => Action::Withhold(ms),
+        PL_FAULT_ACTION_NEEDS_RESET => Action::NeedsReset,
+        PL_FAULT_ACTION_ABORT => Action::Abort,
+        // `code` came from FAULT_ACTIONS, whose every row is an arm above
+        // (the test below parses each).
+        other => unreachable!("FAULT_ACTIONS code {other} has no Action"),
     };
     if !action.allowed_at(point) {
         return Err(err(
@@ -457,6 +460,29 @@ pub fn parse_plan(text: &str) -> Result<Plan, PlanError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_abi_action_parses_to_the_action_with_its_code() {
+        for &(code, _, name) in FAULT_ACTIONS {
+            // The point every action applies at, and the keys each needs.
+            let extra = match code {
+                PL_FAULT_ACTION_FAIL => "status = \"EIO\"\n",
+                PL_FAULT_ACTION_DELAY | PL_FAULT_ACTION_WITHHOLD => "ms = 5\n",
+                _ => "",
+            };
+            let plan = one(&format!(
+                "point = \"lease-break\"\naction = \"{name}\"\n{extra}"
+            ))
+            .or_else(|_| {
+                one(&format!(
+                    "point = \"request:NOP:after\"\naction = \"{name}\"\n{extra}"
+                ))
+            })
+            .unwrap_or_else(|e| panic!("action {name}: {e:?}"));
+            let action = plan.rules[0].action;
+            assert_eq!((action.code(), action.name()), (code, name));
+        }
+    }
 
     #[test]
     fn event_points_are_the_abi_kinds_but_the_two_that_report_faults() {
