@@ -131,17 +131,13 @@ fn fault_command(
         }
         _ => {
             let name = req.get("action").and_then(Value::as_str).unwrap_or("");
-            let action = match name {
-                "revoke-mr" => Action::RevokeMr,
-                "spurious-break" => Action::SpuriousBreak,
-                "needs-reset" => Action::NeedsReset,
-                "abort" => Action::Abort,
-                _ => {
-                    return Err(format!(
-                        "fault-now \"action\" = {:?}: not one of revoke-mr, spurious-break, needs-reset, abort",
-                        req.get("action").cloned().unwrap_or(Value::Null)
-                    ))
-                }
+            let Some(action) = Action::RUNTIME.into_iter().find(|a| a.name() == name) else {
+                let known: Vec<&str> = Action::RUNTIME.iter().map(|a| a.name()).collect();
+                return Err(format!(
+                    "fault-now \"action\" = {:?}: not one of {}",
+                    req.get("action").cloned().unwrap_or(Value::Null),
+                    known.join(", ")
+                ));
             };
             let dev = state
                 .current_device()
@@ -318,4 +314,36 @@ pub fn request(path: &Path, req: &Value) -> Result<Value> {
         return Err(Error::AdminRequest(msg));
     }
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::faults::Action;
+
+    fn fault_now(state: &ServerState, action: Value) -> Value {
+        answer(state, &json!({"cmd": "fault-now", "action": action}))
+    }
+
+    #[test]
+    fn fault_now_takes_the_runtime_actions_only() {
+        let state = ServerState::new().unwrap();
+        let bad = fault_now(&state, json!("delay"));
+        assert_eq!(
+            bad["error"],
+            "fault-now \"action\" = String(\"delay\"): not one of revoke-mr, spurious-break, needs-reset, abort",
+            "{bad}"
+        );
+        assert_eq!(fault_now(&state, Value::Null)["ok"], false);
+        // Each runtime action is known: without a frontend it is refused for
+        // that reason, not as an unknown action.
+        for action in Action::RUNTIME {
+            let r = fault_now(&state, json!(action.name()));
+            assert_eq!(
+                r["error"],
+                format!("fault-now {}: no frontend is connected", action.name()),
+                "{r}"
+            );
+        }
+    }
 }

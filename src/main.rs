@@ -119,7 +119,8 @@ enum InjectOp {
     Load { file: PathBuf },
     /// Fire one fault now.
     Now {
-        #[arg(long, value_parser = ["revoke-mr", "spurious-break", "needs-reset", "abort"])]
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(
+            pinlease::faults::Action::RUNTIME.map(pinlease::faults::Action::name)))]
         action: String,
     },
 }

@@ -143,6 +143,15 @@ pub enum Action {
 }
 
 impl Action {
+    /// The actions `pinlease inject now` fires at once (point class
+    /// runtime): the others need a request or event to act on.
+    pub const RUNTIME: [Action; 4] = [
+        Action::RevokeMr,
+        Action::SpuriousBreak,
+        Action::NeedsReset,
+        Action::Abort,
+    ];
+
     /// FAULT_INJECTED `args[1]` (`PL_FAULT_ACTION_*`).
     pub fn code(self) -> u32 {
         match self {
