@@ -36,3 +36,6 @@ PL_MARK_STRAY_HIT=PINLEASE-STRAY-HIT
 PL_MARK_SNAPSHOT=PINLEASE-SNAPSHOT
 # ... and the runner answers on the console with this line.
 PL_MARK_HOST_ACK=PINLEASE-HOST-ACK
+# pinlease-guest bench and ibv-bench: "PINLEASE-BENCH SIDE ID VALUE [KEY=VALUE ...]"
+# (the figures are defined in bench_figures.txt).
+PL_MARK_BENCH=PINLEASE-BENCH
