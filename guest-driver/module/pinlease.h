@@ -280,6 +280,7 @@ const char *pl_lease_policy_name(const struct pl_lease *l);
 /* pl_faults.c: fault points and the request timeout */
 unsigned long pl_req_timeout(void);
 unsigned int pl_req_timeout_ms(void);
+unsigned int pl_req_poll_us(void);
 long pl_fault_pin_limit(unsigned long npages);
 bool pl_fault_pin_fire(struct pl_dev *dev, unsigned long pinned,
 		       unsigned long npages);

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * pinlease: the module's own fault points (docs/faults.md section 2) and the
- * request timeout, as module parameters, and what they fired.
+ * pinlease: the module's own fault points (docs/faults.md section 2), the
+ * request timeout and the request poll time, as module parameters, and what
+ * the fault points fired.
  *
  * Every parameter is an atomic_t behind its own kernel_param_ops: a
  * countdown (fault_pin_times, fault_lease_set, fault_drop_event) is taken
@@ -35,6 +36,11 @@ struct pl_fault_param {
 #define PL_FAULT_MAX_PAGES	INT_MAX
 #define PL_RELEASE_DELAY_MAX_MS	60000
 #define PL_REQ_TIMEOUT_MAX_MS	3600000
+/*
+ * A poll longer than a millisecond burns more CPU than any round trip
+ * measured here takes (docs/benchmarks.md, guest benchmark).
+ */
+#define PL_REQ_POLL_MAX_US	1000
 
 PL_FAULT_PARAM(pl_fp_pin_after, "fault_pin_after", -1, -1, PL_FAULT_MAX_PAGES);
 PL_FAULT_PARAM(pl_fp_pin_times, "fault_pin_times", 1, -1, INT_MAX);
@@ -44,6 +50,7 @@ PL_FAULT_PARAM(pl_fp_release_delay, "fault_release_delay_ms", 0, 0,
 PL_FAULT_PARAM(pl_fp_drop_event, "fault_drop_event", 0, 0, INT_MAX);
 PL_FAULT_PARAM(pl_fp_req_timeout, "req_timeout_ms", 30000, 1,
 	       PL_REQ_TIMEOUT_MAX_MS);
+PL_FAULT_PARAM(pl_fp_req_poll, "req_poll_us", 50, 0, PL_REQ_POLL_MAX_US);
 
 static int pl_fault_param_set(const char *val, const struct kernel_param *kp)
 {
@@ -98,6 +105,9 @@ module_param_cb(req_timeout_ms, &pl_fault_param_ops, &pl_fp_req_timeout,
 		0644);
 MODULE_PARM_DESC(req_timeout_ms,
 		 "a request not answered in this time resets the device (1..3600000 ms, default 30000)");
+module_param_cb(req_poll_us, &pl_fault_param_ops, &pl_fp_req_poll, 0644);
+MODULE_PARM_DESC(req_poll_us,
+		 "poll the request queue this long for the answer before sleeping on its interrupt (0..1000 us)");
 
 /* Takes one count of a countdown: true when the fault fires. */
 static bool pl_fault_take(atomic_t *count)
@@ -118,6 +128,18 @@ static bool pl_fault_take_pin_times(void)
 		if (atomic_try_cmpxchg(&pl_fp_pin_times.val, &v, v - 1))
 			return true;
 	}
+}
+
+/**
+ * pl_req_poll_us() - the request poll time, req_poll_us
+ *
+ * Context: Any context.
+ * Locking: None; the parameter is an atomic_t.
+ * Return: how long pl_submit() polls for an answer before it sleeps.
+ */
+unsigned int pl_req_poll_us(void)
+{
+	return atomic_read(&pl_fp_req_poll.val);
 }
 
 /**

@@ -64,6 +64,87 @@ static void pl_schedule_reset(struct pl_dev *dev, u64 gen)
 	queue_work(pl_wq, &dev->reset_work);
 }
 
+/* Hands the answers in the request queue to their waiters. */
+static void pl_complete_used(struct virtqueue *vq)
+{
+	struct pl_req *r;
+	unsigned int len;
+
+	while ((r = virtqueue_get_buf(vq, &len))) {
+		r->used_len = len;
+		complete(&r->done);
+	}
+}
+
+/**
+ * pl_answers_reaped() - what follows handing out answers from the used ring
+ * @dev: the device
+ * @broken: the queue was found broken while req_ok
+ * @gen: dev->gen read under req_lock with @broken
+ *
+ * Wakes submitters waiting for ring space (the answers freed descriptors),
+ * and resets a broken queue: a used entry naming no request in flight ("id
+ * N is not a head") breaks it, get_buf returns nothing from then on and the
+ * interrupt is ignored, so the requests in flight would wait for the
+ * timeout.
+ *
+ * Context: Any context, req_lock not held.
+ */
+static void pl_answers_reaped(struct pl_dev *dev, bool broken, u64 gen)
+{
+	wake_up(&dev->req_space);
+	if (broken) {
+		atomic64_inc(&dev->faults.broken_vq);
+		pr_err("%s: request queue broken: resetting the device\n",
+		       dev->name);
+		pl_schedule_reset(dev, gen);
+	}
+}
+
+/**
+ * pl_poll_answer() - look for @r's answer in the used ring for up to @us
+ * @dev: the device
+ * @r: the request just submitted
+ * @us: req_poll_us; 0 polls not at all
+ *
+ * Why: an answer's interrupt travels from the daemon through QEMU to a vCPU
+ * and the ISR, and then the sleeping submitter must be woken and scheduled.
+ * A device that answers within @us is seen here without that trip. Stops
+ * early when the scheduler wants the CPU; whatever is not found here is
+ * found by pl_req_done() as before.
+ *
+ * Context: Process context, no locks held.
+ * Locking: Takes dev->req_lock (irqsave) around each look, and only looks
+ * while req_ok: a reset may delete the queue once req_ok is false.
+ */
+static void pl_poll_answer(struct pl_dev *dev, struct pl_req *r,
+			   unsigned int us)
+{
+	u64 end = ktime_get_ns() + (u64)us * NSEC_PER_USEC;
+	bool looked = false, broken = false;
+	unsigned long flags;
+	u64 gen = 0;
+
+	if (!us)
+		return;
+	while (!completion_done(&r->done) && !need_resched()) {
+		spin_lock_irqsave(&dev->req_lock, flags);
+		if (dev->req_ok) {
+			pl_complete_used(dev->req_vq);
+			broken = virtqueue_is_broken(dev->req_vq);
+			gen = READ_ONCE(dev->gen);
+			looked = true;
+		}
+		spin_unlock_irqrestore(&dev->req_lock, flags);
+		if (broken || completion_done(&r->done) ||
+		    ktime_get_ns() > end)
+			break;
+		cpu_relax();
+	}
+	if (looked)
+		pl_answers_reaped(dev, broken, gen);
+}
+
 /**
  * pl_submit() - send one request and wait for its response
  * @dev: the device
@@ -164,6 +245,7 @@ int pl_submit(struct pl_dev *dev, u16 op, u64 ctx, const void *body,
 	}
 	atomic64_inc(&dev->nr_requests);
 
+	pl_poll_answer(dev, r, pl_req_poll_us());
 	if (!wait_for_completion_timeout(&r->done, pl_req_timeout())) {
 		atomic64_inc(&dev->nr_timeouts);
 		pr_err("%s: opcode %u tag %llu not answered in %u ms: resetting the device\n",
@@ -221,35 +303,18 @@ static void pl_req_done(struct virtqueue *vq)
 {
 	struct pl_dev *dev = vq->vdev->priv;
 	unsigned long flags;
-	struct pl_req *r;
-	unsigned int len;
 	bool broken;
 	u64 gen;
 
 	spin_lock_irqsave(&dev->req_lock, flags);
 	do {
 		virtqueue_disable_cb(vq);
-		while ((r = virtqueue_get_buf(vq, &len))) {
-			r->used_len = len;
-			complete(&r->done);
-		}
+		pl_complete_used(vq);
 	} while (!virtqueue_enable_cb(vq));
-	/*
-	 * A used entry naming no request in flight ("id N is not a head")
-	 * breaks the queue: get_buf returns nothing from then on and the
-	 * interrupt is ignored, so the requests in flight would wait for the
-	 * timeout. Reset now.
-	 */
 	broken = dev->req_ok && virtqueue_is_broken(vq);
 	gen = READ_ONCE(dev->gen);
 	spin_unlock_irqrestore(&dev->req_lock, flags);
-	wake_up(&dev->req_space);
-	if (broken) {
-		atomic64_inc(&dev->faults.broken_vq);
-		pr_err("%s: request queue broken: resetting the device\n",
-		       dev->name);
-		pl_schedule_reset(dev, gen);
-	}
+	pl_answers_reaped(dev, broken, gen);
 }
 
 static void pl_evt_done(struct virtqueue *vq)
