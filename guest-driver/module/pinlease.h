@@ -68,6 +68,8 @@
 #include "pinlease_abi.h"
 #include "pinlease_uapi.h"
 
+struct dentry;
+struct page;
 struct scatterlist;
 
 /* Event buffers kept posted on the event queue. */
@@ -247,6 +249,9 @@ int pl_ctx_destroy_child(struct pl_ctx *ctx, u64 child);
 
 /* pl_mr.c: memory regions */
 struct seq_file;
+int pl_pin_batches(unsigned long start, unsigned long *pinned,
+		   unsigned long want, unsigned int gup_flags,
+		   struct page **pages);
 void pl_mr_unpin(struct pl_mr *mr);
 void pl_ctx_unpin_all(struct pl_ctx *ctx);
 void pl_ctx_mr_revoked(struct pl_ctx *ctx, u64 key);
@@ -289,6 +294,9 @@ void pl_fault_release_delay(struct pl_dev *dev, u64 handle);
 bool pl_fault_drop_event(struct pl_dev *dev, const struct pl_event *ev);
 void pl_fault_injected_event(struct pl_dev *dev, const struct pl_event *ev);
 void pl_faults_show(struct seq_file *m, struct pl_dev *dev);
+
+/* pl_bench.c: the bench_pin debugfs file (module-wide) */
+void pl_bench_debugfs_init(struct dentry *root);
 
 /* pl_debugfs.c: debugfs tables */
 void pl_debugfs_init(void);

@@ -2,6 +2,8 @@
 /*
  * pinlease: debugfs tables of each device.
  *
+ * /sys/kernel/debug/pinlease/
+ *   bench_pin the bare pin the guest benchmark times (pl_bench.c)
  * /sys/kernel/debug/pinlease/pinleaseN/
  *   device    limits, state and counters
  *   contexts  one line per context the module tracks
@@ -216,7 +218,7 @@ void pl_debugfs_remove(struct pl_dev *dev)
 }
 
 /**
- * pl_debugfs_init() - create /sys/kernel/debug/pinlease
+ * pl_debugfs_init() - create /sys/kernel/debug/pinlease and its bench_pin
  *
  * A failure leaves debugfs out; the module works without it.
  *
@@ -226,8 +228,11 @@ void pl_debugfs_remove(struct pl_dev *dev)
 void pl_debugfs_init(void)
 {
 	pl_dbg_root = debugfs_create_dir(KBUILD_MODNAME, NULL);
-	if (IS_ERR(pl_dbg_root))
+	if (IS_ERR(pl_dbg_root)) {
 		pl_dbg_root = NULL;
+		return;
+	}
+	pl_bench_debugfs_init(pl_dbg_root);
 }
 
 /**

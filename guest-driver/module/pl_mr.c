@@ -108,6 +108,48 @@ void pl_ctx_mr_revoked(struct pl_ctx *ctx, u64 key)
 	mutex_unlock(&ctx->mr_lock);
 }
 
+/**
+ * pl_pin_batches() - pin user pages in batches of PL_PIN_BATCH
+ * @start: page-aligned user address of page 0 of @pages
+ * @pinned: in: pages of @pages already pinned; out: pages pinned now
+ * @want: pin until this many pages of @pages are pinned
+ * @gup_flags: FOLL_* flags for pin_user_pages_fast()
+ * @pages: the page array, at least @want long
+ *
+ * The pin of REG_MR, shared with the bench_pin debugfs file (pl_bench.c)
+ * so that the bare pin it times is the same calls in the same batches.
+ * pin_user_pages_fast() takes the mmap lock itself when it has to fault
+ * pages in (the callers hold none; pin_user_pages() would need it held).
+ * On error the pages pinned so far stay pinned: the caller unpins
+ * *@pinned pages.
+ *
+ * Context: Process context, the pinning task; sleeps.
+ * Locking: The caller holds no mmap lock and none of the module's locks.
+ * Return: 0, -EINTR (fatal signal), or the pin's error (-EFAULT for a
+ * short count that pins nothing).
+ */
+int pl_pin_batches(unsigned long start, unsigned long *pinned,
+		   unsigned long want, unsigned int gup_flags,
+		   struct page **pages)
+{
+	int ret;
+
+	while (*pinned < want) {
+		if (fatal_signal_pending(current))
+			return -EINTR;
+		ret = pin_user_pages_fast(start + *pinned * PAGE_SIZE,
+					  min_t(unsigned long, want - *pinned,
+						PL_PIN_BATCH),
+					  gup_flags, pages + *pinned);
+		/* short count: the next call reports the failing page's error */
+		if (ret <= 0)
+			return ret ? ret : -EFAULT;
+		*pinned += ret;
+		cond_resched();
+	}
+	return 0;
+}
+
 /*
  * Pins @npages pages from @start into @pages, in batches; all or nothing.
  * fault_pin_after stops it after that many pages, through the same unpin.
@@ -121,24 +163,9 @@ static int pl_pin(struct pl_dev *dev, unsigned long start,
 	int ret;
 
 	for (;;) {
-		while (pinned < want) {
-			if (fatal_signal_pending(current)) {
-				ret = -EINTR;
-				goto err_unpin;
-			}
-			ret = pin_user_pages_fast(start + pinned * PAGE_SIZE,
-						  min_t(unsigned long,
-							want - pinned,
-							PL_PIN_BATCH),
-						  gup_flags, pages + pinned);
-			/* short count: the next call reports the failing page's error */
-			if (ret <= 0) {
-				ret = ret ? ret : -EFAULT;
-				goto err_unpin;
-			}
-			pinned += ret;
-			cond_resched();
-		}
+		ret = pl_pin_batches(start, &pinned, want, gup_flags, pages);
+		if (ret)
+			goto err_unpin;
 		if (pinned == npages)
 			return 0;
 		/* a racing REG_MR may have taken the last fault_pin_times */

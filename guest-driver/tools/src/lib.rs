@@ -14,6 +14,8 @@
 //!   per kernel); [`verdicts`]: the per-kernel table of pin verdicts;
 //! - [`nodevice`]: the checks run with the module not loaded;
 //! - [`stray`]: the stray-canary scan (`pinlease-guest stray-scan`);
+//! - [`bench`]: the guest benchmark (`pinlease-guest bench`), its figures
+//!   generated from `guest-driver/include/bench_figures.txt`;
 //! - [`ktap`]: KTAP output and the case runner;
 //! - [`dev`]: `/dev/pinleaseN` and its ioctls, typed; [`uapi`]: the ioctl
 //!   structs (mirror of `pinlease_uapi.h`, checked by tests/uapi_layout.rs);
@@ -22,6 +24,7 @@
 //! - [`markers`]: the console markers the runner acts on (generated from
 //!   `guest-driver/include/console_markers.sh`).
 
+pub mod bench;
 pub mod campaign;
 pub mod cases;
 pub mod dataloss;

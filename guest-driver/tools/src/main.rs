@@ -5,7 +5,7 @@ use pinlease_abi::{self as abi, PL_ACCESS_ALL, PL_ACCESS_READ};
 use pinlease_guest::dev::{format_event, parse_events, Dev, SysError, EVENT_SIZE};
 use pinlease_guest::sys::{self, Backing, Mapping};
 use pinlease_guest::uapi::*;
-use pinlease_guest::{campaign, cases, ktap, stray};
+use pinlease_guest::{bench, campaign, cases, ktap, stray};
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -105,6 +105,22 @@ enum Cmd {
         name: String,
         #[arg(long, default_value_t = 10)]
         timeout: u64,
+    },
+    /// The guest benchmark: one `PINLEASE-BENCH SIDE ID VALUE [KEY=VALUE ...]`
+    /// line per figure of bench_figures.txt and side (pinlease, memcpy,
+    /// barepin); progress on stderr; exit 0 when every figure printed, 1
+    /// with the reasons on stderr otherwise, 2 on bad arguments.
+    Bench {
+        /// Seconds per timed loop (after a warm-up of 0.2 x this).
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Size of the reg_max figure in MiB (less when the guest or the
+        /// device cannot pin that much: its line says why).
+        #[arg(long, default_value_t = 1024)]
+        max_mib: u64,
+        /// Only these figure ids (comma separated).
+        #[arg(long)]
+        only: Option<String>,
     },
     /// Scan fresh anonymous memory (zeroed by the kernel, never written) for
     /// the device scrubber's canary words: one there means the device wrote
@@ -207,6 +223,11 @@ fn main() -> ExitCode {
             mem_percent,
             seconds,
         } => return stray_scan(mem_percent, seconds),
+        Cmd::Bench {
+            seconds,
+            max_mib,
+            only,
+        } => return bench(&cli.dev, seconds, max_mib, only.as_deref()),
         Cmd::Query => query(&cli.dev),
         Cmd::Reg {
             len,
@@ -319,6 +340,43 @@ fn stray_scan(percent: u32, seconds: f64) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn bench(dev: &str, seconds: f64, max_mib: u64, only: Option<&str>) -> ExitCode {
+    let selected = match bench::select(only) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pinlease-guest bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = bench::Opts {
+        seconds,
+        max_mib,
+        dev: dev.to_string(),
+        only: selected,
+    };
+    // A benchmark on the console must not die of SIGPIPE.
+    // SAFETY: setting a signal disposition.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    let stdout = std::io::stdout();
+    let failed = bench::run(&opts, &mut stdout.lock());
+    if failed.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    for (id, e) in &failed {
+        eprintln!("pinlease-guest bench: FAILED {id}: {e}");
+    }
+    eprintln!(
+        "pinlease-guest bench: {} figure(s) not measured: {}",
+        failed.len(),
+        failed
+            .iter()
+            .map(|(id, _)| *id)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    ExitCode::FAILURE
 }
 
 fn query(path: &str) -> CliResult {
@@ -687,6 +745,26 @@ mod tests {
         assert!(
             Cli::try_parse_from(["pinlease-guest", "stray-scan", "--mem-percent", "x"]).is_err()
         );
+        let c = Cli::try_parse_from(["pinlease-guest", "bench"]).unwrap();
+        assert!(matches!(
+            c.cmd,
+            Cmd::Bench { seconds, max_mib: 1024, only: None } if seconds == 3.0
+        ));
+        let c = Cli::try_parse_from([
+            "pinlease-guest",
+            "bench",
+            "--seconds",
+            "1",
+            "--max-mib",
+            "256",
+            "--only",
+            "nop,reg_max",
+        ])
+        .unwrap();
+        assert!(matches!(
+            c.cmd,
+            Cmd::Bench { seconds, max_mib: 256, only: Some(ref o) } if seconds == 1.0 && o == "nop,reg_max"
+        ));
         let c = Cli::try_parse_from(["pinlease-guest", "nodevice"]).unwrap();
         assert!(
             matches!(c.cmd, Cmd::Nodevice { ref module, list: false } if module == "/lib/pinlease/pinlease.ko")
