@@ -18,7 +18,7 @@ PL_MARK_INIT=PINLEASE-INIT
 # init.sh on a probe boot (--accel auto checks that KVM works).
 PL_MARK_PROBE_OK=PINLEASE-PROBE-OK
 # init.sh before the suite, the no-device checks or the --exec script:
-# "PINLEASE-RUN-START suite|nodevice|exec".
+# "PINLEASE-RUN-START suite|nodevice|bench|exec".
 PL_MARK_RUN_START=PINLEASE-RUN-START
 # init.sh at the end, "PINLEASE-SUITE-EXIT RC": the runner's sentinel.
 PL_MARK_SUITE_EXIT=PINLEASE-SUITE-EXIT

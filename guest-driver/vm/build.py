@@ -18,6 +18,7 @@ from pathlib import Path
 import hostdeps
 import initramfs
 import kernels
+import markers
 from exitcodes import setup_error
 from procs import fmt_cmd
 from progress import say
@@ -27,6 +28,10 @@ TOOL_SRC = REPO / "guest-driver" / "tools"
 TOOL_TARGET = "x86_64-unknown-linux-gnu"
 TOOL_BIN = REPO / "target" / TOOL_TARGET / "release" / "pinlease-guest"
 DAEMON_BIN = REPO / "target" / "release" / "pinlease"
+# ibv-bench, the rxe side of `run --bench`: plain C against the host's
+# libibverbs, dynamically linked (the initramfs gets its libraries).
+IBV_BENCH_SRC = REPO / "guest-driver" / "bench" / "ibv_bench.c"
+IBV_BENCH_BIN = REPO / "target" / "guest-bench" / "ibv-bench"
 # --build-only writes what it built for; --reuse checks it.
 BUILD_INFO = "build.json"
 # What --build-only leaves in its --out for --reuse, next to BUILD_INFO.
@@ -86,7 +91,8 @@ def ensure_deps(debian_kernel, own_qemu):
     except hostdeps.DepsError as e:
         hint = "" if os.geteuid() == 0 else " (run as root so it can install them)"
         raise setup_error(f"host dependencies: {e}{hint}") from None
-    for tool in ("cargo", "busybox", "mkfs.xfs", "mkfs.ext4", "depmod", "make", "xz"):
+    for tool in ("cargo", "busybox", "mkfs.xfs", "mkfs.ext4", "depmod", "make", "xz", "gcc",
+                 "rdma"):
         if not hostdeps.sbin_which(tool):
             raise setup_error(f"'{tool}' not found on PATH after install-host-deps"
                               + (" (Rust: install it with rustup)" if tool == "cargo" else ""))
@@ -157,12 +163,29 @@ def build_tool(steps, tool):
     return tool
 
 
+def ibv_bench_command(src=IBV_BENCH_SRC, out=IBV_BENCH_BIN):
+    """The gcc command that builds ibv-bench; its marker comes from
+    console_markers.sh, like every other program's."""
+    return ["gcc", "-O2", "-Wall", "-Wextra", "-Werror",
+            f'-DPL_MARK_BENCH="{markers.BENCH}"', "-o", str(out), str(src), "-libverbs"]
+
+
+def build_ibv_bench(steps):
+    IBV_BENCH_BIN.parent.mkdir(parents=True, exist_ok=True)
+    steps.run("ibv-bench", ibv_bench_command())
+    if not IBV_BENCH_BIN.is_file():
+        raise setup_error(f"{IBV_BENCH_BIN} missing after the build")
+    return IBV_BENCH_BIN
+
+
 def build_all(steps, a, k, mod_files, out):
     """Builds what run options A ask for: (daemon binary or None, initramfs base)."""
     daemon_bin = build_daemon(steps) if (not a.no_device or a.build_only) else None
     ko = build_module(steps, a.module_ko, k)
     tool = build_tool(steps, a.tool)
-    base = steps.timed("initramfs base", initramfs.build_base, out, k, mod_files, ko, tool, say)
+    ibv_bench = build_ibv_bench(steps)
+    base = steps.timed("initramfs base", initramfs.build_base, out, k, mod_files, ko, tool,
+                       ibv_bench, say)
     return daemon_bin, base
 
 

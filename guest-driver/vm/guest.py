@@ -45,10 +45,10 @@ ACK_LINE = f"{markers.HOST_ACK}\n".encode()  # answer to a snapshot request
 CRASH_GRACE = 5.0
 
 
-def run_conf(a, load, lost, cases, fault_run):
+def run_conf(a, load, lost, cases, fault_run, bench_load=()):
     """/etc/pinlease/run.conf, which /init sources: the run's choices."""
     mode = ("keep" if a.keep else "exec" if a.exec_script
-            else "nodevice" if a.no_device else "suite")
+            else "nodevice" if a.no_device else "bench" if a.bench else "suite")
     conf = {
         "MODE": mode,
         "CASES": cases,
@@ -60,6 +60,9 @@ def run_conf(a, load, lost, cases, fault_run):
         "MODULE_PARAMS": "",
         "FAULTS": "0",
     }
+    if a.bench:
+        conf.update({"BENCH_SECONDS": f"{a.bench_seconds:g}", "BENCH_MAX_MIB": str(a.bench_max_mib),
+                     "BENCH_MODULES": " ".join(bench_load)})
     if fault_run is not None:
         conf.update(fault_run.run_conf())
     return conf
@@ -74,7 +77,7 @@ def fresh_out(a):
     else:
         out = Path(tempfile.mkdtemp(prefix="pinlease-run."))
     for stale in ("status.json", "results.ktap", "console.log", "commands.txt",
-                  "invariants.json", "abort-report.json", "crash.txt"):
+                  "invariants.json", "abort-report.json", "crash.txt", "bench.txt", "bench.json"):
         (out / stale).unlink(missing_ok=True)
     for stale in [*out.glob("status-*.json"), *out.glob("status-*.txt")]:
         stale.unlink(missing_ok=True)
@@ -236,7 +239,7 @@ def run_guest(a, cmd, daemon, daemon_bin, admin, out, steps, fr=None):
                         say(f"guest reached /init {t_init - t_start:.1f} s after QEMU start"
                             + (f" (guest uptime {up} s)" if up else ""))
                     elif line.startswith(markers.RUN_START):
-                        streaming = line.endswith("exec")
+                        streaming = line.endswith(("exec", "bench"))
                         what = line.split()[-1]
                         say(f"running {what}" + (f" --cases '{a.cases}'" if what == "suite" else ""))
                     elif is_ktap or a.verbose or streaming or line.startswith("pinlease-init:"):
@@ -302,6 +305,11 @@ def run_guest(a, cmd, daemon, daemon_bin, admin, out, steps, fr=None):
     if daemon_death is not None:
         raise Fail(f"pinlease serve exited ({describe_exit(daemon_death)}) while QEMU powered "
                    f"off; see {out}/daemon.log", EXIT_RUN)
+    if a.bench:
+        # The figures decide (bench.py); here only whether the programs ran.
+        say(f"bench programs: /init reported exit {sentinel_rc}"
+            + ("" if sentinel_rc == 0 else " (its pinlease-init lines above say which)"))
+        return EXIT_OK if sentinel_rc == 0 else EXIT_RUN
     return judge(a.exec_script, ktap, sentinel_rc, out)
 
 

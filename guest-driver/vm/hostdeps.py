@@ -50,7 +50,16 @@ DEFAULT_KERNEL = "6.12"
 HOST_TOOLS = (("busybox", "busybox-static"), ("mkfs.xfs", "xfsprogs"), ("xfs_io", "xfsprogs"),
               ("xz", "xz-utils"), ("cpio", "cpio"), ("mkfs.ext4", "e2fsprogs"),
               ("depmod", "kmod"), ("modinfo", "kmod"), ("make", "make"),
-              ("unshare", "util-linux"))
+              ("unshare", "util-linux"), ("gcc", "gcc"), ("rdma", "iproute2"))
+# What `run --bench` builds and copies into every initramfs for its rxe side
+# (ibv-bench, guest-driver/bench/): the libibverbs headers to build it, and
+# the rxe provider (a .driver file naming it, the library libibverbs loads
+# from its directory), each with the package that has it.
+VERBS_HEADER = Path("/usr/include/infiniband/verbs.h")
+VERBS_DRIVERS = Path("/etc/libibverbs.d")
+VERBS_PROVIDERS = Path("/usr/lib/x86_64-linux-gnu/libibverbs")
+RXE_DRIVER_FILE = VERBS_DRIVERS / "rxe.driver"
+HOST_FILES = ((VERBS_HEADER, "libibverbs-dev"), (RXE_DRIVER_FILE, "ibverbs-providers"))
 # QEMU 10 and its siblings at matching versions, all named from backports
 # (naming them /bookworm-backports pins only them; -t would also upgrade
 # systemd and friends).
@@ -282,6 +291,11 @@ def missing_host_packages(kernels, host_qemu=True):
     for cmd, pkg in HOST_TOOLS:
         if not sbin_which(cmd) and pkg not in pkgs:
             pkgs.append(pkg)
+    for path, pkg in HOST_FILES:
+        if not path.is_file() and pkg not in pkgs:
+            pkgs.append(pkg)
+    if rxe_provider() is None and "ibverbs-providers" not in pkgs:
+        pkgs.append("ibverbs-providers")
     if "6.12" in kernels and not newest_complete(host_kernels("6.12"), Path("/")):
         rels = host_kernels("6.12")
         if rels and (Path("/boot") / f"vmlinuz-{rels[-1]}").is_file() and not (
@@ -292,6 +306,13 @@ def missing_host_packages(kernels, host_qemu=True):
             pkgs += ["linux-image-amd64/bookworm-backports",
                      "linux-headers-amd64/bookworm-backports"]
     return pkgs
+
+
+def rxe_provider(providers=VERBS_PROVIDERS):
+    """The rxe provider library libibverbs loads (librxe-rdmavNN.so, NN its
+    provider ABI), or None."""
+    found = sorted(providers.glob("librxe-rdmav*.so"), key=lambda p: version_key(p.name))
+    return found[-1] if found else None
 
 
 # Stands for bookworm's newest 6.1 image in what is missing, until apt

@@ -5,7 +5,9 @@
 # module and the suite (proc, sys, devtmpfs, debugfs; filesystems on
 # /mnt/xfs, /mnt/ext4, /mnt/dax; hugepages; pinlease.ko loaded), then runs
 # one of: the suite, the no-device checks (--no-device: the module is not
-# loaded here), the user's --exec script, or an interactive shell (--keep).
+# loaded here), the benchmark (--bench: `pinlease-guest bench`, then
+# ibv-bench on soft-RoCE), the user's --exec script, or an interactive
+# shell (--keep).
 # The runner bakes its choices into /etc/pinlease/run.conf.
 #
 # Lines starting "pinlease-init:" are this script's progress and problems;
@@ -206,6 +208,27 @@ fault_checks() {
 	fi
 }
 
+# The rxe side of the bench (MODE bench): soft-RoCE on a dummy netdev.
+# dummy0 gets an address of TEST-NET-1 (RFC 5737, never routed anywhere):
+# rxe derives its RoCEv2 GIDs from the netdev's addresses, and ibv-bench's
+# two QPs address each other by the IPv4 one, a local address, so rxe loops
+# the packets back to itself.
+RXE_ADDR=192.0.2.1/24
+rxe_setup() {
+	for m in $BENCH_MODULES; do
+		modprobe "$m" || { say "modprobe $m FAILED"; return 1; }
+	done
+	# The dummy module makes dummy0 itself (numdummies=1).
+	[ -d /sys/class/net/dummy0 ] || ip link add dummy0 type dummy ||
+		{ say "no dummy0 and 'ip link add dummy0 type dummy' FAILED"; return 1; }
+	ip link set lo up
+	ip addr add "$RXE_ADDR" dev dummy0 && ip link set dummy0 up ||
+		{ say "dummy0: address $RXE_ADDR or link up FAILED"; return 1; }
+	rdma link add rxe0 type rxe netdev dummy0 ||
+		{ say "rdma link add rxe0 type rxe netdev dummy0 FAILED"; return 1; }
+	say "rxe: $(rdma link show rxe0/1)"
+}
+
 export CASES
 # The runner answers snapshot requests ($PL_MARK_SNAPSHOT) on the console;
 # its answers must not be echoed into the KTAP stream.
@@ -221,6 +244,23 @@ nodevice)
 	echo "$PL_MARK_RUN_START nodevice"
 	pinlease-guest nodevice --module /lib/pinlease/pinlease.ko
 	rc=$?
+	;;
+bench)
+	# Both sides print their figures ($PL_MARK_BENCH lines) on the console;
+	# the runner pairs them (guest-driver/vm/bench.py). rc 0 only when both
+	# programs exited 0; which did not is said here.
+	echo "$PL_MARK_RUN_START bench"
+	pinlease-guest bench --seconds "$BENCH_SECONDS" --max-mib "$BENCH_MAX_MIB"
+	prc=$?
+	if rxe_setup; then
+		ibv-bench --seconds "$BENCH_SECONDS" --max-mib "$BENCH_MAX_MIB"
+		irc=$?
+	else
+		irc="not run (rxe setup failed)"
+	fi
+	say "bench: pinlease-guest bench exit $prc, ibv-bench exit $irc"
+	rc=0
+	[ "$prc" = 0 ] && [ "$irc" = 0 ] || rc=1
 	;;
 exec)
 	echo "$PL_MARK_RUN_START exec"

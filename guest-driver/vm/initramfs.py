@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 import console
+import hostdeps
 import markers
 from hostdeps import sbin_which as sbin
 from procs import fmt_cmd
@@ -103,10 +104,37 @@ def shared_libs(binary):
     return libs
 
 
-def build_base(out, k, mod_files, ko, tool, say):
+def copy_dynamic(c, path, src):
+    """A dynamic binary or library at PATH with the libraries and loader it
+    needs, each at its host path (the guest's loader finds them there)."""
+    c.copy(path, src, 0o755)
+    for lib in shared_libs(src):
+        if not c.has(lib):
+            c.copy(lib, os.path.realpath(lib), 0o755)
+
+
+def add_rxe_userspace(c, ibv_bench):
+    """What the rxe side of `run --bench` runs: ibv-bench, libibverbs with
+    the rxe provider (found through /etc/libibverbs.d/rxe.driver, loaded from
+    the providers directory), and iproute2's `rdma` for `rdma link add`."""
+    provider = hostdeps.rxe_provider()
+    rdma = sbin("rdma")
+    for what, path in (("the rxe provider (ibverbs-providers)", provider),
+                       ("rdma (iproute2)", rdma),
+                       ("rxe.driver (ibverbs-providers)", hostdeps.RXE_DRIVER_FILE)):
+        if path is None or not Path(path).is_file():
+            raise ImageError(f"{what} not found on the host (scripts/install-host-deps)")
+    copy_dynamic(c, "bin/ibv-bench", ibv_bench)
+    copy_dynamic(c, "usr/bin/rdma", rdma)
+    copy_dynamic(c, str(provider), provider)
+    c.copy(str(hostdeps.RXE_DRIVER_FILE), hostdeps.RXE_DRIVER_FILE, 0o644)
+
+
+def build_base(out, k, mod_files, ko, tool, ibv_bench, say):
     """The initramfs without the run's settings: busybox, xfsprogs, kernel
-    modules, the tool, pinlease.ko and /init. Written once to
-    OUT/initramfs-base.cpio.gz; write() appends each run's settings."""
+    modules, the tool, pinlease.ko, the rxe side of the bench and /init.
+    Written once to OUT/initramfs-base.cpio.gz; write() appends each run's
+    settings."""
     c = Cpio()
     for d in ("proc", "sys", "dev", "tmp", "root", "mnt", "run", "etc", "lib/pinlease"):
         c.dir(d)
@@ -128,14 +156,12 @@ def build_base(out, k, mod_files, ko, tool, say):
         path = sbin(tool_name)
         if not path:
             raise ImageError(f"{tool_name} not found (xfsprogs)")
-        c.copy(f"usr/sbin/{tool_name}", path, 0o755)
+        copy_dynamic(c, f"usr/sbin/{tool_name}", path)
         if c.has(f"sbin/{tool_name}"):
             del c.entries[f"sbin/{tool_name}"]
-        for lib in shared_libs(path):
-            if not c.has(lib):
-                c.copy(lib, os.path.realpath(lib), 0o755)
 
     c.copy("bin/pinlease-guest", tool, 0o755)
+    add_rxe_userspace(c, ibv_bench)
     c.copy("lib/pinlease/pinlease.ko", ko, 0o644)
 
     # Kernel modules: the closure over modules.dep, then depmod in a staging

@@ -42,6 +42,20 @@ MODULES = [
     ("virtio_pmem", ("dax",), "VIRTIO_PMEM"),
     ("nd_pmem", ("dax",), "BLK_DEV_PMEM"),
 ]
+# What `run --bench` loads for its rxe side (init.sh's MODE=bench): a dummy
+# netdev (dummy0) for rxe to sit on, soft-RoCE itself, and the verbs device
+# files libibverbs opens. Their files go into every initramfs the kernel has
+# them for (so --build-only's base serves --bench too); only --bench needs
+# them. name, config symbol, required: rdma_rxe of 6.1 and 6.12 takes its
+# ICRC from the crypto API's "crc32" when a link is added (without one
+# loaded: `rxe_newlink: failed to add dummy0`, ENOENT; modules.dep does not
+# say so), 7.3's from lib/crc32, and 7.3 has no crc32_generic module.
+BENCH_MODULES = [
+    ("dummy", "DUMMY", True),
+    ("crc32_generic", "CRYPTO_CRC32", False),
+    ("rdma_rxe", "RDMA_RXE", True),
+    ("ib_uverbs", "INFINIBAND_USER_ACCESS", True),
+]
 MOUNTS = {
     "xfs": "/mnt/xfs (XFS on /dev/vda)",
     "ext4": "/mnt/ext4 (ext4 on /dev/vdb)",
@@ -185,35 +199,59 @@ def module_name(relpath):
     return base.replace("-", "_")
 
 
+class ModuleIndex:
+    """Kernel K's modules: modules.dep (name -> file and the files it needs)
+    and what is built in (modules.builtin, and =y in its config)."""
+
+    def __init__(self, k, wanted):
+        self.deps, self.builtin = {}, set()
+        if k.moddir:
+            for line in (k.moddir / "modules.dep").read_text().splitlines():
+                if ":" not in line:
+                    continue
+                mod, rest = line.split(":", 1)
+                self.deps[module_name(mod)] = (mod, rest.split())
+            bfile = k.moddir / "modules.builtin"
+            if bfile.is_file():
+                self.builtin = {module_name(x) for x in bfile.read_text().split()}
+        self.builtin |= {name for name, sym in wanted if k.config.get(sym) == "y"}
+        self.by_path = {mod: rest for mod, rest in self.deps.values()}
+
+    def plan(self, names):
+        """(the NAMES to load from files, the files with their dependency
+        closure, the NAMES neither in files nor built in)."""
+        load, files, missing = [], set(), []
+        for name in names:
+            if name in self.deps:
+                load.append(name)
+                todo = [self.deps[name][0]]
+                while todo:
+                    mod = todo.pop()
+                    if mod not in files:
+                        files.add(mod)
+                        todo.extend(self.by_path.get(mod, []))
+            elif name not in self.builtin:
+                missing.append(name)
+        return load, files, missing
+
+
+def plan_bench_modules(k):
+    """BENCH_MODULES for kernel K: (names to load, files with their
+    dependency closure, "name (CONFIG_SYM)" of the required ones K has in
+    no form)."""
+    index = ModuleIndex(k, [(name, sym) for name, sym, _ in BENCH_MODULES])
+    load, files, missing = index.plan([name for name, _, _ in BENCH_MODULES])
+    return load, sorted(files), [f"{name} (CONFIG_{sym})" for name, sym, required
+                                 in BENCH_MODULES if required and name in missing]
+
+
 def plan_modules(k, say):
     """Which wanted modules load from files, which are built in, which are
     missing; the files to copy (closure over modules.dep); what is lost."""
-    deps, builtin = {}, set()
-    if k.moddir:
-        for line in (k.moddir / "modules.dep").read_text().splitlines():
-            if ":" not in line:
-                continue
-            mod, rest = line.split(":", 1)
-            deps[module_name(mod)] = (mod, rest.split())
-        bfile = k.moddir / "modules.builtin"
-        if bfile.is_file():
-            builtin = {module_name(x) for x in bfile.read_text().split()}
-    for name, _, sym in MODULES:
-        if k.config.get(sym) == "y":
-            builtin.add(name)
-    load, files, missing = [], set(), []
-    by_path = {mod: rest for mod, rest in deps.values()}
-    for name, needed_for, sym in MODULES:
-        if name in deps:
-            load.append(name)
-            todo = [deps[name][0]]
-            while todo:
-                mod = todo.pop()
-                if mod not in files:
-                    files.add(mod)
-                    todo.extend(by_path.get(mod, []))
-        elif name not in builtin:
-            missing.append((name, needed_for, sym))
+    index = ModuleIndex(k, [(name, sym) for name, _, sym in MODULES])
+    load, files, missing_names = index.plan([name for name, _, _ in MODULES])
+    missing = [(name, needed_for, sym) for name, needed_for, sym in MODULES
+               if name in missing_names]
     lost = {}
     for name, needed_for, sym in missing:
         if "device" in needed_for:

@@ -39,10 +39,15 @@ PROBE_TIMEOUT = 30.0
 KVM_PROBE_TIMEOUT = 20.0  # seconds for a KVM probe boot to reach /init
 
 # mkfs.xfs (xfsprogs 6.x) refuses filesystems under 300 MB. The files are
-# sparse; the pmem file is mapped into guest physical memory (maxmem 2G).
+# sparse; the pmem file is mapped into guest physical memory, in the device
+# memory above the RAM (maxmem = RAM + DEVICE_MEM_MIB).
 DISK_MIB = 512
 PMEM_MIB = 512
-GUEST_MEM = "512M"
+DEVICE_MEM_MIB = 1536
+GUEST_MEM_MIB = 512
+# run --bench: room to pin its reg_max buffer (up to half of it, 1 GiB)
+# while the guest's own memory (initramfs, page tables, hugepages) stays.
+BENCH_GUEST_MEM_MIB = 2048
 
 
 class QemuError(Exception):
@@ -209,12 +214,13 @@ def probe_kvm(q, k, initramfs, out):
     return ok, why, log
 
 
-def command(q, k, initramfs, imgs, sock, mode, accel, out, keep):
-    """The QEMU command of a run. mode None: no pinlease device (--no-device)."""
+def command(q, k, initramfs, imgs, sock, mode, accel, out, keep, mem_mib=GUEST_MEM_MIB):
+    """The QEMU command of a run, with MEM_MIB of guest RAM. mode None: no
+    pinlease device (--no-device)."""
     append = "console=ttyS0 panic=-1"
     cmd = [q.path, "-machine", "q35", "-accel", accel, "-cpu", "max", "-smp", "2",
-           "-m", f"{GUEST_MEM},slots=2,maxmem=2G",
-           "-object", f"memory-backend-memfd,id=mem,size={GUEST_MEM},share=on",
+           "-m", f"{mem_mib}M,slots=2,maxmem={mem_mib + DEVICE_MEM_MIB}M",
+           "-object", f"memory-backend-memfd,id=mem,size={mem_mib}M,share=on",
            "-numa", "node,memdev=mem", "-no-reboot",
            "-kernel", str(k.image), "-initrd", str(initramfs), "-append", append,
            # vda then vdb: virtio-blk names follow PCI order, fixed by addr.

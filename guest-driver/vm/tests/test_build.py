@@ -3,6 +3,7 @@ leaves for --reuse and how --reuse checks it, the static-ELF check, the
 commands record."""
 
 import shutil
+import subprocess
 import sys
 import tempfile
 import types
@@ -58,6 +59,21 @@ class Binaries(unittest.TestCase):
         with self.assertRaises(Fail) as cm:
             build.elf_is_static(f)
         self.assertIn(f"{f} is not a 64-bit ELF file", str(cm.exception))
+
+
+class IbvBench(unittest.TestCase):
+    def test_builds_warning_free_against_the_hosts_libibverbs(self):
+        # The real compile, as run --bench does it (-Werror), into a temp dir.
+        if not Path("/usr/include/infiniband/verbs.h").is_file() or not shutil.which("gcc"):
+            self.skipTest("no libibverbs-dev or gcc (scripts/install-host-deps)")
+        exe = Path(tempfile.mkdtemp(prefix="build.")) / "ibv-bench"
+        cmd = build.ibv_bench_command(out=exe)
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        self.assertEqual((r.returncode, r.stderr), (0, ""), cmd)
+        self.assertFalse(build.elf_is_static(exe), "dynamic: the initramfs gets its libraries")
+        r = subprocess.run([exe, "--seconds", "0"], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--seconds: want a positive number, got '0'", r.stderr)
 
 
 class Record(unittest.TestCase):

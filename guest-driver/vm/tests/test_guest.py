@@ -28,15 +28,20 @@ PLAN = VM_DIR.parent / "campaigns" / "abort.toml"
 
 def args(**kw):
     a = dict(keep=False, exec_script=None, no_device=False, console_loglevel=5, out=None,
-             faults=None, seed=None, cases=None, scrub_period_ms=20)
+             faults=None, seed=None, cases=None, scrub_period_ms=20, bench=False,
+             bench_seconds=None, bench_max_mib=None)
     a.update(kw)
     return types.SimpleNamespace(**a)
+
+
+BENCH = args(bench=True, bench_seconds=0.5, bench_max_mib=128)
 
 
 class RunConf(unittest.TestCase):
     def test_modes(self):
         for want, a in (("suite", args()), ("nodevice", args(no_device=True)),
-                        ("exec", args(exec_script=Path("x.sh"))), ("keep", args(keep=True))):
+                        ("exec", args(exec_script=Path("x.sh"))), ("keep", args(keep=True)),
+                        ("bench", BENCH)):
             conf = guest.run_conf(a, ["xfs"], set(), "*", None)
             self.assertEqual(conf["MODE"], want)
             self.assertEqual(conf["CONSOLE_LOGLEVEL"], "" if want == "keep" else "5")
@@ -48,6 +53,12 @@ class RunConf(unittest.TestCase):
                          ("1", "1", "0"))
         self.assertEqual((conf["FAULTS"], conf["MODULE_PARAMS"]), ("0", ""))
         self.assertNotIn("HUNG_TASK_SECS", conf)
+
+    def test_bench(self):
+        conf = guest.run_conf(BENCH, ["xfs"], set(), "*", None, ["dummy", "rdma_rxe"])
+        self.assertEqual((conf["BENCH_SECONDS"], conf["BENCH_MAX_MIB"], conf["BENCH_MODULES"]),
+                         ("0.5", "128", "dummy rdma_rxe"))
+        self.assertNotIn("BENCH_SECONDS", guest.run_conf(args(), [], set(), "*", None))
 
     def test_fault_run(self):
         out = Path(tempfile.mkdtemp(prefix="guest."))
@@ -62,6 +73,7 @@ class RunConf(unittest.TestCase):
         init = (VM_DIR / "init.sh").read_text()
         fr = faultrun.FaultRun(args(faults=PLAN), Path(tempfile.mkdtemp(prefix="guest.")))
         conf = guest.run_conf(args(faults=PLAN), ["xfs"], set(), fr.cases, fr)
+        conf.update(guest.run_conf(BENCH, ["xfs"], set(), "*", None, ["dummy"]))
         for key in conf:
             self.assertTrue(re.search(rf"\$\{{?{key}\b", init), f"init.sh never reads run.conf's {key}")
 
@@ -69,7 +81,8 @@ class RunConf(unittest.TestCase):
 class Out(unittest.TestCase):
     def test_stale_outputs_go(self):
         out = Path(tempfile.mkdtemp(prefix="guest."))
-        for name in ("status.json", "status-a.json", "status-a.txt", "crash.txt",
+        for name in ("status.json", "status-a.json", "status-a.txt", "crash.txt", "bench.txt",
+                     "bench.json",
                      "daemon.log", "qemu.log"):
             (out / name).write_text("old")
         self.assertEqual(guest.fresh_out(args(out=out)), out)

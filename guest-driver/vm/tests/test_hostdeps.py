@@ -59,5 +59,14 @@ class Kernels(unittest.TestCase):
         self.assertIn("6.2", str(cm.exception))
 
 
+class RxeProvider(unittest.TestCase):
+    def test_the_newest_provider_abi(self):
+        d = Path(tempfile.mkdtemp())
+        self.assertIsNone(hostdeps.rxe_provider(d))
+        for name in ("librxe-rdmav9.so", "librxe-rdmav34.so", "libmlx5-rdmav40.so"):
+            (d / name).write_text("")
+        self.assertEqual(hostdeps.rxe_provider(d).name, "librxe-rdmav34.so")
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -105,6 +105,41 @@ class ModulePlan(unittest.TestCase):
             kernels.plan_modules(k, lambda m: None)
         self.assertIn("CONFIG_VIRTIO_PCI", str(cm.exception))
 
+    def test_bench_modules_closure_builtin_and_missing(self):
+        k = self.kernel("own", "7.4.0", {"DUMMY": "y"},
+                        "kernel/drivers/infiniband/sw/rxe/rdma_rxe.ko.xz: "
+                        "kernel/drivers/infiniband/core/ib_core.ko.xz "
+                        "kernel/net/ipv4/udp_tunnel.ko.xz\n"
+                        "kernel/drivers/infiniband/core/ib_core.ko.xz:\n"
+                        "kernel/net/ipv4/udp_tunnel.ko.xz:\n")
+        load, files, missing = kernels.plan_bench_modules(k)
+        self.assertEqual(load, ["rdma_rxe"], "dummy is built in")
+        self.assertEqual(files, ["kernel/drivers/infiniband/core/ib_core.ko.xz",
+                                 "kernel/drivers/infiniband/sw/rxe/rdma_rxe.ko.xz",
+                                 "kernel/net/ipv4/udp_tunnel.ko.xz"])
+        self.assertEqual(missing, ["ib_uverbs (CONFIG_INFINIBAND_USER_ACCESS)"],
+                         "crc32_generic is not required")
+
+    def test_the_debian_kernels_have_the_bench_modules(self):
+        # `run --bench` on each kernel of the matrix: dummy, rdma_rxe and
+        # ib_uverbs as modules (7.3's rdma_rxe no longer depends on ib_uverbs).
+        tried = 0
+        for name in hostdeps.DEBIAN_KERNELS:
+            try:
+                k = kernels.debian_kernel(name)
+            except kernels.KernelError:
+                continue  # not installed here (scripts/install-host-deps --all)
+            tried += 1
+            load, files, missing = kernels.plan_bench_modules(k)
+            self.assertEqual(missing, [], name)
+            self.assertEqual([m for m in load if m != "crc32_generic"],
+                             ["dummy", "rdma_rxe", "ib_uverbs"], name)
+            if k.series() < (6, 15):
+                self.assertIn("crc32_generic", load, f"{name}: rxe's ICRC needs crypto crc32")
+            self.assertTrue(any("/ib_core.ko" in f for f in files), (name, files))
+        if not tried:
+            self.skipTest("no Debian guest kernel installed")
+
 
 class ModuleBuild(unittest.TestCase):
     def test_sync_tree_copies_changes_only(self):

@@ -50,6 +50,7 @@ LITERAL = re.compile(r"""(["'](?:\^|# )?|\(\?:\^\|\\s\)|echo )PINLEASE-[A-Z]""")
 def sources():
     tools = GUEST_DRIVER / "tools"
     yield from sorted((tools / "src").rglob("*.rs"))
+    yield from sorted((GUEST_DRIVER / "bench").glob("*.c"))
     for name in ("init.sh", "run", "matrix", "campaign"):
         yield VM_DIR / name
     yield from sorted(VM_DIR.glob("*.py"))

@@ -21,6 +21,17 @@ DAEMON = REPO / "target" / "release" / "pinlease"
 REQUIRE = os.environ.get("PINLEASE_REQUIRE_QEMU") == "1"
 
 
+class Q:
+    path = "/x/qemu"
+
+
+class K:
+    image = "/boot/vmlinuz"
+
+
+IMGS = {"xfs": "/o/xfs.img", "ext4": "/o/ext4.img", "pmem": "/o/pmem.img"}
+
+
 class Arguments(unittest.TestCase):
     def test_native_device_from_the_abi_header(self):
         args = qemu.device_args("native")
@@ -35,19 +46,19 @@ class Arguments(unittest.TestCase):
         self.assertIn("pinlease_abi.h", str(cm.exception))
 
     def test_command_has_shared_memory_and_the_device(self):
-        class Q:
-            path = "/x/qemu"
-
-        class K:
-            image = "/boot/vmlinuz"
-        imgs = {"xfs": "/o/xfs.img", "ext4": "/o/ext4.img", "pmem": "/o/pmem.img"}
-        cmd = qemu.command(Q, K, "/o/i.cpio.gz", imgs, "/o/vu.sock", "carrier", "tcg",
+        cmd = qemu.command(Q, K, "/o/i.cpio.gz", IMGS, "/o/vu.sock", "carrier", "tcg",
                            Path("/o"), keep=False)
         self.assertEqual(cmd[0], "/x/qemu")
         self.assertIn("memory-backend-memfd,id=mem,size=512M,share=on", cmd)
         self.assertIn("vhost-user-gpio-pci,chardev=pl", cmd)
-        nodev = qemu.command(Q, K, "/o/i.cpio.gz", imgs, None, None, "tcg", Path("/o"), False)
+        nodev = qemu.command(Q, K, "/o/i.cpio.gz", IMGS, None, None, "tcg", Path("/o"), False)
         self.assertFalse([c for c in nodev if "chardev=pl" in c])
+
+    def test_bench_memory_keeps_the_device_memory(self):
+        cmd = qemu.command(Q, K, "/o/i.cpio.gz", IMGS, "/o/vu.sock", "carrier", "tcg",
+                           Path("/o"), False, qemu.BENCH_GUEST_MEM_MIB)
+        self.assertIn("2048M,slots=2,maxmem=3584M", cmd, "the 512 MiB pmem still fits above")
+        self.assertIn("memory-backend-memfd,id=mem,size=2048M,share=on", cmd)
 
 
 class AutoMode(unittest.TestCase):
