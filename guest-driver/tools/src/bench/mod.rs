@@ -475,12 +475,15 @@ mod tests {
             .detail("via", "ioctl");
         assert_eq!(
             l.to_string(),
-            "PINLEASE-BENCH pinlease regdereg_1p 2827.2 n=4 spread=0% bytes=4096 via=ioctl"
+            format!(
+                "{} pinlease regdereg_1p 2827.2 n=4 spread=0% bytes=4096 via=ioctl",
+                markers::BENCH
+            )
         );
         let l = Line::new(Side::Barepin, &figures::REG_64M, 1.5).stats(&s, 0);
         assert_eq!(
             l.to_string(),
-            "PINLEASE-BENCH barepin reg_64m 1.500 n=4 spread=0%"
+            format!("{} barepin reg_64m 1.500 n=4 spread=0%", markers::BENCH)
         );
         assert_eq!(format_value(0.0001), "0.000");
         assert_eq!(format_value(1e9), "1000000000.0");
