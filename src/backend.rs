@@ -10,6 +10,7 @@ use log::{debug, warn};
 use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
 use vhost_user_backend::{VhostUserBackend, VringRwLock, VringT};
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+use virtio_bindings::virtio_ring::VRING_AVAIL_F_NO_INTERRUPT;
 use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT};
 use vm_memory::{
     Bytes, GuestAddress, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard,
@@ -215,7 +216,7 @@ impl PinleaseBackend {
             }
         }
         if wrote {
-            req_vring.signal_used_queue()?;
+            self.signal_used(req_vring)?;
         }
         self.flush_events(&vrings[usize::from(PL_QUEUE_EVENT)])
     }
@@ -367,6 +368,43 @@ impl PinleaseBackend {
         );
     }
 
+    /// Signals `vring`'s call eventfd unless the driver asked for no
+    /// interrupts (`VRING_AVAIL_F_NO_INTERRUPT` in `avail.flags`, virtio 1.x
+    /// 2.7.7.2; virtio-queue 0.18 leaves this check to the device).
+    ///
+    /// Why: pinlease.ko sets the flag while a submitter polls the used ring
+    /// for its answer (its `req_poll_us`); the interrupt it would get anyway
+    /// costs the guest a legacy INTx round trip through QEMU (the device has
+    /// no MSI-X, docs/benchmarks.md) for an answer already taken.
+    fn signal_used(&self, vring: &VringRwLock) -> io::Result<()> {
+        if self.interrupt_suppressed(vring) {
+            return Ok(());
+        }
+        vring.signal_used_queue()
+    }
+
+    /// Whether the driver's `avail.flags` has `VRING_AVAIL_F_NO_INTERRUPT`.
+    /// An unreadable ring counts as "no": signal, as without the check.
+    fn interrupt_suppressed(&self, vring: &VringRwLock) -> bool {
+        let Some(mem) = self.mem.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
+            return false;
+        };
+        let flags_gpa = GuestAddress(vring.get_ref().get_queue().avail_ring());
+        // The used idx written by add_used() must be visible before the
+        // flag is read: pairs with the driver's "clear the flag; full
+        // barrier; look at the used idx" (Linux virtqueue_enable_cb()), so
+        // one of the two sides sees the other's write and no answer waits
+        // for an interrupt that was never sent.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        match mem
+            .memory()
+            .load::<u16>(flags_gpa, std::sync::atomic::Ordering::Acquire)
+        {
+            Ok(f) => u32::from(u16::from_le(f)) & VRING_AVAIL_F_NO_INTERRUPT != 0,
+            Err(_) => false,
+        }
+    }
+
     fn process_requests(&self, vring: &VringRwLock) -> io::Result<()> {
         let Some(mem) = self.mem.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
             return Ok(());
@@ -391,7 +429,7 @@ impl PinleaseBackend {
                 let (used, completion) = self.process_request(chain);
                 self.finish(vring, head, used, completion);
             }
-            vring.signal_used_queue()?;
+            self.signal_used(vring)?;
         }
         Ok(())
     }
@@ -449,7 +487,7 @@ impl PinleaseBackend {
             delivered = true;
         }
         if delivered {
-            vring.signal_used_queue()?;
+            self.signal_used(vring)?;
         }
         Ok(())
     }

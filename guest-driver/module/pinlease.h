@@ -105,10 +105,12 @@ struct pl_dev {
 	int index;
 	char name[24];		/* "pinlease%d" */
 
-	/* request queue: req_vq and req_ok under req_lock */
+	/* request queue: req_vq, req_ok and req_pollers under req_lock */
 	spinlock_t req_lock;
 	struct virtqueue *req_vq;
 	bool req_ok;
+	/* submitters polling the used ring: its interrupt is off while > 0 */
+	unsigned int req_pollers;
 	wait_queue_head_t req_space;
 	atomic64_t next_tag;
 

@@ -108,32 +108,45 @@ static void pl_answers_reaped(struct pl_dev *dev, bool broken, u64 gen)
  * @us: req_poll_us; 0 polls not at all
  *
  * Why: an answer's interrupt travels from the daemon through QEMU to a vCPU
- * and the ISR, and then the sleeping submitter must be woken and scheduled.
- * A device that answers within @us is seen here without that trip. Stops
- * early when the scheduler wants the CPU; whatever is not found here is
- * found by pl_req_done() as before.
+ * and the ISR (legacy INTx: the device has one MSI-X vector and virtio_pci
+ * wants two), and then the sleeping submitter must be woken and scheduled.
+ * A device that answers within @us is seen here without that trip, and the
+ * queue's interrupt is off while anyone polls (the device skips it, the
+ * daemon honours VRING_AVAIL_F_NO_INTERRUPT). Stops early when the
+ * scheduler wants the CPU; whatever is not found here is found by the
+ * interrupt, which the last poller to leave turns back on after a last
+ * look (virtqueue_enable_cb() says when answers came meanwhile).
  *
  * Context: Process context, no locks held.
  * Locking: Takes dev->req_lock (irqsave) around each look, and only looks
- * while req_ok: a reset may delete the queue once req_ok is false.
+ * while req_ok: a reset may delete the queue once req_ok is false. A
+ * poller counted in req_pollers before a reset leaves the count right
+ * after it; the new queue starts with its interrupt on.
  */
 static void pl_poll_answer(struct pl_dev *dev, struct pl_req *r,
 			   unsigned int us)
 {
 	u64 end = ktime_get_ns() + (u64)us * NSEC_PER_USEC;
-	bool looked = false, broken = false;
+	bool counted = false, broken = false;
 	unsigned long flags;
 	u64 gen = 0;
 
 	if (!us)
+		return;
+	spin_lock_irqsave(&dev->req_lock, flags);
+	if (dev->req_ok) {
+		if (!dev->req_pollers++)
+			virtqueue_disable_cb(dev->req_vq);
+		counted = true;
+	}
+	spin_unlock_irqrestore(&dev->req_lock, flags);
+	if (!counted)
 		return;
 	while (!completion_done(&r->done) && !need_resched()) {
 		spin_lock_irqsave(&dev->req_lock, flags);
 		if (dev->req_ok) {
 			pl_complete_used(dev->req_vq);
 			broken = virtqueue_is_broken(dev->req_vq);
-			gen = READ_ONCE(dev->gen);
-			looked = true;
 		}
 		spin_unlock_irqrestore(&dev->req_lock, flags);
 		if (broken || completion_done(&r->done) ||
@@ -141,8 +154,17 @@ static void pl_poll_answer(struct pl_dev *dev, struct pl_req *r,
 			break;
 		cpu_relax();
 	}
-	if (looked)
-		pl_answers_reaped(dev, broken, gen);
+	spin_lock_irqsave(&dev->req_lock, flags);
+	if (!--dev->req_pollers && dev->req_ok) {
+		while (!virtqueue_enable_cb(dev->req_vq)) {
+			virtqueue_disable_cb(dev->req_vq);
+			pl_complete_used(dev->req_vq);
+		}
+	}
+	broken = dev->req_ok && virtqueue_is_broken(dev->req_vq);
+	gen = READ_ONCE(dev->gen);
+	spin_unlock_irqrestore(&dev->req_lock, flags);
+	pl_answers_reaped(dev, broken, gen);
 }
 
 /**
@@ -307,10 +329,11 @@ static void pl_req_done(struct virtqueue *vq)
 	u64 gen;
 
 	spin_lock_irqsave(&dev->req_lock, flags);
+	/* while a submitter polls, the last poller turns the interrupt on */
 	do {
 		virtqueue_disable_cb(vq);
 		pl_complete_used(vq);
-	} while (!virtqueue_enable_cb(vq));
+	} while (!dev->req_pollers && !virtqueue_enable_cb(vq));
 	broken = dev->req_ok && virtqueue_is_broken(vq);
 	gen = READ_ONCE(dev->gen);
 	spin_unlock_irqrestore(&dev->req_lock, flags);

@@ -44,7 +44,7 @@ pub use self::config::{FrontendConfig, MemoryLayout};
 use self::control::{connect_with_retry, Control, VHOST_USER_CONFIG_WINDOW};
 pub use self::echo::{spawn_echo_daemon, EchoDaemon, EchoStats};
 pub use self::error::{FrontendError, Result};
-pub use self::vring::{Desc, RingLayout, UsedElem};
+pub use self::vring::{Desc, RingLayout, UsedElem, VRING_AVAIL_F_NO_INTERRUPT};
 
 /// Queue carrying driver-to-device requests (each answered in place).
 pub const REQUEST_QUEUE: usize = 0;
@@ -464,6 +464,20 @@ impl TestFrontend {
         } else {
             Ok(false)
         }
+    }
+
+    /// Set `avail.flags` of `queue` (0, or [`vring::VRING_AVAIL_F_NO_INTERRUPT`]
+    /// to ask the device for no interrupts while the caller polls).
+    pub fn set_avail_flags(&self, queue: usize, flags: u16) -> Result<()> {
+        self.check_connected()?;
+        self.queue(queue)?.set_avail_flags(&self.mem, flags)
+    }
+
+    /// Whether the device signalled `queue`'s call eventfd since the last
+    /// look or wait (drains it, never waits).
+    pub fn take_call(&self, queue: usize) -> Result<bool> {
+        self.check_connected()?;
+        self.queue(queue)?.take_call()
     }
 
     /// Free descriptors of `queue` (queue_size when nothing is in flight).

@@ -26,6 +26,9 @@ pub const VIRTQ_DESC_F_WRITE: u16 = 2;
 pub const VIRTQ_DESC_F_INDIRECT: u16 = 4;
 /// Set by the device in `used.flags` when it does not want kicks.
 pub const VRING_USED_F_NO_NOTIFY: u16 = 1;
+/// Set by the driver in `avail.flags` when it does not want interrupts
+/// (Linux's virtqueue_disable_cb() without EVENT_IDX).
+pub const VRING_AVAIL_F_NO_INTERRUPT: u16 = 1;
 
 /// Size of one split-ring descriptor.
 pub const DESC_SIZE: u64 = 16;
@@ -307,6 +310,36 @@ impl DriverQueue {
                 source,
             })?;
         Ok(u16::from_le(flags) & VRING_USED_F_NO_NOTIFY == 0)
+    }
+
+    /// Writes `avail.flags` as a driver does to ask for (0) or against
+    /// ([`VRING_AVAIL_F_NO_INTERRUPT`]) interrupts, then a full barrier
+    /// (the driver's half of the flag/used-idx handshake).
+    pub(crate) fn set_avail_flags(&self, mem: &GuestMemoryMmap, flags: u16) -> Result<()> {
+        let gpa = self.layout.avail;
+        mem.store(flags.to_le(), GuestAddress(gpa), Ordering::Release)
+            .map_err(|source| FrontendError::Memory {
+                op: "write avail flags",
+                gpa,
+                len: 2,
+                source,
+            })?;
+        fence(Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Whether the device signalled the call eventfd since the last look
+    /// (drains it; does not wait).
+    pub(crate) fn take_call(&self) -> Result<bool> {
+        match self.call.read() {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(source) => Err(FrontendError::Eventfd {
+                op: "read call eventfd",
+                queue: self.index,
+                source,
+            }),
+        }
     }
 
     pub(crate) fn kick(&self) -> Result<()> {
