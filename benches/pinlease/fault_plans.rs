@@ -2,7 +2,10 @@
 //! three daemons taking turns: one started without `--faults`, one with an
 //! empty plan, one with 10 rules whose points a NOP never hits; and, in
 //! this process, the engine's walk of its rules at the two points a NOP
-//! hits, which the round trips cannot resolve.
+//! hits, which the round trips cannot resolve. A daemon always has an
+//! engine (`inject add` can give it rules at run time): without `--faults`
+//! its rule list is empty, so the first two daemons run the same code and
+//! their ratio shows the noise of the round trips.
 
 use std::path::Path;
 
