@@ -285,16 +285,24 @@ impl LeaseTable {
             return 0;
         };
         let lo = start.saturating_sub(fl.max_len);
+        // Open-ended ranges cut short by take_while: imbl seeks a cursor
+        // for each bound it is given (a descent of the tree, on cold nodes
+        // at 10^6 leases), and an end bound would cost a second one.
         let mut bounded = fl
             .bounded
-            .range((lo, 0)..(end, 0))
+            .range((lo, 0)..)
+            .take_while(|((s, _), _)| *s < end)
             .filter(|(_, (e, _))| *e > start)
             .map(|(_, (_, l))| l)
             .peekable();
-        // Most files have no lease to EOF: skip that map's range walk
-        // (an imbl range costs as much as the rest of a lookup).
+        // Most files have no lease to EOF: skip that map's walk.
         let mut to_eof = (!fl.to_eof.is_empty())
-            .then(|| fl.to_eof.range(..(end, 0)).map(|(_, l)| l))
+            .then(|| {
+                fl.to_eof
+                    .iter()
+                    .take_while(|((s, _), _)| *s < end)
+                    .map(|(_, l)| l)
+            })
             .into_iter()
             .flatten()
             .peekable();
