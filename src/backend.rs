@@ -409,10 +409,18 @@ impl PinleaseBackend {
         let Some(mem) = self.mem.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
             return Ok(());
         };
+        // No kicks while the queue is being drained: requests the driver
+        // posts meanwhile are found by the next pass, and a kick each would
+        // cost both sides a syscall (and the daemon an epoll wake-up).
+        // Failing to toggle them means the used ring is not in guest
+        // memory, which add_used logs for each request.
+        let _ = vring.disable_notification();
         loop {
             let chains: Vec<Chain> = match vring.get_mut().get_queue_mut().iter(mem.memory()) {
                 Ok(it) => it.collect(),
                 Err(e) => {
+                    // Kicks back on: the next one retries.
+                    let _ = vring.enable_notification();
                     report_bad_input(
                         &self.device,
                         BadInput::BadChain,
@@ -422,6 +430,12 @@ impl PinleaseBackend {
                 }
             };
             if chains.is_empty() {
+                // Kicks back on, then a last look at the ring: true means a
+                // request was posted before the driver could see them on.
+                if vring.enable_notification().unwrap_or(false) {
+                    let _ = vring.disable_notification();
+                    continue;
+                }
                 break;
             }
             for chain in chains {

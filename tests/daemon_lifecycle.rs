@@ -1,7 +1,8 @@
 //! The daemon's life around its connections and its admin socket: fresh
 //! state per frontend, `--max-connections`, clean exits on signals, socket
 //! path checks, the admin socket's own bad input and access control, and
-//! the `pinlease status` CLI.
+//! the `pinlease status` CLI; and the request queue's kicks, turned off
+//! while the daemon drains it.
 
 mod common;
 
@@ -16,7 +17,8 @@ use common::mr::dma;
 use common::*;
 use pinlease_abi::*;
 use pinlease_testkit::daemon::wait_for_path;
-use pinlease_testkit::frontend::client::RegMrArgs;
+use pinlease_testkit::frontend::client::{encode_request, RegMrArgs};
+use pinlease_testkit::frontend::{Desc, REQUEST_QUEUE};
 use serde_json::{json, Value};
 
 /// Sends `bytes` on a fresh admin connection and reads one reply line.
@@ -559,4 +561,42 @@ fn status_cli_shows_tables_and_json() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--admin-socket"));
     d.assert_healthy();
+}
+
+/// The daemon turns kicks off while it drains the request queue and back
+/// on before it sleeps. Rounds of 8 NOPs, each submitted with
+/// `kick_if_needed` (so the kicks it turned off are not sent): a round
+/// that is never answered means the daemon went idle with kicks off, or
+/// missed a request posted while it turned them back on.
+#[test]
+fn requests_posted_while_kicks_are_off_are_all_answered() {
+    let d = Daemon::start();
+    let mut fe = d.frontend();
+    let req = encode_request(Opcode::Nop as u16, 0, 1, &[]);
+    let req_gpa = fe.alloc(req.len() as u64, 64).unwrap();
+    fe.write_mem(req_gpa, &req).unwrap();
+    let resps: Vec<u64> = (0..8).map(|_| fe.alloc(64, 64).unwrap()).collect();
+    let mut kicks = 0;
+    for round in 0..500 {
+        for &resp in &resps {
+            fe.submit_chain(
+                REQUEST_QUEUE,
+                &[
+                    Desc::readable(req_gpa, req.len() as u32),
+                    Desc::writable(resp, 64),
+                ],
+            )
+            .unwrap();
+            kicks += usize::from(fe.kick_if_needed(REQUEST_QUEUE).unwrap());
+        }
+        for i in 0..resps.len() {
+            let used = fe.wait_used(REQUEST_QUEUE, T).unwrap();
+            assert!(
+                used.is_some(),
+                "round {round}: NOP {i} of {} not answered",
+                resps.len()
+            );
+        }
+    }
+    assert!(kicks > 0, "the first submission kicks: kicks start on");
 }

@@ -15,9 +15,10 @@
 //! baseline runs on exactly the same loop.
 //!
 //! One module per section (`round_trips`, `reg_dereg`, `write`, `leases`,
-//! `memory`), and the shared parts: `measure` (timing), `report` (output),
+//! `memory`, `fault_plans`), and the shared parts: `measure` (timing), `report` (output),
 //! `machine` (/proc, CPUs, scheduling modes), `prebuilt` (request chains).
 
+mod fault_plans;
 mod leases;
 mod machine;
 mod measure;
@@ -52,15 +53,19 @@ pub(crate) const PAGE: u64 = PL_PAGE_SIZE;
 pub(crate) const KIB: u64 = 1024;
 pub(crate) const MIB: u64 = 1024 * 1024;
 
-/// The daemon under measurement: warnings only, to our stderr, and stopped
-/// with SIGTERM as in production.
-pub(crate) fn spawn_daemon() -> Daemon {
+/// How the bench starts a daemon: warnings only, to our stderr, and
+/// stopped with SIGTERM as in production.
+pub(crate) fn launch() -> Launch {
     Launch::new(env!("CARGO_BIN_EXE_pinlease"))
         .log_level("warn")
         .without_admin_socket()
         .stderr_inherited()
         .stop(Stop::Term)
-        .start()
+}
+
+/// The daemon under measurement.
+pub(crate) fn spawn_daemon() -> Daemon {
+    launch().start()
 }
 
 /// A client on a fresh connection (a fresh device) with `mem_size` bytes of
@@ -75,7 +80,7 @@ pub(crate) fn client(daemon: &Daemon, mem_size: u64) -> Client {
         .expect("connecting to the pinlease daemon")
 }
 
-/// `PINLEASE_BENCH_ONLY=2,3` runs only those sections.
+/// `PINLEASE_BENCH_ONLY=2,3` runs only those sections (1-6).
 struct Sections(Option<Vec<u32>>);
 
 impl Sections {
@@ -104,6 +109,9 @@ fn main() {
 
     let only = Sections::from_env();
     let mut memcpy = Memcpy::new();
+    let plan_daemons = only
+        .has(6)
+        .then(|| fault_plans::fault_plan_daemons(dir.path()));
     for one_cpu in [false, true] {
         let mode = Mode {
             one_cpu,
@@ -125,8 +133,15 @@ fn main() {
                 write::bench_write(&mut rep, &mut c, daemon.pid(), ctx, mode, &mut memcpy);
             }
         }
+        if let Some(d) = &plan_daemons {
+            fault_plans::bench_fault_plans(&mut rep, d, mode);
+        }
     }
     pin(daemon.pid(), false);
+    if plan_daemons.is_some() {
+        fault_plans::bench_engine_hits(&mut rep);
+    }
+    drop(plan_daemons);
     drop(daemon);
     if only.has(4) {
         leases::bench_leases(&mut rep);

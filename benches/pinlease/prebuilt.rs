@@ -85,6 +85,11 @@ pub(crate) fn nop_request() -> Vec<u8> {
 pub(crate) struct Pipeline {
     pub(crate) chains: Vec<Prebuilt>,
     pub(crate) by_head: HashMap<u16, usize>,
+    /// Requests completed and resubmitted by `complete_one`.
+    pub(crate) completed: u64,
+    /// Of those resubmissions, how many kicked (the device had not
+    /// turned kicks off while draining the queue).
+    pub(crate) kicks: u64,
 }
 
 impl Pipeline {
@@ -97,7 +102,12 @@ impl Pipeline {
             by_head.insert(c.submit(fe), i);
         }
         fe.kick(REQUEST_QUEUE).expect("kick");
-        Pipeline { chains, by_head }
+        Pipeline {
+            chains,
+            by_head,
+            completed: 0,
+            kicks: 0,
+        }
     }
 
     pub(crate) fn complete_one(&mut self, fe: &mut TestFrontend, len: u32) {
@@ -113,7 +123,10 @@ impl Pipeline {
         );
         let head = c.submit(fe);
         self.by_head.insert(head, i);
-        fe.kick_if_needed(REQUEST_QUEUE).expect("kick");
+        self.completed += 1;
+        if fe.kick_if_needed(REQUEST_QUEUE).expect("kick") {
+            self.kicks += 1;
+        }
     }
 
     pub(crate) fn drain(mut self, fe: &mut TestFrontend) {

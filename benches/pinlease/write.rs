@@ -10,7 +10,7 @@ use pinlease_testkit::frontend::client::{encode_request, Client, RegMrArgs};
 use vm_memory::{GuestAddress, GuestMemoryBackend};
 
 use crate::machine::Mode;
-use crate::measure::{measure, PerOp};
+use crate::measure::{cpu_ns, measure, PerOp};
 use crate::prebuilt::{interleaved_with_nop, nop_request, Pipeline, Prebuilt};
 use crate::report::{fmt_gbs, fmt_us, Report};
 use crate::{KIB, MIB, PAGE, REPS_MICRO, REPS_RT};
@@ -251,10 +251,13 @@ pub(crate) fn bench_write(
         let mut best_qd = (1, write.median);
         for depth in [8usize, 32] {
             let mut pipe = Pipeline::new(fe, &wreq, 16, depth);
+            let cpu0 = cpu_ns(daemon_pid);
             let piped = measure(REPS_RT, || {
                 pipe.complete_one(fe, 16);
                 len
             });
+            let daemon_us = (cpu_ns(daemon_pid) - cpu0) as f64 / 1e3 / pipe.completed as f64;
+            let kicks = pipe.kicks as f64 / pipe.completed as f64;
             pipe.drain(fe);
             if piped.median > best_qd.1 {
                 best_qd = (depth, piped.median);
@@ -264,7 +267,10 @@ pub(crate) fn bench_write(
                 mode.name(format!("WRITE {} MR->MR, QD{depth}", human(len))),
                 fmt_gbs(piped.median),
                 format!("{:.3} x memcpy", piped.median / best),
-                format!("{depth} in flight (bandwidth); spread {}", piped.spread()),
+                format!(
+                    "{depth} in flight (bandwidth); daemon on-CPU {daemon_us:.2} us per WRITE; {kicks:.3} kicks per WRITE; spread {}",
+                    piped.spread()
+                ),
             );
         }
         if len == MIB {
