@@ -25,8 +25,7 @@ fn bytes_of(f: &Figure) -> BenchResult<u64> {
 
 /// An anonymous buffer of `bytes`, touched, registered on `dev`.
 fn mr(dev: &Dev, bytes: u64) -> BenchResult<(Mapping, u64)> {
-    let m = Mapping::anon(bytes as usize)?;
-    m.touch();
+    let m = super::mr::touched(bytes)?;
     let key = dev.reg_mr(m.addr(), bytes, PL_ACCESS_ALL, 0)?.key;
     Ok((m, key))
 }
@@ -54,9 +53,8 @@ pub(super) fn nop(b: &Bench, f: &'static Figure) -> BenchResult<Vec<Line>> {
 /// each operation copying `bytes` x the returned count.
 fn memcpy_stats(b: &Bench, bytes: u64) -> BenchResult<(Stats, u64)> {
     let src = Mapping::anon(bytes as usize)?;
-    let dst = Mapping::anon(bytes as usize)?;
+    let dst = super::mr::touched(bytes)?;
     src.fill_with(0, bytes as usize, |i| (i * 7) as u8);
-    dst.touch();
     let copies = MEMCPY_MIN_BYTES_PER_OP.div_ceil(bytes).max(1);
     let (s, d) = (src.addr() as *const u8, dst.addr() as *mut u8);
     let stats = run_loop(&b.timing, Bounds::RATE, || {

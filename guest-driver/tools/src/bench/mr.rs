@@ -20,12 +20,16 @@ const ONE_PAGE_MRS: usize = 64;
 /// and page lists, the kernel's own): MemAvailable minus this.
 const HEADROOM_MIB: u64 = 64;
 
-/// An anonymous buffer of `bytes`, every page touched (faulted in).
-fn touched(bytes: u64) -> BenchResult<Mapping> {
+/// An anonymous buffer of `bytes`, every page faulted in by a write, as
+/// ibv-bench's memset does (the same THP backing on both sides).
+pub(super) fn touched(bytes: u64) -> BenchResult<Mapping> {
     let m = Mapping::anon(bytes as usize)?;
-    m.touch();
+    m.populate_writing(TOUCH_BYTE);
     Ok(m)
 }
+
+/// The byte bench buffers are populated with (ibv-bench memsets 0x5a).
+const TOUCH_BYTE: u8 = 0x5a;
 
 fn size_of(f: &Figure) -> BenchResult<u64> {
     id_bytes(f.id).ok_or_else(|| BenchError::Setup(format!("figure {}: no size in its id", f.id)))
@@ -172,6 +176,10 @@ pub(super) fn reg_big(b: &Bench, f: &'static Figure) -> BenchResult<Vec<Line>> {
         limited_by.map_or(String::new(), |l| format!(" (limited by {l})"))
     );
     let m = touched(bytes)?;
+    // How the buffer is backed decides what a pin costs (a THP folio is
+    // pinned in one step): the lines say it.
+    let thp = thp_mode(&std::fs::read_to_string(THP_ENABLED).unwrap_or_default());
+    let anon_huge_kb = sys::meminfo_kb("AnonHugePages");
     let reg = reg_once_stats(b, &dev, &m, bytes)?;
     let mut pin = BarePin::open()?;
     let mut unpin_ns = Vec::new();
@@ -191,6 +199,12 @@ pub(super) fn reg_big(b: &Bench, f: &'static Figure) -> BenchResult<Vec<Line>> {
             )
             .detail("via", "debugfs_bench_pin"),
     ];
+    for line in &mut lines {
+        line.details.push(("thp", thp.clone()));
+        if let Some(kb) = anon_huge_kb {
+            line.details.push(("anon_huge_kb", kb.to_string()));
+        }
+    }
     if let Some(l) = limited_by {
         for line in &mut lines {
             line.details.push(("limited_by", l.to_string()));
@@ -198,6 +212,17 @@ pub(super) fn reg_big(b: &Bench, f: &'static Figure) -> BenchResult<Vec<Line>> {
         }
     }
     Ok(lines)
+}
+
+const THP_ENABLED: &str = "/sys/kernel/mm/transparent_hugepage/enabled";
+
+/// The selected THP mode in `text` ("always [madvise] never" -> "madvise");
+/// "unknown" when none is bracketed (no THP in the kernel, file unreadable).
+fn thp_mode(text: &str) -> String {
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix('[')?.strip_suffix(']'))
+        .unwrap_or("unknown")
+        .to_string()
 }
 
 /// REG_MR of all of `m` timed, DEREG_MR after it untimed: a few times.
@@ -212,6 +237,15 @@ fn reg_once_stats(b: &Bench, dev: &Dev, m: &Mapping, bytes: u64) -> BenchResult<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thp_mode_is_the_bracketed_word() {
+        assert_eq!(thp_mode("always [madvise] never\n"), "madvise");
+        assert_eq!(thp_mode("[always] madvise never"), "always");
+        assert_eq!(thp_mode("always madvise [never]"), "never");
+        assert_eq!(thp_mode(""), "unknown");
+        assert_eq!(thp_mode("always madvise never"), "unknown");
+    }
 
     #[test]
     fn reg_max_takes_what_the_guest_can_give() {

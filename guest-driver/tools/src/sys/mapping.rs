@@ -277,6 +277,21 @@ impl Mapping {
         }
     }
 
+    /// Populates every page by writing `byte` at its start, never reading
+    /// first, as a program's memset does: the first fault of each range is
+    /// a write, so the kernel backs it with transparent huge pages where its
+    /// THP setting allows. [`Mapping::touch`] reads first, which maps the
+    /// (huge) zero page, and a write to the huge zero page only gets 4 KiB
+    /// pages: the benchmark's two sides must not differ in that.
+    pub fn populate_writing(&self, byte: u8) {
+        let step = page_size();
+        let mut o = 0;
+        while o < self.len {
+            self.set_u8(o, byte);
+            o += step;
+        }
+    }
+
     /// Touches every page (write fault) so the memory is populated.
     pub fn touch(&self) {
         let step = page_size();
