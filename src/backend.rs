@@ -389,7 +389,14 @@ impl PinleaseBackend {
         let Some(mem) = self.mem.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
             return false;
         };
-        let flags_gpa = GuestAddress(vring.get_ref().get_queue().avail_ring());
+        let flags_gpa = {
+            let v = vring.get_ref();
+            if !v.get_queue().ready() {
+                // A stopped queue's ring addresses are 0 after a reset.
+                return false;
+            }
+            GuestAddress(v.get_queue().avail_ring())
+        };
         // The used idx written by add_used() must be visible before the
         // flag is read: pairs with the driver's "clear the flag; full
         // barrier; look at the used idx" (Linux virtqueue_enable_cb()), so
@@ -412,15 +419,22 @@ impl PinleaseBackend {
         // No kicks while the queue is being drained: requests the driver
         // posts meanwhile are found by the next pass, and a kick each would
         // cost both sides a syscall (and the daemon an epoll wake-up).
-        // Failing to toggle them means the used ring is not in guest
-        // memory, which add_used logs for each request.
-        let _ = vring.disable_notification();
+        set_kicks(vring, false);
         loop {
-            let chains: Vec<Chain> = match vring.get_mut().get_queue_mut().iter(mem.memory()) {
-                Ok(it) => it.collect(),
+            // The vring's lock is held for this statement only: the error
+            // arm below takes it again (holding it across a `match` on it
+            // deadlocked the worker when a stopped queue answered
+            // QueueNotReady).
+            let polled = vring
+                .get_mut()
+                .get_queue_mut()
+                .iter(mem.memory())
+                .map(|it| it.collect::<Vec<Chain>>());
+            let chains = match polled {
+                Ok(chains) => chains,
                 Err(e) => {
                     // Kicks back on: the next one retries.
-                    let _ = vring.enable_notification();
+                    set_kicks(vring, true);
                     report_bad_input(
                         &self.device,
                         BadInput::BadChain,
@@ -432,8 +446,8 @@ impl PinleaseBackend {
             if chains.is_empty() {
                 // Kicks back on, then a last look at the ring: true means a
                 // request was posted before the driver could see them on.
-                if vring.enable_notification().unwrap_or(false) {
-                    let _ = vring.disable_notification();
+                if set_kicks(vring, true) {
+                    set_kicks(vring, false);
                     continue;
                 }
                 break;
@@ -504,6 +518,26 @@ impl PinleaseBackend {
             self.signal_used(vring)?;
         }
         Ok(())
+    }
+}
+
+/// Turns the driver's kicks of `vring` on or off (`VRING_USED_F_NO_NOTIFY`)
+/// if its queue is ready, in one hold of the vring's lock; returns, when
+/// turning them on, whether chains were posted meanwhile. A queue the
+/// frontend stopped is left alone: after a reset its used ring address is
+/// 0, and the flag would be written into guest memory there.
+fn set_kicks(vring: &VringRwLock, on: bool) -> bool {
+    let mut v = vring.get_mut();
+    if !v.get_queue().ready() {
+        return false;
+    }
+    if on {
+        // An error means the used ring is not in guest memory, which
+        // add_used logs for each request.
+        v.enable_notification().unwrap_or(false)
+    } else {
+        let _ = v.disable_notification();
+        false
     }
 }
 
