@@ -28,6 +28,7 @@ pub mod bench;
 pub mod campaign;
 pub mod cases;
 pub mod dataloss;
+pub mod debugfs;
 pub mod dev;
 pub mod ktap;
 pub mod markers;

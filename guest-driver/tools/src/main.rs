@@ -611,10 +611,9 @@ fn events(path: &str, count: usize, timeout: u64) -> CliResult {
 }
 
 fn status() -> CliResult {
-    let dir = "/sys/kernel/debug/pinlease";
-    let devs = std::fs::read_dir(dir).map_err(|e| format!("{dir}: {e} (is debugfs mounted?)"))?;
-    let mut names: Vec<_> = devs.filter_map(|d| d.ok()).map(|d| d.path()).collect();
-    names.sort();
+    let dir = pinlease_guest::debugfs::ROOT;
+    let names = pinlease_guest::debugfs::device_dirs()
+        .map_err(|e| format!("{dir}: {e} (is debugfs mounted?)"))?;
     for d in names {
         for t in ["contexts", "mrs", "leases"] {
             let p = d.join(t);

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const DEBUGFS_ROOT: &str = "/sys/kernel/debug/pinlease";
+use crate::debugfs::{MODULE_WIDE, ROOT as DEBUGFS_ROOT};
 
 /// The module file the checks load (set by `run`).
 static MODULE: Mutex<String> = Mutex::new(String::new());
@@ -148,11 +148,26 @@ fn check_debugfs_empty(t: &mut CaseCtx) -> CaseResult {
         "{DEBUGFS_ROOT} does not exist with the module loaded"
     );
     let all = entries(DEBUGFS_ROOT, "");
+    let per_device: Vec<&String> = all
+        .iter()
+        .filter(|e| !MODULE_WIDE.contains(&e.as_str()))
+        .collect();
     ensure!(
-        all.is_empty(),
-        "{DEBUGFS_ROOT} lists {all:?} without a device"
+        per_device.is_empty(),
+        "{DEBUGFS_ROOT} lists {per_device:?} without a device (module-wide: {MODULE_WIDE:?})"
     );
-    t.diag(format!("{DEBUGFS_ROOT}/ exists and is empty"));
+    let missing: Vec<&str> = MODULE_WIDE
+        .iter()
+        .copied()
+        .filter(|m| !all.iter().any(|e| e == m))
+        .collect();
+    ensure!(
+        missing.is_empty(),
+        "{DEBUGFS_ROOT} lacks the module-wide {missing:?} (lists {all:?})"
+    );
+    t.diag(format!(
+        "{DEBUGFS_ROOT}/ has no device entries, only the module-wide {MODULE_WIDE:?}"
+    ));
     Ok(())
 }
 

@@ -119,6 +119,12 @@ impl BarePin {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_path_is_a_module_wide_file_of_the_debugfs_root() {
+        use crate::debugfs::{MODULE_WIDE, ROOT};
+        assert_eq!(BENCH_PIN_PATH, format!("{ROOT}/{}", MODULE_WIDE[0]));
+    }
+
     use super::*;
 
     #[test]
