@@ -216,9 +216,20 @@ impl Device {
         let _ = self.note_access(&mr);
         let mut buf = Vec::new();
         self.walk(&mr, req.offset, req.length, |gpa, off, n| {
+            // A run may start or end inside a word: it ends where guest
+            // memory stops being contiguous, which an MR whose
+            // first_page_offset is not a multiple of 8 puts mid-word. So
+            // the words covering the run are made and the run's bytes cut
+            // out of them, each word by its own MR offset.
+            let (first_word, skip) = (off & !7, (off & 7) as usize);
             buf.clear();
-            buf.extend((0..n / 8).flat_map(|i| Self::pattern_word(req, off + i * 8).to_le_bytes()));
-            ram.write(gpa, &buf).map_err(Self::ram_error)
+            let mut w = first_word;
+            while w < off + n {
+                buf.extend(Self::pattern_word(req, w).to_le_bytes());
+                w += 8;
+            }
+            ram.write(gpa, &buf[skip..skip + n as usize])
+                .map_err(Self::ram_error)
         })?;
         mr.bytes_written.fetch_add(req.length, Ordering::Relaxed);
         self.counters
@@ -237,20 +248,40 @@ impl Device {
             ..Default::default()
         };
         let mut buf = Vec::new();
-        self.walk(&mr, req.offset, req.length, |gpa, off, n| {
+        // A word split between two runs (see fill) is put together here:
+        // its first bytes wait in `word` for the next run.
+        let mut word: Vec<u8> = Vec::with_capacity(8);
+        let mut word_off = req.offset;
+        let check = |resp: &mut PlVerifyResp, o: u64, bytes: &[u8]| {
+            let seen = u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]));
+            if seen != Self::pattern_word(req, o) {
+                if resp.mismatches == 0 {
+                    resp.first_bad_offset = o;
+                    resp.first_bad_value = seen;
+                }
+                resp.mismatches += 1;
+            }
+        };
+        self.walk(&mr, req.offset, req.length, |gpa, _off, n| {
             buf.resize(n as usize, 0);
             ram.read(gpa, &mut buf).map_err(Self::ram_error)?;
-            for (i, w) in buf.chunks_exact(8).enumerate() {
-                let o = off + i as u64 * 8;
-                let seen = u64::from_le_bytes(w.try_into().unwrap_or([0; 8]));
-                if seen != Self::pattern_word(req, o) {
-                    if resp.mismatches == 0 {
-                        resp.first_bad_offset = o;
-                        resp.first_bad_value = seen;
-                    }
-                    resp.mismatches += 1;
+            let mut rest = &buf[..];
+            if !word.is_empty() {
+                let take = (8 - word.len()).min(rest.len());
+                word.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                if word.len() == 8 {
+                    check(&mut resp, word_off, &word);
+                    word_off += 8;
+                    word.clear();
                 }
             }
+            let whole = rest.len() / 8 * 8;
+            for w in rest[..whole].chunks_exact(8) {
+                check(&mut resp, word_off, w);
+                word_off += 8;
+            }
+            word.extend_from_slice(&rest[whole..]);
             Ok(())
         })?;
         mr.bytes_read.fetch_add(req.length, Ordering::Relaxed);

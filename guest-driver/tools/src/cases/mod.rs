@@ -30,8 +30,8 @@ use crate::cases::dax::{
 };
 use crate::cases::dma::{
     dma_compare_swap_both_outcomes, dma_fetch_add, dma_fill_verify_const,
-    dma_fill_verify_xor_detects_corruption, dma_read, dma_unaligned_mr_start_and_length, dma_write,
-    query_device,
+    dma_fill_verify_xor_detects_corruption, dma_odd_offset_over_scattered_pages, dma_read,
+    dma_unaligned_mr_start_and_length, dma_write, query_device,
 };
 use crate::cases::events::{
     events_mr_revoked_import_source_gone, events_whole_records_poll_empty_no_lease_revokes_yet,
@@ -140,6 +140,7 @@ pub fn all() -> Vec<Case> {
         case!(dma_fill_verify_const),
         case!(dma_fill_verify_xor_detects_corruption),
         case!(dma_unaligned_mr_start_and_length),
+        case!(dma_odd_offset_over_scattered_pages),
         case!(bad_dma_unknown_op_einval),
         case!(bad_stale_key_estale),
         case!(bad_out_of_range_erange),

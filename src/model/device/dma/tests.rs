@@ -371,3 +371,54 @@ fn fill_and_verify_in_both_modes_find_corrupted_words() {
         .unwrap();
     assert_eq!(v.mismatches, 2, "refused requests wrote nothing");
 }
+
+/// Writes into `state` (the MR's expected bytes) what FILL of `range`
+/// leaves: byte `o % 8` of the pattern word at `o & !7`.
+fn fill_reference(state: &mut [u8], range: (u64, u64), p: u64, mode: u32) {
+    for o in range.0..range.0 + range.1 {
+        let w = o & !7;
+        let word = if mode == PL_PATTERN_OFFSET_XOR {
+            p ^ w
+        } else {
+            p
+        };
+        state[o as usize] = word.to_le_bytes()[(o & 7) as usize];
+    }
+}
+
+#[test]
+fn fill_and_verify_are_exact_when_words_straddle_scattered_pages() {
+    // Issue 12's report, scaled to the test RAM: first_page_offset 1031 (not
+    // a multiple of 8) over pages that are not adjacent, so every page
+    // boundary falls inside a word.
+    device_and_ram!(dev, r; a);
+    let l = Layout::new(vec![0x8000, 0x6000, 0x4000, 0x2000], 1031, 4 * 4096 - 1031);
+    let k = reg(&dev, a, &l, PL_ACCESS_READ | PL_ACCESS_WRITE);
+    let p = 0x0123_4567_89ab_cdef;
+    let whole = (8, l.len / 8 * 8 - 8);
+    for mode in [PL_PATTERN_CONST, PL_PATTERN_OFFSET_XOR] {
+        let mut state = bytes(l.len as usize, 0x5c);
+        l.write(r, 0, &state);
+        for range in [(8368, 3744), (0, 4096), whole] {
+            dev.fill(a, &pattern(k, range.0, range.1, p, mode)).unwrap();
+            fill_reference(&mut state, range, p, mode);
+            assert_eq!(l.all(r), state, "mode {mode}: after FILL {range:?}");
+            let v = dev
+                .verify(a, &pattern(k, range.0, range.1, p, mode))
+                .unwrap();
+            assert_eq!(
+                (v.mismatches, v.first_bad_offset),
+                (0, u64::MAX),
+                "mode {mode}: VERIFY {range:?} right after its FILL"
+            );
+        }
+        // One byte of the word that straddles the first page boundary (MR
+        // offset 4096 - 1031 = 3065 is in the word at 3064) flipped.
+        let flipped = !state[3066];
+        l.write(r, 3066, &[flipped]);
+        let v = dev
+            .verify(a, &pattern(k, whole.0, whole.1, p, mode))
+            .unwrap();
+        assert_eq!((v.mismatches, v.first_bad_offset), (1, 3064), "mode {mode}");
+    }
+}
