@@ -216,7 +216,8 @@ impl PinleaseBackend {
             }
         }
         if wrote {
-            self.signal_used(req_vring)?;
+            let mem = self.mem.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            Self::signal_used(req_vring, mem.as_ref())?;
         }
         self.flush_events(&vrings[usize::from(PL_QUEUE_EVENT)])
     }
@@ -376,8 +377,10 @@ impl PinleaseBackend {
     /// for its answer (its `req_poll_us`); the interrupt it would get anyway
     /// costs the guest a legacy INTx round trip through QEMU (the device has
     /// no MSI-X, docs/benchmarks.md) for an answer already taken.
-    fn signal_used(&self, vring: &VringRwLock) -> io::Result<()> {
-        if self.interrupt_suppressed(vring) {
+    ///
+    /// `mem` is the guest memory the caller already holds (None: signal).
+    fn signal_used(vring: &VringRwLock, mem: Option<&Mem>) -> io::Result<()> {
+        if mem.is_some_and(|m| Self::interrupt_suppressed(vring, m)) {
             return Ok(());
         }
         vring.signal_used_queue()
@@ -385,10 +388,7 @@ impl PinleaseBackend {
 
     /// Whether the driver's `avail.flags` has `VRING_AVAIL_F_NO_INTERRUPT`.
     /// An unreadable ring counts as "no": signal, as without the check.
-    fn interrupt_suppressed(&self, vring: &VringRwLock) -> bool {
-        let Some(mem) = self.mem.lock().unwrap_or_else(|e| e.into_inner()).clone() else {
-            return false;
-        };
+    fn interrupt_suppressed(vring: &VringRwLock, mem: &Mem) -> bool {
         let flags_gpa = {
             let v = vring.get_ref();
             if !v.get_queue().ready() {
@@ -457,7 +457,7 @@ impl PinleaseBackend {
                 let (used, completion) = self.process_request(chain);
                 self.finish(vring, head, used, completion);
             }
-            self.signal_used(vring)?;
+            Self::signal_used(vring, Some(&mem))?;
         }
         Ok(())
     }
@@ -515,7 +515,7 @@ impl PinleaseBackend {
             delivered = true;
         }
         if delivered {
-            self.signal_used(vring)?;
+            Self::signal_used(vring, Some(&mem))?;
         }
         Ok(())
     }

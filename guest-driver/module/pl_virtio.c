@@ -64,6 +64,18 @@ static void pl_schedule_reset(struct pl_dev *dev, u64 gen)
 	queue_work(pl_wq, &dev->reset_work);
 }
 
+/*
+ * A used entry naming no buffer in flight broke queue @which: count it and
+ * reset the device of generation @gen. Called without the queue's lock.
+ */
+static void pl_queue_broken(struct pl_dev *dev, const char *which, u64 gen)
+{
+	atomic64_inc(&dev->faults.broken_vq);
+	pr_err("%s: %s queue broken: resetting the device\n", dev->name,
+	       which);
+	pl_schedule_reset(dev, gen);
+}
+
 /* Hands the answers in the request queue to their waiters. */
 static void pl_complete_used(struct virtqueue *vq)
 {
@@ -93,12 +105,8 @@ static void pl_complete_used(struct virtqueue *vq)
 static void pl_answers_reaped(struct pl_dev *dev, bool broken, u64 gen)
 {
 	wake_up(&dev->req_space);
-	if (broken) {
-		atomic64_inc(&dev->faults.broken_vq);
-		pr_err("%s: request queue broken: resetting the device\n",
-		       dev->name);
-		pl_schedule_reset(dev, gen);
-	}
+	if (broken)
+		pl_queue_broken(dev, "request", gen);
 }
 
 /**
@@ -417,12 +425,8 @@ static void pl_evt_work(struct work_struct *work)
 			bool broken = virtqueue_is_broken(dev->evt_vq);
 
 			spin_unlock_irq(&dev->evt_lock);
-			if (broken) {
-				atomic64_inc(&dev->faults.broken_vq);
-				pr_err("%s: event queue broken: resetting the device\n",
-				       dev->name);
-				pl_schedule_reset(dev, gen);
-			}
+			if (broken)
+				pl_queue_broken(dev, "event", gen);
 			return;
 		}
 		ev = *buf;
