@@ -21,7 +21,7 @@
 //! Progress goes to stderr; the exit status is 0 only when every selected
 //! figure printed every guest side.
 
-mod barepin;
+pub(crate) mod barepin;
 mod dma;
 mod events;
 pub mod figures;

@@ -90,3 +90,90 @@ pub(super) fn debugfs_tables_list_contexts_and_mrs(t: &mut CaseCtx) -> CaseResul
     }
     Ok(())
 }
+
+/// Writes `command` to a fresh open of bench_pin; the errno it fails with.
+fn bench_pin_errno(f: &mut std::fs::File, command: &str) -> Result<i32, String> {
+    use std::io::Write;
+    match f.write(command.as_bytes()) {
+        Ok(n) => Err(format!("bench_pin took {command:?} ({n} bytes)")),
+        Err(e) => Ok(e.raw_os_error().unwrap_or(0)),
+    }
+}
+
+/// The module-wide debugfs `bench_pin` (the guest benchmark's bare pin):
+/// nothing to read before a pin, every malformed command refused with
+/// EINVAL, and a pin that fails half-way (the range's second page is not
+/// mapped) answers the pin's error with nothing left pinned.
+pub(super) fn debugfs_bench_pin_refuses_bad_input(t: &mut CaseCtx) -> CaseResult {
+    use crate::sys::Mapping;
+    use std::io::Read;
+    let path = crate::bench::barepin::BENCH_PIN_PATH;
+    let open = || {
+        std::fs::File::options()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| crate::ktap::CaseErr::Fail(format!("open {path}: {e}")))
+    };
+    let mut f = open()?;
+    let mut buf = [0u8; 128];
+    match f.read(&mut buf) {
+        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => {}
+        other => fail!("read of {path} before any pin: {other:?}, expected ENODATA"),
+    }
+    let m = Mapping::anon(2 * 4096)?;
+    m.touch();
+    let a = m.addr();
+    let long = format!("{a:#x} 4096{}", " ".repeat(200));
+    for command in [
+        "garbage".to_string(),
+        format!("{a:#x}"),
+        format!("{a:#x} 4096 4096"),
+        format!("{:#x} 4096", a + 1),
+        format!("{a:#x} 4097"),
+        format!("{a:#x} 0"),
+        format!("{a:#x} {}", 5u64 << 30),
+        "0xfffffffffffff000 8192".to_string(),
+        long,
+    ] {
+        let errno = bench_pin_errno(&mut f, &command).map_err(crate::ktap::CaseErr::Fail)?;
+        ensure!(
+            errno == libc::EINVAL,
+            "bench_pin {:?}: errno {errno}, expected EINVAL ({})",
+            command.chars().take(40).collect::<String>(),
+            libc::EINVAL
+        );
+    }
+    // Half mapped: the first page pins, the second faults.
+    let half = Mapping::anon(2 * 4096)?;
+    half.touch();
+    // SAFETY: unmapping the second page of our own mapping; `half` is not
+    // read there again (Mapping's drop unmaps the range, a no-op for it).
+    unsafe { libc::munmap((half.addr() + 4096) as *mut libc::c_void, 4096) };
+    let errno = bench_pin_errno(&mut f, &format!("{:#x} 8192", half.addr()))
+        .map_err(crate::ktap::CaseErr::Fail)?;
+    t.diag(format!("pin over an unmapped page: errno {errno}"));
+    ensure!(
+        errno == libc::EFAULT,
+        "pin over an unmapped page: errno {errno}, expected EFAULT"
+    );
+    match crate::sys::wait_pin_balance(Duration::from_secs(2)) {
+        Ok(Ok(_)) => {}
+        Ok(Err((acq, rel))) => {
+            fail!("after the failed pin: nr_foll_pin_acquired {acq} != released {rel}")
+        }
+        Err(e) => fail!("pin counters: {e}"),
+    }
+    // A good pin after all that, and its times read back.
+    let mut f = open()?;
+    let mut pin = crate::bench::barepin::BarePin::open()
+        .map_err(|e| crate::ktap::CaseErr::Fail(e.to_string()))?;
+    let times = pin
+        .pin(a, 8192)
+        .map_err(|e| crate::ktap::CaseErr::Fail(e.to_string()))?;
+    t.diag(format!("pin of 2 pages: {times:?}"));
+    match f.read(&mut buf) {
+        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(()),
+        other => fail!("another open's read after this one's pin: {other:?}, expected ENODATA (results are per open)"),
+    }
+}

@@ -42,7 +42,9 @@ use crate::cases::faults::{
     fault_pin_after_fails_reg_mr_and_unpins, fault_pin_times_counts_down,
     fault_release_delay_ms_defers_context_release,
 };
-use crate::cases::introspection::{debugfs_tables_list_contexts_and_mrs, fdinfo_lists_mrs};
+use crate::cases::introspection::{
+    debugfs_bench_pin_refuses_bad_input, debugfs_tables_list_contexts_and_mrs, fdinfo_lists_mrs,
+};
 use crate::cases::leases::basic::{
     ext4_never_breaks_layout_leases, holder_killed_while_breaker_waits,
     lease_survives_data_fd_close, lease_take_release_basic,
@@ -147,6 +149,7 @@ pub fn all() -> Vec<Case> {
         case!(bad_reg_args_einval),
         case!(fdinfo_lists_mrs),
         case!(debugfs_tables_list_contexts_and_mrs),
+        case!(debugfs_bench_pin_refuses_bad_input),
         case!(events_whole_records_poll_empty_no_lease_revokes_yet),
         case!(events_mr_revoked_import_source_gone),
         case!(lifetime_event_fd_outlives_device_fd),
