@@ -460,6 +460,9 @@ pub(super) fn fault_params_refuse_bad_values(t: &mut CaseCtx) -> CaseResult {
         ("fault_release_delay_ms", "60001"),
         ("fault_drop_event", "-1"),
         ("fault_drop_event", "1x"),
+        ("req_poll_us", "-1"),
+        ("req_poll_us", "1001"),
+        ("req_poll_us", "fast"),
     ];
     for (name, v) in bad {
         let before = param_get(name)?;
@@ -484,6 +487,12 @@ pub(super) fn fault_params_refuse_bad_values(t: &mut CaseCtx) -> CaseResult {
     fp.set("req_timeout_ms", 5000)?;
     fp.set("fault_release_delay_ms", 60000)?;
     fp.set("fault_release_delay_ms", 0)?;
+    ensure!(
+        param_get("req_poll_us")? == 50,
+        "req_poll_us default is not 50"
+    );
+    fp.set("req_poll_us", 1000)?;
+    fp.set("req_poll_us", 0)?;
     // A device that answers in time is not timed out by a short limit.
     fp.set("req_timeout_ms", 2000)?;
     let timeouts0 = device_counter("timeouts")?;
