@@ -22,7 +22,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub socket_path: PathBuf,
     /// Admin socket for `pinlease status` (created mode 0600).
-    #[arg(long, env = "PINLEASE_ADMIN_SOCKET")]
+    #[arg(long, env = "PINLEASE_ADMIN_SOCKET", hide_env_values = true)]
     pub admin_socket: Option<PathBuf>,
     /// Exit after serving this many frontends (default: never).
     #[arg(long)]

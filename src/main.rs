@@ -9,19 +9,27 @@
 //!     -device vhost-user-gpio-pci,chardev=pl        # carrier mode, QEMU <= 10.1
 //! pinlease status --admin-socket /tmp/pl.admin [--json]
 //! pinlease inject --admin-socket /tmp/pl.admin add|list|clear|load|now ...  # docs/faults.md 1.4
+//! pinlease status --admin-socket /tmp/pl.admin --watch 2     # redraw every 2 s
+//! pinlease generate man DIR | pinlease generate completions bash|zsh|fish|...
 //! ```
 //!
 //! This file only parses the command line and dispatches: `serve`'s flags
 //! become a configuration in `config.rs` (`TryFrom<ServeArgs>`, tested
 //! without a daemon), the fault plan is loaded by `faults::load`, the serve
 //! loop is `server.rs`, the admin protocol `admin.rs` and the status tables
-//! `status_view.rs`. The library's crate doc (src/lib.rs) maps the rest.
+//! `status_view.rs`; `cli_docs.rs` generates the man pages and shell
+//! completions from these clap definitions (contrib/, checked by a test).
+//! The library's crate doc (src/lib.rs) maps the rest.
+
+mod cli_docs;
+mod watch;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use log::error;
 
 use pinlease::config::{ConfigError, ServeArgs, ServeConfig};
@@ -74,7 +82,7 @@ enum Command {
     /// Change a running daemon's fault plan (docs/faults.md 1.4).
     Inject {
         /// The daemon's admin socket.
-        #[arg(long, env = "PINLEASE_ADMIN_SOCKET")]
+        #[arg(long, env = "PINLEASE_ADMIN_SOCKET", hide_env_values = true)]
         admin_socket: PathBuf,
         #[command(subcommand)]
         op: InjectOp,
@@ -82,11 +90,23 @@ enum Command {
     /// Show contexts, MRs, the lease table and counters of a running daemon.
     Status {
         /// The daemon's admin socket.
-        #[arg(long, env = "PINLEASE_ADMIN_SOCKET")]
+        #[arg(long, env = "PINLEASE_ADMIN_SOCKET", hide_env_values = true)]
         admin_socket: PathBuf,
-        /// Print the daemon's JSON reply instead of tables.
+        /// Print the daemon's JSON reply instead of tables (with --watch:
+        /// one compact JSON object per line).
         #[arg(long)]
         json: bool,
+        /// Ask again every SECONDS (0.1 to 86400, fractions allowed) until
+        /// interrupted or the daemon stops answering; on a terminal each
+        /// reply replaces the last, as watch(1) does.
+        #[arg(long, value_name = "SECONDS", value_parser = watch::parse_period)]
+        watch: Option<Duration>,
+    },
+    /// Write the man pages or print shell completions, generated from
+    /// this command line's own definition.
+    Generate {
+        #[command(subcommand)]
+        what: cli_docs::Generate,
     },
 }
 
@@ -185,6 +205,10 @@ enum CliError {
     Daemon(#[from] pinlease::error::Error),
     #[error("the daemon's reply cannot be read: {0}")]
     Reply(#[from] serde_json::Error),
+    #[error(transparent)]
+    Generate(#[from] cli_docs::GenerateError),
+    #[error("writing to standard output: {0}")]
+    Stdout(#[from] std::io::Error),
 }
 
 fn serve_daemon(args: ServeArgs) -> Result<(), CliError> {
@@ -201,24 +225,42 @@ fn serve_daemon(args: ServeArgs) -> Result<(), CliError> {
     Ok(serve(&cfg.serve_loop, Arc::clone(&state))?)
 }
 
-fn status(admin_socket: &Path, json: bool) -> Result<(), CliError> {
+/// One `pinlease status` reply, as JSON (`pretty`: indented, else one
+/// line) or as the tables.
+fn status_text(admin_socket: &Path, json: bool, pretty: bool) -> Result<String, CliError> {
     let reply = pinlease::admin::request(admin_socket, &serde_json::json!({"cmd": "status"}))?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&reply).unwrap_or_default()
-        );
-    } else {
-        print!("{}", render_reply(&StatusReply::from_json(&reply)?));
+    Ok(match (json, pretty) {
+        (true, true) => format!("{}\n", serde_json::to_string_pretty(&reply)?),
+        (true, false) => format!("{reply}\n"),
+        (false, _) => render_reply(&StatusReply::from_json(&reply)?),
+    })
+}
+
+fn status(admin_socket: &Path, json: bool, watch: Option<Duration>) -> Result<(), CliError> {
+    match watch {
+        None => {
+            print!("{}", status_text(admin_socket, json, true)?);
+            Ok(())
+        }
+        Some(period) => {
+            let title = format!("pinlease status --admin-socket {}", admin_socket.display());
+            watch::run(&title, period, json, || {
+                status_text(admin_socket, json, false)
+            })
+        }
     }
-    Ok(())
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(args) => serve_daemon(args),
         Command::Inject { admin_socket, op } => inject(&admin_socket, op),
-        Command::Status { admin_socket, json } => status(&admin_socket, json),
+        Command::Status {
+            admin_socket,
+            json,
+            watch,
+        } => status(&admin_socket, json, watch),
+        Command::Generate { what } => Ok(cli_docs::generate(what, Cli::command())?),
     }
 }
 
