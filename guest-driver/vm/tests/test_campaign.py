@@ -85,7 +85,7 @@ class Summary(unittest.TestCase):
                                                  "fires": 0}]},
                     "module_faults": {"pin_after": seed}}
 
-        agg = campaign.aggregate([run(0, 2), run(1, 3, "violated")], [p])
+        agg = campaign.aggregate([run(0, 2), run(1, 3, "violated")], campaign.shards.rule_keys(p))
         self.assertEqual(agg["faults_by_class_action"], {"lease-break x withhold": 5})
         self.assertEqual(agg["never_fired"], ["memory-map delay"])
         self.assertEqual(agg["module_faults"], {"pin_after": 1})
