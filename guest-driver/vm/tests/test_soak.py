@@ -2,6 +2,8 @@
 soak rotates, the guest script, and bad options refused before anything
 is written. The real soak's figures are in docs/soak.md."""
 
+import contextlib
+import io
 import subprocess
 import sys
 import tempfile
@@ -107,15 +109,29 @@ class Parsing(unittest.TestCase):
             self.assertIn(want, str(cm.exception))
 
     def test_rounds_follow_vm_run_output(self):
+        plans = soak.soak_plans(str(soak.CAMPAIGNS / "*.toml"))
         with tempfile.TemporaryDirectory() as tmp:
-            r = soak.Rounds(Path(tmp), Path("/nonexistent/pinlease"), [])
+            (Path(tmp) / "plans").mkdir()
+            r = soak.Rounds(Path(tmp), Path("/nonexistent/pinlease"), soak.schedule(plans, 4))
             r.feed(f"[   1.0s] {soak.DAEMON_PID}999999999), socket /x/vu.sock\n")
             self.assertEqual(r.pid, 999999999)
-            r.feed(f"  {markers.SOAK} iter=0 uptime=5.0 slab_kb=1 sunreclaim_kb=2 ok=0 failed=0")
-            self.assertEqual(len(r.samples), 1)
+            with contextlib.redirect_stdout(io.StringIO()) as said:
+                r.feed(f"  {markers.SOAK} iter=0 uptime=5.0 slab_kb=1 sunreclaim_kb=2 ok=0 "
+                       "failed=0")
+                r.feed(f"  {markers.SOAK} iter=1 uptime=9.0 slab_kb=1 sunreclaim_kb=2 ok=6 "
+                       "failed=0")
+            self.assertEqual(len(r.samples), 2)
             # The pid is gone: the sample says why it has no daemon figures.
             self.assertIn("daemon_error", r.samples[0])
-            self.assertEqual(r.samples[0]["plan"], "none")
+            self.assertEqual(r.samples[0]["plan"], "none (before the first round)")
+            # Round 1 is the first plan, seed 1; its daemon plan could not be
+            # loaded (no daemon binary), which the label and a warning say.
+            self.assertEqual(r.samples[1]["plan"],
+                             f"{plans[0].name}/1 {r.entry(1)['module_args']} "
+                             "(daemon plan NOT loaded)")
+            self.assertIn(f"round 1: inject load {tmp}/plans/{plans[0].name}-1.toml failed",
+                          said.getvalue())
+            self.assertTrue((Path(tmp) / "plans" / f"{plans[1].name}-2.toml").is_file())
 
 
 class Setup(unittest.TestCase):
@@ -129,13 +145,78 @@ class Setup(unittest.TestCase):
             soak.soak_plans(str(soak.CAMPAIGNS / "abort.toml"))
         self.assertIn("every plan has an abort rule", str(cm.exception))
 
-    def test_guest_script_is_valid_sh_and_takes_the_marker_from_its_file(self):
-        text = soak.guest_script(300)
-        self.assertNotIn(markers.SOAK, text)
-        self.assertIn("$PL_MARK_SOAK iter=$i", text)
-        self.assertIn("+ 300 ))", text)
-        r = subprocess.run(["sh", "-n"], input=text, text=True, capture_output=True)
-        self.assertEqual(r.returncode, 0, r.stderr)
+    def test_schedule_is_the_campaigns_workload(self):
+        plans = soak.soak_plans(str(soak.CAMPAIGNS / "*.toml"))
+        rounds = soak.schedule(plans, len(plans) + 1)
+        self.assertEqual([r["plan"].name for r in rounds],
+                         [p.name for p in plans] + [plans[0].name])
+        self.assertEqual([r["seed"] for r in rounds], list(range(1, len(plans) + 2)))
+        for r in rounds:
+            self.assertEqual(r["cases"], r["plan"].run.get("cases") or soak.DEFAULT_CASES)
+            params, _ = soak.faultplan.pick_guest_params(r["plan"].guest, r["seed"])
+            self.assertEqual(r["module_args"], soak.faultplan.module_args(params))
+            self.assertNotIn(" ", r["cases"])
+        self.assertTrue(any(r["module_args"] for r in rounds))
+        self.assertEqual(soak.schedule([], 2, "x*")[1]["cases"], "x*")
+        self.assertEqual(soak.schedule(plans, 1, "x*")[0]["cases"], "x*")
+
+    def test_guest_script_runs_the_schedule(self):
+        """The script itself, under sh with /sys, /proc and the tool swapped
+        for files in a temporary directory: each round sets its module
+        parameters (the others back to their defaults) and runs its cases."""
+        plans = soak.soak_plans(str(soak.CAMPAIGNS / "*.toml"))
+        rounds = soak.schedule(plans, 3)
+        with tempfile.TemporaryDirectory() as tmp:
+            t = Path(tmp)
+            text = soak.guest_script(10, rounds, marker_file=t / "MARKERS")
+            self.assertNotIn(markers.SOAK, text)
+            self.assertIn("$PL_MARK_SOAK iter=$i", text)
+            (t / "MARKERS").write_text(markers.FILE.read_text())
+            params = t / "params"
+            params.mkdir()
+            names = {kv.split("=")[0] for r in rounds for kv in r["module_args"].split()}
+            for n in names:
+                (params / n).write_text("7\n")
+            (t / "meminfo").write_text("Slab:  100 kB\nSUnreclaim:  40 kB\n")
+            (t / "bin").mkdir()
+            tool = t / "bin" / "pinlease-guest"
+            # The fake suite records the cases and the parameters it ran with.
+            tool.write_text("#!/bin/sh\necho \"$3 $(cd PARAMS && grep -H . * | tr '\\n' ' ')\" "
+                            ">> RAN\necho 'ok 1 a'\necho 'not ok 2 b'\n")
+            tool.chmod(0o755)
+            # 3 rounds: the uptime passes the end only on the 4th look.
+            fake = (text.replace("/sys/module/pinlease/parameters", str(params))
+                    .replace("/proc/meminfo", str(t / "meminfo"))
+                    .replace("/proc/sys/vm/drop_caches", str(t / "drop"))
+                    .replace("/tmp/soak-", f"{t}/soak-")
+                    .replace(f"sleep {soak.PLAN_LOAD_WAIT_S}", "true")
+                    .replace("cut -d. -f1 /proc/uptime", "cat UP")
+                    .replace("cut -d' ' -f1 /proc/uptime", "cat UP"))
+            fake = fake.replace("while [", "echo 0 > UP\nwhile [").replace(
+                "\tsample\ndone", "\tsample\n\techo $(( $(cat UP) + 1 )) > UP\n"
+                "\t[ $i -ge 3 ] && echo 1000 > UP\ndone")
+            fake = fake.replace("PARAMS &&", f"{params} &&")
+            tool.write_text(tool.read_text().replace("PARAMS", str(params))
+                            .replace("RAN", str(t / "ran")))
+            (t / "UP").write_text("0\n")
+            r = subprocess.run(["sh", "-c", fake], cwd=t, capture_output=True, text=True,
+                               env={"PATH": f"{t / 'bin'}:/usr/bin:/bin"})
+            self.assertEqual(r.returncode, 0, r.stderr)
+            got = [soakjudge.parse_guest_sample(x, markers.SOAK) for x in r.stdout.splitlines()
+                   if markers.SOAK in x]
+            self.assertEqual([g["iter"] for g in got], [0, 1, 2, 3])
+            self.assertEqual(got[2]["guest_slab_kb"], 100)
+            self.assertEqual((got[2]["cases_ok"], got[2]["cases_failed"]), (1, 1))
+            ran = (t / "ran").read_text().splitlines()
+            self.assertEqual(len(ran), 3)
+            for line, want in zip(ran, rounds):
+                cases, *set_params = line.split()
+                self.assertEqual(cases, want["cases"])
+                mine = dict(kv.split("=") for kv in want["module_args"].split())
+                for item in set_params:
+                    path, value = item.split(":")
+                    name = Path(path).name
+                    self.assertEqual(value, mine.get(name, "7"), (want["plan"].name, name))
 
     def test_bad_options(self):
         with tempfile.TemporaryDirectory() as tmp:
@@ -147,7 +228,8 @@ class Setup(unittest.TestCase):
                                (["--minutes", "1", "--tolerance", "0"],
                                 "--tolerance must be between 0 and 100 (percent), got 0"),
                                (["--minutes", "1", "--tolerance", "100"], "got 100"),
-                               (["--minutes", "1", "--cases", ""], "--cases must name cases"),
+                               (["--minutes", "1", "--cases", ""], "--cases must be one glob"),
+                               (["--minutes", "1", "--cases", "a b"], "got 'a b'"),
                                (["--minutes", "1", "--reuse", tmp],
                                 f"--reuse {tmp}: no pinlease there"),
                                (["--minutes", "1", "--no-faults", "--plans", "x"],
