@@ -39,3 +39,7 @@ PL_MARK_HOST_ACK=PINLEASE-HOST-ACK
 # pinlease-guest bench and ibv-bench: "PINLEASE-BENCH SIDE ID VALUE [KEY=VALUE ...]"
 # (the figures are defined in bench_figures.txt).
 PL_MARK_BENCH=PINLEASE-BENCH
+
+# vm/soak's guest script, after each round of the suite (docs/soak.md):
+# "PINLEASE-SOAK iter=N uptime=S slab_kb=K sunreclaim_kb=K ok=N failed=N"
+PL_MARK_SOAK=PINLEASE-SOAK

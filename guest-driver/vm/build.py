@@ -20,6 +20,7 @@ import initramfs
 import kernels
 import markers
 from exitcodes import setup_error
+import progress
 from procs import fmt_cmd
 from progress import say
 
@@ -41,11 +42,14 @@ REUSE_BASE = "initramfs-base.cpio.gz"
 
 class Steps:
     """Runs build steps with their output in DIR/build-<name>.log, timing
-    each, and records every command in DIR/commands.txt."""
+    each, and records every command in DIR/commands.txt. A step that runs
+    longer than heartbeat_secs says so every heartbeat_secs, with the last
+    line of its log (cargo's `Compiling foo`)."""
 
     def __init__(self, out):
         self.out = out
         self.times = []
+        self.heartbeat_secs = progress.HEARTBEAT_SECS
         self.cmdlog = open(out / "commands.txt", "a")
 
     def record(self, cmd, env_extra=None):
@@ -59,7 +63,8 @@ class Steps:
         self.record(cmd, env_extra)
         env = dict(os.environ, **(env_extra or {}))
         t = time.monotonic()
-        with open(log, "w") as f:
+        with open(log, "w") as f, progress.Heartbeat(f"build {name}", log,
+                                                     self.heartbeat_secs):
             r = subprocess.run(cmd, cwd=cwd, env=env, stdout=f, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL)
         dt = time.monotonic() - t
@@ -70,9 +75,15 @@ class Steps:
         self.times.append((name, dt))
         say(f"build {name}: done in {dt:.1f} s")
 
-    def timed(self, name, fn, *args):
+    def timed(self, name, fn, *args, heartbeat=True):
+        """FN(*ARGS) timed as step NAME; with a heartbeat unless FN prints
+        its own progress (apt's)."""
         t = time.monotonic()
-        res = fn(*args)
+        if heartbeat:
+            with progress.Heartbeat(name, interval=self.heartbeat_secs):
+                res = fn(*args)
+        else:
+            res = fn(*args)
         dt = time.monotonic() - t
         self.times.append((name, dt))
         say(f"{name}: done in {dt:.1f} s")

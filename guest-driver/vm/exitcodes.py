@@ -1,6 +1,7 @@
-"""The exit codes of vm/run, vm/matrix and vm/campaign: the one definition.
+"""The exit codes of vm/run, vm/matrix, vm/campaign and vm/soak: the one
+definition.
 
-The same four numbers mean the same kind of outcome in all three, so a
+The same four numbers mean the same kind of outcome in all of them, so a
 script that calls another can pass its code on or rank it.
 
 Python 3 standard library only.

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import console
 import markers
+import progress
 import qemu
 from daemon import take_status, take_status_text
 from exitcodes import EXIT_OK, EXIT_RUN, Fail, setup_error
@@ -150,10 +151,14 @@ def run_guest(a, cmd, daemon, daemon_bin, admin, out, steps, fr=None):
     hung_deadline = None  # --faults: hung task seen, guest gets HUNG_GRACE
     sel = selectors.DefaultSelector()
     sel.register(vm.stdout, selectors.EVENT_READ)
+    boot_beat = progress.Ticker()  # until /init: a line now and then, not silence
+    last_console = ""
     try:
         eof = False
         while not eof:
             left = t_start + a.timeout - time.monotonic()
+            if t_init is None and boot_beat.due():
+                say(boot_wait_line(time.monotonic() - t_start, last_console))
             if (abort_deadline is not None and sentinel_rc is None
                     and time.monotonic() > abort_deadline):
                 fail = Fail(f"the guest did not finish within {ABORT_GRACE:.0f} s of the planned "
@@ -194,6 +199,7 @@ def run_guest(a, cmd, daemon, daemon_bin, admin, out, steps, fr=None):
                 console_log.write(chunk)
                 console_log.flush()
                 for line in reader.feed(chunk):
+                    last_console = line or last_console
                     if sentinel_rc is None and (m := console.SENTINEL.search(line.rstrip())):
                         sentinel_rc = int(m.group(1))
                         t_sentinel = time.monotonic()
@@ -311,6 +317,13 @@ def run_guest(a, cmd, daemon, daemon_bin, admin, out, steps, fr=None):
             + ("" if sentinel_rc == 0 else " (its pinlease-init lines above say which)"))
         return EXIT_OK if sentinel_rc == 0 else EXIT_RUN
     return judge(a.exec_script, ktap, sentinel_rc, out)
+
+
+def boot_wait_line(seconds, last_console):
+    """The heartbeat while the guest boots: how long, and the console's last line."""
+    last = progress.shorten(console.PRINTK_PREFIX.sub("", last_console).strip())
+    return (f"boot: {seconds:.0f} s since QEMU started, waiting for /init; "
+            + (f"last console line: {last}" if last else "no console output yet"))
 
 
 def judge(exec_script, k, rc, out):

@@ -49,5 +49,6 @@ def _get(name):
 # The markers the runner names, each the module attribute of its name
 # (markers.SUITE_EXIT); one the file lacks fails here, at import.
 NEEDED = ("PREFIX", "INIT", "PROBE_OK", "RUN_START", "SUITE_EXIT", "INVARIANT",
-          "MODULE_FAULT", "DEBUGFS", "STRAY", "STRAY_HIT", "SNAPSHOT", "HOST_ACK", "BENCH")
+          "MODULE_FAULT", "DEBUGFS", "STRAY", "STRAY_HIT", "SNAPSHOT", "HOST_ACK", "BENCH",
+          "SOAK")
 globals().update({name: _get(name) for name in NEEDED})

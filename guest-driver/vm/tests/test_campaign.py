@@ -1,25 +1,11 @@
 """Host tests of guest-driver/vm/campaign (no QEMU): run selection, the
 ci subset, the summary's sums and never-fired points."""
 
-import importlib.machinery
-import importlib.util
-import sys
 import unittest
-from pathlib import Path
 
-VM_DIR = Path(__file__).resolve().parents[1]
-sys.dont_write_bytecode = True
+from scripts import VM_DIR, load
 
-
-def load_campaign():
-    loader = importlib.machinery.SourceFileLoader("campaign", str(VM_DIR / "campaign"))
-    spec = importlib.util.spec_from_loader("campaign", loader)
-    mod = importlib.util.module_from_spec(spec)
-    loader.exec_module(mod)
-    return mod
-
-
-campaign = load_campaign()
+campaign = load("campaign")
 faultplan = campaign.faultplan
 
 
@@ -85,7 +71,7 @@ class Summary(unittest.TestCase):
                                                  "fires": 0}]},
                     "module_faults": {"pin_after": seed}}
 
-        agg = campaign.aggregate([run(0, 2), run(1, 3, "violated")], [p])
+        agg = campaign.aggregate([run(0, 2), run(1, 3, "violated")], campaign.shards.rule_keys(p))
         self.assertEqual(agg["faults_by_class_action"], {"lease-break x withhold": 5})
         self.assertEqual(agg["never_fired"], ["memory-map delay"])
         self.assertEqual(agg["module_faults"], {"pin_after": 1})

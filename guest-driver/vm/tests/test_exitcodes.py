@@ -1,8 +1,6 @@
 """Host tests of guest-driver/vm/exitcodes.py: the one definition of the
 exit codes, used by run, matrix, campaign and invariants."""
 
-import importlib.machinery
-import importlib.util
 import sys
 import unittest
 from pathlib import Path
@@ -12,14 +10,7 @@ sys.dont_write_bytecode = True
 sys.path.insert(0, str(VM_DIR))
 import exitcodes  # noqa: E402
 import invariants  # noqa: E402
-
-
-def load_script(name):
-    loader = importlib.machinery.SourceFileLoader(name, str(VM_DIR / name))
-    spec = importlib.util.spec_from_loader(name, loader)
-    mod = importlib.util.module_from_spec(spec)
-    loader.exec_module(mod)
-    return mod
+from scripts import load as load_script  # noqa: E402
 
 
 class Codes(unittest.TestCase):
@@ -40,11 +31,11 @@ class Codes(unittest.TestCase):
     def test_no_other_definition(self):
         # Every user takes them from exitcodes, none defines its own.
         for mod in (invariants, load_script("run"), load_script("matrix"),
-                    load_script("campaign")):
+                    load_script("campaign"), load_script("soak")):
             for name in ("EXIT_OK", "EXIT_SETUP", "EXIT_RUN"):
                 if hasattr(mod, name):
                     self.assertIs(getattr(mod, name), getattr(exitcodes, name), (mod, name))
-        for path in ("run", "matrix", "campaign", "invariants.py"):
+        for path in ("run", "matrix", "campaign", "soak", "invariants.py"):
             text = (VM_DIR / path).read_text()
             self.assertNotRegex(text, r"(?m)^EXIT_\w+(, EXIT_\w+)* = ", path)
 
