@@ -142,7 +142,8 @@ class TwoGuestsFlags(unittest.TestCase):
 
     def test_defaults_and_bad_input(self):
         a = self.tg.parse_args([])
-        self.assertEqual(a.cases, list(self.tg.DEFAULT_CASES))
+        self.assertEqual((a.cases, a.reuse), (list(self.tg.DEFAULT_CASES), None))
+        self.assertEqual(self.tg.parse_args(["--reuse", "/b"]).reuse, Path("/b"))
         a = self.tg.parse_args(["--cases", "query_device", "--", "--debian-kernel", "6.1"])
         self.assertEqual((a.cases, a.run_args), (["query_device"] * 2,
                                                  ["--debian-kernel", "6.1"]))
