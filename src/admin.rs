@@ -16,7 +16,7 @@ use log::{info, warn};
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
-use crate::state::ServerState;
+use crate::state::{FrontendSlot, ServerState};
 
 /// Longest request line accepted.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
@@ -57,16 +57,7 @@ pub fn answer(state: &ServerState, req: &Value) -> Value {
         return json!({"ok": false, "error": format!("request has no string \"cmd\": {req}")});
     };
     match cmd {
-        "status" => {
-            let device = state.current_device();
-            json!({
-                "ok": true,
-                "connected": state.connected.load(Ordering::SeqCst),
-                "connections": state.connections.load(Ordering::SeqCst),
-                "status": device.map(|d| d.status()),
-                "faults": state.faults.status(),
-            })
-        }
+        "status" => status_reply(state),
         "fault-list" => json!({"ok": true, "faults": state.faults.status()}),
         "fault-add" | "fault-clear" | "fault-load" | "fault-now" => {
             match fault_command(state, cmd, req) {
@@ -77,6 +68,61 @@ pub fn answer(state: &ServerState, req: &Value) -> Value {
         other => {
             json!({"ok": false, "error": format!("unknown command {other:?} (known: status, fault-list, fault-add, fault-clear, fault-load, fault-now)")})
         }
+    }
+}
+
+/// One frontend slot's part of the `status` reply.
+fn frontend_status(slot: &FrontendSlot) -> Value {
+    json!({
+        "index": slot.index,
+        "socket": slot.socket,
+        "connected": slot.is_connected(),
+        "connections": slot.connections.load(Ordering::SeqCst),
+        "status": slot.current_device().map(|d| d.status()),
+    })
+}
+
+/// The `status` reply: `frontends`, one object per listening socket (its
+/// index, socket, connected, connections and device `status`), and the
+/// daemon-wide `faults`. A daemon with one socket also has its frontend's
+/// `connected`, `connections` and `status` at the top level, the reply's
+/// shape before `--socket-count`, which scripts and abort reports read.
+pub fn status_reply(state: &ServerState) -> Value {
+    let frontends: Vec<Value> = state.frontends.iter().map(frontend_status).collect();
+    let mut reply = json!({"ok": true});
+    if let [only] = frontends.as_slice() {
+        for k in ["connected", "connections", "status"] {
+            reply[k] = only[k].clone();
+        }
+    }
+    reply["frontends"] = Value::Array(frontends);
+    reply["faults"] = json!(state.faults.status());
+    reply
+}
+
+/// The slot a `fault-now` acts on: `"frontend": N`, or the only one.
+fn fault_now_slot<'a>(
+    state: &'a ServerState,
+    req: &Value,
+) -> std::result::Result<&'a FrontendSlot, String> {
+    match req.get("frontend") {
+        None | Some(Value::Null) => match state.frontends.as_slice() {
+            [only] => Ok(only),
+            all => Err(format!(
+                "fault-now: the daemon has {} frontends; name one with \"frontend\" (0 to {})",
+                all.len(),
+                all.len() - 1
+            )),
+        },
+        Some(v) => v
+            .as_u64()
+            .and_then(|i| state.frontends.get(usize::try_from(i).ok()?))
+            .ok_or_else(|| {
+                format!(
+                    "fault-now \"frontend\" = {v}: not a frontend index (0 to {})",
+                    state.frontends.len() - 1
+                )
+            }),
     }
 }
 
@@ -139,10 +185,17 @@ fn fault_command(
                     known.join(", ")
                 ));
             };
-            let dev = state
+            let slot = fault_now_slot(state, req)?;
+            let dev = slot
                 .current_device()
-                .filter(|_| state.connected.load(Ordering::SeqCst))
-                .ok_or_else(|| format!("fault-now {name}: no frontend is connected"))?;
+                .filter(|_| slot.is_connected())
+                .ok_or_else(|| match state.frontends.len() {
+                    1 => format!("fault-now {name}: no frontend is connected"),
+                    _ => format!(
+                        "fault-now {name}: no frontend is connected to frontend {} ({})",
+                        slot.index, slot.socket
+                    ),
+                })?;
             faults.now(&dev, action);
             Ok(json!({"ok": true}))
         }
@@ -345,5 +398,37 @@ mod tests {
                 "{r}"
             );
         }
+    }
+
+    #[test]
+    fn fault_now_names_the_frontend_when_there_are_several() {
+        let engine = crate::faults::FaultEngine::new(&Default::default(), None);
+        let state = ServerState::with_faults(engine, vec!["/a0".into(), "/a1".into()]).unwrap();
+        let r = fault_now(&state, json!("revoke-mr"));
+        assert_eq!(
+            r["error"],
+            "fault-now: the daemon has 2 frontends; name one with \"frontend\" (0 to 1)",
+            "{r}"
+        );
+        for (frontend, want) in [
+            (
+                json!(2),
+                "fault-now \"frontend\" = 2: not a frontend index (0 to 1)",
+            ),
+            (
+                json!("one"),
+                "fault-now \"frontend\" = \"one\": not a frontend index (0 to 1)",
+            ),
+            (
+                json!(1),
+                "fault-now revoke-mr: no frontend is connected to frontend 1 (/a1)",
+            ),
+        ] {
+            let req = json!({"cmd": "fault-now", "action": "revoke-mr", "frontend": frontend});
+            assert_eq!(answer(&state, &req)["error"], want);
+        }
+        let reply = status_reply(&state);
+        assert_eq!(reply["frontends"][1]["socket"], "/a1");
+        assert!(reply.get("connected").is_none(), "{reply}");
     }
 }

@@ -3,12 +3,14 @@
 //! ([`ServeConfig`]), so every refusal can be tested without starting a
 //! daemon.
 
+use std::os::fd::RawFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 
 use crate::faults::{LoadError, Plan};
+use crate::listen::{self, ActivatedFd, SocketSpec, MAX_SOCKET_COUNT};
 use crate::model::events::DEFAULT_BACKLOG;
 use crate::model::Limits;
 
@@ -18,9 +20,24 @@ pub const MAX_SCRUB_PERIOD_MS: u64 = 3_600_000;
 // No doc comment here: the `serve` subcommand's help is its variant's.
 #[derive(Parser, Debug, Clone, PartialEq)]
 pub struct ServeArgs {
-    /// vhost-user socket to listen on (QEMU's chardev path).
+    /// vhost-user socket to listen on (QEMU's chardev path). Exactly one
+    /// of --socket-path, --fd and socket activation (LISTEN_FDS).
+    #[arg(long, value_name = "PATH")]
+    pub socket_path: Option<PathBuf>,
+    /// Serve an inherited, already listening unix socket (a file
+    /// descriptor number); its file is not removed on exit.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub fd: Option<RawFd>,
+    /// With --socket-path PATH: listen on PATH0 .. PATH{N-1}, one guest
+    /// each, each with its own device state (at most 64). Under socket
+    /// activation there is one frontend per passed socket.
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u32).range(1..=MAX_SOCKET_COUNT as i64))]
+    pub socket_count: Option<u32>,
+    /// Print the backend's capabilities as JSON (QEMU's vhost-user
+    /// "backend program conventions") and exit; other arguments are ignored.
     #[arg(long)]
-    pub socket_path: PathBuf,
+    pub print_capabilities: bool,
     /// Admin socket for `pinlease status` (created mode 0600).
     #[arg(long, env = "PINLEASE_ADMIN_SOCKET", hide_env_values = true)]
     pub admin_socket: Option<PathBuf>,
@@ -46,12 +63,15 @@ pub struct ServeArgs {
     /// Where an `abort` fault writes the status JSON before aborting.
     #[arg(long, value_name = "PATH")]
     pub abort_report: Option<PathBuf>,
+    /// The sockets systemd passed (`listen::take_activation_from_env`);
+    /// not a flag.
+    #[arg(skip)]
+    pub activation: Option<Vec<ActivatedFd>>,
 }
 
 /// What the serve loop (`crate::server::serve`) runs with.
 #[derive(Debug, Clone)]
 pub struct ServeLoopConfig {
-    pub socket_path: PathBuf,
     pub admin_socket: Option<PathBuf>,
     pub limits: Limits,
     /// Serve this many connections, then exit (tests); None: until signalled.
@@ -64,6 +84,8 @@ pub struct ServeLoopConfig {
 /// and the fault plan, which outlives connections.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
+    /// Where the listening sockets come from (`crate::listen::open`).
+    pub sockets: SocketSpec,
     pub serve_loop: ServeLoopConfig,
     /// `--faults` with `--fault-seed` applied; no rules without `--faults`.
     pub faults: Plan,
@@ -75,6 +97,10 @@ pub struct ServeConfig {
 pub enum ConfigError {
     #[error("--scrub-period-ms {value}: out of range (0 = off, at most {MAX_SCRUB_PERIOD_MS})")]
     ScrubPeriod { value: u64 },
+    #[error("exactly one of --socket-path, --fd and socket activation (LISTEN_FDS) says where to listen; got {given}")]
+    SocketSource { given: String },
+    #[error("--socket-count {value}: {what}")]
+    SocketCount { value: u32, what: String },
     /// `--faults`: the error names the file.
     #[error(transparent)]
     Faults(#[from] LoadError),
@@ -90,10 +116,11 @@ impl TryFrom<ServeArgs> for ServeConfig {
                 value: args.scrub_period_ms,
             });
         }
+        let sockets = socket_spec(&args)?;
         let faults = Plan::load(args.faults.as_deref(), args.fault_seed)?;
         Ok(ServeConfig {
+            sockets,
             serve_loop: ServeLoopConfig {
-                socket_path: args.socket_path,
                 admin_socket: args.admin_socket,
                 limits: Limits {
                     event_backlog: args.event_backlog,
@@ -106,6 +133,81 @@ impl TryFrom<ServeArgs> for ServeConfig {
             faults,
             abort_report: args.abort_report,
         })
+    }
+}
+
+/// Where to listen, from --socket-path, --socket-count, --fd and the
+/// socket-activation fds: exactly one source.
+fn socket_spec(args: &ServeArgs) -> Result<SocketSpec, ConfigError> {
+    let mut given = Vec::new();
+    if let Some(p) = &args.socket_path {
+        given.push(format!("--socket-path {}", p.display()));
+    }
+    if let Some(fd) = args.fd {
+        given.push(format!("--fd {fd}"));
+    }
+    if let Some(a) = &args.activation {
+        given.push(format!("LISTEN_FDS={}", a.len()));
+    }
+    if given.len() != 1 {
+        return Err(ConfigError::SocketSource {
+            given: if given.is_empty() {
+                "none".into()
+            } else {
+                given.join(" and ")
+            },
+        });
+    }
+    let count_err = |value, what: String| ConfigError::SocketCount { value, what };
+    if let Some(n) = args.socket_count {
+        if n == 0 || n > MAX_SOCKET_COUNT {
+            return Err(count_err(
+                n,
+                format!("out of range (1 to {MAX_SOCKET_COUNT})"),
+            ));
+        }
+    }
+    match (
+        &args.socket_path,
+        args.fd,
+        &args.activation,
+        args.socket_count,
+    ) {
+        (Some(p), _, _, None) => Ok(SocketSpec::Path(p.clone())),
+        (Some(base), _, _, Some(count)) => {
+            let spec = SocketSpec::Numbered {
+                base: base.clone(),
+                count,
+            };
+            if let Some(long) = spec.paths().into_iter().find(|p| !listen::path_fits(p)) {
+                return Err(count_err(
+                    count,
+                    format!(
+                        "socket {} is {} bytes, longer than a unix socket path can be ({})",
+                        long.display(),
+                        long.as_os_str().len(),
+                        listen::MAX_SOCKET_PATH_BYTES
+                    ),
+                ));
+            }
+            Ok(spec)
+        }
+        (_, Some(fd), _, Some(n)) => Err(count_err(
+            n,
+            format!("only with --socket-path (--fd {fd} passes one socket)"),
+        )),
+        (_, Some(fd), _, None) => Ok(SocketSpec::Fd(fd)),
+        (_, _, Some(fds), n) => match n {
+            Some(n) if n as usize != fds.len() => Err(count_err(
+                n,
+                format!(
+                    "socket activation passed {} socket(s): one frontend each",
+                    fds.len()
+                ),
+            )),
+            _ => Ok(SocketSpec::Activated(fds.clone())),
+        },
+        (None, None, None, _) => unreachable!("exactly one source was checked above"),
     }
 }
 
@@ -143,7 +245,7 @@ mod tests {
     #[test]
     fn defaults() {
         let c = config(&[]).unwrap();
-        assert_eq!(c.serve_loop.socket_path, Path::new("/run/vu.sock"));
+        assert_eq!(c.sockets, SocketSpec::Path("/run/vu.sock".into()));
         // Whoever runs the tests may have the variable set.
         let env = std::env::var_os("PINLEASE_ADMIN_SOCKET").map(PathBuf::from);
         assert_eq!(c.serve_loop.admin_socket, env);
@@ -267,9 +369,6 @@ mod tests {
 
     #[test]
     fn bad_or_missing_values_are_refused_by_the_parser() {
-        let e = ServeArgs::try_parse_from(["serve"]).unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::MissingRequiredArgument, "{e}");
-        assert!(e.to_string().contains("--socket-path"), "{e}");
         for (flag, v) in [
             ("--max-connections", "-2"),
             ("--event-backlog", "lots"),
@@ -280,5 +379,99 @@ mod tests {
             assert_eq!(e.kind(), ErrorKind::ValueValidation, "{flag} {v}: {e}");
             assert!(e.to_string().contains(flag), "{flag} {v}: {e}");
         }
+    }
+
+    fn bare(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        ServeArgs::try_parse_from(["serve"].iter().chain(args))
+    }
+
+    fn activated(n: i32) -> Option<Vec<ActivatedFd>> {
+        Some(
+            (0..n)
+                .map(|i| ActivatedFd {
+                    fd: 3 + i,
+                    name: None,
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn each_socket_source() {
+        let c = ServeConfig::try_from(bare(&["--fd", "5"]).unwrap()).unwrap();
+        assert_eq!(c.sockets, SocketSpec::Fd(5));
+        let c = config(&["--socket-count", "3"]).unwrap();
+        assert_eq!(
+            c.sockets,
+            SocketSpec::Numbered {
+                base: "/run/vu.sock".into(),
+                count: 3
+            }
+        );
+        for count in [None, Some(2)] {
+            let mut args = bare(&[]).unwrap();
+            args.activation = activated(2);
+            args.socket_count = count;
+            let c = ServeConfig::try_from(args).unwrap();
+            assert_eq!(c.sockets, SocketSpec::Activated(activated(2).unwrap()));
+        }
+    }
+
+    #[test]
+    fn not_exactly_one_socket_source_is_refused() {
+        let refused = |args: ServeArgs| ServeConfig::try_from(args).unwrap_err().to_string();
+        let prefix = "exactly one of --socket-path, --fd and socket activation (LISTEN_FDS) says where to listen; got ";
+        assert_eq!(refused(bare(&[]).unwrap()), format!("{prefix}none"));
+        assert_eq!(
+            refused(parse(&["--fd", "3"]).unwrap()),
+            format!("{prefix}--socket-path /run/vu.sock and --fd 3")
+        );
+        let mut args = bare(&["--fd", "4"]).unwrap();
+        args.activation = activated(1);
+        assert_eq!(refused(args), format!("{prefix}--fd 4 and LISTEN_FDS=1"));
+    }
+
+    #[test]
+    fn bad_socket_counts_are_refused() {
+        for v in ["0", "65", "-1", "many", "4294967296"] {
+            let e = parse(&[&format!("--socket-count={v}")]).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::ValueValidation, "{v}: {e}");
+            assert!(
+                e.to_string().contains(v) && e.to_string().contains("--socket-count"),
+                "{e}"
+            );
+        }
+        let refused = |args: ServeArgs| ServeConfig::try_from(args).unwrap_err().to_string();
+        let mut args = parse(&[]).unwrap();
+        args.socket_count = Some(0);
+        assert_eq!(refused(args), "--socket-count 0: out of range (1 to 64)");
+        assert_eq!(
+            refused(bare(&["--fd", "3", "--socket-count", "2"]).unwrap()),
+            "--socket-count 2: only with --socket-path (--fd 3 passes one socket)"
+        );
+        let mut args = bare(&["--socket-count", "3"]).unwrap();
+        args.activation = activated(2);
+        assert_eq!(
+            refused(args),
+            "--socket-count 3: socket activation passed 2 socket(s): one frontend each"
+        );
+        // 106 bytes fit; with a two-digit index they do not.
+        let base = format!("/tmp/{}", "p".repeat(101));
+        assert!(config(&[]).is_ok());
+        let ok = bare(&["--socket-path", &base, "--socket-count", "10"]).unwrap();
+        assert!(ServeConfig::try_from(ok).is_ok());
+        let long = bare(&["--socket-path", &base, "--socket-count", "11"]).unwrap();
+        assert_eq!(
+            refused(long),
+            format!(
+                "--socket-count 11: socket {base}10 is 108 bytes, longer than a unix socket path can be (107)"
+            )
+        );
+    }
+
+    #[test]
+    fn print_capabilities_needs_no_socket() {
+        let args = bare(&["--print-capabilities"]).unwrap();
+        assert!(args.print_capabilities);
     }
 }

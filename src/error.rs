@@ -5,13 +5,6 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("socket path {path}: {what}")]
-    SocketPath { path: PathBuf, what: String },
-    #[error("cannot listen on {path}: {source}")]
-    Listen {
-        path: PathBuf,
-        source: vhost::vhost_user::Error,
-    },
     #[error("vhost-user daemon: {0}")]
     Daemon(String),
     #[error("admin socket {path}: {source}")]

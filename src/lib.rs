@@ -18,8 +18,10 @@
 //!
 //! - `abi`: the wire ABI, [`pinlease_abi`] under its old in-crate name so
 //!   `crate::abi::X` paths keep working;
-//! - [`server`]: `pinlease serve`: the listening socket, one frontend at a
-//!   time with a fresh device, until SIGINT/SIGTERM;
+//! - [`listen`]: the listening sockets (a path, `--socket-count` paths,
+//!   `--fd`, systemd's `LISTEN_FDS`), all opened before the serve loops;
+//! - [`server`]: `pinlease serve`: a serve loop per socket, one frontend at
+//!   a time each with a fresh device, until SIGINT/SIGTERM;
 //! - [`backend`]: the vhost-user glue: virtqueue chains in, model calls,
 //!   responses and events out (everything vhost/virtio-specific);
 //! - [`protocol`]: request bytes to typed model calls and results back to
@@ -29,8 +31,10 @@
 //! - [`faults`]: fault plans and the engine that fires them;
 //! - `deferred` (private): completions and events a fault rule holds back;
 //! - [`config`]: `pinlease serve`'s command line as a configuration;
-//! - [`state`]: what the serve loop, the admin socket and the signal
-//!   handler share;
+//! - [`capabilities`]: `--print-capabilities` (QEMU's backend program
+//!   conventions);
+//! - [`state`]: what the serve loops, the admin socket and the signal
+//!   handler share: a slot per frontend, the fault plan;
 //! - [`admin`]: the admin socket (`pinlease status`, `pinlease inject`);
 //! - [`status_view`]: the status reply rendered as tables;
 //! - `ratelimit` (private): rate-limited logging of bad input;
@@ -40,11 +44,13 @@ pub(crate) use pinlease_abi as abi;
 
 pub mod admin;
 pub mod backend;
+pub mod capabilities;
 pub mod config;
 mod deferred;
 pub mod error;
 pub mod faults;
 pub mod guest_ram;
+pub mod listen;
 pub mod model;
 pub mod protocol;
 mod ratelimit;

@@ -4,6 +4,9 @@
 //! ```text
 //! pinlease serve --socket-path /tmp/pl.sock --admin-socket /tmp/pl.admin \
 //!     [--scrub-period-ms MS] [--faults PLAN.toml [--fault-seed N]] [--max-connections N]
+//! pinlease serve --socket-path /tmp/pl.sock --socket-count 2 ...  # /tmp/pl.sock0, /tmp/pl.sock1
+//! pinlease serve --fd 3 ...         # an inherited listening socket; or systemd's LISTEN_FDS
+//! pinlease --print-capabilities     # QEMU's vhost-user backend program conventions
 //! qemu-system-x86_64 ... -object memory-backend-memfd,id=mem,size=1G,share=on \
 //!     -numa node,memdev=mem -chardev socket,id=pl,path=/tmp/pl.sock \
 //!     -device vhost-user-gpio-pci,chardev=pl        # carrier mode, QEMU <= 10.1
@@ -15,8 +18,9 @@
 //!
 //! This file only parses the command line and dispatches: `serve`'s flags
 //! become a configuration in `config.rs` (`TryFrom<ServeArgs>`, tested
-//! without a daemon), the fault plan is loaded by `faults::load`, the serve
-//! loop is `server.rs`, the admin protocol `admin.rs` and the status tables
+//! without a daemon), the fault plan is loaded by `faults::load`, the
+//! listening sockets are opened by `listen.rs`, the serve loops are
+//! `server.rs`, the admin protocol `admin.rs` and the status tables
 //! `status_view.rs`; `cli_docs.rs` generates the man pages and shell
 //! completions from these clap definitions (contrib/, checked by a test).
 //! The library's crate doc (src/lib.rs) maps the rest.
@@ -34,6 +38,7 @@ use log::error;
 
 use pinlease::config::{ConfigError, ServeArgs, ServeConfig};
 use pinlease::faults::{FaultEngine, LoadError, PlanFile};
+use pinlease::listen::{self, ListenError};
 use pinlease::server::{install_signal_handlers, serve, ServerState};
 use pinlease::status_view::{read_faults, render_faults, render_reply, StatusReply};
 
@@ -47,8 +52,12 @@ struct Cli {
     /// Log verbosity.
     #[arg(long, value_enum, default_value_t = LogLevel::Info, global = true)]
     log_level: LogLevel,
+    /// Print the backend's capabilities as JSON (QEMU's vhost-user "backend
+    /// program conventions") and exit.
+    #[arg(long)]
+    print_capabilities: bool,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
@@ -76,8 +85,8 @@ impl From<LogLevel> for log::LevelFilter {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Serve the device on a vhost-user socket, one frontend at a time,
-    /// until SIGINT or SIGTERM.
+    /// Serve the device on vhost-user sockets, one frontend at a time on
+    /// each, until SIGINT or SIGTERM.
     Serve(ServeArgs),
     /// Change a running daemon's fault plan (docs/faults.md 1.4).
     Inject {
@@ -142,6 +151,10 @@ enum InjectOp {
         #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(
             pinlease::faults::Action::RUNTIME.map(pinlease::faults::Action::name)))]
         action: String,
+        /// The frontend (slot index) whose device it hits; needed when the
+        /// daemon serves several sockets.
+        #[arg(long, value_name = "INDEX")]
+        frontend: Option<u64>,
     },
 }
 
@@ -181,7 +194,9 @@ fn inject(admin_socket: &Path, op: InjectOp) -> Result<(), CliError> {
             let text = PlanFile::read(&file)?.text;
             json!({"cmd": "fault-load", "plan": text})
         }
-        InjectOp::Now { action } => json!({"cmd": "fault-now", "action": action}),
+        InjectOp::Now { action, frontend } => {
+            json!({"cmd": "fault-now", "action": action, "frontend": frontend})
+        }
     };
     let reply = pinlease::admin::request(admin_socket, &req)?;
     match req["cmd"].as_str() {
@@ -203,6 +218,8 @@ enum CliError {
     Plan(#[from] LoadError),
     #[error(transparent)]
     Daemon(#[from] pinlease::error::Error),
+    #[error(transparent)]
+    Listen(#[from] ListenError),
     #[error("the daemon's reply cannot be read: {0}")]
     Reply(#[from] serde_json::Error),
     #[error(transparent)]
@@ -211,7 +228,20 @@ enum CliError {
     Stdout(#[from] std::io::Error),
 }
 
-fn serve_daemon(args: ServeArgs) -> Result<(), CliError> {
+fn print_capabilities() -> Result<(), CliError> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&pinlease::capabilities::capabilities())?
+    );
+    Ok(())
+}
+
+fn serve_daemon(mut args: ServeArgs) -> Result<(), CliError> {
+    if args.print_capabilities {
+        return print_capabilities();
+    }
+    // Read (and removed) before any thread starts.
+    args.activation = listen::take_activation_from_env()?;
     let cfg = ServeConfig::try_from(args)?;
     if !cfg.faults.rules.is_empty() {
         log::info!(
@@ -220,9 +250,12 @@ fn serve_daemon(args: ServeArgs) -> Result<(), CliError> {
             cfg.faults.rules.len()
         );
     }
-    let state = ServerState::with_faults(FaultEngine::new(&cfg.faults, cfg.abort_report))?;
+    // Every listening socket is open (or adopted) from here on.
+    let sockets = listen::open(&cfg.sockets)?;
+    let names = sockets.iter().map(|s| s.name.clone()).collect();
+    let state = ServerState::with_faults(FaultEngine::new(&cfg.faults, cfg.abort_report), names)?;
     install_signal_handlers(state.clone())?;
-    Ok(serve(&cfg.serve_loop, Arc::clone(&state))?)
+    Ok(serve(&cfg.serve_loop, sockets, Arc::clone(&state))?)
 }
 
 /// One `pinlease status` reply, as JSON (`pretty`: indented, else one
@@ -252,15 +285,25 @@ fn status(admin_socket: &Path, json: bool, watch: Option<Duration>) -> Result<()
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
+    if cli.print_capabilities {
+        // The convention: other options and arguments are ignored.
+        return print_capabilities();
+    }
     match cli.command {
-        Command::Serve(args) => serve_daemon(args),
-        Command::Inject { admin_socket, op } => inject(&admin_socket, op),
-        Command::Status {
+        Some(Command::Serve(args)) => serve_daemon(args),
+        Some(Command::Inject { admin_socket, op }) => inject(&admin_socket, op),
+        Some(Command::Status {
             admin_socket,
             json,
             watch,
-        } => status(&admin_socket, json, watch),
-        Command::Generate { what } => Ok(cli_docs::generate(what, Cli::command())?),
+        }) => status(&admin_socket, json, watch),
+        Some(Command::Generate { what }) => Ok(cli_docs::generate(what, Cli::command())?),
+        None => Cli::command()
+            .error(
+                clap::error::ErrorKind::MissingSubcommand,
+                "a subcommand (serve, status, inject, generate) or --print-capabilities is required",
+            )
+            .exit(),
     }
 }
 

@@ -1,11 +1,9 @@
-//! `pinlease serve`: listen on the vhost-user socket, serve one frontend at
-//! a time with a fresh device, and listen again when it disconnects, until
-//! SIGINT/SIGTERM. The socket file is removed on exit.
+//! `pinlease serve`: on each listening socket (`crate::listen`) a serve
+//! loop of its own serves one frontend at a time with a fresh device, and
+//! listens again when it disconnects, until SIGINT/SIGTERM. Socket files
+//! bound from a path are removed on exit; inherited ones are left alone.
 
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -17,8 +15,10 @@ use vmm_sys_util::epoll::EventSet;
 
 use crate::backend::{PinleaseBackend, DEFERRED_DUE_ID, EVENTS_PENDING_ID};
 use crate::error::{Error, Result};
+use crate::listen::ListenSocket;
 use crate::model::scrub::Scrubber;
 use crate::model::Device;
+use crate::state::FrontendSlot;
 
 /// The serve loop's configuration; `crate::config` builds it from the
 /// command line.
@@ -26,32 +26,11 @@ pub use crate::config::ServeLoopConfig;
 /// What the admin socket and the signal handler share with the serve loop.
 pub use crate::state::ServerState;
 
-/// Refuses to steal a socket another daemon is serving; removes a stale one.
-fn prepare_socket_path(path: &Path) -> Result<()> {
-    let err = |what: String| Error::SocketPath {
-        path: path.to_path_buf(),
-        what,
-    };
-    match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(err(e.to_string())),
-        Ok(m) if !m.file_type().is_socket() => Err(err(format!(
-            "exists and is not a socket ({:?})",
-            m.file_type()
-        ))),
-        Ok(_) => {
-            if UnixStream::connect(path).is_ok() {
-                return Err(err("another process is listening on it".into()));
-            }
-            std::fs::remove_file(path).map_err(|e| err(format!("removing stale socket: {e}")))
-        }
-    }
-}
-
-/// Waits until the listener has a connection (true) or a stop was asked (false).
+/// Waits until the listener has a connection (true), or a stop was asked
+/// or accepting ended (false).
 fn wait_for_connection(listener: &Listener, state: &ServerState) -> Result<bool> {
     loop {
-        if state.stopping() {
+        if !state.accepting() {
             return Ok(false);
         }
         let mut fds = [
@@ -78,7 +57,7 @@ fn wait_for_connection(listener: &Listener, state: &ServerState) -> Result<bool>
                 source: e,
             });
         }
-        if fds[1].revents != 0 {
+        if fds[1].revents != 0 && !state.accepting() {
             return Ok(false);
         }
         if fds[0].revents != 0 {
@@ -87,7 +66,12 @@ fn wait_for_connection(listener: &Listener, state: &ServerState) -> Result<bool>
     }
 }
 
-fn serve_one(listener: &mut Listener, cfg: &ServeLoopConfig, state: &ServerState) -> Result<()> {
+fn serve_one(
+    listener: &mut Listener,
+    slot: &FrontendSlot,
+    cfg: &ServeLoopConfig,
+    state: &ServerState,
+) -> Result<()> {
     let device = Arc::new(Device::new(cfg.limits));
     let backend = Arc::new(
         PinleaseBackend::with_faults(device.clone(), state.faults.clone()).map_err(|e| {
@@ -121,8 +105,9 @@ fn serve_one(listener: &mut Listener, cfg: &ServeLoopConfig, state: &ServerState
     daemon
         .start(listener)
         .map_err(|e| Error::Daemon(format!("accepting a frontend: {e}")))?;
-    let n = state.connections.fetch_add(1, Ordering::SeqCst) + 1;
-    info!("frontend connected (connection {n}); fresh device state");
+    let n = slot.connections.fetch_add(1, Ordering::SeqCst) + 1;
+    let i = slot.index;
+    info!("frontend connected (slot {i}, connection {n}); fresh device state");
     // One scrubber per connection; stopped (and joined) when it ends.
     let scrubber = match cfg.scrub_period {
         Some(p) => Some(Scrubber::start(device.clone(), p).map_err(|e| Error::Io {
@@ -131,9 +116,9 @@ fn serve_one(listener: &mut Listener, cfg: &ServeLoopConfig, state: &ServerState
         })?),
         None => None,
     };
-    *state.device.lock().unwrap_or_else(|e| e.into_inner()) = Some(device);
-    *state.shutdown.lock().unwrap_or_else(|e| e.into_inner()) = daemon.shutdown_handle();
-    state.connected.store(true, Ordering::SeqCst);
+    *slot.device.lock().unwrap_or_else(|e| e.into_inner()) = Some(device);
+    *slot.shutdown.lock().unwrap_or_else(|e| e.into_inner()) = daemon.shutdown_handle();
+    slot.connected.store(true, Ordering::SeqCst);
     if state.stopping() {
         daemon.request_shutdown();
     }
@@ -141,8 +126,8 @@ fn serve_one(listener: &mut Listener, cfg: &ServeLoopConfig, state: &ServerState
     if let Some(s) = scrubber {
         s.stop();
     }
-    state.connected.store(false, Ordering::SeqCst);
-    *state.shutdown.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    slot.connected.store(false, Ordering::SeqCst);
+    *slot.shutdown.lock().unwrap_or_else(|e| e.into_inner()) = None;
     for handler in daemon.get_epoll_handlers() {
         handler.send_exit_event();
     }
@@ -150,43 +135,101 @@ fn serve_one(listener: &mut Listener, cfg: &ServeLoopConfig, state: &ServerState
         Ok(())
         | Err(vhost_user_backend::Error::HandleRequest(
             vhost::vhost_user::Error::Disconnected | vhost::vhost_user::Error::PartialMessage,
-        )) => info!("frontend {n} disconnected"),
-        Err(e) => warn!("frontend {n} ended with an error: {e}"),
+        )) => info!("frontend {n} of slot {i} disconnected"),
+        Err(e) => warn!("frontend {n} of slot {i} ended with an error: {e}"),
     }
     Ok(())
 }
 
-/// Runs the serve loop until `state.request_stop()` or `max_connections`.
-pub fn serve(cfg: &ServeLoopConfig, state: Arc<ServerState>) -> Result<()> {
-    prepare_socket_path(&cfg.socket_path)?;
-    let mut listener = Listener::new(&cfg.socket_path, false).map_err(|e| Error::Listen {
-        path: cfg.socket_path.clone(),
-        source: e,
-    })?;
+/// One socket's serve loop: a frontend at a time, until a stop, or until
+/// the daemon has served `max_connections` in all.
+fn slot_loop(
+    sock: &mut ListenSocket,
+    slot: &FrontendSlot,
+    cfg: &ServeLoopConfig,
+    state: &ServerState,
+) -> Result<()> {
+    let i = slot.index;
+    info!("slot {i}: listening on {}", sock.name);
+    loop {
+        if let Some(max) = cfg.max_connections {
+            if state.connections() >= max {
+                // Wakes the other slots' loops too.
+                state.stop_accepting();
+                break;
+            }
+        }
+        if !wait_for_connection(&sock.listener, state)? {
+            break;
+        }
+        if let Err(e) = serve_one(&mut sock.listener, slot, cfg, state) {
+            // One bad connection must not end the daemon.
+            error!("slot {i}: {e}");
+        }
+        if !state.stopping() {
+            info!("slot {i}: listening again on {}", sock.name);
+        }
+    }
+    Ok(())
+}
+
+/// Runs a serve loop per socket, each in a thread of its own with its own
+/// slot of `state` (one slot per socket, in order), until
+/// `state.request_stop()` or `max_connections`. Socket files bound from a
+/// path are removed when `sockets` is dropped at the end.
+pub fn serve(
+    cfg: &ServeLoopConfig,
+    sockets: Vec<ListenSocket>,
+    state: Arc<ServerState>,
+) -> Result<()> {
+    assert_eq!(
+        sockets.len(),
+        state.frontends.len(),
+        "one frontend slot per listening socket"
+    );
     let _admin = match &cfg.admin_socket {
         Some(p) => Some(crate::admin::AdminServer::start(p, state.clone())?),
         None => None,
     };
-    info!("listening on {}", cfg.socket_path.display());
-    loop {
-        if let Some(max) = cfg.max_connections {
-            if state.connections.load(Ordering::SeqCst) >= max {
-                break;
-            }
-        }
-        if !wait_for_connection(&listener, &state)? {
-            break;
-        }
-        if let Err(e) = serve_one(&mut listener, cfg, &state) {
-            // One bad connection must not end the daemon.
-            error!("{e}");
-        }
-        if !state.stopping() {
-            info!("listening again on {}", cfg.socket_path.display());
-        }
+    let mut sockets = sockets;
+    let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = sockets
+            .iter_mut()
+            .zip(&state.frontends)
+            .map(|(sock, slot)| {
+                let state = &state;
+                std::thread::Builder::new()
+                    .name(format!("serve-{}", slot.index))
+                    .spawn_scoped(scope, move || slot_loop(sock, slot, cfg, state))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h {
+                Ok(h) => h
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::Daemon("a serve loop thread panicked".into()))),
+                Err(e) => {
+                    // The loops already started must not wait forever.
+                    state.request_stop();
+                    Err(Error::Io {
+                        what: "spawning a serve loop thread".into(),
+                        source: e,
+                    })
+                }
+            })
+            .collect()
+    });
+    let removing: Vec<String> = sockets
+        .iter()
+        .filter_map(|s| s.path.as_ref().map(|p| p.display().to_string()))
+        .collect();
+    if removing.is_empty() {
+        info!("stopping; the inherited socket(s) stay");
+    } else {
+        info!("stopping; removing {}", removing.join(", "));
     }
-    info!("stopping; removing {}", cfg.socket_path.display());
-    Ok(())
+    results.into_iter().collect()
 }
 
 /// Turns SIGINT and SIGTERM into `state.request_stop()`.

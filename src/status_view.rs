@@ -16,7 +16,7 @@ use crate::faults::FaultsStatus;
 use crate::model::status::{
     ChildStatus, ContextStatus, CounterStatus, FileStatus, LeaseStatus, MrStatus, StatusSnapshot,
 };
-pub use read::StatusReply;
+pub use read::{FrontendReply, StatusReply};
 
 /// An absent value, as the tables show it.
 const NONE: &str = "-";
@@ -81,10 +81,19 @@ pub fn render(reply: &Value) -> String {
     }
 }
 
-/// Text for a `status` reply: the device, then the fault plan.
+/// Text for a `status` reply: each frontend's device, then the fault plan.
+/// A daemon with several sockets shows each frontend under a heading
+/// naming its index and socket.
 pub fn render_reply(reply: &StatusReply) -> String {
-    let mut out = render_device(reply);
-    out.push('\n');
+    let mut out = String::new();
+    let several = reply.frontends.len() > 1;
+    for f in &reply.frontends {
+        if several {
+            let _ = writeln!(out, "=== FRONTEND {} ({}) ===", f.index, f.socket);
+        }
+        out.push_str(&render_device(f));
+        out.push('\n');
+    }
     out.push_str(&render_faults(&reply.faults));
     out
 }
@@ -134,7 +143,7 @@ pub fn render_faults(f: &FaultsStatus) -> String {
     out
 }
 
-fn render_device(reply: &StatusReply) -> String {
+fn render_device(reply: &FrontendReply) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,

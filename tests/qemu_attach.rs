@@ -3,7 +3,9 @@
 //! <= 10.1; native mode: `vhost-user-test-device-pci` with virtio id
 //! `PL_VIRTIO_ID_NATIVE` when the QEMU has it, i.e. >= 10.2), the daemon
 //! serves it, listens again after QEMU quits, and removes its sockets on
-//! SIGTERM.
+//! SIGTERM; two QEMUs at once on a `--socket-count 2` daemon, one per
+//! socket; QEMU starting a socket-activated daemon (`systemd-socket-activate`)
+//! by connecting.
 //!
 //! Every QEMU in `PINLEASE_TEST_QEMUS` (colon-separated paths; default
 //! `qemu-system-x86_64` on PATH) is tried: scripts/test adds QEMU 11 from
@@ -243,4 +245,92 @@ fn native_mode_on_every_qemu_that_offers_the_generic_device() {
             "no QEMU in PINLEASE_TEST_QEMUS offers vhost-user-test-device-pci: native mode untested"
         );
     }
+}
+
+/// The first QEMU of `PINLEASE_TEST_QEMUS` that runs, if any.
+fn first_qemu() -> Option<String> {
+    test_qemus().into_iter().find(|q| qemu_available(q))
+}
+
+#[test]
+fn two_qemus_at_once_on_a_daemon_with_two_sockets() {
+    let Some(qemu) = first_qemu() else { return };
+    let d = common::launch().socket_count(2).start();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let qs: Vec<Qemu> = (0..2u32)
+        .map(|i| {
+            Qemu::start(
+                &qemu,
+                dirs[i as usize].path(),
+                &d.sock_at(i),
+                "vhost-user-gpio-pci",
+            )
+        })
+        .collect();
+    let frontends = |s: &Value| {
+        let f = s["frontends"].as_array().unwrap().clone();
+        f.iter()
+            .map(|x| (x["connected"].clone(), x["connections"].clone()))
+            .collect::<Vec<_>>()
+    };
+    pinlease_testkit::daemon::poll(common::T, || {
+        let s = d.status();
+        match frontends(&s) == vec![(json!(true), json!(1)); 2] {
+            true => Ok(()),
+            false => Err(s),
+        }
+    })
+    .unwrap_or_else(|s| panic!("both QEMUs never connected at once: {s}\n{}", d.log()));
+    for q in qs {
+        let stderr = q.quit();
+        assert!(!stderr.to_lowercase().contains("error"), "{stderr}");
+    }
+    pinlease_testkit::daemon::poll(common::T, || {
+        let s = d.status();
+        match frontends(&s) == vec![(json!(false), json!(1)); 2] {
+            true => Ok(()),
+            false => Err(s),
+        }
+    })
+    .unwrap_or_else(|s| panic!("the QEMUs' frontends never ended: {s}"));
+}
+
+#[test]
+fn qemu_attaches_to_a_socket_activated_daemon() {
+    let Some(qemu) = first_qemu() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("activated.sock");
+    let admin = dir.path().join("admin.sock");
+    let child = Command::new("/usr/bin/systemd-socket-activate")
+        .arg("-l")
+        .arg(&sock)
+        .args([
+            env!("CARGO_BIN_EXE_pinlease"),
+            "--log-level",
+            "debug",
+            "serve",
+            "--admin-socket",
+        ])
+        .arg(&admin)
+        .env_remove("PINLEASE_ADMIN_SOCKET")
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("daemon.log")).unwrap())
+        .spawn()
+        .expect("systemd-socket-activate (Debian package systemd; scripts/install-host-deps)");
+    let mut d = Daemon::adopt(env!("CARGO_BIN_EXE_pinlease"), child, dir);
+    wait_for_path(&sock, "systemd-socket-activate's socket");
+    // QEMU's connection starts the daemon, as systemd would.
+    let q = Qemu::start(&qemu, d.dir(), &sock, "vhost-user-gpio-pci");
+    wait_for_path(&admin, "admin socket");
+    let st = d.wait_connected(true);
+    assert_eq!(st["frontends"][0]["socket"], json!("fd 3"), "{st}");
+    let stderr = q.quit();
+    assert!(!stderr.to_lowercase().contains("error"), "{stderr}");
+    d.wait_connected(false);
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(common::T).code(), Some(0), "log:\n{}", d.log());
+    assert!(
+        sock.exists(),
+        "the activated socket's file is systemd's: it stays"
+    );
 }

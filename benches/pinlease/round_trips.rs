@@ -43,14 +43,15 @@ pub(crate) fn bench_round_trips(rep: &mut Report, daemon: &Daemon, dir: &Path, m
         "inproc.sock"
     });
     let state = ServerState::new().expect("server state");
+    let sockets = pinlease::listen::open(&pinlease::listen::SocketSpec::Path(in_sock.clone()))
+        .expect("the in-process daemon's socket");
     let cfg = ServeLoopConfig {
-        socket_path: in_sock.clone(),
         admin_socket: None,
         limits: Limits::default(),
         max_connections: Some(1),
         scrub_period: None,
     };
-    let server = std::thread::spawn(move || serve(&cfg, state));
+    let server = std::thread::spawn(move || serve(&cfg, sockets, state));
     let mut ifo = TestFrontend::connect(&in_sock, FrontendConfig::default(), TIMEOUT)
         .expect("connecting to the in-process daemon");
     let inop = Prebuilt::new(&mut ifo, &nop_request(), 16);

@@ -128,7 +128,7 @@ _pinlease() {
 
     case "${cmd}" in
         pinlease)
-            opts="-h -V --log-level --help --version serve inject status generate help"
+            opts="-h -V --log-level --print-capabilities --help --version serve inject status generate help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -658,7 +658,7 @@ _pinlease() {
             return 0
             ;;
         pinlease__subcmd__inject__subcmd__now)
-            opts="-h --action --log-level --help"
+            opts="-h --action --frontend --log-level --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -666,6 +666,10 @@ _pinlease() {
             case "${prev}" in
                 --action)
                     COMPREPLY=($(compgen -W "revoke-mr spurious-break needs-reset abort" -- "${cur}"))
+                    return 0
+                    ;;
+                --frontend)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --log-level)
@@ -680,13 +684,21 @@ _pinlease() {
             return 0
             ;;
         pinlease__subcmd__serve)
-            opts="-h --socket-path --admin-socket --max-connections --event-backlog --scrub-period-ms --faults --fault-seed --abort-report --log-level --help"
+            opts="-h --socket-path --fd --socket-count --print-capabilities --admin-socket --max-connections --event-backlog --scrub-period-ms --faults --fault-seed --abort-report --log-level --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --socket-path)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --fd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --socket-count)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_pinlease_global_optspecs
-    string join \n log-level= h/help V/version
+    string join \n log-level= print-capabilities h/help V/version
 end
 
 function __fish_pinlease_needs_command
@@ -30,14 +30,17 @@ warn\t''
 info\t''
 debug\t''
 trace\t''"
+complete -c pinlease -n "__fish_pinlease_needs_command" -l print-capabilities -d 'Print the backend\'s capabilities as JSON (QEMU\'s vhost-user "backend program conventions") and exit'
 complete -c pinlease -n "__fish_pinlease_needs_command" -s h -l help -d 'Print help'
 complete -c pinlease -n "__fish_pinlease_needs_command" -s V -l version -d 'Print version'
-complete -c pinlease -n "__fish_pinlease_needs_command" -f -a "serve" -d 'Serve the device on a vhost-user socket, one frontend at a time, until SIGINT or SIGTERM'
+complete -c pinlease -n "__fish_pinlease_needs_command" -f -a "serve" -d 'Serve the device on vhost-user sockets, one frontend at a time on each, until SIGINT or SIGTERM'
 complete -c pinlease -n "__fish_pinlease_needs_command" -f -a "inject" -d 'Change a running daemon\'s fault plan (docs/faults.md 1.4)'
 complete -c pinlease -n "__fish_pinlease_needs_command" -f -a "status" -d 'Show contexts, MRs, the lease table and counters of a running daemon'
 complete -c pinlease -n "__fish_pinlease_needs_command" -f -a "generate" -d 'Write the man pages or print shell completions, generated from this command line\'s own definition'
 complete -c pinlease -n "__fish_pinlease_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c pinlease -n "__fish_pinlease_using_subcommand serve" -l socket-path -d 'vhost-user socket to listen on (QEMU\'s chardev path)' -r -F
+complete -c pinlease -n "__fish_pinlease_using_subcommand serve" -l socket-path -d 'vhost-user socket to listen on (QEMU\'s chardev path). Exactly one of --socket-path, --fd and socket activation (LISTEN_FDS)' -r -F
+complete -c pinlease -n "__fish_pinlease_using_subcommand serve" -l fd -d 'Serve an inherited, already listening unix socket (a file descriptor number); its file is not removed on exit' -r
+complete -c pinlease -n "__fish_pinlease_using_subcommand serve" -l socket-count -d 'With --socket-path PATH: listen on PATH0 .. PATH{N-1}, one guest each, each with its own device state (at most 64). Under socket activation there is one frontend per passed socket' -r
 complete -c pinlease -n "__fish_pinlease_using_subcommand serve" -l admin-socket -d 'Admin socket for `pinlease status` (created mode 0600)' -r -F
 complete -c pinlease -n "__fish_pinlease_using_subcommand serve" -l max-connections -d 'Exit after serving this many frontends (default: never)' -r
 complete -c pinlease -n "__fish_pinlease_using_subcommand serve" -l event-backlog -d 'Event backlog kept while the driver posts no event buffers' -r
@@ -51,6 +54,7 @@ warn\t''
 info\t''
 debug\t''
 trace\t''"
+complete -c pinlease -n "__fish_pinlease_using_subcommand serve" -l print-capabilities -d 'Print the backend\'s capabilities as JSON (QEMU\'s vhost-user "backend program conventions") and exit; other arguments are ignored'
 complete -c pinlease -n "__fish_pinlease_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c pinlease -n "__fish_pinlease_using_subcommand inject; and not __fish_seen_subcommand_from add list clear load now help" -l admin-socket -d 'The daemon\'s admin socket' -r -F
 complete -c pinlease -n "__fish_pinlease_using_subcommand inject; and not __fish_seen_subcommand_from add list clear load now help" -l log-level -d 'Log verbosity' -r -f -a "off\t''
@@ -105,6 +109,7 @@ complete -c pinlease -n "__fish_pinlease_using_subcommand inject; and __fish_see
 spurious-break\t''
 needs-reset\t''
 abort\t''"
+complete -c pinlease -n "__fish_pinlease_using_subcommand inject; and __fish_seen_subcommand_from now" -l frontend -d 'The frontend (slot index) whose device it hits; needed when the daemon serves several sockets' -r
 complete -c pinlease -n "__fish_pinlease_using_subcommand inject; and __fish_seen_subcommand_from now" -l log-level -d 'Log verbosity' -r -f -a "off\t''
 error\t''
 warn\t''
@@ -155,7 +160,7 @@ complete -c pinlease -n "__fish_pinlease_using_subcommand generate; and __fish_s
 complete -c pinlease -n "__fish_pinlease_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "man" -d 'Write pinlease.1 and one page per subcommand (pinlease-serve.1, pinlease-inject-add.1, ...) into DIR, which must exist'
 complete -c pinlease -n "__fish_pinlease_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "completions" -d 'Print the completion script for SHELL on standard output'
 complete -c pinlease -n "__fish_pinlease_using_subcommand generate; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c pinlease -n "__fish_pinlease_using_subcommand help; and not __fish_seen_subcommand_from serve inject status generate help" -f -a "serve" -d 'Serve the device on a vhost-user socket, one frontend at a time, until SIGINT or SIGTERM'
+complete -c pinlease -n "__fish_pinlease_using_subcommand help; and not __fish_seen_subcommand_from serve inject status generate help" -f -a "serve" -d 'Serve the device on vhost-user sockets, one frontend at a time on each, until SIGINT or SIGTERM'
 complete -c pinlease -n "__fish_pinlease_using_subcommand help; and not __fish_seen_subcommand_from serve inject status generate help" -f -a "inject" -d 'Change a running daemon\'s fault plan (docs/faults.md 1.4)'
 complete -c pinlease -n "__fish_pinlease_using_subcommand help; and not __fish_seen_subcommand_from serve inject status generate help" -f -a "status" -d 'Show contexts, MRs, the lease table and counters of a running daemon'
 complete -c pinlease -n "__fish_pinlease_using_subcommand help; and not __fish_seen_subcommand_from serve inject status generate help" -f -a "generate" -d 'Write the man pages or print shell completions, generated from this command line\'s own definition'

@@ -108,9 +108,14 @@ def take_status_text(daemon_bin, admin, out, name):
 
 
 def summarize_status(st):
-    """A one-line digest of the status reply, tolerant of its exact shape."""
+    """A one-line digest of the status reply, tolerant of its exact shape.
+    A daemon with several sockets has no top-level fields: each frontend
+    (`frontends`) is summed up instead."""
+    fronts = st.get("frontends") if isinstance(st, dict) else None
+    if isinstance(fronts, list) and len(fronts) > 1 and "connected" not in st:
+        return "; ".join(f"frontend {i}: " + summarize_status(f) for i, f in enumerate(fronts))
     parts = []
-    for key in ("connected", "contexts", "mrs", "leases"):
+    for key in ("connected", "connections", "contexts", "mrs", "leases"):
         v = st.get(key) if isinstance(st, dict) else None
         if isinstance(v, list):
             parts.append(f"{key}: {len(v)}")

@@ -46,11 +46,17 @@ DEBIAN_KERNELS = ("6.1", "6.12", "newest")
 ROOTFS_BUILD_TOOLS = {"make": "make", "as": "binutils"}
 DEFAULT_KERNEL = "6.12"
 
-# Host commands the guest images need, and the package that has each.
+# Host commands the guest images and the tests need, and the package that has each.
 HOST_TOOLS = (("busybox", "busybox-static"), ("mkfs.xfs", "xfsprogs"), ("xfs_io", "xfsprogs"),
               ("xz", "xz-utils"), ("cpio", "cpio"), ("mkfs.ext4", "e2fsprogs"),
               ("depmod", "kmod"), ("modinfo", "kmod"), ("make", "make"),
-              ("unshare", "util-linux"), ("gcc", "gcc"), ("rdma", "iproute2"))
+              ("unshare", "util-linux"), ("gcc", "gcc"), ("rdma", "iproute2"),
+              # contrib/ checks: the systemd units run under
+              # systemd-socket-activate and systemd-analyze verify
+              # (tests/service_units.rs), the libvirt example validated
+              # (vm/tests/test_contrib.py).
+              ("systemd-socket-activate", "systemd"), ("systemd-analyze", "systemd"),
+              ("virt-xml-validate", "libvirt-clients"), ("xmllint", "libxml2-utils"))
 # What `run --bench` builds and copies into every initramfs for its rxe side
 # (ibv-bench, guest-driver/bench/): the libibverbs headers to build it, and
 # the rxe provider (a .driver file naming it, the library libibverbs loads

@@ -53,7 +53,10 @@ def stop(proc, name, sig=signal.SIGTERM, grace=5.0):
 
 
 def describe_exit(rc):
-    """'exit N' or 'signal NAME' for a returncode."""
+    """'exit N' or 'signal NAME' for a returncode; a text (a process that
+    is not ours, external.GONE) as it is."""
+    if isinstance(rc, str):
+        return rc
     return f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit {rc}"
 
 

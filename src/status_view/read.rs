@@ -9,14 +9,25 @@ use serde_json::Value;
 use crate::faults::FaultsStatus;
 use crate::model::status::StatusSnapshot;
 
-/// The `status` command's reply (`crate::admin::answer`).
+/// One frontend slot of the reply (`crate::admin::status_reply`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct FrontendReply {
+    pub index: usize,
+    /// The socket's path, or `fd N` for an inherited one.
+    pub socket: String,
+    pub connected: bool,
+    /// Frontends this slot served so far.
+    pub connections: u64,
+    /// The slot's current (or last) connection's device; None before the
+    /// first.
+    pub status: Option<StatusSnapshot>,
+}
+
+/// The `status` command's reply (`crate::admin::status_reply`); the
+/// top-level copies a one-socket daemon adds are not read back.
 #[derive(Debug, Clone, Deserialize)]
 pub struct StatusReply {
-    pub connected: bool,
-    /// Frontends served so far.
-    pub connections: u64,
-    /// The current (or last) connection's device; None before the first.
-    pub status: Option<StatusSnapshot>,
+    pub frontends: Vec<FrontendReply>,
     pub faults: FaultsStatus,
 }
 

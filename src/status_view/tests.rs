@@ -5,12 +5,15 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use std::sync::atomic::Ordering;
+
 use super::*;
 use crate::abi::*;
 use crate::faults::{parse_plan, Action, FaultEngine};
 use crate::guest_ram::test_ram;
 use crate::model::mr::FileRange;
 use crate::model::{Device, Limits, RegMr};
+use crate::state::ServerState;
 
 const PAGE: u64 = PL_PAGE_SIZE;
 
@@ -84,16 +87,25 @@ fn engine() -> Arc<FaultEngine> {
     FaultEngine::new(&plan, None)
 }
 
-/// The reply `crate::admin::answer` sends for `status`, through its text.
-fn reply_of(dev: Option<&Device>, faults: &FaultEngine) -> Value {
-    let reply = json!({
-        "ok": true,
-        "connected": dev.is_some(),
-        "connections": 2,
-        "status": dev.map(|d| d.status()),
-        "faults": faults.status(),
-    });
-    serde_json::from_str(&reply.to_string()).unwrap()
+/// The reply `crate::admin::status_reply` sends for a daemon whose slots
+/// hold `devs` (each slot served 2 connections; connected when it has a
+/// device), through its text.
+fn reply_of_slots(devs: Vec<Option<Arc<Device>>>, faults: &Arc<FaultEngine>) -> Value {
+    let names = (0..devs.len())
+        .map(|i| format!("/run/vu.sock{i}"))
+        .collect();
+    let state = ServerState::with_faults(faults.clone(), names).unwrap();
+    for (slot, dev) in state.frontends.iter().zip(devs) {
+        slot.connected.store(dev.is_some(), Ordering::SeqCst);
+        slot.connections.store(2, Ordering::SeqCst);
+        *slot.device.lock().unwrap() = dev;
+    }
+    serde_json::from_str(&crate::admin::status_reply(&state).to_string()).unwrap()
+}
+
+/// The reply of a one-socket daemon.
+fn reply_of(dev: Option<&Arc<Device>>, faults: &Arc<FaultEngine>) -> Value {
+    reply_of_slots(vec![dev.cloned()], faults)
 }
 
 #[test]
@@ -103,10 +115,19 @@ fn a_devices_status_round_trips_and_renders() {
     let reply = reply_of(Some(&dev), &faults);
     let read = StatusReply::from_json(&reply).unwrap();
     // Nothing the daemon wrote is lost or renamed on the way back.
-    let st = read.status.as_ref().unwrap();
-    assert_eq!(serde_json::to_value(st).unwrap(), reply["status"]);
+    let f = &read.frontends[0];
+    let st = f.status.as_ref().unwrap();
+    assert_eq!(
+        serde_json::to_value(st).unwrap(),
+        reply["frontends"][0]["status"]
+    );
+    // A one-socket daemon's top level keeps the old fields, the same values.
+    for k in ["connected", "connections", "status"] {
+        assert_eq!(reply[k], reply["frontends"][0][k], "{k}");
+    }
     assert_eq!(serde_json::to_value(&read.faults).unwrap(), reply["faults"]);
-    assert_eq!((read.connected, read.connections), (true, 2));
+    assert_eq!((f.connected, f.connections, f.index), (true, 2, 0));
+    assert_eq!(f.socket, "/run/vu.sock0");
     assert_eq!(st.contexts.len(), 1);
     assert_eq!((st.mrs.len(), st.leases.len()), (4, 2));
 
@@ -174,7 +195,7 @@ fn a_reply_missing_a_field_says_which() {
     let faults = engine();
     let dev = busy_device(&faults);
     let mut reply = reply_of(Some(&dev), &faults);
-    reply["status"]["counters"]
+    reply["frontends"][0]["status"]["counters"]
         .as_object_mut()
         .unwrap()
         .remove("revokes");
@@ -186,4 +207,40 @@ fn a_reply_missing_a_field_says_which() {
     reply["faults"]["rules"][0]["hits"] = json!("many");
     let e = read_faults(&reply["faults"]).unwrap_err().to_string();
     assert!(e.contains("\"many\""), "{e}");
+}
+
+#[test]
+fn several_frontends_are_shown_apart() {
+    let faults = engine();
+    let dev = busy_device(&faults);
+    let reply = reply_of_slots(vec![None, Some(dev)], &faults);
+    // No top-level copies: they would have to pick one frontend.
+    for k in ["connected", "connections", "status"] {
+        assert!(reply.get(k).is_none(), "{k} in {reply}");
+    }
+    let read = StatusReply::from_json(&reply).unwrap();
+    let idx: Vec<(usize, bool)> = read
+        .frontends
+        .iter()
+        .map(|f| (f.index, f.connected))
+        .collect();
+    assert_eq!(idx, vec![(0, false), (1, true)]);
+    let text = render(&reply);
+    let first = text
+        .find("=== FRONTEND 0 (/run/vu.sock0) ===")
+        .expect(&text);
+    let second = text
+        .find("=== FRONTEND 1 (/run/vu.sock1) ===")
+        .expect(&text);
+    let (zero, one) = text[first..].split_at(second - first);
+    assert!(
+        zero.contains("frontend: not connected (connections served: 2)\nno device state yet"),
+        "{zero}"
+    );
+    assert!(
+        one.contains("frontend: connected (connections served: 2)"),
+        "{one}"
+    );
+    assert!(one.contains("memory regions (4)"), "{one}");
+    assert_eq!(text.matches("FAULTS (seed 5").count(), 1, "{text}");
 }

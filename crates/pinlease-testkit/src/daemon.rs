@@ -76,6 +76,7 @@ pub struct Launch {
     admin_socket: bool,
     log_to_file: bool,
     stop: Stop,
+    socket_count: Option<u32>,
     args: Vec<OsString>,
 }
 
@@ -90,8 +91,16 @@ impl Launch {
             admin_socket: true,
             log_to_file: true,
             stop: Stop::Kill,
+            socket_count: None,
             args: Vec::new(),
         }
+    }
+
+    /// `--socket-count N`: the daemon listens on `vu.sock0` ..
+    /// `vu.sock{N-1}` ([`Daemon::sock_at`]), one frontend slot each.
+    pub fn socket_count(mut self, n: u32) -> Launch {
+        self.socket_count = Some(n);
+        self
     }
 
     /// `--log-level LEVEL` instead of `debug`.
@@ -135,6 +144,9 @@ impl Launch {
         if self.admin_socket {
             cmd.arg("--admin-socket").arg(dir.path().join(ADMIN_SOCKET));
         }
+        if let Some(n) = self.socket_count {
+            cmd.arg("--socket-count").arg(n.to_string());
+        }
         cmd.args(&self.args)
             .env_remove("PINLEASE_ADMIN_SOCKET")
             .stdin(Stdio::null())
@@ -152,11 +164,20 @@ impl Launch {
             dir,
             bin: self.bin,
             stop: self.stop,
+            socket_count: self.socket_count,
         };
         if self.admin_socket {
             wait_for_path(&d.admin(), "admin socket");
+            // bind(2) creates the file before listen(2) makes it accept:
+            // a client in between is refused.
+            poll(STARTUP_TIMEOUT, || {
+                std::os::unix::net::UnixStream::connect(d.admin())
+            })
+            .unwrap_or_else(|e| panic!("admin socket {}: {e}", d.admin().display()));
         }
-        wait_for_path(&d.sock(), "vhost-user socket");
+        for s in d.socks() {
+            wait_for_path(&s, "vhost-user socket");
+        }
         d
     }
 }
@@ -167,6 +188,7 @@ pub struct Daemon {
     dir: TempDir,
     bin: PathBuf,
     stop: Stop,
+    socket_count: Option<u32>,
 }
 
 impl Daemon {
@@ -179,6 +201,7 @@ impl Daemon {
             dir,
             bin: bin.into(),
             stop: Stop::Kill,
+            socket_count: None,
         }
     }
 
@@ -192,9 +215,24 @@ impl Daemon {
         self.dir.path()
     }
 
-    /// The vhost-user socket.
+    /// The vhost-user socket (started without
+    /// [`socket_count`](Launch::socket_count)).
     pub fn sock(&self) -> PathBuf {
         self.dir.path().join(VHOST_USER_SOCKET)
+    }
+
+    /// Socket `index` of a daemon started with
+    /// [`socket_count`](Launch::socket_count): `vu.sock{index}`.
+    pub fn sock_at(&self, index: u32) -> PathBuf {
+        self.dir.path().join(format!("{VHOST_USER_SOCKET}{index}"))
+    }
+
+    /// Every vhost-user socket the daemon listens on.
+    pub fn socks(&self) -> Vec<PathBuf> {
+        match self.socket_count {
+            None => vec![self.sock()],
+            Some(n) => (0..n).map(|i| self.sock_at(i)).collect(),
+        }
     }
 
     /// The admin socket (present unless started
@@ -215,6 +253,11 @@ impl Daemon {
     /// A frontend connected to the daemon.
     pub fn frontend_with(&self, cfg: FrontendConfig) -> frontend::Result<TestFrontend> {
         TestFrontend::connect(&self.sock(), cfg, STARTUP_TIMEOUT)
+    }
+
+    /// A frontend connected to socket `index` ([`Daemon::sock_at`]).
+    pub fn frontend_at(&self, index: u32, cfg: FrontendConfig) -> frontend::Result<TestFrontend> {
+        TestFrontend::connect(&self.sock_at(index), cfg, STARTUP_TIMEOUT)
     }
 
     /// A typed client connected to the daemon.

@@ -120,6 +120,11 @@ class Daemon(unittest.TestCase):
                                                   "faults": {}}),
                          "connected: True, contexts: 1")
         self.assertEqual(daemon.summarize_status([]), "see file")
+        two = {"frontends": [{"connected": True, "connections": 1},
+                             {"connected": False, "connections": 2}], "faults": {}}
+        self.assertEqual(daemon.summarize_status(two),
+                         "frontend 0: connected: True, connections: 1; "
+                         "frontend 1: connected: False, connections: 2")
 
 
 if __name__ == "__main__":
