@@ -183,6 +183,8 @@ enum CliError {
     Plan(#[from] LoadError),
     #[error(transparent)]
     Daemon(#[from] pinlease::error::Error),
+    #[error(transparent)]
+    Sandbox(#[from] pinlease::sandbox::SandboxError),
     #[error("the daemon's reply cannot be read: {0}")]
     Reply(#[from] serde_json::Error),
 }
@@ -196,9 +198,32 @@ fn serve_daemon(args: ServeArgs) -> Result<(), CliError> {
             cfg.faults.rules.len()
         );
     }
+    let held = pinlease::sandbox::hold_stop_signals().map_err(|e| pinlease::error::Error::Io {
+        what: "blocking SIGINT/SIGTERM until their handlers are installed".into(),
+        source: e,
+    })?;
+    // Everything opened by path is opened before the sandbox.
+    let bound = pinlease::server::bind(&cfg.serve_loop)?;
+    let supervision = pinlease::sandbox::Supervision {
+        listening_fds: bound.fds(),
+        socket_files: pinlease::server::socket_files(&cfg.serve_loop),
+        abort_report: cfg.abort_report.clone(),
+    };
+    let mut cfg = cfg;
+    match pinlease::sandbox::enter(cfg.sandbox, &supervision) {
+        Ok(mode) => cfg.serve_loop.sandboxed = mode != pinlease::sandbox::SandboxMode::None,
+        Err(e) => {
+            drop(bound);
+            for f in &supervision.socket_files {
+                let _ = std::fs::remove_file(f);
+            }
+            return Err(e.into());
+        }
+    }
     let state = ServerState::with_faults(FaultEngine::new(&cfg.faults, cfg.abort_report))?;
     install_signal_handlers(state.clone())?;
-    Ok(serve(&cfg.serve_loop, Arc::clone(&state))?)
+    held.release();
+    Ok(serve(&cfg.serve_loop, bound, Arc::clone(&state))?)
 }
 
 fn status(admin_socket: &Path, json: bool) -> Result<(), CliError> {

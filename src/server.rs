@@ -1,6 +1,8 @@
 //! `pinlease serve`: listen on the vhost-user socket, serve one frontend at
 //! a time with a fresh device, and listen again when it disconnects, until
-//! SIGINT/SIGTERM. The socket file is removed on exit.
+//! SIGINT/SIGTERM. The socket file is removed on exit (by the sandbox's
+//! supervisor when the daemon is sandboxed). `bind` opens the sockets
+//! before the sandbox; `serve` runs inside it.
 
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileTypeExt;
@@ -156,16 +158,75 @@ fn serve_one(listener: &mut Listener, cfg: &ServeLoopConfig, state: &ServerState
     Ok(())
 }
 
-/// Runs the serve loop until `state.request_stop()` or `max_connections`.
-pub fn serve(cfg: &ServeLoopConfig, state: Arc<ServerState>) -> Result<()> {
+/// The daemon's listening sockets, bound before the sandbox is entered
+/// (nothing is opened by path after that).
+pub struct Bound {
+    listener: Listener,
+    admin: Option<std::os::unix::net::UnixListener>,
+}
+
+impl Bound {
+    /// The listening fds (the sandbox supervisor closes its copies).
+    pub fn fds(&self) -> Vec<std::os::fd::RawFd> {
+        let mut fds = vec![self.listener.as_raw_fd()];
+        fds.extend(self.admin.as_ref().map(|a| a.as_raw_fd()));
+        fds
+    }
+}
+
+/// The socket files of CFG (the sandbox supervisor removes them at exit).
+pub fn socket_files(cfg: &ServeLoopConfig) -> Vec<std::path::PathBuf> {
+    std::iter::once(cfg.socket_path.clone())
+        .chain(cfg.admin_socket.clone())
+        .collect()
+}
+
+/// Binds the vhost-user socket (group and mode 0660 per `--socket-group`)
+/// and the admin socket. On an error nothing bound is left behind.
+pub fn bind(cfg: &ServeLoopConfig) -> Result<Bound> {
     prepare_socket_path(&cfg.socket_path)?;
-    let mut listener = Listener::new(&cfg.socket_path, false).map_err(|e| Error::Listen {
+    // Dropped on an error below: it removes its socket file.
+    let listener = Listener::new(&cfg.socket_path, false).map_err(|e| Error::Listen {
         path: cfg.socket_path.clone(),
         source: e,
     })?;
-    let _admin = match &cfg.admin_socket {
-        Some(p) => Some(crate::admin::AdminServer::start(p, state.clone())?),
+    if let Some(gid) = cfg.socket_group {
+        set_group(&cfg.socket_path, gid)?;
+    }
+    let admin = match &cfg.admin_socket {
+        Some(p) => Some(crate::admin::bind(p)?),
         None => None,
+    };
+    Ok(Bound { listener, admin })
+}
+
+/// `--socket-group`: the socket's group GID and mode 0660.
+fn set_group(path: &Path, gid: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |what: String| Error::SocketPath {
+        path: path.to_path_buf(),
+        what,
+    };
+    std::os::unix::fs::chown(path, None, Some(gid))
+        .map_err(|e| err(format!("--socket-group: chown to gid {gid}: {e}")))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| err(format!("--socket-group: chmod 0660: {e}")))
+}
+
+/// Runs the serve loop on BOUND until `state.request_stop()` or
+/// `max_connections`. Installs the seccomp filter first, on every thread
+/// (TSYNC: the signal thread runs already); later threads inherit it.
+pub fn serve(cfg: &ServeLoopConfig, bound: Bound, state: Arc<ServerState>) -> Result<()> {
+    let Bound {
+        mut listener,
+        admin,
+    } = bound;
+    // Before the admin thread: an admin reply means the filter is on.
+    crate::seccomp::install(cfg.seccomp, !cfg.sandboxed)
+        .map_err(|e| Error::Daemon(e.to_string()))?;
+    let _admin = match (admin, &cfg.admin_socket) {
+        (Some(l), Some(p)) => Some(crate::admin::AdminServer::start(l, p, state.clone())?),
+        _ => None,
     };
     info!("listening on {}", cfg.socket_path.display());
     loop {
