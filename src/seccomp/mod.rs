@@ -135,7 +135,6 @@ pub fn install(mode: SeccompMode, fs_open: bool) -> Result<(), SeccompError> {
         log::warn!("seccomp: none (no system-call filter)");
         return Ok(());
     };
-    fix_malloc_arena_limit();
     let install = |p: &BpfProgram| {
         seccompiler::apply_filter_all_threads(p).map_err(|source| SeccompError::Install {
             mode: mode.name(),
@@ -155,21 +154,6 @@ pub fn install(mode: SeccompMode, fs_open: bool) -> Result<(), SeccompError> {
         prog.len()
     );
     Ok(())
-}
-
-/// glibc's malloc works out its arena limit (8 per CPU) the first time a
-/// thread needs a ninth arena, by reading /sys/devices/system/cpu/online:
-/// an openat the filter refuses (found by `--seccomp log` under many
-/// admin clients). Setting the same limit now spares that read.
-fn fix_malloc_arena_limit() {
-    #[cfg(target_env = "gnu")]
-    {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let limit = libc::c_int::try_from(8 * cpus).unwrap_or(libc::c_int::MAX);
-        // SAFETY: mallopt takes two integers; it fails only for unknown
-        // parameters, leaving malloc as it was.
-        unsafe { libc::mallopt(libc::M_ARENA_MAX, limit) };
-    }
 }
 
 #[cfg(test)]
