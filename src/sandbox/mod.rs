@@ -409,3 +409,41 @@ pub fn planned_abort(report: Option<&str>) {
     // SAFETY: _exit ends the process without unwinding, as abort would.
     unsafe { libc::_exit(128 + libc::SIGABRT) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_refusal_of_the_namespaces_falls_back() {
+        for errno in [
+            libc::EPERM,
+            libc::EINVAL,
+            libc::ENOSPC,
+            libc::EUSERS,
+            libc::ENOSYS,
+        ] {
+            assert!(
+                refused(&std::io::Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+        for errno in [libc::ENOMEM, libc::EIO, libc::ENOENT] {
+            assert!(
+                !refused(&std::io::Error::from_raw_os_error(errno)),
+                "{errno}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_name_the_mode_and_the_step() {
+        let e = step(SandboxMode::Chroot, "chroot(/tmp/x)")(std::io::Error::from_raw_os_error(
+            libc::EPERM,
+        ));
+        assert_eq!(
+            e.to_string(),
+            "--sandbox chroot: chroot(/tmp/x): Operation not permitted (os error 1)"
+        );
+    }
+}
