@@ -23,6 +23,8 @@ pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
 pub struct AdminServer {
     path: PathBuf,
+    /// The listening socket's fd, to wake its accept at exit.
+    listen_fd: std::os::fd::RawFd,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -272,21 +274,38 @@ fn geteuid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// Binds the admin socket at PATH (mode 0600), before any thread runs
+/// and before the sandbox (`AdminServer::start` serves it).
+pub fn bind(path: &Path) -> Result<UnixListener> {
+    let err = |e: std::io::Error| Error::Admin {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    if UnixStream::connect(path).is_ok() {
+        return Err(err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "another process is listening on it",
+        )));
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(listener)
+}
+
 impl AdminServer {
-    pub fn start(path: &Path, state: Arc<ServerState>) -> Result<AdminServer> {
+    /// Serves LISTENER (bound at PATH by [`bind`]) on its own thread.
+    pub fn start(
+        listener: UnixListener,
+        path: &Path,
+        state: Arc<ServerState>,
+    ) -> Result<AdminServer> {
+        use std::os::fd::AsRawFd;
         let err = |e: std::io::Error| Error::Admin {
             path: path.to_path_buf(),
             source: e,
         };
-        if UnixStream::connect(path).is_ok() {
-            return Err(err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                "another process is listening on it",
-            )));
-        }
-        let _ = std::fs::remove_file(path);
-        let listener = UnixListener::bind(path).map_err(err)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+        let listen_fd = listener.as_raw_fd();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
@@ -316,6 +335,7 @@ impl AdminServer {
         info!("admin socket on {}", path.display());
         Ok(AdminServer {
             path: path.to_path_buf(),
+            listen_fd,
             stop,
             thread: Some(thread),
         })
@@ -325,8 +345,11 @@ impl AdminServer {
 impl Drop for AdminServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the blocking accept so the thread sees the stop flag.
-        let _ = UnixStream::connect(&self.path);
+        // Wake the blocking accept (it fails with EINVAL) so the thread sees
+        // the stop flag. Not by connecting to the path: in a sandbox the
+        // path is out of reach.
+        // SAFETY: the listener stays open until the thread is joined below.
+        unsafe { libc::shutdown(self.listen_fd, libc::SHUT_RDWR) };
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

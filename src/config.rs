@@ -13,6 +13,8 @@ use crate::faults::{LoadError, Plan};
 use crate::listen::{self, ActivatedFd, SocketSpec, MAX_SOCKET_COUNT};
 use crate::model::events::DEFAULT_BACKLOG;
 use crate::model::Limits;
+use crate::sandbox::SandboxMode;
+use crate::seccomp::SeccompMode;
 
 /// Longest canary scrubber period `--scrub-period-ms` accepts (an hour).
 pub const MAX_SCRUB_PERIOD_MS: u64 = 3_600_000;
@@ -63,6 +65,19 @@ pub struct ServeArgs {
     /// Where an `abort` fault writes the status JSON before aborting.
     #[arg(long, value_name = "PATH")]
     pub abort_report: Option<PathBuf>,
+    /// Confinement once the sockets are open (docs/security.md). Default:
+    /// the strictest that works here: namespace, else (as root) chroot;
+    /// the daemon stops if neither is allowed.
+    #[arg(long, value_enum, value_name = "MODE", env = "PINLEASE_SANDBOX")]
+    pub sandbox: Option<SandboxMode>,
+    /// What a system call outside the allow-list does (docs/security.md).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = SeccompMode::Kill,
+          env = "PINLEASE_SECCOMP")]
+    pub seccomp: SeccompMode,
+    /// Group (name or number) of the vhost-user socket, made mode 0660, so
+    /// a frontend running as another user in GROUP can connect.
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
     /// The sockets systemd passed (`listen::take_activation_from_env`);
     /// not a flag.
     #[arg(skip)]
@@ -78,6 +93,12 @@ pub struct ServeLoopConfig {
     pub max_connections: Option<u64>,
     /// Canary scrubber period (docs/abi.md §5.9.1); None: no scrubber.
     pub scrub_period: Option<Duration>,
+    /// `--socket-group`, resolved: the vhost-user socket's gid (mode 0660).
+    pub socket_group: Option<u32>,
+    pub seccomp: SeccompMode,
+    /// Set once the daemon is in a sandbox: the seccomp filter then leaves
+    /// out opening files by path.
+    pub sandboxed: bool,
 }
 
 /// Everything `pinlease serve` runs with: the serve loop's configuration
@@ -90,6 +111,8 @@ pub struct ServeConfig {
     /// `--faults` with `--fault-seed` applied; no rules without `--faults`.
     pub faults: Plan,
     pub abort_report: Option<PathBuf>,
+    /// `--sandbox`; None: the strictest that works.
+    pub sandbox: Option<SandboxMode>,
 }
 
 /// A `pinlease serve` argument that cannot be used.
@@ -104,6 +127,44 @@ pub enum ConfigError {
     /// `--faults`: the error names the file.
     #[error(transparent)]
     Faults(#[from] LoadError),
+    #[error("--socket-group {value}: {why}")]
+    SocketGroup { value: String, why: String },
+}
+
+/// The gid of GROUP (a group name, or a number).
+pub fn resolve_group(group: &str) -> Result<u32, ConfigError> {
+    let err = |why: String| ConfigError::SocketGroup {
+        value: group.to_string(),
+        why,
+    };
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    let name = std::ffi::CString::new(group).map_err(|_| err("contains a NUL byte".into()))?;
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: group is plain data the call fills in.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the sizes given.
+    let r = unsafe {
+        libc::getgrnam_r(
+            name.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut found,
+        )
+    };
+    if r != 0 {
+        return Err(err(format!(
+            "looking it up: {}",
+            std::io::Error::from_raw_os_error(r)
+        )));
+    }
+    if found.is_null() {
+        return Err(err("no such group".into()));
+    }
+    Ok(grp.gr_gid)
 }
 
 impl TryFrom<ServeArgs> for ServeConfig {
@@ -117,6 +178,24 @@ impl TryFrom<ServeArgs> for ServeConfig {
             });
         }
         let sockets = socket_spec(&args)?;
+        if let (Some(group), SocketSpec::Fd(_) | SocketSpec::Activated(_)) =
+            (&args.socket_group, &sockets)
+        {
+            // The daemon did not create an inherited socket's file (it
+            // may have none): whoever made it sets its group (systemd:
+            // SocketGroup= and SocketMode=).
+            return Err(ConfigError::SocketGroup {
+                value: group.clone(),
+                why: "only applies to sockets the daemon binds (--socket-path); \
+                      set the group where an inherited socket is made"
+                    .into(),
+            });
+        }
+        let socket_group = args
+            .socket_group
+            .as_deref()
+            .map(resolve_group)
+            .transpose()?;
         let faults = Plan::load(args.faults.as_deref(), args.fault_seed)?;
         Ok(ServeConfig {
             sockets,
@@ -129,9 +208,13 @@ impl TryFrom<ServeArgs> for ServeConfig {
                 max_connections: args.max_connections,
                 scrub_period: (args.scrub_period_ms > 0)
                     .then(|| Duration::from_millis(args.scrub_period_ms)),
+                socket_group,
+                seccomp: args.seccomp,
+                sandboxed: false,
             },
             faults,
             abort_report: args.abort_report,
+            sandbox: args.sandbox,
         })
     }
 }
@@ -256,6 +339,65 @@ mod tests {
         assert_eq!(c.serve_loop.scrub_period, None);
         assert_eq!(c.faults, Plan::default());
         assert_eq!(c.abort_report, None);
+        // Whoever runs the tests may have the variables set.
+        if std::env::var_os("PINLEASE_SANDBOX").is_none() {
+            assert_eq!(c.sandbox, None, "the default is the strictest that works");
+        }
+        if std::env::var_os("PINLEASE_SECCOMP").is_none() {
+            assert_eq!(c.serve_loop.seccomp, SeccompMode::Kill);
+        }
+        assert_eq!(c.serve_loop.socket_group, None);
+    }
+
+    #[test]
+    fn sandbox_seccomp_and_socket_group_flags() {
+        for (v, want) in [
+            ("namespace", SandboxMode::Namespace),
+            ("chroot", SandboxMode::Chroot),
+            ("none", SandboxMode::None),
+        ] {
+            assert_eq!(config(&["--sandbox", v]).unwrap().sandbox, Some(want));
+        }
+        for (v, want) in [
+            ("kill", SeccompMode::Kill),
+            ("log", SeccompMode::Log),
+            ("trap", SeccompMode::Trap),
+            ("none", SeccompMode::None),
+        ] {
+            assert_eq!(config(&["--seccomp", v]).unwrap().serve_loop.seccomp, want);
+        }
+        // root's group exists everywhere, as name and number.
+        for v in ["root", "0"] {
+            assert_eq!(
+                config(&["--socket-group", v])
+                    .unwrap()
+                    .serve_loop
+                    .socket_group,
+                Some(0)
+            );
+        }
+    }
+
+    #[test]
+    fn bad_sandbox_seccomp_or_socket_group_is_refused_naming_flag_and_value() {
+        for (flag, v) in [
+            ("--sandbox", "jail"),
+            ("--seccomp", "allow"),
+            ("--seccomp", "KILL "),
+        ] {
+            let e = parse(&[&format!("{flag}={v}")]).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidValue, "{flag} {v}: {e}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains(flag) && msg.contains(&format!("'{v}'")),
+                "{msg}"
+            );
+        }
+        let e = config(&["--socket-group", "no-such-group-pl"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--socket-group no-such-group-pl: no such group"
+        );
     }
 
     #[test]
@@ -429,6 +571,23 @@ mod tests {
         let mut args = bare(&["--fd", "4"]).unwrap();
         args.activation = activated(1);
         assert_eq!(refused(args), format!("{prefix}--fd 4 and LISTEN_FDS=1"));
+    }
+
+    #[test]
+    fn socket_group_with_an_inherited_socket_is_refused() {
+        let msg = "--socket-group root: only applies to sockets the daemon binds \
+                   (--socket-path); set the group where an inherited socket is made";
+        let refused = |args: ServeArgs| ServeConfig::try_from(args).unwrap_err().to_string();
+        assert_eq!(
+            refused(bare(&["--fd", "5", "--socket-group", "root"]).unwrap()),
+            msg
+        );
+        let mut args = bare(&["--socket-group", "root"]).unwrap();
+        args.activation = activated(2);
+        assert_eq!(refused(args), msg);
+        // With numbered sockets the daemon binds every one: accepted.
+        let c = config(&["--socket-count", "2", "--socket-group", "0"]).unwrap();
+        assert_eq!(c.serve_loop.socket_group, Some(0));
     }
 
     #[test]

@@ -14,6 +14,12 @@ pub enum Error {
     },
     #[error("admin request failed: {0}")]
     AdminRequest(String),
+    #[error("--socket-group: {what} of {path}: {source}")]
+    SocketGroup {
+        path: PathBuf,
+        what: String,
+        source: std::io::Error,
+    },
     #[error("{what}: {source}")]
     Io {
         what: String,

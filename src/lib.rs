@@ -38,6 +38,9 @@
 //! - [`admin`]: the admin socket (`pinlease status`, `pinlease inject`);
 //! - [`status_view`]: the status reply rendered as tables;
 //! - `ratelimit` (private): rate-limited logging of bad input;
+//! - [`sandbox`]: `--sandbox`: namespaces or chroot, no capabilities, and
+//!   the supervisor outside;
+//! - [`seccomp`]: `--seccomp`: the system-call allow-list;
 //! - [`error`]: the daemon's and CLI's errors.
 
 pub(crate) use pinlease_abi as abi;
@@ -54,6 +57,8 @@ pub mod listen;
 pub mod model;
 pub mod protocol;
 mod ratelimit;
+pub mod sandbox;
+pub mod seccomp;
 pub mod server;
 pub mod state;
 pub mod status_view;

@@ -220,6 +220,8 @@ enum CliError {
     Daemon(#[from] pinlease::error::Error),
     #[error(transparent)]
     Listen(#[from] ListenError),
+    #[error(transparent)]
+    Sandbox(#[from] pinlease::sandbox::SandboxError),
     #[error("the daemon's reply cannot be read: {0}")]
     Reply(#[from] serde_json::Error),
     #[error(transparent)]
@@ -250,12 +252,35 @@ fn serve_daemon(mut args: ServeArgs) -> Result<(), CliError> {
             cfg.faults.rules.len()
         );
     }
-    // Every listening socket is open (or adopted) from here on.
+    let held = pinlease::sandbox::hold_stop_signals().map_err(|e| pinlease::error::Error::Io {
+        what: "blocking SIGINT/SIGTERM until their handlers are installed".into(),
+        source: e,
+    })?;
+    // Every listening socket is open (or adopted) from here on, and
+    // everything opened by path is opened before the sandbox.
     let sockets = listen::open(&cfg.sockets)?;
-    let names = sockets.iter().map(|s| s.name.clone()).collect();
+    let bound = pinlease::server::bind(&cfg.serve_loop, sockets)?;
+    let supervision = pinlease::sandbox::Supervision {
+        listening_fds: bound.fds(),
+        socket_files: bound.socket_files(&cfg.serve_loop),
+        abort_report: cfg.abort_report.clone(),
+    };
+    let mut cfg = cfg;
+    match pinlease::sandbox::enter(cfg.sandbox, &supervision) {
+        Ok(mode) => cfg.serve_loop.sandboxed = mode != pinlease::sandbox::SandboxMode::None,
+        Err(e) => {
+            drop(bound);
+            for f in &supervision.socket_files {
+                let _ = std::fs::remove_file(f);
+            }
+            return Err(e.into());
+        }
+    }
+    let names = bound.names();
     let state = ServerState::with_faults(FaultEngine::new(&cfg.faults, cfg.abort_report), names)?;
     install_signal_handlers(state.clone())?;
-    Ok(serve(&cfg.serve_loop, sockets, Arc::clone(&state))?)
+    held.release();
+    Ok(serve(&cfg.serve_loop, bound, Arc::clone(&state))?)
 }
 
 /// One `pinlease status` reply, as JSON (`pretty`: indented, else one

@@ -1,9 +1,13 @@
 //! `pinlease serve`: on each listening socket (`crate::listen`) a serve
 //! loop of its own serves one frontend at a time with a fresh device, and
 //! listens again when it disconnects, until SIGINT/SIGTERM. Socket files
-//! bound from a path are removed on exit; inherited ones are left alone.
+//! bound from a path are removed on exit (by the sandbox's supervisor when
+//! the daemon is sandboxed); inherited ones are left alone. `bind` readies
+//! the sockets before the sandbox is entered; `serve` runs inside it.
 
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -173,23 +177,90 @@ fn slot_loop(
     Ok(())
 }
 
-/// Runs a serve loop per socket, each in a thread of its own with its own
-/// slot of `state` (one slot per socket, in order), until
-/// `state.request_stop()` or `max_connections`. Socket files bound from a
-/// path are removed when `sockets` is dropped at the end.
-pub fn serve(
-    cfg: &ServeLoopConfig,
+/// The daemon's listening sockets, ready before the sandbox is entered
+/// (nothing is opened by path after that).
+pub struct Bound {
     sockets: Vec<ListenSocket>,
-    state: Arc<ServerState>,
-) -> Result<()> {
+    admin: Option<UnixListener>,
+}
+
+impl Bound {
+    /// The listening fds (the sandbox supervisor closes its copies).
+    pub fn fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.sockets
+            .iter()
+            .map(|s| s.listener.as_raw_fd())
+            .chain(self.admin.as_ref().map(|a| a.as_raw_fd()))
+            .collect()
+    }
+
+    /// What `pinlease status` calls each vhost-user socket, in slot order.
+    pub fn names(&self) -> Vec<String> {
+        self.sockets.iter().map(|s| s.name.clone()).collect()
+    }
+
+    /// The socket files the daemon created: its vhost-user sockets bound
+    /// from a path (not inherited ones) and the admin socket (the sandbox
+    /// supervisor removes them at exit).
+    pub fn socket_files(&self, cfg: &ServeLoopConfig) -> Vec<PathBuf> {
+        self.sockets
+            .iter()
+            .filter_map(|s| s.path.clone())
+            .chain(cfg.admin_socket.clone())
+            .collect()
+    }
+}
+
+/// Gives the vhost-user sockets bound from a path their `--socket-group`
+/// (mode 0660) and binds the admin socket. On an error nothing bound is
+/// left behind (dropped sockets remove their files).
+pub fn bind(cfg: &ServeLoopConfig, sockets: Vec<ListenSocket>) -> Result<Bound> {
+    if let Some(gid) = cfg.socket_group {
+        for path in sockets.iter().filter_map(|s| s.path.as_deref()) {
+            set_group(path, gid)?;
+        }
+    }
+    let admin = match &cfg.admin_socket {
+        Some(p) => Some(crate::admin::bind(p)?),
+        None => None,
+    };
+    Ok(Bound { sockets, admin })
+}
+
+/// `--socket-group`: the socket's group GID and mode 0660.
+fn set_group(path: &Path, gid: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |what: String| {
+        move |source| Error::SocketGroup {
+            path: path.to_path_buf(),
+            what,
+            source,
+        }
+    };
+    std::os::unix::fs::chown(path, None, Some(gid)).map_err(err(format!("chown to gid {gid}")))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(err("chmod 0660".into()))
+}
+
+/// Runs a serve loop per socket of BOUND, each in a thread of its own
+/// with its own slot of `state` (one slot per socket, in order), until
+/// `state.request_stop()` or `max_connections`. Installs the seccomp
+/// filter first, on every thread (TSYNC: the signal thread runs already);
+/// later threads inherit it. Socket files bound from a path are removed
+/// when the sockets are dropped at the end.
+pub fn serve(cfg: &ServeLoopConfig, bound: Bound, state: Arc<ServerState>) -> Result<()> {
+    let Bound { sockets, admin } = bound;
     assert_eq!(
         sockets.len(),
         state.frontends.len(),
         "one frontend slot per listening socket"
     );
-    let _admin = match &cfg.admin_socket {
-        Some(p) => Some(crate::admin::AdminServer::start(p, state.clone())?),
-        None => None,
+    // Before the admin thread: an admin reply means the filter is on.
+    crate::seccomp::install(cfg.seccomp, !cfg.sandboxed)
+        .map_err(|e| Error::Daemon(e.to_string()))?;
+    let _admin = match (admin, &cfg.admin_socket) {
+        (Some(l), Some(p)) => Some(crate::admin::AdminServer::start(l, p, state.clone())?),
+        _ => None,
     };
     let mut sockets = sockets;
     let results: Vec<Result<()>> = std::thread::scope(|scope| {

@@ -228,6 +228,13 @@ fn stale_socket_file_of_a_killed_daemon_is_replaced() {
     first.kill().unwrap();
     first.wait().unwrap();
     assert!(sock.exists(), "SIGKILL leaves the socket file behind");
+    // The sandboxed daemon dies with its supervisor (parent-death signal),
+    // a moment later: then nothing listens on the file any more.
+    pinlease_testkit::daemon::poll(T, || match UnixStream::connect(&sock) {
+        Ok(_) => Err(()),
+        Err(_) => Ok(()),
+    })
+    .expect("the sandboxed daemon outlived its killed supervisor");
     let second = spawn();
     let mut d = Daemon::adopt(env!("CARGO_BIN_EXE_pinlease"), second, dir);
     let t = Instant::now();

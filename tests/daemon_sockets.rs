@@ -8,6 +8,7 @@
 mod common;
 
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -349,6 +350,30 @@ fn two_frontends_at_once_each_with_its_own_device() {
         !d.sock_at(0).exists() && !d.sock_at(1).exists(),
         "sockets removed"
     );
+}
+
+#[test]
+fn socket_group_applies_to_every_numbered_socket() {
+    // gid 0 exists everywhere; what matters is that each socket the daemon
+    // binds gets the group and mode 0660, not only the first.
+    let mut d = launch()
+        .socket_count(2)
+        .args(&["--socket-group", "0"])
+        .start();
+    for i in 0..2 {
+        let m = std::fs::metadata(d.sock_at(i)).unwrap();
+        assert_eq!(
+            (m.mode() & 0o777, m.gid()),
+            (0o660, 0),
+            "socket {i}: mode {:o} gid {}",
+            m.mode(),
+            m.gid()
+        );
+    }
+    let a = std::fs::metadata(d.admin()).unwrap();
+    assert_eq!(a.mode() & 0o777, 0o600, "the admin socket stays 0600");
+    d.signal(libc::SIGTERM);
+    assert_eq!(d.wait_exit(T).code(), Some(0), "log:\n{}", d.log());
 }
 
 #[test]

@@ -50,8 +50,13 @@ pub(crate) fn bench_round_trips(rep: &mut Report, daemon: &Daemon, dir: &Path, m
         limits: Limits::default(),
         max_connections: Some(1),
         scrub_period: None,
+        socket_group: None,
+        // A filter would confine the whole benchmark process.
+        seccomp: pinlease::seccomp::SeccompMode::None,
+        sandboxed: false,
     };
-    let server = std::thread::spawn(move || serve(&cfg, sockets, state));
+    let bound = pinlease::server::bind(&cfg, sockets).expect("binding the in-process socket");
+    let server = std::thread::spawn(move || serve(&cfg, bound, state));
     let mut ifo = TestFrontend::connect(&in_sock, FrontendConfig::default(), TIMEOUT)
         .expect("connecting to the in-process daemon");
     let inop = Prebuilt::new(&mut ifo, &nop_request(), 16);

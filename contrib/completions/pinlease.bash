@@ -684,7 +684,7 @@ _pinlease() {
             return 0
             ;;
         pinlease__subcmd__serve)
-            opts="-h --socket-path --fd --socket-count --print-capabilities --admin-socket --max-connections --event-backlog --scrub-period-ms --faults --fault-seed --abort-report --log-level --help"
+            opts="-h --socket-path --fd --socket-count --print-capabilities --admin-socket --max-connections --event-backlog --scrub-period-ms --faults --fault-seed --abort-report --sandbox --seccomp --socket-group --log-level --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -727,6 +727,18 @@ _pinlease() {
                     return 0
                     ;;
                 --abort-report)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sandbox)
+                    COMPREPLY=($(compgen -W "namespace chroot none" -- "${cur}"))
+                    return 0
+                    ;;
+                --seccomp)
+                    COMPREPLY=($(compgen -W "kill log trap none" -- "${cur}"))
+                    return 0
+                    ;;
+                --socket-group)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

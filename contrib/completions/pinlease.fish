@@ -48,6 +48,14 @@ complete -c pinlease -n "__fish_pinlease_using_subcommand serve" -l scrub-period
 complete -c pinlease -n "__fish_pinlease_using_subcommand serve" -l faults -d 'Fault plan (TOML, docs/faults.md 1.1); invalid plans stop the daemon before it listens' -r -F
 complete -c pinlease -n "__fish_pinlease_using_subcommand serve" -l fault-seed -d 'Seed of the fault plan\'s random streams (overrides the file\'s)' -r
 complete -c pinlease -n "__fish_pinlease_using_subcommand serve" -l abort-report -d 'Where an `abort` fault writes the status JSON before aborting' -r -F
+complete -c pinlease -n "__fish_pinlease_using_subcommand serve" -l sandbox -d 'Confinement once the sockets are open (docs/security.md). Default: the strictest that works here: namespace, else (as root) chroot; the daemon stops if neither is allowed' -r -f -a "namespace\t'New mount, pid, net, ipc, uts (and user) namespaces; pivot_root into an empty read-only tmpfs; no capabilities'
+chroot\t'chroot into an empty directory; no capabilities (root only)'
+none\t'No sandbox'"
+complete -c pinlease -n "__fish_pinlease_using_subcommand serve" -l seccomp -d 'What a system call outside the allow-list does (docs/security.md)' -r -f -a "kill\t'The kernel kills the daemon (SIGSYS); the kernel log has the call'
+log\t'The call runs and the kernel logs it (audit type=1326): for finding what the list lacks'
+trap\t'The calling thread gets SIGSYS (its default action ends the daemon with a core dump, where allowed)'
+none\t'No filter'"
+complete -c pinlease -n "__fish_pinlease_using_subcommand serve" -l socket-group -d 'Group (name or number) of the vhost-user socket, made mode 0660, so a frontend running as another user in GROUP can connect' -r
 complete -c pinlease -n "__fish_pinlease_using_subcommand serve" -l log-level -d 'Log verbosity' -r -f -a "off\t''
 error\t''
 warn\t''
@@ -55,7 +63,7 @@ info\t''
 debug\t''
 trace\t''"
 complete -c pinlease -n "__fish_pinlease_using_subcommand serve" -l print-capabilities -d 'Print the backend\'s capabilities as JSON (QEMU\'s vhost-user "backend program conventions") and exit; other arguments are ignored'
-complete -c pinlease -n "__fish_pinlease_using_subcommand serve" -s h -l help -d 'Print help'
+complete -c pinlease -n "__fish_pinlease_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c pinlease -n "__fish_pinlease_using_subcommand inject; and not __fish_seen_subcommand_from add list clear load now help" -l admin-socket -d 'The daemon\'s admin socket' -r -F
 complete -c pinlease -n "__fish_pinlease_using_subcommand inject; and not __fish_seen_subcommand_from add list clear load now help" -l log-level -d 'Log verbosity' -r -f -a "off\t''
 error\t''

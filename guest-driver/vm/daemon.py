@@ -6,6 +6,7 @@ Python 3 standard library only.
 """
 
 import json
+import re
 import subprocess
 import time
 
@@ -70,8 +71,25 @@ def start(out, daemon_bin, steps, scrub_period_ms=0, fault_run=None):
         raise Fail(f"pinlease serve did not create {sock} and {admin} within "
                    f"{LISTEN_TIMEOUT:.0f} s", EXIT_RUN)
     say(f"pinlease serve running (pid {proc.pid}), socket {sock}, scrubber "
-        + (f"every {scrub_period_ms} ms" if scrub_period_ms else "off"))
+        + (f"every {scrub_period_ms} ms" if scrub_period_ms else "off") + ", "
+        + confinement(out / "daemon.log"))
     return proc, sock, admin
+
+
+def confinement(log_path, wait=LISTEN_TIMEOUT, poll=0.05):
+    """'sandbox MODE, seccomp MODE' as the daemon logged them (its
+    defaults, or PINLEASE_SANDBOX / PINLEASE_SECCOMP from the environment);
+    the daemon logs seccomp just before it starts its admin socket."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            text = log_path.read_text(errors="replace")
+        except OSError:
+            text = ""
+        found = {k: re.search(rf"\b{k}: (\w+)", text) for k in ("sandbox", "seccomp")}
+        if all(found.values()) or time.monotonic() > deadline:
+            return ", ".join(f"{k} {m.group(1) if m else 'unknown'}" for k, m in found.items())
+        time.sleep(poll)
 
 
 def _status(daemon_bin, admin, out, name, what, *flags):

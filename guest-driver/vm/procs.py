@@ -54,10 +54,17 @@ def stop(proc, name, sig=signal.SIGTERM, grace=5.0):
 
 def describe_exit(rc):
     """'exit N' or 'signal NAME' for a returncode; a text (a process that
-    is not ours, external.GONE) as it is."""
+    is not ours, external.GONE) as it is. SIGSYS says where to look
+    (pinlease serve's seccomp filter killed it: docs/security.md)."""
     if isinstance(rc, str):
         return rc
-    return f"signal {signal.Signals(-rc).name}" if rc < 0 else f"exit {rc}"
+    if rc >= 0:
+        return f"exit {rc}"
+    name = signal.Signals(-rc).name
+    if -rc == signal.SIGSYS:
+        name += (": a system call outside pinlease serve's seccomp allow-list; the kernel log "
+                 "names it: dmesg | grep type=1326 (docs/security.md)")
+    return f"signal {name}"
 
 
 def tail(path, n=15):

@@ -372,7 +372,7 @@ impl FaultEngine {
                     .join(", ")
             }
         );
-        if let Some(path) = &self.abort_report {
+        let report = self.abort_report.as_ref().map(|_| {
             let report = json!({
                 "ok": true,
                 "connected": true,
@@ -380,12 +380,17 @@ impl FaultEngine {
                 "status": snap,
                 "faults": self.status(),
             });
-            let text = serde_json::to_string_pretty(&report).unwrap_or_default();
-            if let Err(e) = std::fs::write(path, text + "\n") {
+            serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
+        });
+        error!("{summary}");
+        // In a sandbox the path is out of reach: the supervisor writes the
+        // report and dies of SIGABRT; this does not return there.
+        crate::sandbox::planned_abort(report.as_deref());
+        if let (Some(path), Some(text)) = (&self.abort_report, report) {
+            if let Err(e) = std::fs::write(path, text) {
                 error!("abort report {}: {e}", path.display());
             }
         }
-        error!("{summary}");
         // A planned abort is not a daemon bug: its record is the report
         // above, and a core file would only litter the runner's directory.
         let no_core = libc::rlimit {

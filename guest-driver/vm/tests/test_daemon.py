@@ -36,6 +36,8 @@ if how == "listen":
         s = socket.socket(socket.AF_UNIX)
         s.bind(args[args.index(flag) + 1])
         socks.append(s)
+    print("INFO sandbox: namespace (no capabilities)", flush=True)
+    print("INFO seccomp: kill (58 system calls allowed)", flush=True)
 time.sleep(60)
 """
 
@@ -81,6 +83,13 @@ class Daemon(unittest.TestCase):
             self.assertEqual((self.out / "s-x.txt").read_text(), "CONTEXTS 2\n")
         finally:
             stop(proc, "fake daemon")
+
+    def test_confinement_as_logged(self):
+        log = self.out / "daemon.log"
+        log.write_text("x sandbox: chroot (no capabilities)\ny seccomp: log (5 calls)\n")
+        self.assertEqual(daemon.confinement(log), "sandbox chroot, seccomp log")
+        log.write_text("WARN sandbox: none\n")
+        self.assertEqual(daemon.confinement(log, wait=0.1), "sandbox none, seccomp unknown")
 
     def test_exit_before_listening(self):
         with self.assertRaises(Fail) as cm:

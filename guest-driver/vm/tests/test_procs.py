@@ -36,6 +36,9 @@ class Procs(unittest.TestCase):
     def test_describe_exit(self):
         self.assertEqual(procs.describe_exit(2), "exit 2")
         self.assertEqual(procs.describe_exit(-signal.SIGABRT), "signal SIGABRT")
+        sigsys = procs.describe_exit(-signal.SIGSYS)
+        self.assertTrue(sigsys.startswith("signal SIGSYS: a system call outside"), sigsys)
+        self.assertIn("type=1326", sigsys)
 
     def test_tail(self):
         f = self.dir / "t.log"
