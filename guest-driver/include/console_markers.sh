@@ -39,3 +39,10 @@ PL_MARK_HOST_ACK=PINLEASE-HOST-ACK
 # pinlease-guest bench and ibv-bench: "PINLEASE-BENCH SIDE ID VALUE [KEY=VALUE ...]"
 # (the figures are defined in bench_figures.txt).
 PL_MARK_BENCH=PINLEASE-BENCH
+# pinlease-guest fuzz (and the campaign_ioctl_fuzz case's diagnostics):
+# "PINLEASE-FUZZ-IOCTL name=REG_MR calls=N ok=N EINVAL=N ..." per ioctl,
+# "PINLEASE-FUZZ-CHECK name=pins|kernel-log|device|workers verdict=ok|failed detail=..."
+# per check, then "PINLEASE-FUZZ seed=S ... ioctls=N ioctls_per_s=R ... verdict=ok|failed".
+PL_MARK_FUZZ=PINLEASE-FUZZ
+PL_MARK_FUZZ_IOCTL=PINLEASE-FUZZ-IOCTL
+PL_MARK_FUZZ_CHECK=PINLEASE-FUZZ-CHECK
