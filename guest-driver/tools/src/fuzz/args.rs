@@ -157,6 +157,9 @@ const DMA_OPS: [u32; 6] = [
 ];
 
 fn dma(p: &mut Prng, h: &Handles) -> PinleaseDma {
+    if p.chance(1, 3) {
+        return plausible_dma(p, h);
+    }
     let op = match p.below(10) {
         0..=7 => *p.pick(&DMA_OPS),
         8 => p.below(24) as u32,
@@ -178,6 +181,30 @@ fn dma(p: &mut Prng, h: &Handles) -> PinleaseDma {
         operand: p.next_u64(),
         swap: p.next_u64(),
         result: [junk(p), junk(p), junk(p)],
+    }
+}
+
+/// A DMA that can succeed: live keys, small 8-aligned offsets and
+/// lengths, a valid opcode and mode (the device's deep paths).
+fn plausible_dma(p: &mut Prng, h: &Handles) -> PinleaseDma {
+    let keys = h.keys.as_slice();
+    let op = *p.pick(&DMA_OPS);
+    let atomic = op == abi::Opcode::CompareSwap as u32 || op == abi::Opcode::FetchAdd as u32;
+    PinleaseDma {
+        op,
+        mode: p.below(2) as u32,
+        local_key: pick_or(p, keys, 0),
+        local_offset: p.below(PAGE) & !7,
+        remote_key: pick_or(p, keys, 0),
+        remote_offset: p.below(PAGE) & !7,
+        length: if atomic {
+            8
+        } else {
+            8 * (1 + p.below(PAGE / 8))
+        },
+        operand: p.next_u64(),
+        swap: p.next_u64(),
+        result: [0; 3],
     }
 }
 

@@ -68,11 +68,12 @@ pub enum Action {
     /// A buffer unmapped (replaced by a fresh mapping of another kind) while
     /// MRs may cover it.
     Remap,
-    /// ftruncate()/fallocate(PUNCH_HOLE) of a data file: breaks leases.
+    /// ftruncate()/fallocate(PUNCH_HOLE) of a data file from a forked
+    /// child: breaks leases.
     Truncate,
     /// fork() of a short-lived child that does ioctls on the inherited fds.
     Fork,
-    /// SIGKILL of such a child mid-way.
+    /// SIGKILL of such a child (or of a truncating one) mid-way.
     KillChild,
     /// SIGKILL of a whole worker process by the driver (then a new one).
     KillWorker,

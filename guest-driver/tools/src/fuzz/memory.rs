@@ -251,30 +251,28 @@ impl Arena {
         }
         Ok(())
     }
+}
 
-    /// Shrinks, regrows or punches a hole in a data file: what breaks
-    /// layout leases (a PL_POLICY_WAIT lease makes this wait for the
-    /// holder's LEASE_RELEASE or close, interruptibly).
-    pub fn truncate(&self, p: &mut Prng) -> SysResult<()> {
-        let fd = self.view.data_fds[p.below(2) as usize];
+/// Shrinks, regrows or punches a hole in data file `fd`: what breaks
+/// layout leases. Allocation-free (a forked child runs it); errors are
+/// the point of fuzzing, so they are ignored.
+pub fn break_file(fd: RawFd, p: &mut Prng) {
+    // SAFETY: ftruncate/fallocate of an fd the caller holds.
+    unsafe {
         match p.below(3) {
-            0 => ftruncate(fd, p.below(ARENA_LEN / PAGE) * PAGE, "data file"),
-            1 => ftruncate(fd, ARENA_LEN, "data file"),
+            0 => {
+                libc::ftruncate(fd, (p.below(ARENA_LEN / PAGE) * PAGE) as libc::off_t);
+            }
+            1 => {
+                libc::ftruncate(fd, ARENA_LEN as libc::off_t);
+            }
             _ => {
-                let off = p.below(ARENA_LEN / PAGE) * PAGE;
-                // SAFETY: fallocate of an fd we hold.
-                let rc = unsafe {
-                    libc::fallocate(
-                        fd,
-                        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-                        off as libc::off_t,
-                        (PAGE * (1 + p.below(SLOT_PAGES))) as libc::off_t,
-                    )
-                };
-                if rc < 0 {
-                    return Err(SysError::last("fallocate(PUNCH_HOLE) of a data file"));
-                }
-                Ok(())
+                libc::fallocate(
+                    fd,
+                    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                    (p.below(ARENA_LEN / PAGE) * PAGE) as libc::off_t,
+                    (PAGE * (1 + p.below(SLOT_PAGES))) as libc::off_t,
+                );
             }
         }
     }

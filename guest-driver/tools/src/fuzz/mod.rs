@@ -139,7 +139,7 @@ pub fn run(opts: &Opts) -> Result<Report, FuzzError> {
             unexpected.push(format!(
                 "worker {slot}.{} still there after SIGKILL: {}",
                 w.generation,
-                sys::proc_stack(w.pid)
+                task_stacks(w.pid)
             ));
         }
     }
@@ -158,6 +158,31 @@ pub fn run(opts: &Opts) -> Result<Report, FuzzError> {
         counts: snapshot,
         checks,
     })
+}
+
+/// Every thread of `pid` with its state and kernel stack: a SIGKILLed
+/// process stays (a zombie leader) while one of its threads sleeps
+/// uninterruptibly in the kernel.
+fn task_stacks(pid: libc::pid_t) -> String {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return sys::proc_stack(pid);
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<libc::pid_t>().ok())
+        .map(|tid| {
+            let dir = format!("/proc/{pid}/task/{tid}");
+            let state = std::fs::read_to_string(format!("{dir}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(") ")
+                        .map(|(_, r)| r.chars().next().unwrap_or('?'))
+                })
+                .unwrap_or('?');
+            let stack = std::fs::read_to_string(format!("{dir}/stack")).unwrap_or_default();
+            format!("task {tid} state {state}: {}", stack.replace('\n', " | "))
+        })
+        .collect::<Vec<_>>()
+        .join(" || ")
 }
 
 /// Files of SIGKILLed workers (a worker that ends removes its own).

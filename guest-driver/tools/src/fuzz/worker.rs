@@ -29,8 +29,8 @@ pub struct Spec {
 }
 
 /// How long a worker's main thread waits for its threads after the
-/// deadline (one may sit in a truncate a WAIT lease holds up) before it
-/// exits, which ends them.
+/// deadline (one may wait for a device request) before it exits, which
+/// ends them.
 const THREAD_GRACE: Duration = Duration::from_secs(3);
 
 /// Runs a worker; its exit code (0, or 2 when the arena could not be set
@@ -136,10 +136,7 @@ fn step(p: &mut Prng, pool: &Pool, arena: &Arena, dev: &CString, counts: &Counts
             counts.action(Action::Remap);
             let _ = arena.remap(p);
         }
-        128..=130 => {
-            counts.action(Action::Truncate);
-            let _ = arena.truncate(p);
-        }
+        128..=130 => breaker(p, &arena.view, counts),
         131..=133 => fork_child(p, pool.handles(), arena.view, counts),
         _ => {
             let h = pool.handles();
@@ -187,6 +184,46 @@ fn absorb(pool: &Pool, c: &Call, ret: i64, out: &Arg) {
     if ioctls::slot(c.req) == ioctls::all().len() && ret > 2 {
         // SAFETY: an fd the kernel just returned to us.
         unsafe { libc::close(ret as i32) };
+    }
+}
+
+/// Truncates or punches one of the worker's data files from a forked child
+/// that keeps no other fd, waits 0-200 ms for it, then SIGKILLs it.
+///
+/// Not from a worker thread: a SIGKILLed thread that breaks a layout
+/// lease its own process holds never exits. XFS's
+/// xfs_break_leased_layouts() (6.1, 6.12 and 7.3 alike) ignores the error
+/// of its waiting break_layout() and loops, a pending SIGKILL makes every
+/// wait return at once, and a PL_POLICY_WAIT lease only goes with the
+/// device fd's close, which waits for that very thread's exit
+/// (docs/guest-fuzz.md, "Findings"). A breaker without device fds is
+/// let go as soon as the worker releases the lease or exits.
+fn breaker(p: &mut Prng, m: &MemView, counts: &Counts) {
+    counts.action(Action::Truncate);
+    let fd = m.data_fds[p.below(2) as usize];
+    let mut cp = Prng::new(p.next_u64());
+    let wait = Duration::from_millis(p.below(200));
+    // SAFETY: fork; the child only makes raw syscalls and _exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return;
+    }
+    if pid == 0 {
+        // SAFETY: the child's own fd table: keep only the data file.
+        unsafe {
+            libc::syscall(libc::SYS_close_range, 0u32, (fd - 1) as u32, 0u32);
+            libc::syscall(libc::SYS_close_range, (fd + 1) as u32, u32::MAX, 0u32);
+        }
+        super::memory::break_file(fd, &mut cp);
+        // SAFETY: leaving the child without the parent's cleanups.
+        unsafe { libc::_exit(0) };
+    }
+    if let Ok(None) = crate::sys::wait_timeout(pid, wait) {
+        counts.action(Action::KillChild);
+        crate::sys::kill(pid, libc::SIGKILL);
+        // Reaped now if it died; else it is left to init (it holds no
+        // device fd, so it cannot keep the lease it waits on).
+        let _ = crate::sys::wait_timeout(pid, Duration::ZERO);
     }
 }
 
