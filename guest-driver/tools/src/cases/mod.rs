@@ -49,6 +49,7 @@ use crate::cases::leases::basic::{
     ext4_never_breaks_layout_leases, holder_killed_while_breaker_waits,
     lease_survives_data_fd_close, lease_take_release_basic,
 };
+use crate::cases::leases::killed_breaker::killed_breaker_holding_the_lease_fd;
 use crate::cases::leases::require_lease::reg_mr_require_lease_param;
 use crate::cases::leases::revoke::{
     revoke_policy_collapse_range, revoke_policy_insert_range, revoke_policy_punch_hole,
@@ -211,6 +212,7 @@ pub fn all() -> Vec<Case> {
         case!(dataloss_ext4_writeback_truncate),
         case!(ext4_never_breaks_layout_leases),
         case!(holder_killed_while_breaker_waits),
+        case!(killed_breaker_holding_the_lease_fd),
         case!(concurrent_truncate_vs_reg_mr),
         case!(reg_mr_require_lease_param),
         case!(fault_pin_after_fails_reg_mr_and_unpins),
