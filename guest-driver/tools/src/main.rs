@@ -243,6 +243,7 @@ fn main() -> ExitCode {
                 threads,
                 procs,
                 dev: cli.dev,
+                bound: fuzz::opts::DEFAULT_BOUND,
             })
         }
         Cmd::Snapshot { name, timeout } => {

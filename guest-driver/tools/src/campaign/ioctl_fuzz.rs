@@ -2,6 +2,7 @@
 //! suite, so every fault plan whose cases include it (the `campaign_*`
 //! plans) fuzzes the ioctls while the daemon and the module inject faults.
 
+use super::helpers::module_bound;
 use super::outcomes::FaultWatch;
 use crate::dev::DEFAULT_DEV;
 use crate::fail;
@@ -32,6 +33,8 @@ pub(super) fn campaign_ioctl_fuzz(t: &mut CaseCtx) -> CaseResult {
         threads: 2,
         procs: 2,
         dev: DEFAULT_DEV.to_string(),
+        // The plan's req_timeout_ms and fault_release_delay_ms included.
+        bound: module_bound().max(fuzz::opts::DEFAULT_BOUND),
     };
     let r = match fuzz::run(&opts) {
         Ok(r) => r,

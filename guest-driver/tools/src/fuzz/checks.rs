@@ -14,10 +14,6 @@ use std::time::{Duration, Instant};
 /// match it.
 pub const HUNG_TASK: &str = "blocked for more than";
 
-/// How long closed contexts may take to drop their pins (the module's
-/// deferred release, a device request in flight under TCG).
-pub const PIN_SETTLE: Duration = Duration::from_secs(15);
-
 /// One check's verdict.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Check {
@@ -39,8 +35,8 @@ pub fn pins_held() -> Result<i64, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Pins back at `before` within [`PIN_SETTLE`].
-pub fn pins(before: i64) -> Check {
+/// Pins back at `before` within `settle` (`Opts::bound`).
+pub fn pins(before: i64, settle: Duration) -> Check {
     let t0 = Instant::now();
     loop {
         match pins_held() {
@@ -48,12 +44,12 @@ pub fn pins(before: i64) -> Check {
             Ok(now) if now == before => {
                 return Check::new("pins", true, format!("{now} held, as before the run"))
             }
-            Ok(now) if t0.elapsed() >= PIN_SETTLE => {
+            Ok(now) if t0.elapsed() >= settle => {
                 return Check::new(
                     "pins",
                     false,
                     format!(
-                        "{now} pins held {PIN_SETTLE:?} after the last fuzz fd closed, {before} \
+                        "{now} pins held {settle:?} after the last fuzz fd closed, {before} \
                          before the run: {} leaked",
                         now - before
                     ),

@@ -43,10 +43,6 @@ pub enum FuzzError {
     Setup(SysError),
 }
 
-/// How long the driver waits for workers after the deadline before it
-/// SIGKILLs them (they stop on their own within their thread grace).
-const WORKER_GRACE: Duration = Duration::from_secs(10);
-
 struct Worker {
     pid: libc::pid_t,
     generation: u64,
@@ -121,7 +117,7 @@ pub fn run(opts: &Opts) -> Result<Report, FuzzError> {
             if w.pid > 0 {
                 sys::kill(w.pid, libc::SIGKILL);
                 counts.action(Action::KillWorker);
-                reap(w, slot as u64, WORKER_GRACE, true, &mut unexpected);
+                reap(w, slot as u64, opts.bound, true, &mut unexpected);
             }
             if w.pid == 0 {
                 *w = spawn(opts, slot as u64, w.generation + 1, deadline, &counts);
@@ -129,11 +125,11 @@ pub fn run(opts: &Opts) -> Result<Report, FuzzError> {
         }
     }
     for (slot, w) in workers.iter_mut().enumerate() {
-        let left = (deadline + WORKER_GRACE).saturating_duration_since(Instant::now());
+        let left = (deadline + opts.bound).saturating_duration_since(Instant::now());
         reap(w, slot as u64, left, false, &mut unexpected);
         if w.pid > 0 {
             sys::kill(w.pid, libc::SIGKILL);
-            reap(w, slot as u64, WORKER_GRACE, true, &mut unexpected);
+            reap(w, slot as u64, opts.bound, true, &mut unexpected);
         }
         if w.pid > 0 {
             unexpected.push(format!(
@@ -147,7 +143,7 @@ pub fn run(opts: &Opts) -> Result<Report, FuzzError> {
     remove_files();
     let snapshot = counts.snapshot();
     let checks = vec![
-        checks::pins(pins_before),
+        checks::pins(pins_before, opts.bound),
         checks::kernel_log(&mut kmsg),
         checks::device(&opts.dev),
         checks::workers(&unexpected),

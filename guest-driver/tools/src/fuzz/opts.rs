@@ -9,7 +9,15 @@ pub struct Opts {
     pub threads: u32,
     pub procs: u32,
     pub dev: String,
+    /// How long the module may take to let go once the run ends: a
+    /// SIGKILLed worker's exit (a device request in flight), then the pins
+    /// of closed contexts (deferred release).
+    pub bound: std::time::Duration,
 }
+
+/// [`Opts::bound`] of the CLI (no fault plan: no dropped completion, no
+/// deferred release).
+pub const DEFAULT_BOUND: std::time::Duration = std::time::Duration::from_secs(15);
 
 pub const MAX_SECONDS: u64 = 24 * 3600;
 pub const MAX_THREADS: u32 = 64;

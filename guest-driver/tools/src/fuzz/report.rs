@@ -113,6 +113,7 @@ mod tests {
                 threads: 2,
                 procs: 3,
                 dev: "/dev/pinlease0".into(),
+                bound: crate::fuzz::opts::DEFAULT_BOUND,
             },
             elapsed_s: 2.0,
             counts: Snapshot {
