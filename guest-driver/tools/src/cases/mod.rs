@@ -10,6 +10,7 @@
 
 mod bad_input;
 mod dax;
+mod dereg_race;
 mod dma;
 mod events;
 mod faults;
@@ -28,6 +29,7 @@ use crate::cases::bad_input::{
 use crate::cases::dax::{
     fsdax_shortterm_pin_under_lease, fsdax_truncate_vs_pin_under_revoke_lease,
 };
+use crate::cases::dereg_race::dereg_mr_twice_at_once;
 use crate::cases::dma::{
     dma_compare_swap_both_outcomes, dma_fetch_add, dma_fill_verify_const,
     dma_fill_verify_xor_detects_corruption, dma_odd_offset_over_scattered_pages, dma_read,
@@ -136,6 +138,7 @@ pub fn all() -> Vec<Case> {
         case!(pin_fsdax_eopnotsupp),
         case!(pin_readonly_fsdax),
         case!(pin_shortterm_shared_writable_xfs_ok),
+        case!(dereg_mr_twice_at_once),
         case!(dma_write),
         case!(dma_read),
         case!(dma_compare_swap_both_outcomes),
