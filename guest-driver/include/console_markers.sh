@@ -43,3 +43,11 @@ PL_MARK_BENCH=PINLEASE-BENCH
 # vm/soak's guest script, after each round of the suite (docs/soak.md):
 # "PINLEASE-SOAK iter=N uptime=S slab_kb=K sunreclaim_kb=K ok=N failed=N"
 PL_MARK_SOAK=PINLEASE-SOAK
+
+# pinlease-guest fuzz (and the campaign_ioctl_fuzz case's diagnostics):
+# "PINLEASE-FUZZ-IOCTL name=REG_MR calls=N ok=N EINVAL=N ..." per ioctl,
+# "PINLEASE-FUZZ-CHECK name=pins|kernel-log|device|workers verdict=ok|failed detail=..."
+# per check, then "PINLEASE-FUZZ seed=S ... ioctls=N ioctls_per_s=R ... verdict=ok|failed".
+PL_MARK_FUZZ=PINLEASE-FUZZ
+PL_MARK_FUZZ_IOCTL=PINLEASE-FUZZ-IOCTL
+PL_MARK_FUZZ_CHECK=PINLEASE-FUZZ-CHECK

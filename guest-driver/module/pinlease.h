@@ -36,6 +36,10 @@
  * - ctx->ev_lock (spinlock): ctx->evchs, each event channel's queue, and
  *   ctx->nr_exports. Taken by the event work; never sleep under it.
  * - ctx->lease_lock (mutex): ctx->leases membership only.
+ * - ctx->dereg_lock (mutex): one DEREG_MR of the context at a time, held
+ *   across its device request (a reset never takes it), so a DEREG_MR of
+ *   a key the table does not list cannot reach the device while another
+ *   holds that key's MR out of the table.
  * - lease->lock (mutex): a lease's state, flags and works; may be held
  *   across a device request (a reset never takes it).
  * - RCU: readers of dev->ctxs (the event path) take a context reference
@@ -43,7 +47,8 @@
  * - The inode's flc_lock (the kernel's spinlock) is held when the lease
  *   manager callbacks run; they take none of the locks above.
  *
- * Lock order: dev->lock -> ctx->mr_lock -> ctx->ev_lock;
+ * Lock order: ctx->dereg_lock -> ctx->mr_lock;
+ * dev->lock -> ctx->mr_lock -> ctx->ev_lock;
  * dev->lock -> ctx->lease_lock -> lease->lock -> ctx->mr_lock. No device
  * request is ever sent with dev->lock, ctx->mr_lock, ctx->ev_lock or
  * ctx->lease_lock held (a request that times out waits for the device
@@ -164,6 +169,7 @@ struct pl_ctx {
 	u64 gen;			/* dev->gen when created */
 
 	struct mutex mr_lock;		/* mrs, closed/dead transitions */
+	struct mutex dereg_lock;	/* one DEREG_MR at a time */
 	struct xarray mrs;		/* slot of the MR key -> pl_mr */
 	bool closed;			/* device fd released */
 	bool dead;			/* device reset or removed */

@@ -159,6 +159,7 @@ struct pl_ctx *pl_ctx_create(struct pl_dev *dev)
 		return ERR_PTR(-ENOMEM);
 	kref_init(&ctx->kref);
 	mutex_init(&ctx->mr_lock);
+	mutex_init(&ctx->dereg_lock);
 	xa_init(&ctx->mrs);
 	spin_lock_init(&ctx->ev_lock);
 	INIT_LIST_HEAD(&ctx->evchs);

@@ -420,8 +420,10 @@ err_free_mr:
  * -EPERM).
  *
  * Context: Process context, the ioctl's caller; sleeps.
- * Locking: The caller holds no lock of the module's. Takes ctx->mr_lock,
- * never across the device request.
+ * Locking: The caller holds no lock of the module's. Takes
+ * ctx->dereg_lock for the whole call (across the device request: DEREG_MRs
+ * of one context go one at a time) and ctx->mr_lock, never across the
+ * device request.
  * Return: 0, -EFAULT, or the device's answer.
  */
 long pl_ioctl_dereg_mr(struct pl_ctx *ctx, void __user *argp)
@@ -434,6 +436,14 @@ long pl_ioctl_dereg_mr(struct pl_ctx *ctx, void __user *argp)
 	if (get_user(key, (u64 __user *)argp))
 		return -EFAULT;
 
+	/*
+	 * Without it, a second DEREG_MR of the key, finding no MR in the
+	 * table while this one holds it out, destroyed the MR on the device
+	 * first; this one then got ESTALE and put back an MR the device had
+	 * forgotten: its pins held until close, its slot refusing the next
+	 * REG_MR that the device gave it (found by pinlease-guest fuzz).
+	 */
+	mutex_lock(&ctx->dereg_lock);
 	mutex_lock(&ctx->mr_lock);
 	mr = xa_load(&ctx->mrs, (u32)key);
 	if (mr && mr->key == key)
@@ -445,9 +455,7 @@ long pl_ioctl_dereg_mr(struct pl_ctx *ctx, void __user *argp)
 	h.handle = cpu_to_le64(key);
 	err = pl_submit(ctx->dev, PL_OP_DEREG_MR, ctx->handle, &h, sizeof(h),
 			NULL, 0, NULL, 0);
-	if (!mr)
-		return err;
-	if (err) {
+	if (mr && err) {
 		mutex_lock(&ctx->mr_lock);
 		/* a dead context's device forgot the MR: free it anyway */
 		if (!ctx->dead && !xa_insert(&ctx->mrs, (u32)key, mr,
@@ -455,6 +463,7 @@ long pl_ioctl_dereg_mr(struct pl_ctx *ctx, void __user *argp)
 			mr = NULL;
 		mutex_unlock(&ctx->mr_lock);
 	}
+	mutex_unlock(&ctx->dereg_lock);
 	if (mr)
 		pl_mr_free(mr);
 	return err;

@@ -59,8 +59,9 @@ class FaultRun:
 
     def run_conf(self):
         """What the run adds to /init's run.conf (see guest.run_conf)."""
+        # FUZZ_SEED: the run's seed for campaign_ioctl_fuzz (docs/guest-fuzz.md).
         return {"MODULE_PARAMS": faultplan.module_args(self.params), "FAULTS": "1",
-                "HUNG_TASK_SECS": str(HUNG_TASK_SECS)}
+                "HUNG_TASK_SECS": str(HUNG_TASK_SECS), "FUZZ_SEED": str(self.seed)}
 
     def reproduce(self, a):
         cmd = ["guest-driver/vm/run", "--faults", str(self.plan_path), "--seed", str(self.seed),

@@ -230,6 +230,8 @@ rxe_setup() {
 }
 
 export CASES
+# A fault run's seed, for the campaign_ioctl_fuzz case (unset otherwise).
+[ -n "${FUZZ_SEED:-}" ] && export FUZZ_SEED
 # The runner answers snapshot requests ($PL_MARK_SNAPSHOT) on the console;
 # its answers must not be echoed into the KTAP stream.
 stty -echo 2>/dev/null

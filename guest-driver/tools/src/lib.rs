@@ -14,6 +14,7 @@
 //!   per kernel); [`verdicts`]: the per-kernel table of pin verdicts;
 //! - [`nodevice`]: the checks run with the module not loaded;
 //! - [`stray`]: the stray-canary scan (`pinlease-guest stray-scan`);
+//! - [`fuzz`]: the ioctl fuzzer (`pinlease-guest fuzz`);
 //! - [`bench`]: the guest benchmark (`pinlease-guest bench`), its figures
 //!   generated from `guest-driver/include/bench_figures.txt`;
 //! - [`ktap`]: KTAP output and the case runner;
@@ -30,6 +31,7 @@ pub mod cases;
 pub mod dataloss;
 pub mod debugfs;
 pub mod dev;
+pub mod fuzz;
 pub mod ktap;
 pub mod markers;
 pub mod nodevice;

@@ -5,7 +5,7 @@ use pinlease_abi::{self as abi, PL_ACCESS_ALL, PL_ACCESS_READ};
 use pinlease_guest::dev::{format_event, parse_events, Dev, SysError, EVENT_SIZE};
 use pinlease_guest::sys::{self, Backing, Mapping};
 use pinlease_guest::uapi::*;
-use pinlease_guest::{bench, campaign, cases, ktap, stray};
+use pinlease_guest::{bench, campaign, cases, fuzz, ktap, stray};
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -135,6 +135,26 @@ enum Cmd {
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
     },
+    /// Random and edge-valued ioctls (all of the UAPI's) at the device and
+    /// its child fds from PROCS processes x THREADS threads, with forks,
+    /// closes and SIGKILLs in between; then checks pins, the kernel log,
+    /// the device and the workers. Prints PINLEASE-FUZZ* lines; exit 0 when
+    /// every check holds, 1 naming the failed ones, 2 on bad arguments or
+    /// no device.
+    Fuzz {
+        /// How long to fuzz (1-86400).
+        #[arg(long, value_parser = fuzz::opts::parse_seconds, allow_hyphen_values = true)]
+        seconds: u64,
+        /// Seed (decimal or 0x hex): every thread's sequence follows from it.
+        #[arg(long, value_parser = fuzz::opts::parse_seed, allow_hyphen_values = true)]
+        seed: u64,
+        /// Threads per worker process (1-64).
+        #[arg(long, default_value = "4", value_parser = fuzz::opts::parse_threads, allow_hyphen_values = true)]
+        threads: u32,
+        /// Worker processes (1-64).
+        #[arg(long, default_value = "3", value_parser = fuzz::opts::parse_procs, allow_hyphen_values = true)]
+        procs: u32,
+    },
     /// In a guest WITHOUT a pinlease device: load pinlease.ko, check that no
     /// device, node or debugfs entry appears, unload, load and unload again,
     /// check the kernel log; KTAP like `suite` (exit 0 only if all ok). The
@@ -211,6 +231,21 @@ fn main() -> ExitCode {
     let res = match cli.cmd {
         Cmd::Suite { cases, list } => return suite(&cases, list),
         Cmd::Nodevice { module, list } => return nodevice(&module, list),
+        Cmd::Fuzz {
+            seconds,
+            seed,
+            threads,
+            procs,
+        } => {
+            return fuzz_cmd(fuzz::opts::Opts {
+                seconds,
+                seed,
+                threads,
+                procs,
+                dev: cli.dev,
+                bound: fuzz::opts::DEFAULT_BOUND,
+            })
+        }
         Cmd::Snapshot { name, timeout } => {
             return if pinlease_guest::sys::snapshot(&name, Duration::from_secs(timeout)) {
                 ExitCode::SUCCESS
@@ -315,6 +350,29 @@ fn nodevice(module: &str, list: bool) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+fn fuzz_cmd(opts: fuzz::opts::Opts) -> ExitCode {
+    // SAFETY: setting a signal disposition (the console may go away).
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    match fuzz::run(&opts) {
+        Ok(r) => {
+            for l in r.lines() {
+                println!("{l}");
+            }
+            let failed = r.failed();
+            if failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("pinlease-guest fuzz: failed: {}", failed.join(", "));
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("pinlease-guest fuzz: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -65,6 +65,7 @@ class RunConf(unittest.TestCase):
         fr = faultrun.FaultRun(args(faults=PLAN), out)
         conf = guest.run_conf(args(faults=PLAN), [], set(), fr.cases, fr)
         self.assertEqual((conf["FAULTS"], conf["HUNG_TASK_SECS"]), ("1", "10"))
+        self.assertEqual(conf["FUZZ_SEED"], str(fr.seed))
         self.assertEqual(conf["MODULE_PARAMS"], "req_timeout_ms=1000")
 
     def test_init_sh_reads_every_key(self):

@@ -16,6 +16,8 @@
 //! - a breaker (truncate, punch) still blocked past its bound after the
 //!   lease was released and the device fd closed;
 //! - canaries in fresh memory (`campaign_stray_scan`);
+//! - a pin leak, a bad kernel log line or a crashed worker after a short
+//!   ioctl fuzz run (`campaign_ioctl_fuzz`, docs/guest-fuzz.md);
 //! - and, when no fault was in play during the case (no FAULT_INJECTED or
 //!   NEEDS_RESET event, no module reset, timeout or fault log line, no
 //!   change in debugfs `faults`, module fault parameters at their
@@ -24,6 +26,7 @@
 
 mod churn;
 mod helpers;
+mod ioctl_fuzz;
 mod leases;
 mod outcomes;
 mod process_death;
@@ -32,6 +35,7 @@ mod stray_scan;
 use crate::cases::case;
 use crate::ktap::Case;
 use churn::campaign_mr_churn;
+use ioctl_fuzz::campaign_ioctl_fuzz;
 use leases::{campaign_lease_revoke, campaign_lease_timeout, campaign_lease_wait};
 use process_death::campaign_process_death;
 use stray_scan::campaign_stray_scan;
@@ -45,6 +49,7 @@ pub fn all() -> Vec<Case> {
         case!(campaign_lease_wait),
         case!(campaign_lease_timeout),
         case!(campaign_process_death),
+        case!(campaign_ioctl_fuzz),
         case!(campaign_stray_scan),
     ]
 }

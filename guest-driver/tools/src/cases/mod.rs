@@ -10,6 +10,7 @@
 
 mod bad_input;
 mod dax;
+mod dereg_race;
 mod dma;
 mod events;
 mod faults;
@@ -28,6 +29,7 @@ use crate::cases::bad_input::{
 use crate::cases::dax::{
     fsdax_shortterm_pin_under_lease, fsdax_truncate_vs_pin_under_revoke_lease,
 };
+use crate::cases::dereg_race::dereg_mr_twice_at_once;
 use crate::cases::dma::{
     dma_compare_swap_both_outcomes, dma_fetch_add, dma_fill_verify_const,
     dma_fill_verify_xor_detects_corruption, dma_odd_offset_over_scattered_pages, dma_read,
@@ -49,6 +51,7 @@ use crate::cases::leases::basic::{
     ext4_never_breaks_layout_leases, holder_killed_while_breaker_waits,
     lease_survives_data_fd_close, lease_take_release_basic,
 };
+use crate::cases::leases::killed_breaker::killed_breaker_holding_the_lease_fd;
 use crate::cases::leases::require_lease::reg_mr_require_lease_param;
 use crate::cases::leases::revoke::{
     revoke_policy_collapse_range, revoke_policy_insert_range, revoke_policy_punch_hole,
@@ -135,6 +138,7 @@ pub fn all() -> Vec<Case> {
         case!(pin_fsdax_eopnotsupp),
         case!(pin_readonly_fsdax),
         case!(pin_shortterm_shared_writable_xfs_ok),
+        case!(dereg_mr_twice_at_once),
         case!(dma_write),
         case!(dma_read),
         case!(dma_compare_swap_both_outcomes),
@@ -211,6 +215,7 @@ pub fn all() -> Vec<Case> {
         case!(dataloss_ext4_writeback_truncate),
         case!(ext4_never_breaks_layout_leases),
         case!(holder_killed_while_breaker_waits),
+        case!(killed_breaker_holding_the_lease_fd),
         case!(concurrent_truncate_vs_reg_mr),
         case!(reg_mr_require_lease_param),
         case!(fault_pin_after_fails_reg_mr_and_unpins),

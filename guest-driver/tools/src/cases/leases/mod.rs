@@ -4,6 +4,7 @@
 //! set-up and checks they share.
 
 pub(super) mod basic;
+pub(super) mod killed_breaker;
 pub(super) mod require_lease;
 pub(super) mod revoke;
 pub(super) mod timeout;
