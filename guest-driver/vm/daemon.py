@@ -133,8 +133,13 @@ def summarize_status(st):
     if isinstance(fronts, list) and len(fronts) > 1 and "connected" not in st:
         return "; ".join(f"frontend {i}: " + summarize_status(f) for i, f in enumerate(fronts))
     parts = []
-    for key in ("connected", "connections", "contexts", "mrs", "leases"):
+    # The device's tables are under "status" in the daemon's reply (and at
+    # the top of a bare device snapshot).
+    device = st.get("status") if isinstance(st, dict) else None
+    for key in ("connected", "connections", "contexts", "mrs", "leases", "pinned_pages"):
         v = st.get(key) if isinstance(st, dict) else None
+        if v is None and isinstance(device, dict):
+            v = device.get(key)
         if isinstance(v, list):
             parts.append(f"{key}: {len(v)}")
         elif v is not None and not isinstance(v, dict):

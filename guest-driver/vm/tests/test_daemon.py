@@ -129,6 +129,11 @@ class Daemon(unittest.TestCase):
                                                   "faults": {}}),
                          "connected: True, contexts: 1")
         self.assertEqual(daemon.summarize_status([]), "see file")
+        reply = {"connected": True, "connections": 1, "faults": {},
+                 "status": {"contexts": [1, 2], "mrs": [], "leases": [3], "pinned_pages": 7}}
+        self.assertEqual(daemon.summarize_status(reply),
+                         "connected: True, connections: 1, contexts: 2, mrs: 0, leases: 1, "
+                         "pinned_pages: 7")
         two = {"frontends": [{"connected": True, "connections": 1},
                              {"connected": False, "connections": 2}], "faults": {}}
         self.assertEqual(daemon.summarize_status(two),
