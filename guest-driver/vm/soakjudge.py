@@ -13,6 +13,7 @@ Python 3 standard library only.
 """
 
 import re
+from pathlib import Path
 
 TOLERANCE = 0.05
 MIN_SAMPLES = 8
@@ -29,6 +30,28 @@ KB_LINE = re.compile(r"^(\w+):\s+(\d+) kB$")
 
 class SampleError(ValueError):
     """A sample line or status file that does not say what it must."""
+
+
+def serving_pid(pid, proc="/proc"):
+    """The process that serves: `pinlease serve` sandboxed (the default,
+    docs/security.md) is a supervisor whose one child of the same name is
+    the daemon, so the pid vm/run started is followed down to that child;
+    unsandboxed it is PID itself."""
+    proc = Path(proc)
+
+    def comm(p):
+        return (proc / str(p) / "comm").read_text().strip()
+
+    try:
+        name = comm(pid)
+        while True:
+            kids = (proc / str(pid) / "task" / str(pid) / "children").read_text().split()
+            same = [int(k) for k in kids if comm(k) == name]
+            if len(same) != 1:
+                return pid
+            pid = same[0]
+    except OSError:
+        return pid
 
 
 def parse_proc_status(text):

@@ -4,9 +4,12 @@ is written. The real soak's figures are in docs/soak.md."""
 
 import contextlib
 import io
+import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 from pathlib import Path
 
@@ -92,6 +95,33 @@ class Parsing(unittest.TestCase):
     def test_proc_status_of_this_process(self):
         got = soakjudge.parse_proc_status(Path("/proc/self/status").read_text())
         self.assertGreater(got["daemon_vm_rss_kb"], 0)
+
+    def test_serving_pid_follows_a_supervisor_to_its_one_same_named_child(self):
+        # A real parent and child of the same name, like the sandbox's
+        # supervisor and daemon; a lone process is its own serving pid.
+        child_code = "import time; time.sleep(30)"
+        parent = subprocess.Popen([sys.executable, "-c",
+                                   "import subprocess, sys; "
+                                   f"subprocess.run([sys.executable, '-c', {child_code!r}])"])
+        try:
+            kids_file = Path(f"/proc/{parent.pid}/task/{parent.pid}/children")
+            for _ in range(200):
+                kids = kids_file.read_text().split()
+                if kids:
+                    break
+                time.sleep(0.05)
+            self.assertEqual(len(kids), 1)
+            self.assertEqual(soakjudge.serving_pid(parent.pid), int(kids[0]))
+            self.assertEqual(soakjudge.serving_pid(int(kids[0])), int(kids[0]))
+        finally:
+            parent.kill()
+            parent.wait()
+            for k in kids:
+                try:
+                    os.kill(int(k), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self.assertEqual(soakjudge.serving_pid(parent.pid), parent.pid, "gone: itself")
 
     def test_guest_sample(self):
         line = (f"  {markers.SOAK} iter=3 uptime=123.45 slab_kb=20480 sunreclaim_kb=9000 "
