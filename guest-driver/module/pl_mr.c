@@ -424,7 +424,8 @@ err_free_mr:
  * ctx->dereg_lock for the whole call (across the device request: DEREG_MRs
  * of one context go one at a time) and ctx->mr_lock, never across the
  * device request.
- * Return: 0, -EFAULT, or the device's answer.
+ * Return: 0, -EFAULT, -EINTR (a signal while waiting for another DEREG_MR
+ * of the context), or the device's answer.
  */
 long pl_ioctl_dereg_mr(struct pl_ctx *ctx, void __user *argp)
 {
@@ -442,8 +443,13 @@ long pl_ioctl_dereg_mr(struct pl_ctx *ctx, void __user *argp)
 	 * first; this one then got ESTALE and put back an MR the device had
 	 * forgotten: its pins held until close, its slot refusing the next
 	 * REG_MR that the device gave it (found by pinlease-guest fuzz).
+	 * Interruptible: the holder may wait up to a request timeout (and a
+	 * reset) for the device, and a waiter has done nothing yet, so a
+	 * signal may end its wait (and no hung-task report names it).
 	 */
-	mutex_lock(&ctx->dereg_lock);
+	err = mutex_lock_interruptible(&ctx->dereg_lock);
+	if (err)
+		return err;
 	mutex_lock(&ctx->mr_lock);
 	mr = xa_load(&ctx->mrs, (u32)key);
 	if (mr && mr->key == key)
