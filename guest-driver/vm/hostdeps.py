@@ -50,7 +50,9 @@ DEFAULT_KERNEL = "6.12"
 HOST_TOOLS = (("busybox", "busybox-static"), ("mkfs.xfs", "xfsprogs"), ("xfs_io", "xfsprogs"),
               ("xz", "xz-utils"), ("cpio", "cpio"), ("mkfs.ext4", "e2fsprogs"),
               ("depmod", "kmod"), ("modinfo", "kmod"), ("make", "make"),
-              ("unshare", "util-linux"), ("gcc", "gcc"), ("rdma", "iproute2"))
+              ("unshare", "util-linux"), ("gcc", "gcc"), ("rdma", "iproute2"),
+              # libfuzzer-sys builds libFuzzer (C++) for scripts/fuzz.
+              ("g++", "g++"))
 # What `run --bench` builds and copies into every initramfs for its rxe side
 # (ibv-bench, guest-driver/bench/): the libibverbs headers to build it, and
 # the rxe provider (a .driver file naming it, the library libibverbs loads
