@@ -529,7 +529,7 @@ impl Harness {
             3 => size.wrapping_sub(small * 8),
             4 => u64::from(input.u16()),
             5 => input.u64(),
-            6 => size / 2 & !7,
+            6 => (size / 2) & !7,
             _ => small,
         }
     }
@@ -743,7 +743,7 @@ impl Harness {
             1 => RAM_END,
             2 => PAGE + 8, // misaligned
             3 => input.u64(),
-            4 => u64::MAX & !(PAGE - 1),
+            4 => !(PAGE - 1),
             _ => REGION_B.0 + REGION_B.1 - PAGE,
         }
     }
@@ -1046,13 +1046,15 @@ impl Harness {
         };
         let mut errs = Vec::new();
         self.open_ctx(c, &mut errs);
-        if offset % 8 != 0 || (op == Opcode::FetchAdd && swap != 0) {
+        if !offset.is_multiple_of(8) || (op == Opcode::FetchAdd && swap != 0) {
             errs.push(Status::Inval);
         }
         let mi = self.access_errs(key, PL_ACCESS_ATOMIC, offset, 8, &mut errs);
         if let Some(i) = mi {
             let m = &self.mrs[i];
-            if offset.checked_add(8).is_some_and(|e| e <= m.length) && m.gpa(offset) % 8 != 0 {
+            if offset.checked_add(8).is_some_and(|e| e <= m.length)
+                && !m.gpa(offset).is_multiple_of(8)
+            {
                 errs.push(Status::Inval);
             }
         }
@@ -1096,7 +1098,7 @@ impl Harness {
         };
         let mut errs = Vec::new();
         self.open_ctx(c, &mut errs);
-        if mode > PL_PATTERN_OFFSET_XOR || offset % 8 != 0 || length % 8 != 0 {
+        if mode > PL_PATTERN_OFFSET_XOR || !offset.is_multiple_of(8) || !length.is_multiple_of(8) {
             errs.push(Status::Inval);
         }
         let bit = if op == Opcode::Fill {

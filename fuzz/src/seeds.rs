@@ -77,19 +77,12 @@ impl Steps {
         self
     }
 
-    fn dma(
-        &mut self,
-        write: bool,
-        ctx: u8,
-        lk: u8,
-        rk: u8,
-        lo: u16,
-        ro: u16,
-        len: u16,
-    ) -> &mut Self {
+    /// WRITE (or READ) in `ctx` between MRs `lk` and `rk`: `(local offset,
+    /// remote offset, length)`.
+    fn dma(&mut self, write: bool, ctx: u8, lk: u8, rk: u8, range: (u16, u16, u16)) -> &mut Self {
         self.step(if write { Step::Write } else { Step::Read });
         self.p.u8(ctx).u8(lk).u8(rk);
-        self.num(lo).num(ro).num(len)
+        self.num(range.0).num(range.1).num(range.2)
     }
 
     fn pattern(
@@ -192,7 +185,7 @@ pub fn requests() -> Vec<(&'static str, Vec<u8>)> {
     s.ctx().reg(NEW, 0, 0, 8192, &[0, 1], None);
     s.pattern(true, NEW, 0, 8192, 0x1122_3344_5566_7788, false);
     s.pattern(false, NEW, 0, 8192, 0x1122_3344_5566_7788, false);
-    s.dma(true, NEW, NEW, NEW, 0, 4096, 4096);
+    s.dma(true, NEW, NEW, NEW, (0, 4096, 4096));
     s.dereg(NEW, NEW).close(NEW).release(NEW);
     out.push(("basic_mr", s.done()));
 
@@ -208,8 +201,8 @@ pub fn requests() -> Vec<(&'static str, Vec<u8>)> {
     s.ctx().reg(NEW, 0, 1031, 3 * 4096, &[3, 1, 9, 5], None);
     s.reg(NEW, 0, 0, 3 * 4096, &[6, 7, 2], None);
     s.pattern(true, 1, 0, 3 * 4096, 0x0102_0304_0506_0708, true);
-    s.dma(true, NEW, 1, NEW, 8, 16, 8000);
-    s.dma(false, NEW, 1, NEW, 100, 5, 3000);
+    s.dma(true, NEW, 1, NEW, (8, 16, 8000));
+    s.dma(false, NEW, 1, NEW, (100, 5, 3000));
     s.pattern(false, NEW, 0, 3 * 4096, 0x0102_0304_0506_0708, true);
     s.pattern(false, 1, 0, 3 * 4096, 0x0102_0304_0506_0708, true);
     out.push(("dma_scattered_odd_offset", s.done()));
@@ -240,8 +233,8 @@ pub fn requests() -> Vec<(&'static str, Vec<u8>)> {
 
     s.ctx().ctx().reg(1, 0, 0, 4096, &[4], None);
     s.export(1, NEW).export(1, NEW).import(NEW, NEW, 2);
-    s.dma(true, NEW, NEW, 1, 0, 0, 512);
-    s.dereg(1, 1).dma(true, NEW, NEW, NEW, 0, 0, 8);
+    s.dma(true, NEW, NEW, 1, (0, 0, 512));
+    s.dereg(1, 1).dma(true, NEW, NEW, NEW, (0, 0, 8));
     s.destroy_child(1, NEW)
         .destroy_child(1, NEW)
         .release(1)
