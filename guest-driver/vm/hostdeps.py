@@ -56,7 +56,9 @@ HOST_TOOLS = (("busybox", "busybox-static"), ("mkfs.xfs", "xfsprogs"), ("xfs_io"
               # (tests/service_units.rs), the libvirt example validated
               # (vm/tests/test_contrib.py).
               ("systemd-socket-activate", "systemd"), ("systemd-analyze", "systemd"),
-              ("virt-xml-validate", "libvirt-clients"), ("xmllint", "libxml2-utils"))
+              ("virt-xml-validate", "libvirt-clients"), ("xmllint", "libxml2-utils"),
+              # libfuzzer-sys builds libFuzzer (C++) for scripts/fuzz.
+              ("g++", "g++"))
 # What `run --bench` builds and copies into every initramfs for its rxe side
 # (ibv-bench, guest-driver/bench/): the libibverbs headers to build it, and
 # the rxe provider (a .driver file naming it, the library libibverbs loads
