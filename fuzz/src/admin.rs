@@ -135,8 +135,10 @@ fn line(state: &ServerState, text: &str) {
 pub fn run(data: &[u8]) {
     let state = ServerState::new().expect("server state");
     let dev = Arc::new(Device::new(Limits::default()));
-    *state.device.lock().unwrap() = Some(dev);
-    state.connected.store(true, Ordering::SeqCst);
+    // ServerState::new() has one frontend slot: the connected device.
+    let slot = &state.frontends[0];
+    *slot.device.lock().unwrap() = Some(dev);
+    slot.connected.store(true, Ordering::SeqCst);
     let text = String::from_utf8_lossy(data);
     for l in text.split('\n').take(MAX_LINES) {
         if l.len() > MAX_REQUEST_BYTES {
