@@ -35,11 +35,19 @@ fn serve_with_fd(fd: Option<RawFd>, args: &[&str]) -> Command {
         .env_remove("PINLEASE_ADMIN_SOCKET")
         .stdin(Stdio::null());
     if let Some(fd) = fd {
-        // SAFETY: between fork and exec only dup2 runs, async-signal-safe;
-        // dup2 leaves the new fd without FD_CLOEXEC, so the daemon gets it.
+        // SAFETY: between fork and exec only dup2 or fcntl runs, both
+        // async-signal-safe. dup2 leaves the new fd without FD_CLOEXEC, so
+        // the daemon gets it; but when the socket already IS fd CHILD_FD
+        // (tests run in parallel, so fd numbers vary) dup2 does nothing and
+        // the fd would close at exec: clear FD_CLOEXEC instead.
         unsafe {
             cmd.pre_exec(move || {
-                if libc::dup2(fd, CHILD_FD) < 0 {
+                let r = if fd == CHILD_FD {
+                    libc::fcntl(fd, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(fd, CHILD_FD)
+                };
+                if r < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
