@@ -6,7 +6,7 @@
 use pinlease_abi::*;
 
 use super::model::Mr;
-use super::{Harness, PAGE, REGION_A, REGION_B};
+use super::{Harness, REGION_A, REGION_B};
 use crate::input::Input;
 
 /// The word FILL writes at MR offset `o`.
@@ -47,13 +47,7 @@ impl Harness {
         let c = self.pick_ctx(input);
         let lk = self.pick_mr(input);
         let rk = self.pick_mr(input);
-        let size = |k: u64| {
-            self.mrs
-                .iter()
-                .find(|m| m.key == k)
-                .map_or(PAGE, |m| m.length)
-        };
-        let (ls, rs) = (size(lk), size(rk));
+        let (ls, rs) = (self.mr_length_or_page(lk), self.mr_length_or_page(rk));
         let lo = Self::pick_num(input, ls);
         let ro = Self::pick_num(input, rs);
         let length = Self::pick_num(input, ls.min(rs));
@@ -134,11 +128,7 @@ impl Harness {
     pub(super) fn atomic(&mut self, input: &mut Input, op: Opcode) {
         let c = self.pick_ctx(input);
         let key = self.pick_mr(input);
-        let size = self
-            .mrs
-            .iter()
-            .find(|m| m.key == key)
-            .map_or(PAGE, |m| m.length);
+        let size = self.mr_length_or_page(key);
         let offset = Self::pick_num(input, size.wrapping_sub(8));
         let operand = if input.bool() { 0 } else { input.u64() };
         let swap = if op == Opcode::CompareSwap || input.u8() >= 0xf0 {
@@ -184,11 +174,7 @@ impl Harness {
     pub(super) fn pattern(&mut self, input: &mut Input, op: Opcode) {
         let c = self.pick_ctx(input);
         let key = self.pick_mr(input);
-        let size = self
-            .mrs
-            .iter()
-            .find(|m| m.key == key)
-            .map_or(PAGE, |m| m.length);
+        let size = self.mr_length_or_page(key);
         let offset = Self::pick_num(input, size);
         let length = Self::pick_num(input, size.wrapping_sub(offset));
         let pattern = if input.bool() { input.u64() } else { 0 };

@@ -175,6 +175,15 @@ impl Harness {
             .count()
     }
 
+    /// The length of MR `key`, or a page when the model does not know the
+    /// key: the range offsets of a request are picked within it.
+    pub(super) fn mr_length_or_page(&self, key: u64) -> u64 {
+        self.mrs
+            .iter()
+            .find(|m| m.key == key)
+            .map_or(PAGE, |m| m.length)
+    }
+
     pub(super) fn mr_count(&self) -> usize {
         self.mrs.iter().filter(|m| !m.gone).count()
     }
