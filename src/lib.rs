@@ -41,11 +41,14 @@
 //! - [`sandbox`]: `--sandbox`: namespaces or chroot, no capabilities, and
 //!   the supervisor outside;
 //! - [`seccomp`]: `--seccomp`: the system-call allow-list;
+//! - [`allocator`]: glibc malloc's arena limit (one arena for all the
+//!   daemon's threads: docs/soak.md);
 //! - [`error`]: the daemon's and CLI's errors.
 
 pub(crate) use pinlease_abi as abi;
 
 pub mod admin;
+pub mod allocator;
 pub mod backend;
 pub mod capabilities;
 pub mod config;

@@ -242,6 +242,12 @@ fn serve_daemon(mut args: ServeArgs) -> Result<(), CliError> {
     if args.print_capabilities {
         return print_capabilities();
     }
+    // Before any thread starts: a thread's arena is picked at its first
+    // allocation.
+    match pinlease::allocator::limit_arenas() {
+        limit @ pinlease::allocator::ArenaLimit::Refused(_) => log::warn!("{limit}"),
+        limit => log::info!("{limit}"),
+    }
     // Read (and removed) before any thread starts.
     args.activation = listen::take_activation_from_env()?;
     let cfg = ServeConfig::try_from(args)?;

@@ -78,6 +78,7 @@ pub struct Launch {
     stop: Stop,
     socket_count: Option<u32>,
     args: Vec<OsString>,
+    env: Vec<(OsString, Option<OsString>)>,
 }
 
 impl Launch {
@@ -93,6 +94,7 @@ impl Launch {
             stop: Stop::Kill,
             socket_count: None,
             args: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -135,6 +137,18 @@ impl Launch {
         self
     }
 
+    /// An environment variable for the daemon, on top of ours.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Launch {
+        self.env.push((key.into(), Some(value.into())));
+        self
+    }
+
+    /// One of our environment variables the daemon must not see.
+    pub fn env_remove(mut self, key: impl Into<OsString>) -> Launch {
+        self.env.push((key.into(), None));
+        self
+    }
+
     /// Spawns the daemon and waits until its sockets exist.
     pub fn start(self) -> Daemon {
         let dir = tempfile::tempdir().expect("creating the daemon's temporary directory");
@@ -147,8 +161,14 @@ impl Launch {
         if let Some(n) = self.socket_count {
             cmd.arg("--socket-count").arg(n.to_string());
         }
-        cmd.args(&self.args)
-            .env_remove("PINLEASE_ADMIN_SOCKET")
+        cmd.args(&self.args);
+        for (key, value) in &self.env {
+            match value {
+                Some(v) => cmd.env(key, v),
+                None => cmd.env_remove(key),
+            };
+        }
+        cmd.env_remove("PINLEASE_ADMIN_SOCKET")
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         if self.log_to_file {
