@@ -4,6 +4,7 @@
 
 use std::io;
 use std::mem::size_of;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use log::{debug, warn};
@@ -60,6 +61,10 @@ pub struct PinleaseBackend {
     /// `deferred_due` when due.
     deferred: Arc<Deferred>,
     deferred_due: EventConsumer,
+    /// Set while the device has contexts; the worker clears it and gives
+    /// the allocator's free pages back when the last one has gone
+    /// ([`crate::allocator`]: once per idle period, not per request).
+    busy_since_trim: AtomicBool,
 }
 
 impl PinleaseBackend {
@@ -85,6 +90,7 @@ impl PinleaseBackend {
             faults,
             deferred,
             deferred_due: due_consumer,
+            busy_since_trim: AtomicBool::new(false),
         })
     }
 
@@ -150,7 +156,21 @@ impl PinleaseBackend {
         if held > 0 {
             debug!("device reset: {held} held completion(s)/event(s) forgotten");
         }
-        self.device.reset()
+        let dropped = self.device.reset();
+        self.trim_when_idle();
+        dropped
+    }
+
+    /// Called by the worker after each batch and after a reset: when the
+    /// device has gone idle (no contexts) since it last had some, returns
+    /// the allocator's free pages to the kernel (docs/soak.md).
+    fn trim_when_idle(&self) {
+        if self.device.live_contexts() > 0 {
+            self.busy_since_trim.store(true, Ordering::Relaxed);
+        } else if self.busy_since_trim.swap(false, Ordering::Relaxed) {
+            let released = crate::allocator::release_free_memory();
+            debug!("device idle: free heap pages returned to the kernel: {released}");
+        }
     }
 
     /// Puts `head` in the used ring, then any reordered completions after it.
@@ -633,7 +653,9 @@ impl VhostUserBackend for PinleaseBackend {
                 // Also called when the ring is enabled, on an empty queue.
                 self.process_requests(&vrings[usize::from(PL_QUEUE_REQUEST)])?;
                 self.faults.run_pending(&self.device);
-                self.flush_events(&vrings[usize::from(PL_QUEUE_EVENT)])
+                let flushed = self.flush_events(&vrings[usize::from(PL_QUEUE_EVENT)]);
+                self.trim_when_idle();
+                flushed
             }
             d if d == PL_QUEUE_EVENT => self.flush_events(&vrings[usize::from(PL_QUEUE_EVENT)]),
             EVENTS_PENDING_ID => {

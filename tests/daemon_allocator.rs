@@ -12,7 +12,7 @@ use std::thread;
 use common::*;
 use pinlease_abi::*;
 use pinlease_testkit::daemon::Daemon;
-use pinlease_testkit::frontend::client::Client;
+use pinlease_testkit::frontend::client::{Client, RegMrArgs};
 
 /// glibc's non-main arenas are heaps of HEAP_MAX_SIZE (64 MiB on 64-bit)
 /// reserved at an address aligned to that size: an anonymous read-write
@@ -66,8 +66,9 @@ fn arenas(pid: u32) -> usize {
 }
 
 /// Keeps the vring worker and the admin socket's client threads allocating
-/// at the same time for a while.
-fn busy(d: &Daemon) {
+/// at the same time for a while. Returns the connected client: the vring
+/// worker thread ends when the frontend goes.
+fn busy(d: &Daemon) -> Client {
     let mut c = Client::new(d.frontend_with(frontend_config()).unwrap());
     thread::scope(|s| {
         for _ in 0..3 {
@@ -85,6 +86,7 @@ fn busy(d: &Daemon) {
             c.dereg_mr(ctx, key).unwrap();
         }
     });
+    c
 }
 
 fn start(launch: pinlease_testkit::daemon::Launch) -> Daemon {
@@ -101,7 +103,7 @@ fn every_thread_allocates_from_the_main_arena() {
             .env_remove("MALLOC_ARENA_MAX")
             .env_remove("GLIBC_TUNABLES"),
     );
-    busy(&d);
+    let _connected = busy(&d);
     let threads = std::fs::read_dir(format!("/proc/{}/task", d.pid()))
         .unwrap()
         .count();
@@ -139,7 +141,7 @@ fn an_arena_limit_in_the_environment_is_left_alone() {
             "MALLOC_ARENA_MAX"
         };
         let d = start(launch().env(var, value).env_remove(other));
-        busy(&d);
+        let _connected = busy(&d);
         let log = d.log();
         assert!(
             log.contains(&format!(
@@ -154,5 +156,69 @@ fn an_arena_limit_in_the_environment_is_left_alone() {
             n >= 3,
             "{var}={value}: {n} arenas; the daemon did not leave the limit to it"
         );
+    }
+}
+
+/// The daemon's RssAnon, kB.
+fn rss_anon_kb(pid: u32) -> u64 {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    st.lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no RssAnon in /proc/{pid}/status"))
+}
+
+const TRIMMED: &str = "device idle: free heap pages returned to the kernel";
+
+#[test]
+fn the_heap_goes_back_to_the_kernel_when_the_last_context_goes() {
+    let d = start(launch());
+    let mut c = Client::new(d.frontend_with(frontend_config()).unwrap());
+    let ctx = c.create_context(1, "trim").unwrap();
+    let other = c.create_context(2, "trim-other").unwrap();
+    // MRs with long page lists, and leases: the tables and page lists grow
+    // the heap by megabytes.
+    let (_, pages) = c.alloc_mr(ctx, 64, PL_ACCESS_ALL).unwrap();
+    for ino in 0..1500 {
+        c.reg_mr(ctx, &RegMrArgs::pages(PL_ACCESS_ALL, &pages))
+            .unwrap();
+        c.lease_take(ctx, &lease_req(file(1000 + ino), 0, 4096, PL_POLICY_REVOKE))
+            .unwrap();
+    }
+    c.close_context(ctx).unwrap();
+    c.release_context(ctx).unwrap();
+    // One context left: the device is not idle, nothing is trimmed.
+    let third = c.create_context(3, "trim-third").unwrap();
+    c.close_context(third).unwrap();
+    c.release_context(third).unwrap();
+    assert!(
+        !d.log().contains(TRIMMED),
+        "trimmed while a context was live:\n{}",
+        d.log()
+    );
+    let busy_kb = rss_anon_kb(d.pid());
+    c.close_context(other).unwrap();
+    c.release_context(other).unwrap();
+    poll_until(
+        || d.log().contains(TRIMMED),
+        "the trim after the last context",
+        &d,
+    );
+    let idle_kb = rss_anon_kb(d.pid());
+    assert!(
+        idle_kb + 1024 <= busy_kb,
+        "RssAnon {busy_kb} kB with one context left -> {idle_kb} kB idle: less than 1 MiB went back"
+    );
+}
+
+fn poll_until(f: impl Fn() -> bool, what: &str, d: &Daemon) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {what} within 10 s; log:\n{}",
+            d.log()
+        );
+        thread::sleep(std::time::Duration::from_millis(20));
     }
 }
