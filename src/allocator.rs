@@ -24,11 +24,12 @@
 //! one arena's resident size 744 -> 844 kB over the soak's minutes 2-5 while
 //! the live heap stayed at 0.2-0.25 MB between rounds). So the vring worker
 //! also calls [`release_free_memory`] (`malloc_trim(0)`: every whole free
-//! page of every arena back to the kernel) each time the device goes idle,
-//! when its last context goes (backend.rs): a guest that closes everything
-//! leaves a daemon whose resident heap is its live heap. Not more often: a
-//! trim walks the free lists, and pages given back are faulted in again by
-//! the next allocations.
+//! page of every arena back to the kernel) each time contexts have gone
+//! (released, or dropped by a device reset; backend.rs): the memory of a
+//! context's MRs, leases and children goes back with it, so the resident
+//! heap follows the live heap whether or not other contexts stay open.
+//! Not after every request: a trim walks the free lists, and pages given
+//! back are faulted in again by the next allocations.
 //!
 //! Left alone when `MALLOC_ARENA_MAX` or a `GLIBC_TUNABLES` entry
 //! `glibc.malloc.arena_max` is set: the operator's choice wins (glibc reads

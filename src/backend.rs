@@ -4,7 +4,7 @@
 
 use std::io;
 use std::mem::size_of;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use log::{debug, warn};
@@ -61,10 +61,11 @@ pub struct PinleaseBackend {
     /// `deferred_due` when due.
     deferred: Arc<Deferred>,
     deferred_due: EventConsumer,
-    /// Set while the device has contexts; the worker clears it and gives
-    /// the allocator's free pages back when the last one has gone
-    /// ([`crate::allocator`]: once per idle period, not per request).
-    busy_since_trim: AtomicBool,
+    /// The device's context count when the worker last looked: when it
+    /// has gone down since, the allocator's free pages go back to the
+    /// kernel ([`crate::allocator`]: once per context gone, not per
+    /// request).
+    contexts_seen: AtomicU32,
 }
 
 impl PinleaseBackend {
@@ -90,7 +91,7 @@ impl PinleaseBackend {
             faults,
             deferred,
             deferred_due: due_consumer,
-            busy_since_trim: AtomicBool::new(false),
+            contexts_seen: AtomicU32::new(0),
         })
     }
 
@@ -157,19 +158,22 @@ impl PinleaseBackend {
             debug!("device reset: {held} held completion(s)/event(s) forgotten");
         }
         let dropped = self.device.reset();
-        self.trim_when_idle();
+        self.trim_after_contexts_went();
         dropped
     }
 
-    /// Called by the worker after each batch and after a reset: when the
-    /// device has gone idle (no contexts) since it last had some, returns
-    /// the allocator's free pages to the kernel (docs/soak.md).
-    fn trim_when_idle(&self) {
-        if self.device.live_contexts() > 0 {
-            self.busy_since_trim.store(true, Ordering::Relaxed);
-        } else if self.busy_since_trim.swap(false, Ordering::Relaxed) {
+    /// Called by the worker after each batch and after a reset: when
+    /// contexts have gone since the last call (released, or dropped by a
+    /// reset), returns the allocator's free pages to the kernel
+    /// (docs/soak.md).
+    fn trim_after_contexts_went(&self) {
+        let now = self.device.live_contexts();
+        let before = self.contexts_seen.swap(now, Ordering::Relaxed);
+        if now < before {
             let released = crate::allocator::release_free_memory();
-            debug!("device idle: free heap pages returned to the kernel: {released}");
+            debug!(
+                "contexts {before} -> {now}: free heap pages returned to the kernel: {released}"
+            );
         }
     }
 
@@ -654,7 +658,7 @@ impl VhostUserBackend for PinleaseBackend {
                 self.process_requests(&vrings[usize::from(PL_QUEUE_REQUEST)])?;
                 self.faults.run_pending(&self.device);
                 let flushed = self.flush_events(&vrings[usize::from(PL_QUEUE_EVENT)]);
-                self.trim_when_idle();
+                self.trim_after_contexts_went();
                 flushed
             }
             d if d == PL_QUEUE_EVENT => self.flush_events(&vrings[usize::from(PL_QUEUE_EVENT)]),
