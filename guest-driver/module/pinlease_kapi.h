@@ -24,10 +24,19 @@
 #include <linux/auxiliary_bus.h>
 #include <linux/types.h>
 
+#include "pinlease_ib_abi.h"
+
 struct pl_dev;
 struct pl_ctx;
 
-/* The auxiliary device pinlease.ko adds per virtio device. */
+/*
+ * The auxiliary device pinlease.ko adds per virtio device, named
+ * "pinlease.rdma.N": pinlease.ko's module name, PINLEASE_AUX_DEVICE_NAME
+ * (pinlease_ib_abi.h) and the device's index. PINLEASE_AUX_MATCH is the
+ * auxiliary_device_id name a driver matches.
+ */
+#define PINLEASE_AUX_MATCH	"pinlease." PINLEASE_AUX_DEVICE_NAME
+
 struct pinlease_adev {
 	struct auxiliary_device adev;
 	struct pl_dev *pl;		/* holds a reference while adev lives */
@@ -59,5 +68,8 @@ int pinlease_kctx_reg_mr(struct pl_ctx *ctx, const u64 *pas, u32 npages,
 			 u32 first_page_offset, u64 length, u32 access,
 			 u64 *key);
 int pinlease_kctx_dereg_mr(struct pl_ctx *ctx, u64 key);
+int pinlease_kctx_dma(struct pl_ctx *ctx, u16 op, u64 local_key,
+		      u64 local_offset, u64 remote_key, u64 remote_offset,
+		      u64 length);
 
 #endif /* _PINLEASE_KAPI_H */

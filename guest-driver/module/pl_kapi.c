@@ -370,3 +370,44 @@ int pinlease_kctx_dereg_mr(struct pl_ctx *ctx, u64 key)
 	return err ? err : -EIO;
 }
 EXPORT_SYMBOL_GPL(pinlease_kctx_dereg_mr);
+
+/**
+ * pinlease_kctx_dma() - WRITE or READ between two MRs, by the device
+ * @ctx: the context owning @local_key
+ * @op: PL_OP_WRITE (local -> remote) or PL_OP_READ (remote -> local)
+ * @local_key: an MR of @ctx
+ * @local_offset: byte offset in it
+ * @remote_key: any context's MR
+ * @remote_offset: byte offset in it
+ * @length: bytes
+ *
+ * The device's own WRITE/READ (docs/abi.md 5.11), as PINLEASE_IOC_DMA
+ * sends it: the device checks the keys, the owners and the access flags.
+ *
+ * Context: Process context; sleeps (the device request).
+ * Locking: The caller holds none of pinlease.ko's locks.
+ * Return: 0, -EINVAL (@op), -EIO / -ENODEV (context dead), or the
+ * device's answer (-ENOENT, -ESTALE, -EPERM, -EACCES, -ERANGE, ...).
+ */
+int pinlease_kctx_dma(struct pl_ctx *ctx, u16 op, u64 local_key,
+		      u64 local_offset, u64 remote_key, u64 remote_offset,
+		      u64 length)
+{
+	struct pl_dma_req req = {
+		.local_key = cpu_to_le64(local_key),
+		.local_offset = cpu_to_le64(local_offset),
+		.remote_key = cpu_to_le64(remote_key),
+		.remote_offset = cpu_to_le64(remote_offset),
+		.length = cpu_to_le64(length),
+	};
+	int err;
+
+	if (op != PL_OP_WRITE && op != PL_OP_READ)
+		return -EINVAL;
+	err = pl_ctx_err(ctx);
+	if (err)
+		return err;
+	return pl_submit(ctx->dev, op, ctx->handle, &req, sizeof(req), NULL,
+			 0, NULL, 0);
+}
+EXPORT_SYMBOL_GPL(pinlease_kctx_dma);
