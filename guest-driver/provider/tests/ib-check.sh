@@ -29,7 +29,7 @@ done
 step "pl-verbs-check reg" pl-verbs-check reg pinlease_ib0
 step "pl-verbs-check disassociate" pl-verbs-check disassociate pinlease_ib0
 step "pl-verbs-check reg after the rebind" pl-verbs-check reg pinlease_ib0
-step "pl-verbs-check rdma" pl-verbs-check rdma pinlease_ib0
+step "pl-verbs-check traffic" pl-verbs-check traffic pinlease_ib0
 ip link set lo up
 pingpong() {
 	ibv_rc_pingpong -d pinlease_ib0 -n 200 "$@" >/tmp/pp-server.txt 2>&1 &

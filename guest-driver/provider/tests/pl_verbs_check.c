@@ -15,7 +15,7 @@
  *	pinlease_ib.ko with the verbs fd still open: the pins must be
  *	released, the fd's next verb must fail with EIO, closing must work;
  *	then binds it again and waits for DEV to come back.
- *   pl-verbs-check rdma [DEV]
+ *   pl-verbs-check traffic [DEV]
  *	two RC QPs of one context connected to each other: SEND/RECV, RDMA
  *	WRITE and RDMA READ between two MRs, each completion polled and the
  *	bytes compared; then an RDMA WRITE to an MR without remote write
@@ -403,7 +403,7 @@ static int post_one(struct ibv_qp *qp, enum ibv_wr_opcode op,
 	return ibv_post_send(qp, &wr, &bad);
 }
 
-static int cmd_rdma(const char *want)
+static int cmd_traffic(const char *want)
 {
 	struct ibv_port_attr port;
 	struct ibv_context *ctx;
@@ -497,8 +497,8 @@ int main(int argc, char **argv)
 		return cmd_reg(argc > 2 ? argv[2] : NULL);
 	if (argc >= 2 && !strcmp(argv[1], "disassociate"))
 		return cmd_disassociate(argc > 2 ? argv[2] : NULL);
-	if (argc >= 2 && !strcmp(argv[1], "rdma"))
-		return cmd_rdma(argc > 2 ? argv[2] : NULL);
-	fprintf(stderr, "usage: %s reg|disassociate|rdma [DEVICE]\n", argv[0]);
+	if (argc >= 2 && !strcmp(argv[1], "traffic"))
+		return cmd_traffic(argc > 2 ? argv[2] : NULL);
+	fprintf(stderr, "usage: %s reg|disassociate|traffic [DEVICE]\n", argv[0]);
 	return 2;
 }

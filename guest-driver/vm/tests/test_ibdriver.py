@@ -49,7 +49,7 @@ class Provider(unittest.TestCase):
                 self.assertIsNotNone(value, name)
                 # no value of the header written out by hand in C code
                 code = re.sub(r"/\*.*?\*/|//[^\n]*", "", text, flags=re.S)
-                self.assertNotIn(value, code, f"{src}: {name}'s value {value} written by hand")
+                self.assertFalse(value in code, f"{src}: {name}'s value {value} written by hand")
 
 
 class LoadSnippet(unittest.TestCase):
