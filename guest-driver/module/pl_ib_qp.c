@@ -203,6 +203,7 @@ static void pl_ib_qp_error(struct pl_ib_dev *d, struct pl_ib_qp *qp)
 {
 	struct pl_ib_pending *p, *tmp;
 	struct pl_ib_qp *other;
+	LIST_HEAD(waiting);
 	unsigned long idx;
 
 	qp->state = IB_QPS_ERR;
@@ -212,7 +213,12 @@ static void pl_ib_qp_error(struct pl_ib_dev *d, struct pl_ib_qp *qp)
 		qp->rq_head = (qp->rq_head + 1) % qp->cap.max_recv_wr;
 		qp->rq_count--;
 	}
-	list_for_each_entry_safe(p, tmp, &qp->pending, node) {
+	/*
+	 * Off the QP first: a failing sender goes to ERR too, and that walks
+	 * every QP's pending list (this one included).
+	 */
+	list_splice_init(&qp->pending, &waiting);
+	list_for_each_entry_safe(p, tmp, &waiting, node) {
 		list_del(&p->node);
 		pl_ib_send_done(d, p, IB_WC_RETRY_EXC_ERR);
 		kfree(p);
@@ -525,10 +531,12 @@ static int pl_ib_qp_store(struct pl_ib_qp *qp, const struct ib_qp_attr *a,
 static void pl_ib_qp_reset(struct pl_ib_dev *d, struct pl_ib_qp *qp)
 {
 	struct pl_ib_pending *p, *tmp;
+	LIST_HEAD(waiting);
 
 	qp->rq_head = 0;
 	qp->rq_count = 0;
-	list_for_each_entry_safe(p, tmp, &qp->pending, node) {
+	list_splice_init(&qp->pending, &waiting);	/* as in pl_ib_qp_error() */
+	list_for_each_entry_safe(p, tmp, &waiting, node) {
 		list_del(&p->node);
 		pl_ib_send_done(d, p, IB_WC_RETRY_EXC_ERR);
 		kfree(p);
