@@ -29,6 +29,7 @@ done
 step "pl-verbs-check reg" pl-verbs-check reg pinlease_ib0
 step "pl-verbs-check disassociate" pl-verbs-check disassociate pinlease_ib0
 step "pl-verbs-check reg after the rebind" pl-verbs-check reg pinlease_ib0
+step "pl-verbs-check reset" pl-verbs-check reset pinlease_ib0
 step "pl-verbs-check traffic" pl-verbs-check traffic pinlease_ib0
 ip link set lo up
 pingpong() {

@@ -15,6 +15,12 @@
  *	pinlease_ib.ko with the verbs fd still open: the pins must be
  *	released, the fd's next verb must fail with EIO, closing must work;
  *	then binds it again and waits for DEV to come back.
+ *   pl-verbs-check reset [DEV]
+ *	opens DEV, registers an MR, then resets the pinlease device
+ *	(debugfs pinlease/pinlease0/reset) with the verbs fd open: the fd's
+ *	next verb must fail with EIO, the pins must be released once
+ *	pinlease.ko replaced the auxiliary device, and a device named DEV
+ *	must come back and register memory again.
  *   pl-verbs-check traffic [DEV]
  *	two RC QPs of one context connected to each other: SEND/RECV, RDMA
  *	WRITE and RDMA READ between two MRs, each completion polled and the
@@ -297,6 +303,75 @@ static int cmd_disassociate(const char *want)
 	return failures ? 1 : 0;
 }
 
+#define DEBUGFS_RESET "/sys/kernel/debug/pinlease/pinlease0/reset"
+
+static int cmd_reset(const char *want)
+{
+	long long a0, r0, a1, r1, a2, r2;
+	struct ibv_context *ctx, *ctx2;
+	struct ibv_pd *pd, *pd2;
+	struct ibv_mr *mr;
+	char name[64];
+	int err, i;
+
+	pins(&a0, &r0);
+	ctx = open_dev(want, name, sizeof(name));
+	pd = ibv_alloc_pd(ctx);
+	if (!pd)
+		die("ibv_alloc_pd");
+	mr = ibv_reg_mr(pd, anon_buffer(), MR_BYTES, IBV_ACCESS_LOCAL_WRITE);
+	check(mr != NULL, "ibv_reg_mr anonymous %lu bytes", MR_BYTES);
+	pins(&a1, &r1);
+	check(a1 - r1 > a0 - r0, "MR pinned: acquired-released %lld -> %lld",
+	      a0 - r0, a1 - r1);
+
+	err = write_file(DEBUGFS_RESET, "1");
+	check(!err, "device reset through %s%s%s", DEBUGFS_RESET,
+	      err ? ": " : "", err ? strerror(-err) : "");
+	/* the auxiliary device is replaced by a work item after the reset */
+	for (i = 0; i < 200; i++) {
+		pins(&a2, &r2);
+		if (a2 - r2 == a0 - r0)
+			break;
+		usleep(50000);
+	}
+	check(a2 - r2 == a0 - r0,
+	      "pins released after the reset: acquired-released %lld before the MR, %lld %d ms after the reset",
+	      a0 - r0, a2 - r2, i * 50);
+	errno = 0;
+	pd2 = ibv_alloc_pd(ctx);
+	check(!pd2 && errno == EIO,
+	      "ibv_alloc_pd on the fd of the replaced device fails with EIO (got %s, errno %d %s)",
+	      pd2 ? "a PD" : "NULL", errno, strerror(errno));
+	err = ibv_close_device(ctx);
+	check(!err, "ibv_close_device after the reset (%d)", err);
+
+	ctx2 = NULL;
+	for (i = 0; i < 100 && !ctx2; i++) {
+		struct ibv_device **list;
+		int n, j;
+
+		list = ibv_get_device_list(&n);
+		for (j = 0; list && j < n && !ctx2; j++)
+			if (!strcmp(ibv_get_device_name(list[j]), name))
+				ctx2 = ibv_open_device(list[j]);
+		if (list)
+			ibv_free_device_list(list);
+		if (!ctx2)
+			usleep(50000);
+	}
+	check(ctx2 != NULL, "%s is back after the reset and opens", name);
+	if (ctx2) {
+		pd2 = ibv_alloc_pd(ctx2);
+		mr = pd2 ? ibv_reg_mr(pd2, anon_buffer(), MR_BYTES,
+				      IBV_ACCESS_LOCAL_WRITE) : NULL;
+		check(mr && !ibv_dereg_mr(mr) && !ibv_dealloc_pd(pd2),
+		      "ibv_reg_mr/ibv_dereg_mr on the new device");
+		check(!ibv_close_device(ctx2), "ibv_close_device");
+	}
+	return failures ? 1 : 0;
+}
+
 static struct ibv_qp *rc_qp(struct ibv_pd *pd, struct ibv_cq *cq)
 {
 	struct ibv_qp_init_attr init = {
@@ -497,8 +572,10 @@ int main(int argc, char **argv)
 		return cmd_reg(argc > 2 ? argv[2] : NULL);
 	if (argc >= 2 && !strcmp(argv[1], "disassociate"))
 		return cmd_disassociate(argc > 2 ? argv[2] : NULL);
+	if (argc >= 2 && !strcmp(argv[1], "reset"))
+		return cmd_reset(argc > 2 ? argv[2] : NULL);
 	if (argc >= 2 && !strcmp(argv[1], "traffic"))
 		return cmd_traffic(argc > 2 ? argv[2] : NULL);
-	fprintf(stderr, "usage: %s reg|disassociate|traffic [DEVICE]\n", argv[0]);
+	fprintf(stderr, "usage: %s reg|disassociate|reset|traffic [DEVICE]\n", argv[0]);
 	return 2;
 }
