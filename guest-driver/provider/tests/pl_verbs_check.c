@@ -19,8 +19,8 @@
  *	opens DEV, registers an MR, then resets the pinlease device
  *	(debugfs pinlease/pinlease0/reset) with the verbs fd open: the fd's
  *	next verb must fail with EIO, the pins must be released once
- *	pinlease.ko replaced the auxiliary device, and a device named DEV
- *	must come back and register memory again.
+ *	pinlease.ko replaced the auxiliary device, and a new pinlease_ib
+ *	device must come and register memory.
  *   pl-verbs-check traffic [DEV]
  *	two RC QPs of one context connected to each other: SEND/RECV, RDMA
  *	WRITE and RDMA READ between two MRs, each completion polled and the
@@ -346,21 +346,32 @@ static int cmd_reset(const char *want)
 	err = ibv_close_device(ctx);
 	check(!err, "ibv_close_device after the reset (%d)", err);
 
+	/*
+	 * A new ib_device: the old one's name may still be held by the fd
+	 * just closed, so any PINLEASE_IB_NAME_PREFIX device will do.
+	 */
 	ctx2 = NULL;
 	for (i = 0; i < 100 && !ctx2; i++) {
 		struct ibv_device **list;
 		int n, j;
 
 		list = ibv_get_device_list(&n);
-		for (j = 0; list && j < n && !ctx2; j++)
-			if (!strcmp(ibv_get_device_name(list[j]), name))
+		for (j = 0; list && j < n && !ctx2; j++) {
+			const char *dn = ibv_get_device_name(list[j]);
+
+			if (!strncmp(dn, PINLEASE_IB_NAME_PREFIX,
+				     strlen(PINLEASE_IB_NAME_PREFIX))) {
+				snprintf(name, sizeof(name), "%s", dn);
 				ctx2 = ibv_open_device(list[j]);
+			}
+		}
 		if (list)
 			ibv_free_device_list(list);
 		if (!ctx2)
 			usleep(50000);
 	}
-	check(ctx2 != NULL, "%s is back after the reset and opens", name);
+	check(ctx2 != NULL, "a new device (%s) is there after the reset and opens",
+	      ctx2 ? name : "none");
 	if (ctx2) {
 		pd2 = ibv_alloc_pd(ctx2);
 		mr = pd2 ? ibv_reg_mr(pd2, anon_buffer(), MR_BYTES,
