@@ -40,6 +40,11 @@
  *   across its device request (a reset never takes it), so a DEREG_MR of
  *   a key the table does not list cannot reach the device while another
  *   holds that key's MR out of the table.
+ * - dev->aux_lock (mutex): dev->adev and dev->aux_gone; held across
+ *   auxiliary_device_add() and _delete(), so across pinlease_ib.ko's probe
+ *   and remove (ib_register_device(), ib_unregister_device(), which waits
+ *   for every uverbs command of the device). Never taken by a path those
+ *   may wait for: not under dev->lock, not in a reset, not by pl_submit().
  * - lease->lock (mutex): a lease's state, flags and works; may be held
  *   across a device request (a reset never takes it).
  * - RCU: readers of dev->ctxs (the event path) take a context reference
@@ -75,6 +80,7 @@
 
 struct dentry;
 struct page;
+struct pinlease_adev;
 struct scatterlist;
 
 /* Event buffers kept posted on the event queue. */
@@ -128,6 +134,12 @@ struct pl_dev {
 
 	struct work_struct reset_work;
 	atomic64_t reset_want;	/* reset_work resets while gen < this */
+
+	/* the auxiliary device "pinlease.rdma.N" (pl_kapi.c) */
+	struct mutex aux_lock;		/* adev, aux_gone */
+	struct pinlease_adev *adev;	/* NULL: none added */
+	bool aux_gone;			/* remove() began: add none again */
+	struct work_struct aux_work;	/* replaces adev after a reset */
 
 	/* serialises ctxs writers, reset and remove */
 	struct mutex lock;
@@ -225,6 +237,7 @@ struct pl_mr {
 	u32 pin_flags;			/* PINLEASE_PIN_* */
 	bool imported;
 	bool revoked;
+	bool kernel;			/* pinlease_kctx_reg_mr(): no pins */
 	u64 file_dev;
 	u64 file_ino;
 	u32 file_gen;
@@ -264,6 +277,9 @@ void pl_mr_unpin(struct pl_mr *mr);
 void pl_ctx_unpin_all(struct pl_ctx *ctx);
 void pl_ctx_mr_revoked(struct pl_ctx *ctx, u64 key);
 int pl_ctx_add_mr(struct pl_ctx *ctx, struct pl_mr *mr);
+int pl_mr_tell_device(struct pl_ctx *ctx, struct pl_mr *mr, u32 off,
+		      const u64 *pas);
+int pl_mr_dereg(struct pl_ctx *ctx, u64 key, bool interruptible);
 long pl_ioctl_reg_mr(struct pl_ctx *ctx, void __user *argp);
 long pl_ioctl_dereg_mr(struct pl_ctx *ctx, void __user *argp);
 void pl_mr_show(struct seq_file *m, const struct pl_mr *mr);
@@ -302,6 +318,12 @@ void pl_fault_release_delay(struct pl_dev *dev, u64 handle);
 bool pl_fault_drop_event(struct pl_dev *dev, const struct pl_event *ev);
 void pl_fault_injected_event(struct pl_dev *dev, const struct pl_event *ev);
 void pl_faults_show(struct seq_file *m, struct pl_dev *dev);
+
+/* pl_kapi.c: the auxiliary device and the in-kernel API (pinlease_kapi.h) */
+void pl_aux_init(struct pl_dev *dev);
+void pl_aux_add(struct pl_dev *dev);
+void pl_aux_remove(struct pl_dev *dev);
+void pl_aux_replace(struct pl_dev *dev);
 
 /* pl_bench.c: the bench_pin debugfs file (module-wide) */
 void pl_bench_debugfs_init(struct dentry *root);

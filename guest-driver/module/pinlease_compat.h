@@ -284,4 +284,86 @@ static inline int pl_lm_layout_open_conflict(struct file *filp, int arg)
 #define PL_LM_BREAKER_TIMEDOUT
 #endif
 
+/*
+ * pinlease_ib.ko only (its files define PL_IB_MODULE before including
+ * this header): ib_core's differences. Kbuild probes include/rdma/.
+ *
+ * reg_user_mr (PL_HAVE_IB_DMAH, `struct ib_dmah` in ib_verbs.h; not in
+ * 6.12.95, in 7.3.4): gained a `struct ib_dmah *dmah` argument before udata.
+ * PL_IB_REG_USER_MR is the member's initialiser; where the argument
+ * exists it names a wrapper that refuses a DMA handle (-EOPNOTSUPP, as
+ * rxe does) and calls pl_ib_reg_user_mr(), which pl_ib_mr.c defines.
+ *
+ * ib_umem_get() (PL_HAVE_IB_UMEM_GET_VA, `ib_umem_get_va` in ib_umem.h;
+ * not in 6.12.95, in 7.3.4): renamed ib_umem_get_va() when the umem getters were reworked
+ * (ib_umem_get_desc/_attr/_cq_buf); same arguments and pinning.
+ *
+ * create_cq (PL_HAVE_CREATE_CQ_ATTRS, `struct uverbs_attr_bundle` on the
+ * line after `(*create_cq)(` in ib_verbs.h; 6.12 and 7.3): its third
+ * argument became the attribute bundle instead of the udata.
+ * PL_IB_CREATE_CQ names a wrapper of either shape around
+ * pl_ib_create_cq() (pl_ib_cq.c), which needs neither: no driver data.
+ *
+ * Same on all three, not wrapped: ib_alloc_device(), INIT_RDMA_OBJ_SIZE(),
+ * ib_register_device(dev, name, NULL), ib_unregister_device(),
+ * ib_umem_release(), umem->sgt_append, the query and ucontext/PD ops,
+ * the QP ops, post_send/post_recv, poll_cq, req_notify_cq, destroy_cq.
+ */
+#ifdef PL_IB_MODULE
+#include <rdma/ib_umem.h>
+#include <rdma/ib_verbs.h>
+#include <rdma/uverbs_ioctl.h>
+
+struct ib_mr *pl_ib_reg_user_mr(struct ib_pd *pd, u64 start, u64 length,
+				u64 virt_addr, int access,
+				struct ib_udata *udata);
+
+#ifdef PL_HAVE_IB_DMAH
+static inline struct ib_mr *pl_ib_reg_user_mr_dmah(struct ib_pd *pd,
+						   u64 start, u64 length,
+						   u64 virt_addr, int access,
+						   struct ib_dmah *dmah,
+						   struct ib_udata *udata)
+{
+	if (dmah)
+		return ERR_PTR(-EOPNOTSUPP);
+	return pl_ib_reg_user_mr(pd, start, length, virt_addr, access, udata);
+}
+
+#define PL_IB_REG_USER_MR	.reg_user_mr = pl_ib_reg_user_mr_dmah,
+#else
+#define PL_IB_REG_USER_MR	.reg_user_mr = pl_ib_reg_user_mr,
+#endif
+
+int pl_ib_create_cq(struct ib_cq *ibcq, const struct ib_cq_init_attr *attr);
+
+#ifdef PL_HAVE_CREATE_CQ_ATTRS
+static inline int pl_ib_create_cq_op(struct ib_cq *ibcq,
+				     const struct ib_cq_init_attr *attr,
+				     struct uverbs_attr_bundle *attrs)
+{
+	return pl_ib_create_cq(ibcq, attr);
+}
+#else
+static inline int pl_ib_create_cq_op(struct ib_cq *ibcq,
+				     const struct ib_cq_init_attr *attr,
+				     struct ib_udata *udata)
+{
+	return pl_ib_create_cq(ibcq, attr);
+}
+#endif
+#define PL_IB_CREATE_CQ	.create_cq = pl_ib_create_cq_op,
+
+static inline struct ib_umem *pl_ib_umem_get(struct ib_device *dev,
+					     unsigned long addr, size_t size,
+					     int access)
+{
+#ifdef PL_HAVE_IB_UMEM_GET_VA
+	return ib_umem_get_va(dev, addr, size, access);
+#else
+	return ib_umem_get(dev, addr, size, access);
+#endif
+}
+#endif /* PL_IB_MODULE */
+
 #endif /* _PINLEASE_COMPAT_H */

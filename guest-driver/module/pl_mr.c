@@ -203,8 +203,13 @@ static void pl_mr_file(struct pl_mr *mr)
 	mmap_read_unlock(mm);
 }
 
-/* Readable sg list of the page list, in physically contiguous chunks. */
-static struct scatterlist *pl_page_list(struct pl_mr *mr, unsigned int *nsg)
+/*
+ * Readable sg list of the page list, in physically contiguous chunks: the
+ * guest-physical addresses of mr->pages, or @pas when the caller pinned
+ * the pages itself (pinlease_kctx_reg_mr()).
+ */
+static struct scatterlist *pl_page_list(struct pl_mr *mr, const u64 *pas,
+					unsigned int *nsg)
 {
 	unsigned int n = DIV_ROUND_UP(mr->npages, PL_LIST_CHUNK);
 	unsigned int i, j, k = 0, cnt;
@@ -221,7 +226,8 @@ static struct scatterlist *pl_page_list(struct pl_mr *mr, unsigned int *nsg)
 		if (!buf)
 			goto err_free_chunks;
 		for (j = 0; j < cnt; j++, k++)
-			buf[j] = cpu_to_le64(page_to_phys(mr->pages[k]));
+			buf[j] = cpu_to_le64(pas ? pas[k] :
+					     page_to_phys(mr->pages[k]));
 		sg_set_buf(&sg[i], buf, cnt * sizeof(*buf));
 	}
 	*nsg = n;
@@ -241,6 +247,54 @@ static void pl_page_list_free(struct scatterlist *sg, unsigned int n)
 	for (i = 0; i < n; i++)
 		kfree(sg_virt(&sg[i]));
 	kfree(sg);
+}
+
+/**
+ * pl_mr_tell_device() - REG_MR at the device for pages already pinned
+ * @ctx: the context
+ * @mr: the MR: npages, access, length, reg_flags and (PL_REG_HAS_FILE)
+ *	the file identity set; pages set unless @pas is given
+ * @off: offset of the MR's start in its first page
+ * @pas: the guest-physical address of each page, or NULL for mr->pages
+ *
+ * The half of REG_MR that the ioctl and pinlease_kctx_reg_mr() share:
+ * the page list and the request. Sets mr->key and mr->lease.
+ *
+ * Context: Process context; sleeps (allocation, the device request).
+ * Locking: The caller holds none of the module's locks.
+ * Return: 0, -ENOMEM, or the device's answer.
+ */
+int pl_mr_tell_device(struct pl_ctx *ctx, struct pl_mr *mr, u32 off,
+		      const u64 *pas)
+{
+	struct pl_reg_mr_req req = {};
+	struct pl_reg_mr_resp resp;
+	struct scatterlist *sg;
+	unsigned int nsg;
+	int err;
+
+	sg = pl_page_list(mr, pas, &nsg);
+	if (!sg)
+		return -ENOMEM;
+	req.access = cpu_to_le32(mr->access);
+	req.flags = cpu_to_le32(mr->reg_flags);
+	req.npages = cpu_to_le32(mr->npages);
+	req.first_page_offset = cpu_to_le32(off);
+	req.length = cpu_to_le64(mr->length);
+	if (mr->reg_flags & PL_REG_HAS_FILE) {
+		req.file.dev = cpu_to_le64(mr->file_dev);
+		req.file.ino = cpu_to_le64(mr->file_ino);
+		req.file.generation = cpu_to_le32(mr->file_gen);
+		req.file_offset = cpu_to_le64(mr->file_offset);
+	}
+	err = pl_submit(ctx->dev, PL_OP_REG_MR, ctx->handle, &req, sizeof(req),
+			sg, nsg, &resp, sizeof(resp));
+	pl_page_list_free(sg, nsg);
+	if (err)
+		return err;
+	mr->key = le64_to_cpu(resp.key);
+	mr->lease = le64_to_cpu(resp.lease);
+	return 0;
 }
 
 /**
@@ -299,10 +353,7 @@ long pl_ioctl_reg_mr(struct pl_ctx *ctx, void __user *argp)
 {
 	struct pl_dev *dev = ctx->dev;
 	struct pinlease_reg_mr a;
-	struct pl_reg_mr_req req = {};
-	struct pl_reg_mr_resp resp;
-	struct scatterlist *sg;
-	unsigned int gup_flags = 0, nsg;
+	unsigned int gup_flags = 0;
 	unsigned long start, off;
 	struct pl_mr *mr;
 	u64 end, npages;
@@ -324,7 +375,7 @@ long pl_ioctl_reg_mr(struct pl_ctx *ctx, void __user *argp)
 		return -E2BIG;
 	npages = DIV_ROUND_UP(off + a.length, PAGE_SIZE);
 	if (npages > dev->max_pages_per_mr ||
-	    sizeof(struct pl_req_hdr) + sizeof(req) + npages * 8 >
+	    sizeof(struct pl_req_hdr) + sizeof(struct pl_reg_mr_req) + npages * 8 >
 	    dev->max_request_bytes)
 		return -E2BIG;
 
@@ -363,29 +414,9 @@ long pl_ioctl_reg_mr(struct pl_ctx *ctx, void __user *argp)
 		goto err_unpin;
 	}
 
-	sg = pl_page_list(mr, &nsg);
-	if (!sg) {
-		err = -ENOMEM;
-		goto err_unpin;
-	}
-	req.access = cpu_to_le32(mr->access);
-	req.flags = cpu_to_le32(mr->reg_flags);
-	req.npages = cpu_to_le32(mr->npages);
-	req.first_page_offset = cpu_to_le32(off);
-	req.length = cpu_to_le64(mr->length);
-	if (mr->reg_flags & PL_REG_HAS_FILE) {
-		req.file.dev = cpu_to_le64(mr->file_dev);
-		req.file.ino = cpu_to_le64(mr->file_ino);
-		req.file.generation = cpu_to_le32(mr->file_gen);
-		req.file_offset = cpu_to_le64(mr->file_offset);
-	}
-	err = pl_submit(dev, PL_OP_REG_MR, ctx->handle, &req, sizeof(req),
-			sg, nsg, &resp, sizeof(resp));
-	pl_page_list_free(sg, nsg);
+	err = pl_mr_tell_device(ctx, mr, off, NULL);
 	if (err)
 		goto err_unpin;
-	mr->key = le64_to_cpu(resp.key);
-	mr->lease = le64_to_cpu(resp.lease);
 
 	err = pl_ctx_add_mr(ctx, mr);
 	if (err)
@@ -408,9 +439,10 @@ err_free_mr:
 }
 
 /**
- * pl_ioctl_dereg_mr() - PINLEASE_IOC_DEREG_MR: deregister and unpin an MR
- * @ctx: the device fd's context
- * @argp: the MR's key (u64)
+ * pl_mr_dereg() - deregister an MR at the device and unpin it
+ * @ctx: the context
+ * @key: the MR's key
+ * @interruptible: whether a signal may end the wait for ctx->dereg_lock
  *
  * The MR leaves the table before DEREG_MR is sent, so no other path
  * unpins it meanwhile. When the device refuses, the MR goes back into the
@@ -419,23 +451,19 @@ err_free_mr:
  * know still goes to the device, which says why (-ENOENT, -ESTALE,
  * -EPERM).
  *
- * Context: Process context, the ioctl's caller; sleeps.
+ * Context: Process context; sleeps.
  * Locking: The caller holds no lock of the module's. Takes
  * ctx->dereg_lock for the whole call (across the device request: DEREG_MRs
  * of one context go one at a time) and ctx->mr_lock, never across the
  * device request.
- * Return: 0, -EFAULT, -EINTR (a signal while waiting for another DEREG_MR
- * of the context), or the device's answer.
+ * Return: 0, -EINTR (@interruptible: a signal while waiting for another
+ * DEREG_MR of the context), or the device's answer.
  */
-long pl_ioctl_dereg_mr(struct pl_ctx *ctx, void __user *argp)
+int pl_mr_dereg(struct pl_ctx *ctx, u64 key, bool interruptible)
 {
 	struct pl_handle_req h;
 	struct pl_mr *mr;
-	u64 key;
 	int err;
-
-	if (get_user(key, (u64 __user *)argp))
-		return -EFAULT;
 
 	/*
 	 * Without it, a second DEREG_MR of the key, finding no MR in the
@@ -443,13 +471,18 @@ long pl_ioctl_dereg_mr(struct pl_ctx *ctx, void __user *argp)
 	 * first; this one then got ESTALE and put back an MR the device had
 	 * forgotten: its pins held until close, its slot refusing the next
 	 * REG_MR that the device gave it (found by pinlease-guest fuzz).
-	 * Interruptible: the holder may wait up to a request timeout (and a
-	 * reset) for the device, and a waiter has done nothing yet, so a
-	 * signal may end its wait (and no hung-task report names it).
+	 * Interruptible for the ioctl: the holder may wait up to a request
+	 * timeout (and a reset) for the device, and a waiter has done nothing
+	 * yet, so a signal may end its wait (and no hung-task report names
+	 * it). pinlease_ib.ko's dereg_mr must not fail: not interruptible.
 	 */
-	err = mutex_lock_interruptible(&ctx->dereg_lock);
-	if (err)
-		return err;
+	if (interruptible) {
+		err = mutex_lock_interruptible(&ctx->dereg_lock);
+		if (err)
+			return err;
+	} else {
+		mutex_lock(&ctx->dereg_lock);
+	}
 	mutex_lock(&ctx->mr_lock);
 	mr = xa_load(&ctx->mrs, (u32)key);
 	if (mr && mr->key == key)
@@ -476,6 +509,24 @@ long pl_ioctl_dereg_mr(struct pl_ctx *ctx, void __user *argp)
 }
 
 /**
+ * pl_ioctl_dereg_mr() - PINLEASE_IOC_DEREG_MR: deregister and unpin an MR
+ * @ctx: the device fd's context
+ * @argp: the MR's key (u64)
+ *
+ * Context: Process context, the ioctl's caller; sleeps.
+ * Locking: As pl_mr_dereg(), interruptible.
+ * Return: 0, -EFAULT, or as pl_mr_dereg().
+ */
+long pl_ioctl_dereg_mr(struct pl_ctx *ctx, void __user *argp)
+{
+	u64 key;
+
+	if (get_user(key, (u64 __user *)argp))
+		return -EFAULT;
+	return pl_mr_dereg(ctx, key, true);
+}
+
+/**
  * pl_mr_show() - one "mr:" line of a device fd's fdinfo
  * @m: the fdinfo seq_file
  * @mr: the MR
@@ -489,7 +540,8 @@ void pl_mr_show(struct seq_file *m, const struct pl_mr *mr)
 		   mr->key, mr->addr, mr->length, mr->npages, mr->access,
 		   mr->reg_flags, mr->pin_flags,
 		   mr->revoked ? "revoked" : "active",
-		   mr->imported ? ",imported" : "", mr->lease);
+		   mr->imported ? ",imported" : mr->kernel ? ",kernel" : "",
+		   mr->lease);
 	if (mr->reg_flags & PL_REG_HAS_FILE)
 		seq_printf(m, " file=%llx:%llu:%u offset=%llu", mr->file_dev,
 			   mr->file_ino, mr->file_gen, mr->file_offset);

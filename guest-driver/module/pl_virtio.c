@@ -583,6 +583,8 @@ static int pl_dev_reset_before(struct pl_dev *dev, u64 want)
 	pl_stop_vqs(dev, -EIO);
 	pl_kill_contexts(dev);
 	WRITE_ONCE(dev->gen, dev->gen + 1);	/* read under req_lock/evt_lock */
+	/* a new ib_device for the new generation, once this one is done */
+	pl_aux_replace(dev);
 
 	err = pl_renegotiate(dev->vdev);
 	if (!err)
@@ -742,6 +744,7 @@ static int pl_probe(struct virtio_device *vdev)
 	INIT_WORK(&dev->reset_work, pl_reset_work);
 	mutex_init(&dev->lock);
 	xa_init(&dev->ctxs);
+	pl_aux_init(dev);
 
 	err = ida_alloc(&pl_ida, GFP_KERNEL);
 	if (err < 0)
@@ -768,6 +771,7 @@ static int pl_probe(struct virtio_device *vdev)
 	if (err)
 		goto err_stop_vqs;
 	pl_debugfs_add(dev);
+	pl_aux_add(dev);
 
 	dev_info(&vdev->dev,
 		 "%s: %s mode (virtio id %u), abi %u, features %#llx, max %u contexts, %u MRs, %u pages per MR\n",
@@ -795,6 +799,8 @@ static void pl_remove(struct virtio_device *vdev)
 {
 	struct pl_dev *dev = vdev->priv;
 
+	/* pinlease_ib.ko's teardown first, while the device answers */
+	pl_aux_remove(dev);
 	pl_debugfs_remove(dev);
 
 	mutex_lock(&dev->lock);

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import hostdeps
+import ibdriver
 import initramfs
 import kernels
 import markers
@@ -195,6 +196,7 @@ def build_all(steps, a, k, mod_files, out):
     ko = build_module(steps, a.module_ko, k)
     tool = build_tool(steps, a.tool)
     ibv_bench = build_ibv_bench(steps)
+    ibdriver.build(steps)
     base = steps.timed("initramfs base", initramfs.build_base, out, k, mod_files, ko, tool,
                        ibv_bench, say)
     return daemon_bin, base

@@ -99,6 +99,8 @@ elif [ -f /lib/pinlease/pinlease.ko ]; then
 		say "insmod /lib/pinlease/pinlease.ko $MODULE_PARAMS FAILED"
 	fi
 fi
+# pinlease_ib.ko (guest-driver/vm/ibdriver.py writes ib.sh; docs/rdma.md)
+[ -f /etc/pinlease/ib.sh ] && . /etc/pinlease/ib.sh
 
 # A fault run (vm/run --faults) wants a task stuck by a fault reported
 # within the run, not after the kernel's default 120 s.

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import console
 import hostdeps
+import ibdriver
 import markers
 from hostdeps import sbin_which as sbin
 from procs import fmt_cmd
@@ -163,6 +164,7 @@ def build_base(out, k, mod_files, ko, tool, ibv_bench, say):
     c.copy("bin/pinlease-guest", tool, 0o755)
     add_rxe_userspace(c, ibv_bench)
     c.copy("lib/pinlease/pinlease.ko", ko, 0o644)
+    ibdriver.install(c, ko, copy_dynamic, say)
 
     # Kernel modules: the closure over modules.dep, then depmod in a staging
     # root so the guest's busybox modprobe finds them (it reads modules.dep
