@@ -26,7 +26,9 @@ import json
 import os
 import re
 import shlex
+import lzma
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -78,6 +80,7 @@ DEFAULT_STEP_TIMEOUT = 300
 # The kernel modules beyond the bench's (kernels.BENCH_MODULES): rdma_cm's
 # user access, for librdmacm (test_rdmacm).
 GUEST_MODULES = (("rdma_ucm", "INFINIBAND_USER_ACCESS"),)
+GUEST_MODULES_DIR = "opt/rdma/modules"
 
 
 class ArgError(Exception):
@@ -165,10 +168,18 @@ def guest_script(devices):
         "\tdone",
         "}",
         "ip link set lo up",
-        "for m in dummy crc32_generic rdma_rxe ib_uverbs rdma_ucm; do",
-        "\t# crc32_generic: 6.1/6.12 rxe needs it; 7.3 has none (lib/crc32).",
+        "# The bench's modules are in every base (kernels.BENCH_MODULES);",
+        "# crc32_generic: 6.1/6.12 rxe needs it, 7.3 has none (lib/crc32).",
+        "for m in dummy crc32_generic rdma_rxe ib_uverbs; do",
         "\tmodprobe \"$m\" 2>/dev/null || say \"modprobe $m failed (or not in this kernel)\"",
         "done",
+        "# rdma_ucm (librdmacm) from this payload, dependencies first.",
+        f"if ! grep -q '^rdma_ucm ' /proc/modules && [ -f /{GUEST_MODULES_DIR}/order ]; then",
+        f"\tfor ko in $(cat /{GUEST_MODULES_DIR}/order); do",
+        "\t\tgrep -q \"^${ko%.ko} \" /proc/modules ||",
+        f"\t\t\tinsmod /{GUEST_MODULES_DIR}/$ko || say \"insmod $ko FAILED\"",
+        "\tdone",
+        "fi",
         "for ko in /lib/pinlease/pinlease_ib.ko; do",
         "\t[ -f \"$ko\" ] && ! grep -q '^pinlease_ib ' /proc/modules && insmod \"$ko\"",
         "done",
@@ -225,15 +236,65 @@ def write_guest_script(out, devices):
     return path
 
 
-def module_files(k):
-    """The module files (with their dependency closure) of GUEST_MODULES
-    that kernel K has, for the initramfs; the bench's are there already."""
+def module_order(deps, names):
+    """The module files NAMES need, each after the files it depends on.
+    DEPS: modules.dep as {file: [files it needs]}; NAMES: files."""
+    order, seen = [], set()
+
+    def visit(f, path):
+        if f in path:
+            raise initramfs.ImageError(f"modules.dep: dependency loop through {f}")
+        if f in seen:
+            return
+        for d in deps.get(f, []):
+            visit(d, path | {f})
+        seen.add(f)
+        order.append(f)
+
+    for n in names:
+        visit(n, frozenset())
+    return order
+
+
+def read_module(path):
+    """A module file's bytes, decompressed (.xz, .gz, .zst): the guest's
+    busybox insmod takes a plain .ko."""
+    name = str(path)
+    if name.endswith(".xz"):
+        return lzma.decompress(Path(path).read_bytes())
+    if name.endswith(".gz"):
+        return gzip.decompress(Path(path).read_bytes())
+    if name.endswith(".zst"):
+        r = subprocess.run(["zstd", "-dcq", name], capture_output=True)
+        if r.returncode != 0:
+            raise initramfs.ImageError(f"zstd -dcq {name} failed: {r.stderr.decode().strip()}")
+        return r.stdout
+    return Path(path).read_bytes()
+
+
+def add_modules(c, k):
+    """GUEST_MODULES of kernel K with what they need, decompressed into
+    GUEST_MODULES_DIR, and GUEST_MODULES_DIR/order (one file a line, loading
+    order) for the guest script's insmod when the base's modprobe lacks them
+    (a --reuse base, or any base: the runner's module list is not ours).
+    Returns the names K has neither as a file nor built in."""
     index = kernels.ModuleIndex(k, list(GUEST_MODULES))
-    _, files, _ = index.plan([name for name, _ in GUEST_MODULES])
-    return sorted(files)
+    wanted = [name for name, _ in GUEST_MODULES]
+    _, _, missing = index.plan(wanted)
+    order = module_order(index.by_path, [index.deps[n][0] for n in wanted if n in index.deps])
+    for rel in order:
+        c.file(f"{GUEST_MODULES_DIR}/{module_base(rel)}.ko", read_module(k.moddir / rel))
+    c.file(f"{GUEST_MODULES_DIR}/order",
+           "".join(f"{module_base(rel)}.ko\n" for rel in order).encode())
+    return missing
 
 
-def payload():
+def module_base(rel):
+    """kernel/drivers/infiniband/core/ib_core.ko.xz -> ib_core."""
+    return Path(rel).name.split(".ko")[0]
+
+
+def payload(k):
     """The cpio (uncompressed bytes) with the programs, Python, pyverbs and
     the tests; raises initramfs.ImageError naming what is missing."""
     missing = [f"{p} ({pkg})" for p, pkg in hostdeps.RDMA_USERSPACE_FILES if not p.exists()]
@@ -242,6 +303,8 @@ def payload():
         raise initramfs.ImageError(f"--rdma-tests: not on the host: {', '.join(missing)} "
                                    "(scripts/install-host-deps)")
     c = initramfs.Cpio()
+    if k.moddir:
+        add_modules(c, k)
     for prog in PROGRAMS:
         path = shutil.which(prog, path="/usr/bin:/usr/sbin:/bin:/sbin")
         if path is None:
@@ -280,12 +343,12 @@ def payload():
     return c.bytes()
 
 
-def append_payload(initramfs_path, say):
+def append_payload(initramfs_path, k, say):
     """Appends the payload, gzipped, to the run's initramfs (the kernel
     unpacks concatenated archives in order). Returns (cpio bytes, gzipped
     bytes)."""
     t0 = time.monotonic()
-    data = payload()
+    data = payload(k)
     gz = gzip.compress(data, compresslevel=6, mtime=0)
     with open(initramfs_path, "ab") as f:
         f.write(gz)
