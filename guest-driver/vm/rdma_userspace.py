@@ -67,9 +67,14 @@ GUEST_BIN = "opt/rdma/bin"
 PROGRAMS = ("ibv_devices", "ibv_devinfo", "ibv_rc_pingpong",
             "ib_write_bw", "ib_read_lat", "ib_send_bw")
 # rdma-core's test modules run (run_tests.py names): the device and verbs
-# objects, RC/UD/UC QP creation and traffic, MRs, CQs, atomics, rdma_cm.
+# objects, RC/UD/UC QP creation and traffic, MRs, CQs, atomics, rdma_cm,
+# and the other generic ones (AH, extended CQ/QP, ODP, shared and parent
+# PDs, relaxed ordering, fork); the vendor ones (mlx5, efa) and the GPU
+# one (cuda) are left out.
 PYVERBS_TESTS = ("test_device", "test_pd", "test_mr", "test_qp", "test_cq",
-                 "test_cq_events", "test_atomic", "test_rdmacm")
+                 "test_cq_events", "test_atomic", "test_rdmacm", "test_addr", "test_cqex",
+                 "test_qpex", "test_odp", "test_shared_pd", "test_parent_domain",
+                 "test_relaxed_ordering", "test_fork")
 # perftest loopback runs: (step, program, extra arguments).
 PERFTEST = (("ib_write_bw", "ib_write_bw", ("-n", "1000")),
             ("ib_read_lat", "ib_read_lat", ("-n", "1000")),
@@ -123,7 +128,7 @@ def guest_script(devices):
         f"info() {{ echo \"{MARK} INFO $1 $2=$3\"; }}",
         "# step DEV NAME TIMEOUT CMD...: CMD's output framed by BEGIN/END.",
         "step() {",
-        "\tdev=$1 name=$2 limit=$3; shift 3",
+        "\tlocal dev=$1 name=$2 limit=$3 t0 t1 rc; shift 3",
         f"\techo \"{MARK} BEGIN $dev $name\"",
         "\tt0=$(cut -d' ' -f1 /proc/uptime)",
         "\ttimeout -s KILL \"$limit\" \"$@\" 2>&1",
@@ -134,7 +139,7 @@ def guest_script(devices):
         "}",
         "# wait_port PORT: until a TCP server listens on PORT (30 s at most).",
         "wait_port() {",
-        "\tn=0",
+        "\tlocal n=0",
         "\twhile ! netstat -ltn 2>/dev/null | grep -q \":$1 \"; do",
         "\t\tn=$((n + 1)); [ $n -gt 300 ] && return 1; sleep 0.1",
         "\tdone",
@@ -143,7 +148,7 @@ def guest_script(devices):
         "# (to 127.0.0.1) on the same device: the server's output framed as",
         "# NAME-server after the client's (NAME-client).",
         "pair() {",
-        "\tdev=$1 name=$2 limit=$3; shift 3",
+        "\tlocal dev=$1 name=$2 limit=$3 spid src; shift 3",
         "\ttimeout -s KILL \"$limit\" \"$@\" >/tmp/server.out 2>&1 &",
         "\tspid=$!",
         "\twait_port 18515 || say \"$name: no server listening on 18515 after 30 s\"",
