@@ -105,6 +105,23 @@ class ModuleOrder(unittest.TestCase):
         self.assertEqual(ru.module_base("kernel/fs/configfs/configfs.ko"), "configfs")
 
 
+class Payload(unittest.TestCase):
+    def test_missing_host_file_names_file_and_package(self):
+        real = ru.hostdeps.RDMA_USERSPACE_FILES
+        ru.hostdeps.RDMA_USERSPACE_FILES = ((Path("/nonexistent/ib_write_bw"), "perftest"),)
+        try:
+            with self.assertRaises(ru.initramfs.ImageError) as cm:
+                ru.payload(None)
+        finally:
+            ru.hostdeps.RDMA_USERSPACE_FILES = real
+        self.assertIn("/nonexistent/ib_write_bw (perftest)", str(cm.exception))
+        self.assertIn("scripts/install-host-deps", str(cm.exception))
+
+    def test_the_packages_are_host_deps(self):
+        for path, pkg in ru.hostdeps.RDMA_USERSPACE_FILES:
+            self.assertIn((path, pkg), ru.hostdeps.HOST_FILES)
+
+
 class Parsers(unittest.TestCase):
     def test_unittest_lines_docstrings_interleaved_output_and_details(self):
         lines = [
