@@ -1,6 +1,7 @@
 """`vm/run --rdma-tests [DEVICE,...]`: real RDMA programs in the guest, on
 any ib device by name (rxe0, made by the guest on a dummy netdev, or one a
-driver registers, e.g. pinlease_ib.ko's).
+driver registers, e.g. pinlease_ib.ko's, which /init loads when the
+initramfs has it; the script waits 10 s for each device to appear).
 
 The guest runs the host's bookworm user space, so this module copies from
 the host, as a third archive appended to the run's initramfs (no disk: the
@@ -88,6 +89,19 @@ GUEST_MODULES = (("rdma_ucm", "INFINIBAND_USER_ACCESS"),)
 GUEST_MODULES_DIR = "opt/rdma/modules"
 
 
+IB_ABI_HEADER = Path(__file__).resolve().parents[1] / "include" / "pinlease_ib_abi.h"
+
+
+def pinlease_ib_device():
+    """The first pinlease ib device's name, from PINLEASE_IB_NAME_PREFIX of
+    guest-driver/include/pinlease_ib_abi.h (its one definition)."""
+    m = re.search(r'^#define\s+PINLEASE_IB_NAME_PREFIX\s+"([^"]+)"', IB_ABI_HEADER.read_text(),
+                  re.M)
+    if not m:
+        raise ArgError(f"{IB_ABI_HEADER} has no #define PINLEASE_IB_NAME_PREFIX \"...\"")
+    return f"{m.group(1)}0"
+
+
 class ArgError(Exception):
     """A bad --rdma-tests value: the message names the flag and the value."""
 
@@ -97,7 +111,7 @@ def parse_devices(value):
     names = [n for n in value.split(",")]
     if not value or any(not n for n in names):
         raise ArgError(f"--rdma-tests: empty device name in {value!r} (a comma-separated "
-                       "list of ib device names, e.g. rxe0,pinlease0)")
+                       f"list of ib device names, e.g. rxe0,{pinlease_ib_device()})")
     for n in names:
         if not DEVICE_NAME.match(n):
             raise ArgError(f"--rdma-tests: bad device name {n!r} in {value!r} (1 to 63 of "
@@ -185,9 +199,6 @@ def guest_script(devices):
         f"\t\t\tinsmod /{GUEST_MODULES_DIR}/$ko || say \"insmod $ko FAILED\"",
         "\tdone",
         "fi",
-        "for ko in /lib/pinlease/pinlease_ib.ko; do",
-        "\t[ -f \"$ko\" ] && ! grep -q '^pinlease_ib ' /proc/modules && insmod \"$ko\"",
-        "done",
     ]
     for dev in devices:
         if RXE_NAME.match(dev):

@@ -28,11 +28,13 @@ def fixture(name):
 class Devices(unittest.TestCase):
     def test_good_lists(self):
         self.assertEqual(ru.parse_devices("rxe0"), ["rxe0"])
-        self.assertEqual(ru.parse_devices("pinlease0,rxe0"), ["pinlease0", "rxe0"])
+        self.assertEqual(ru.parse_devices("pinlease_ib0,rxe0"), ["pinlease_ib0", "rxe0"])
+        self.assertTrue(ru.pinlease_ib_device().endswith("0"))
 
     def test_bad_values_name_the_flag_and_value(self):
         for value, words in (("", ["empty device name", "''"]),
-                             ("rxe0,,pinlease0", ["empty device name", "'rxe0,,pinlease0'"]),
+                             ("rxe0,,pinlease_ib0", ["empty device name",
+                                                     "'rxe0,,pinlease_ib0'"]),
                              ("rxe0;reboot", ["bad device name", "'rxe0;reboot'"]),
                              ("a" * 64, ["bad device name", "a" * 64]),
                              ("rxe0,rxe0", ["named twice", "'rxe0'"]),
@@ -60,7 +62,7 @@ class Devices(unittest.TestCase):
 
 class GuestScript(unittest.TestCase):
     def test_script_parses_and_names_each_device(self):
-        script = ru.guest_script(["rxe0", "pinlease0"])
+        script = ru.guest_script(["rxe0", ru.pinlease_ib_device()])
         sh = shutil.which("busybox")
         cmd = [sh, "sh", "-n"] if sh else ["sh", "-n"]
         with tempfile.NamedTemporaryFile("w", suffix=".sh") as f:
@@ -69,8 +71,8 @@ class GuestScript(unittest.TestCase):
             r = subprocess.run(cmd + [f.name], capture_output=True, text=True)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn("rdma link add rxe0 type rxe netdev dummy0", script)
-        self.assertNotIn("rdma link add pinlease0", script, "only rxeN is made by the guest")
-        for dev in ("rxe0", "pinlease0"):
+        self.assertNotIn("rdma link add pinlease", script, "only rxeN is made by the guest")
+        for dev in ("rxe0", ru.pinlease_ib_device()):
             self.assertIn(f"python3 run_tests.py --dev {dev} -v "
                           + " ".join(ru.PYVERBS_TESTS), script)
             self.assertIn(f"ibv_devinfo -v -d {dev}", script)
@@ -194,12 +196,13 @@ class Verdicts(unittest.TestCase):
         return rc, out, said
 
     def test_missing_device_fails_and_is_named(self):
-        rc, out, _ = self.finish(f"{ru.MARK} INFO pinlease0 missing=no /sys/class/infiniband/"
-                                 "pinlease0 (devices: rxe0 )\n", devices=("pinlease0",))
+        dev = ru.pinlease_ib_device()
+        rc, out, _ = self.finish(f"{ru.MARK} INFO {dev} missing=no /sys/class/infiniband/"
+                                 f"{dev} (devices: rxe0 )\n", devices=(dev,))
         self.assertEqual(rc, EXIT_TESTS_FAILED)
-        r = json.loads((out / "rdma" / "pinlease0.json").read_text())
+        r = json.loads((out / "rdma" / f"{dev}.json").read_text())
         self.assertEqual(r["steps"][0]["result"], "failed")
-        self.assertIn("no /sys/class/infiniband/pinlease0", r["steps"][0]["reason"])
+        self.assertIn(f"no /sys/class/infiniband/{dev}", r["steps"][0]["reason"])
 
     def test_no_output_at_all_is_not_a_pass(self):
         rc, out, _ = self.finish("")
