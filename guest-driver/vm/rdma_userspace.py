@@ -203,7 +203,7 @@ def guest_script(devices):
     for dev in devices:
         if RXE_NAME.match(dev):
             lines += [
-                f"[ -d /sys/class/net/dummy0 ] || ip link add dummy0 type dummy",
+                "[ -d /sys/class/net/dummy0 ] || ip link add dummy0 type dummy",
                 f"ip addr add {RXE_ADDR} dev dummy0 && ip link set dummy0 up",
                 f"rdma link add {dev} type rxe netdev dummy0 || "
                 f"say 'rdma link add {dev} type rxe netdev dummy0 FAILED'",

@@ -4,6 +4,7 @@ verdicts against console output captured from real guests
 (tests/fixtures/rdma-*.log, see docs/rdma-userspace.md)."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -185,6 +186,58 @@ class Parsers(unittest.TestCase):
             "8192000 bytes in 0.50 seconds = 131.07 Mbit/sec",
             "1000 iters in 0.50 seconds = 500.00 usec/iter"]),
             {"bytes": 8192000, "Mbit/sec": 131.07, "iters": 1000, "usec/iter": 500.0})
+
+
+class CapturedConsoles(unittest.TestCase):
+    """tests/fixtures/rdma-<device>-<kernel>.log: console.log of real
+    `run --rdma-tests` guests (TCG), cut to the script's part."""
+
+    def logs(self):
+        logs = sorted(FIXTURES.glob("rdma-*.log"))
+        self.assertTrue(logs, f"no rdma-*.log in {FIXTURES}")
+        return logs
+
+    def test_every_step_parsed(self):
+        for log in self.logs():
+            with self.subTest(log=log.name):
+                text = log.read_text(errors="replace")
+                dev = log.name.split("-")[1]
+                r = ru.judge_device(dev, ru.parse_console(text)[dev])
+                steps = {s["step"]: s for s in r["steps"]}
+                self.assertEqual(list(steps), ["ibv_devices", "ibv_devinfo", "rc_pingpong",
+                                               *[n for n, _, _ in ru.PERFTEST], "pyverbs"])
+                for name in ("ibv_devices", "ibv_devinfo", "rc_pingpong",
+                             *[n for n, _, _ in ru.PERFTEST]):
+                    self.assertEqual(steps[name]["result"], "passed", steps[name])
+                self.assertEqual(set(steps["rc_pingpong"]["figures"]),
+                                 {"bytes", "Mbit/sec", "iters", "usec/iter"})
+                self.assertIn("BW average[MB/sec]", steps["ib_write_bw"]["figures"])
+                self.assertIn("BW average[MB/sec]", steps["ib_send_bw"]["figures"])
+                self.assertIn("t_typical[usec]", steps["ib_read_lat"]["figures"])
+                self.assertTrue(steps["ibv_devinfo"]["figures"]["state"].startswith(
+                    "PORT_ACTIVE"))
+                # Every test's line parsed: as many results as unittest ran,
+                # and the skipped count it printed.
+                py = r["pyverbs"]
+                self.assertEqual(len(py["tests"]), py["summary"]["ran"])
+                self.assertEqual(py["counts"]["skipped"], py["summary"].get("skipped", 0))
+                self.assertEqual(py["counts"]["failed"], py["summary"].get("failures", 0))
+                self.assertEqual(py["counts"]["error"], py["summary"].get("errors", 0))
+                self.assertTrue(all(t["reason"] for t in py["tests"]
+                                    if t["result"] != "passed"), "every skip has its reason")
+                ran = re.search(r"^Ran (\d+) tests", text, re.M)
+                self.assertEqual(py["summary"]["ran"], int(ran.group(1)))
+
+    def test_cut_console_is_a_failure_not_a_pass(self):
+        # The guest stopped during the pyverbs step: no END line.
+        log = self.logs()[0]
+        dev = log.name.split("-")[1]
+        text = log.read_text(errors="replace")
+        cut = text[:text.index(f"{ru.MARK} END {dev} pyverbs")]
+        r = ru.judge_device(dev, ru.parse_console(cut)[dev])
+        py = [s for s in r["steps"] if s["step"] == "pyverbs"][0]
+        self.assertEqual(py["result"], "failed")
+        self.assertIn("no END line", py["reason"])
 
 
 class Verdicts(unittest.TestCase):
