@@ -36,6 +36,7 @@ from pathlib import Path
 import hostdeps
 import initramfs
 import kernels
+import markers
 
 # The devices --rdma-tests takes without a value.
 DEFAULT_DEVICES = ("rxe0",)
@@ -47,9 +48,10 @@ DEVICE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,63}$")
 RXE_NAME = re.compile(r"rxe\d+$")
 RXE_ADDR = "192.0.2.1/24"  # TEST-NET-1 (RFC 5737), as init.sh's RXE_ADDR
 
-# Console framing of each step's output (one definition: the guest script
-# is generated from these).
-MARK = "PINLEASE-RDMA"
+# Console framing of each step's output: PL_MARK_RDMA of
+# guest-driver/include/console_markers.sh (the guest script is generated
+# with it, the parser reads it).
+MARK = markers.ALL["RDMA"]
 BEGIN_RE = re.compile(rf"^{MARK} BEGIN (\S+) (\S+)\s*$")
 END_RE = re.compile(rf"^{MARK} END (\S+) (\S+) rc=(\S+) seconds=(\S+)\s*$")
 INFO_RE = re.compile(rf"^{MARK} INFO (\S+) (\S+)=(.*?)\s*$")
