@@ -544,8 +544,14 @@ def _ran(step):
         return "not run"
     if step.rc is None:
         return "no END line: the guest stopped during it"
-    if step.rc == 137:
-        return "killed by the step's timeout"
+    if step.rc == 137:  # SIGKILL: the step's timeout, or the OOM killer
+        oom = [ln for ln in step.lines if "Out of memory: Killed process" in ln]
+        if oom:
+            return "killed by the kernel's OOM killer: " + oom[0].split("] ", 1)[-1][:120]
+        limit = STEP_TIMEOUT.get(step.name, DEFAULT_STEP_TIMEOUT)
+        if step.seconds is not None and step.seconds >= limit:
+            return f"killed by the step's timeout ({limit} s)"
+        return f"killed (SIGKILL) after {step.seconds} s"
     return None
 
 

@@ -264,6 +264,16 @@ class Verdicts(unittest.TestCase):
         self.assertTrue(all(s["result"] == "failed" and s["reason"] == "not run"
                             for s in r["steps"]))
 
+    def test_sigkill_named_oom_or_timeout(self):
+        oom = ru.Step("pyverbs")
+        oom.rc, oom.seconds = 137, 8.5
+        oom.lines = ["[   29.8] Out of memory: Killed process 271 (python3) total-vm:147140kB"]
+        self.assertIn("OOM killer: Out of memory: Killed process 271 (python3)", ru._ran(oom))
+        slow = ru.Step("pyverbs")
+        slow.rc, slow.seconds = 137, float(ru.STEP_TIMEOUT["pyverbs"])
+        self.assertEqual(ru._ran(slow),
+                         f"killed by the step's timeout ({ru.STEP_TIMEOUT['pyverbs']} s)")
+
     def test_run_failure_code_is_kept(self):
         rc, _, _ = self.finish("", code=EXIT_RUN)
         self.assertEqual(rc, EXIT_RUN)
