@@ -412,6 +412,7 @@ def parse_console(text):
     return devs
 
 
+KMSG = re.compile(r"\[\s*\d+\.\d{6}\] .*$")
 UT_START = re.compile(r"^(\w+) \(([\w.]+)\)(.*)$")
 UT_RESULT = re.compile(r"(?:^|\.\.\. )(ok|FAIL|ERROR|skipped (['\"])(.*)\2|expected failure|"
                        r"unexpected success)$")
@@ -443,6 +444,9 @@ def parse_unittest(lines):
                 by_id[detail]["reason"] = body[-1].strip()
 
     for line in lines:
+        # A kernel message can land in the middle of unittest's line on
+        # the console: "... skipped 'x'[   39.37] dummy0 speed is unknown".
+        line = KMSG.sub("", line)
         if m := UT_DETAIL.match(line):
             close_detail()
             detail, detail_lines = test_id(m.group(2), m.group(3)), []

@@ -164,6 +164,17 @@ class Parsers(unittest.TestCase):
         self.assertEqual(summary, {"ran": 5, "seconds": 1.25, "verdict": "FAILED",
                                    "failures": 1, "errors": 1, "skipped": 2})
 
+    def test_kernel_message_inside_a_result_line(self):
+        # Seen on 6.12 (console.log of a real run).
+        tests, _ = ru.parse_unittest([
+            "test_m (tests.test_rdmacm.CMTestCase.test_m) ... [   39.317962] dummy0 speed is "
+            "unknown, defaulting to 1000",
+            "skipped \"Device rxe0 doesn't have net interface\"[   39.377079] dummy0 speed is "
+            "unknown, defaulting to 1000"])
+        self.assertEqual(tests, [{"test": "tests.test_rdmacm.CMTestCase.test_m",
+                                  "result": "skipped",
+                                  "reason": "Device rxe0 doesn't have net interface"}])
+
     def test_perftest_tables(self):
         bw = [" #bytes     #iterations    BW peak[MB/sec]    BW average[MB/sec]   MsgRate[Mpps]",
               " 65536      1000             112.35             110.02               0.001760"]
