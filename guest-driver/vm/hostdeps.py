@@ -67,7 +67,12 @@ VERBS_HEADER = Path("/usr/include/infiniband/verbs.h")
 VERBS_DRIVERS = Path("/etc/libibverbs.d")
 VERBS_PROVIDERS = Path("/usr/lib/x86_64-linux-gnu/libibverbs")
 RXE_DRIVER_FILE = VERBS_DRIVERS / "rxe.driver"
-HOST_FILES = ((VERBS_HEADER, "libibverbs-dev"), (RXE_DRIVER_FILE, "ibverbs-providers"))
+# What `run --rdma-tests` copies into the guest (rdma_userspace.py).
+RDMA_USERSPACE_FILES = ((Path("/usr/bin/ibv_rc_pingpong"), "ibverbs-utils"),
+                        (Path("/usr/bin/ib_write_bw"), "perftest"),
+                        (Path("/usr/share/doc/rdma-core/tests/run_tests.py"), "python3-pyverbs"))
+HOST_FILES = ((VERBS_HEADER, "libibverbs-dev"), (RXE_DRIVER_FILE, "ibverbs-providers"),
+              *RDMA_USERSPACE_FILES)
 # QEMU 10 and its siblings at matching versions, all named from backports
 # (naming them /bookworm-backports pins only them; -t would also upgrade
 # systemd and friends).
