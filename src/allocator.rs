@@ -10,8 +10,8 @@
 //! "The daemon's heap"): 8 threads, 8 arenas; heaptrack counted at most
 //! 0.51 MB live (0.20-0.25 MB between rounds) while `RssAnon` climbed from
 //! 0.4 to 1.56 MB over 15 minutes as one arena after another met a new
-//! high-water mark. With one arena the resident heap follows the live heap
-//! and stops growing in the first minutes.
+//! high-water mark. One arena keeps one such mark instead of eight (next
+//! paragraph for what that still leaves).
 //!
 //! What it costs: threads take one lock to allocate. The daemon's hot path
 //! is one vring worker per frontend; the other threads (the vhost-user
