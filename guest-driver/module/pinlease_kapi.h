@@ -71,5 +71,7 @@ int pinlease_kctx_dereg_mr(struct pl_ctx *ctx, u64 key);
 int pinlease_kctx_dma(struct pl_ctx *ctx, u16 op, u64 local_key,
 		      u64 local_offset, u64 remote_key, u64 remote_offset,
 		      u64 length);
+int pinlease_kctx_atomic(struct pl_ctx *ctx, u16 op, u64 key, u64 offset,
+			 u64 operand, u64 swap, u64 *original);
 
 #endif /* _PINLEASE_KAPI_H */

@@ -411,3 +411,46 @@ int pinlease_kctx_dma(struct pl_ctx *ctx, u16 op, u64 local_key,
 			 0, NULL, 0);
 }
 EXPORT_SYMBOL_GPL(pinlease_kctx_dma);
+
+/**
+ * pinlease_kctx_atomic() - COMPARE_SWAP or FETCH_ADD on an MR's word
+ * @ctx: the context the request goes on
+ * @op: PL_OP_COMPARE_SWAP or PL_OP_FETCH_ADD
+ * @key: any context's MR with PL_ACCESS_ATOMIC (an rkey's MR)
+ * @offset: the 8-byte aligned word's byte offset in it
+ * @operand: COMPARE_SWAP: the expected value; FETCH_ADD: the addend
+ * @swap: COMPARE_SWAP: the new value; FETCH_ADD: 0
+ * @original: the word's value before the operation, on success
+ *
+ * The device's own atomics (docs/abi.md), as PINLEASE_IOC_DMA sends them:
+ * the device checks the key, the access and the alignment.
+ *
+ * Context: Process context; sleeps (the device request).
+ * Locking: The caller holds none of pinlease.ko's locks.
+ * Return: 0, -EINVAL (@op), -EIO / -ENODEV (context dead), or the
+ * device's answer.
+ */
+int pinlease_kctx_atomic(struct pl_ctx *ctx, u16 op, u64 key, u64 offset,
+			 u64 operand, u64 swap, u64 *original)
+{
+	struct pl_atomic_req req = {
+		.key = cpu_to_le64(key),
+		.offset = cpu_to_le64(offset),
+		.operand = cpu_to_le64(operand),
+		.swap = cpu_to_le64(swap),
+	};
+	struct pl_atomic_resp resp;
+	int err;
+
+	if (op != PL_OP_COMPARE_SWAP && op != PL_OP_FETCH_ADD)
+		return -EINVAL;
+	err = pl_ctx_err(ctx);
+	if (err)
+		return err;
+	err = pl_submit(ctx->dev, op, ctx->handle, &req, sizeof(req), NULL,
+			0, &resp, sizeof(resp));
+	if (!err)
+		*original = le64_to_cpu(resp.original);
+	return err;
+}
+EXPORT_SYMBOL_GPL(pinlease_kctx_atomic);
