@@ -495,7 +495,10 @@ PERF_COLUMN = re.compile(r"#\S+|[^\s#][^\[\]#]*?\[[^\]]*\]")
 
 def parse_perftest(lines):
     """perftest's result table: {column: float} of the first row under
-    the '#bytes' header; {} when there is none."""
+    the '#bytes' header; {} when there is none. Kernel messages on the
+    console between the header and the row (a 6.12 rxe run had six
+    clocksource lines there) are not rows: they are dropped first."""
+    lines = [kept for kept in (KMSG.sub("", line) for line in lines) if kept.strip()]
     for i, line in enumerate(lines):
         if "#bytes" not in line:
             continue

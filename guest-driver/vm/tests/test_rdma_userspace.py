@@ -191,6 +191,19 @@ class Parsers(unittest.TestCase):
         self.assertEqual(len(got), 9)
         self.assertEqual(ru.parse_perftest(["Couldn't connect to 127.0.0.1:18515"]), {})
 
+    def test_perftest_row_after_kernel_messages(self):
+        # rxe0's ib_send_bw client on 6.12 (/tmp/vt-612): the clocksource
+        # watchdog's six lines came between the header and the row.
+        clock = "[   19.882146] clocksource: timekeeping watchdog on CPU1: Marking clocksource"
+        lines = [" #bytes     #iterations    BW peak[MB/sec]    BW average[MB/sec]   "
+                 "MsgRate[Mpps]"] + [clock] * 5 + [
+            "[   19.893193] TSC found unstable after boot, most likely due to broken BIOS.",
+            " 65536      1000             21.57              20.64  \t\t   0.000330",
+            "---------------------------------------------------------------------------"]
+        self.assertEqual(ru.parse_perftest(lines), {
+            "#bytes": 65536.0, "#iterations": 1000.0, "BW peak[MB/sec]": 21.57,
+            "BW average[MB/sec]": 20.64, "MsgRate[Mpps]": 0.00033})
+
     def test_pingpong(self):
         self.assertEqual(ru.parse_pingpong([
             "  local address:  LID 0x0000, QPN 0x000011, PSN 0x2c7a1b, GID ::ffff:192.0.2.1",
