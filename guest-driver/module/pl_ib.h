@@ -15,8 +15,8 @@
  * - struct pl_ib_pd: bookkeeping only; the device has no protection
  *   domains (every MR belongs to the context).
  * - struct pl_ib_mr: owns its umem (the pins) until the device has
- *   deregistered the MR, or forgot it with a reset. In d->mrs under its
- *   lkey (= rkey) from registration until dereg_mr.
+ *   deregistered the MR, or forgot it with a reset. In d->mrs under the
+ *   index part of its lkey (= rkey) from registration until dereg_mr.
  * - struct pl_ib_cq: a ring of work completions in the kernel, read by
  *   poll_cq (through uverbs: the provider maps nothing).
  * - struct pl_ib_qp: RC only; its receive queue, the SENDs waiting for a
@@ -47,6 +47,16 @@
 #define PL_IB_MAX_CQE		65536
 #define PL_IB_MAX_QP		1024
 #define PL_IB_MAX_CQ		1024
+/*
+ * MR keys (lkey = rkey) are index << 8 | tag, as hardware keys are: the
+ * index finds the MR in d->mrs, the tag (d->next_key_tag, changed on every
+ * registration) must match, so a neighbour of a valid key (pyverbs'
+ * rkey + 1) or a stale key of a reused index names no MR.
+ */
+#define PL_IB_KEY_TAG_BITS	8
+#define PL_IB_KEY_INDEX(key)	((key) >> PL_IB_KEY_TAG_BITS)
+#define PL_IB_KEY(index, tag)	((index) << PL_IB_KEY_TAG_BITS | (u8)(tag))
+#define PL_IB_MAX_MR_INDEX	(U32_MAX >> PL_IB_KEY_TAG_BITS)
 /* QP numbers: 0 and 1 are the special QPs, 24 bits in all. */
 #define PL_IB_MIN_QPN		2
 #define PL_IB_MAX_QPN		0xffffff
@@ -57,8 +67,9 @@ struct pl_ib_dev {
 	struct pinlease_kdev_info info;
 
 	struct mutex wr_lock;		/* see the top of this file */
-	struct xarray mrs;		/* lkey (= rkey) -> struct pl_ib_mr */
-	u32 next_key;
+	struct xarray mrs;		/* PL_IB_KEY_INDEX(lkey) -> pl_ib_mr */
+	u32 next_key;			/* the next index (xa_alloc_cyclic) */
+	u8 next_key_tag;		/* the next key's tag */
 	struct xarray qps;		/* QP number -> struct pl_ib_qp */
 	u32 next_qpn;
 };

@@ -66,6 +66,7 @@ struct ib_mr *pl_ib_reg_user_mr(struct ib_pd *pd, u64 start, u64 length,
 	struct pl_ib_ucontext *uc;
 	struct pl_ib_mr *mr;
 	u64 npages, *pas;
+	u32 index;
 	int err;
 
 	if (!udata || (access & IB_ACCESS_ON_DEMAND))
@@ -109,10 +110,13 @@ struct ib_mr *pl_ib_reg_user_mr(struct ib_pd *pd, u64 start, u64 length,
 	kvfree(pas);
 	pas = NULL;
 
-	/* work requests name it by lkey/rkey: the table's index */
+	/* work requests name it by lkey/rkey: the table's index and a tag */
 	mutex_lock(&d->wr_lock);
-	err = xa_alloc_cyclic(&d->mrs, &mr->ibmr.lkey, mr, xa_limit_32b,
-			      &d->next_key, GFP_KERNEL);
+	err = xa_alloc_cyclic(&d->mrs, &index, mr,
+			      XA_LIMIT(1, PL_IB_MAX_MR_INDEX), &d->next_key,
+			      GFP_KERNEL);
+	if (err >= 0)
+		mr->ibmr.lkey = PL_IB_KEY(index, d->next_key_tag++);
 	mutex_unlock(&d->wr_lock);
 	if (err < 0)
 		goto err_dereg_mr;
@@ -158,7 +162,7 @@ int pl_ib_dereg_mr(struct ib_mr *ibmr, struct ib_udata *udata)
 
 	/* no work request finds it after this; none runs meanwhile */
 	mutex_lock(&d->wr_lock);
-	xa_erase(&d->mrs, ibmr->lkey);
+	xa_erase(&d->mrs, PL_IB_KEY_INDEX(ibmr->lkey));
 	mutex_unlock(&d->wr_lock);
 	err = pinlease_kctx_dereg_mr(mr->uctx->kctx, mr->key);
 	if (err)

@@ -74,10 +74,11 @@ static struct pl_ib_mr *pl_ib_mr_range(struct pl_ib_dev *d, u32 key,
 				       u64 addr, u64 len,
 				       struct pl_ib_ucontext *owner)
 {
-	struct pl_ib_mr *mr = xa_load(&d->mrs, key);
+	struct pl_ib_mr *mr = xa_load(&d->mrs, PL_IB_KEY_INDEX(key));
 	u64 end;
 
-	if (!mr || (owner && mr->uctx != owner))
+	/* the index finds it, the tag must be this registration's */
+	if (!mr || mr->ibmr.lkey != key || (owner && mr->uctx != owner))
 		return NULL;
 	if (check_add_overflow(addr, len, &end) || addr < mr->iova ||
 	    end > mr->iova + mr->length)
