@@ -55,7 +55,8 @@ static int pl_ib_query_device(struct ib_device *ibdev,
 	attr->max_qp_rd_atom = 16;
 	attr->max_qp_init_rd_atom = 16;
 	attr->max_res_rd_atom = 16 * PL_IB_MAX_QP;
-	attr->atomic_cap = IB_ATOMIC_NONE;
+	/* the device's COMPARE_SWAP/FETCH_ADD, one request at a time (wr_lock) */
+	attr->atomic_cap = IB_ATOMIC_HCA;
 	return 0;
 }
 

@@ -11,8 +11,9 @@
  * (its pending list) for the next post_recv, which then carries it out
  * (an RNR retry that never runs out). RDMA WRITE and READ go straight to
  * the remote MR, which must belong to the destination QP's context and
- * allow the access. QPs connect by number on the same ib_device (the LID
- * of an address vector must be the port's own).
+ * allow the access. Atomics are the device's COMPARE_SWAP and FETCH_ADD
+ * on the remote MR (pl_ib_atomic()). QPs connect by number on the same
+ * ib_device (the LID of an address vector must be the port's own).
  *
  * Everything here runs under d->wr_lock (pl_ib.h), device requests
  * included: one work request of the device at a time.
@@ -20,8 +21,10 @@
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
 #define PL_IB_MODULE
 
+#include <linux/highmem.h>
 #include <linux/list.h>
 #include <linux/overflow.h>
+#include <linux/scatterlist.h>
 #include <linux/slab.h>
 
 #include "pinlease_abi.h"
@@ -248,14 +251,18 @@ static enum ib_wc_status pl_ib_rdma(struct pl_ib_dev *d, struct pl_ib_qp *qp,
 	u64 total = 0, roff;
 	int i, err;
 
+	int remote = read ? IB_ACCESS_REMOTE_READ : IB_ACCESS_REMOTE_WRITE;
+
 	dst = pl_ib_dest(d, qp);
 	if (!dst)
 		return IB_WC_RETRY_EXC_ERR;
 	for (i = 0; i < wr->num_sge; i++)
 		total += wr->sg_list[i].length;
+	/* a responder checks its QP's access flags, then the MR's */
+	if (!(dst->attr.qp_access_flags & remote))
+		return IB_WC_REM_ACCESS_ERR;
 	rmr = pl_ib_mr_range(d, rw->rkey, rw->remote_addr, total, dst->uctx);
-	if (!rmr || !(rmr->access & (read ? IB_ACCESS_REMOTE_READ :
-				     IB_ACCESS_REMOTE_WRITE)))
+	if (!rmr || !(rmr->access & remote))
 		return IB_WC_REM_ACCESS_ERR;
 	roff = rw->remote_addr - rmr->iova;
 	for (i = 0; i < wr->num_sge; i++) {
@@ -277,6 +284,84 @@ static enum ib_wc_status pl_ib_rdma(struct pl_ib_dev *d, struct pl_ib_qp *qp,
 	return IB_WC_SUCCESS;
 }
 
+/*
+ * Writes @len bytes of @src at @addr of @mr (a user MR with
+ * IB_ACCESS_LOCAL_WRITE, the range checked) through its pinned pages.
+ */
+static void pl_ib_mr_write(struct pl_ib_mr *mr, u64 addr, const void *src,
+			   u32 len)
+{
+	u64 pos = ib_umem_offset(mr->umem) + (addr - mr->iova);
+	struct sg_page_iter iter;
+	u32 done = 0, n;
+	void *va;
+
+	for_each_sgtable_page(&mr->umem->sgt_append.sgt, &iter,
+			      pos >> PAGE_SHIFT) {
+		n = min_t(u32, len - done, PAGE_SIZE - offset_in_page(pos));
+		va = kmap_local_page(sg_page_iter_page(&iter));
+		memcpy(va + offset_in_page(pos), src + done, n);
+		kunmap_local(va);
+		done += n;
+		pos += n;
+		if (done == len)
+			break;
+	}
+}
+
+/*
+ * ATOMIC CMP_AND_SWP or FETCH_AND_ADD: the device's COMPARE_SWAP or
+ * FETCH_ADD on the remote MR's 8-byte word (pinlease_kctx_atomic()), then
+ * the word's original value into the local 8-byte scatter entry.
+ *
+ * The driver writes those 8 bytes itself, through the local MR's pinned
+ * page (kmap), rather than have the device WRITE them from a kernel
+ * bounce MR: the pages are pinned and the MR allows local writes, the
+ * device only ever reads them through the same guest-physical memory (so
+ * nothing is cached to go stale), and a bounce MR would cost a REG_MR per
+ * context and a second device round trip per atomic for 8 bytes the CPU
+ * already holds. The atomicity that matters, against other atomics and
+ * WRITEs on the remote word, is the device's.
+ */
+static enum ib_wc_status pl_ib_atomic(struct pl_ib_dev *d,
+				      struct pl_ib_qp *qp,
+				      const struct ib_send_wr *wr)
+{
+	const struct ib_atomic_wr *aw = atomic_wr(wr);
+	const struct ib_sge *s = &wr->sg_list[0];
+	bool cas = wr->opcode == IB_WR_ATOMIC_CMP_AND_SWP;
+	struct pl_ib_mr *rmr, *lmr;
+	struct pl_ib_qp *dst;
+	u64 original;
+	int err;
+
+	if (wr->num_sge != 1 || s->length != sizeof(original))
+		return IB_WC_LOC_LEN_ERR;
+	lmr = pl_ib_mr_range(d, s->lkey, s->addr, s->length, qp->uctx);
+	if (!lmr || !(lmr->access & IB_ACCESS_LOCAL_WRITE))
+		return IB_WC_LOC_PROT_ERR;
+	dst = pl_ib_dest(d, qp);
+	if (!dst)
+		return IB_WC_RETRY_EXC_ERR;
+	if (!(dst->attr.qp_access_flags & IB_ACCESS_REMOTE_ATOMIC))
+		return IB_WC_REM_ACCESS_ERR;
+	if (aw->remote_addr & (sizeof(original) - 1))
+		return IB_WC_REM_INV_REQ_ERR;	/* as a responder: misaligned */
+	rmr = pl_ib_mr_range(d, aw->rkey, aw->remote_addr, sizeof(original),
+			     dst->uctx);
+	if (!rmr || !(rmr->access & IB_ACCESS_REMOTE_ATOMIC))
+		return IB_WC_REM_ACCESS_ERR;
+	err = pinlease_kctx_atomic(qp->uctx->kctx,
+				   cas ? PL_OP_COMPARE_SWAP : PL_OP_FETCH_ADD,
+				   rmr->key, aw->remote_addr - rmr->iova,
+				   aw->compare_add, cas ? aw->swap : 0,
+				   &original);
+	if (err)
+		return pl_ib_dma_status(err);
+	pl_ib_mr_write(lmr, s->addr, &original, sizeof(original));
+	return IB_WC_SUCCESS;
+}
+
 /* One send work request; an error return makes post_send fail at @wr. */
 static int pl_ib_send_one(struct pl_ib_dev *d, struct pl_ib_qp *qp,
 			  const struct ib_send_wr *wr)
@@ -285,6 +370,7 @@ static int pl_ib_send_one(struct pl_ib_dev *d, struct pl_ib_qp *qp,
 	enum ib_wc_status st;
 	struct pl_ib_pending *p;
 	struct pl_ib_qp *dst;
+	bool atomic;
 	int i;
 
 	if (wr->num_sge > qp->cap.max_send_sge ||
@@ -301,6 +387,12 @@ static int pl_ib_send_one(struct pl_ib_dev *d, struct pl_ib_qp *qp,
 	case IB_WR_RDMA_READ:
 		wc_op = IB_WC_RDMA_READ;
 		break;
+	case IB_WR_ATOMIC_CMP_AND_SWP:
+		wc_op = IB_WC_COMP_SWAP;
+		break;
+	case IB_WR_ATOMIC_FETCH_AND_ADD:
+		wc_op = IB_WC_FETCH_ADD;
+		break;
 	default:
 		return -EOPNOTSUPP;
 	}
@@ -313,10 +405,12 @@ static int pl_ib_send_one(struct pl_ib_dev *d, struct pl_ib_qp *qp,
 		return -EINVAL;
 
 	if (wc_op != IB_WC_SEND) {
-		st = pl_ib_rdma(d, qp, wr);
+		atomic = wc_op == IB_WC_COMP_SWAP || wc_op == IB_WC_FETCH_ADD;
+		st = atomic ? pl_ib_atomic(d, qp, wr) : pl_ib_rdma(d, qp, wr);
 		if (st != IB_WC_SUCCESS || pl_ib_signaled(qp, wr->send_flags))
 			pl_ib_complete(qp->ibqp.send_cq, qp, wr->wr_id, wc_op,
-				       st, 0, NULL, false);
+				       st, atomic ? sizeof(u64) : 0, NULL,
+				       false);
 		if (st != IB_WC_SUCCESS)
 			pl_ib_qp_error(d, qp);
 		return 0;
