@@ -19,7 +19,7 @@
  *   index part of its lkey (= rkey) from registration until dereg_mr.
  * - struct pl_ib_cq: a ring of work completions in the kernel, read by
  *   poll_cq (through uverbs: the provider maps nothing).
- * - struct pl_ib_qp: RC only; its receive queue, the SENDs waiting for a
+ * - struct pl_ib_qp: RC or UC; its receive queue, the SENDs waiting for a
  *   receive on it, and what modify_qp set. In d->qps under its number.
  *   Work requests run at once, in post_send (or in the post_recv that
  *   gives a waiting SEND its receive), as the device's WRITE and READ

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * pinlease_ib: RC queue pairs and their work requests.
+ * pinlease_ib: RC and UC queue pairs and their work requests.
  *
  * The device has no queue pairs: a QP lives in this module (its state,
  * attributes and receive queue), and every work request is carried out at
@@ -14,6 +14,10 @@
  * allow the access. Atomics are the device's COMPARE_SWAP and FETCH_ADD
  * on the remote MR (pl_ib_atomic()). QPs connect by number on the same
  * ib_device (the LID of an address vector must be the port's own).
+ *
+ * A UC QP is the same minus what needs the responder's answer: SEND and
+ * RDMA WRITE only, a SEND with no receive waiting is dropped, and remote
+ * errors never reach the sender (pl_ib_uc_status()).
  *
  * Everything here runs under d->wr_lock (pl_ib.h), device requests
  * included: one work request of the device at a time.
@@ -35,6 +39,27 @@
 static struct pl_ib_dev *qp_dev(struct pl_ib_qp *qp)
 {
 	return to_pl_ib_dev(qp->ibqp.device);
+}
+
+/*
+ * A UC requester learns nothing of the responder: no ACK, no NAK, no RNR.
+ * What would be a remote error (or a retry running out) on RC is a
+ * message the responder dropped, and the sender's work request succeeds.
+ */
+static enum ib_wc_status pl_ib_uc_status(struct pl_ib_qp *qp,
+					 enum ib_wc_status st)
+{
+	if (qp->ibqp.qp_type != IB_QPT_UC)
+		return st;
+	switch (st) {
+	case IB_WC_REM_INV_REQ_ERR:
+	case IB_WC_REM_ACCESS_ERR:
+	case IB_WC_REM_OP_ERR:
+	case IB_WC_RETRY_EXC_ERR:
+		return IB_WC_SUCCESS;
+	default:
+		return st;
+	}
 }
 
 static bool pl_ib_signaled(struct pl_ib_qp *qp, int send_flags)
@@ -120,6 +145,7 @@ static void pl_ib_qp_error(struct pl_ib_dev *d, struct pl_ib_qp *qp);
 static void pl_ib_send_done(struct pl_ib_dev *d, struct pl_ib_pending *p,
 			    enum ib_wc_status status)
 {
+	status = pl_ib_uc_status(p->src, status);
 	if (status != IB_WC_SUCCESS || pl_ib_signaled(p->src, p->send_flags))
 		pl_ib_complete(p->src->ibqp.send_cq, p->src, p->wr_id,
 			       IB_WC_SEND, status, 0, NULL, false);
@@ -376,6 +402,11 @@ static int pl_ib_send_one(struct pl_ib_dev *d, struct pl_ib_qp *qp,
 	if (wr->num_sge > qp->cap.max_send_sge ||
 	    (wr->send_flags & IB_SEND_INLINE))
 		return -EINVAL;
+	/* UC carries SENDs and RDMA WRITEs only */
+	if (qp->ibqp.qp_type == IB_QPT_UC && wr->opcode != IB_WR_SEND &&
+	    wr->opcode != IB_WR_SEND_WITH_IMM &&
+	    wr->opcode != IB_WR_RDMA_WRITE)
+		return -EINVAL;
 	switch (wr->opcode) {
 	case IB_WR_SEND:
 	case IB_WR_SEND_WITH_IMM:
@@ -407,6 +438,7 @@ static int pl_ib_send_one(struct pl_ib_dev *d, struct pl_ib_qp *qp,
 	if (wc_op != IB_WC_SEND) {
 		atomic = wc_op == IB_WC_COMP_SWAP || wc_op == IB_WC_FETCH_ADD;
 		st = atomic ? pl_ib_atomic(d, qp, wr) : pl_ib_rdma(d, qp, wr);
+		st = pl_ib_uc_status(qp, st);
 		if (st != IB_WC_SUCCESS || pl_ib_signaled(qp, wr->send_flags))
 			pl_ib_complete(qp->ibqp.send_cq, qp, wr->wr_id, wc_op,
 				       st, atomic ? sizeof(u64) : 0, NULL,
@@ -430,6 +462,11 @@ static int pl_ib_send_one(struct pl_ib_dev *d, struct pl_ib_qp *qp,
 	dst = pl_ib_dest(d, qp);
 	if (!dst) {
 		pl_ib_send_done(d, p, IB_WC_RETRY_EXC_ERR);
+		kfree(p);
+		return 0;
+	}
+	if (!dst->rq_count && qp->ibqp.qp_type == IB_QPT_UC) {
+		pl_ib_send_done(d, p, IB_WC_SUCCESS);	/* dropped: no RNR */
 		kfree(p);
 		return 0;
 	}
@@ -525,14 +562,14 @@ int pl_ib_post_recv(struct ib_qp *ibqp, const struct ib_recv_wr *wr,
 }
 
 /**
- * pl_ib_create_qp() - an RC QP of a user context
+ * pl_ib_create_qp() - an RC or UC QP of a user context
  * @ibqp: the QP ib_core allocated (struct pl_ib_qp), CQs set
  * @init: type, capabilities (written back), signalling
  * @udata: the uverbs call's (no driver data); NULL: a kernel caller
  *
  * Context: Process context; sleeps.
  * Locking: Takes d->wr_lock to enter the QP in d->qps.
- * Return: 0, -EOPNOTSUPP (not RC, SRQ, flags, kernel caller), -EINVAL
+ * Return: 0, -EOPNOTSUPP (not RC/UC, SRQ, flags, kernel caller), -EINVAL
  * (capabilities), -ENOMEM, -EBUSY (no QP number left).
  */
 int pl_ib_create_qp(struct ib_qp *ibqp, struct ib_qp_init_attr *init,
@@ -544,7 +581,9 @@ int pl_ib_create_qp(struct ib_qp *ibqp, struct ib_qp_init_attr *init,
 	u32 qpn;
 	int err;
 
-	if (!udata || init->qp_type != IB_QPT_RC || init->srq ||
+	if (!udata ||
+	    (init->qp_type != IB_QPT_RC && init->qp_type != IB_QPT_UC) ||
+	    init->srq ||
 	    init->create_flags)
 		return -EOPNOTSUPP;
 	if (cap->max_send_wr > PL_IB_MAX_QP_WR ||
@@ -662,7 +701,7 @@ int pl_ib_modify_qp(struct ib_qp *ibqp, struct ib_qp_attr *attr, int mask,
 	next = (mask & IB_QP_STATE) ? attr->qp_state : cur;
 	err = -EINVAL;
 	if (cur != qp->state ||
-	    !ib_modify_qp_is_ok(cur, next, IB_QPT_RC, mask))
+	    !ib_modify_qp_is_ok(cur, next, ibqp->qp_type, mask))
 		goto out_unlock;
 	err = pl_ib_qp_store(qp, attr, mask);
 	if (err)
@@ -707,7 +746,7 @@ int pl_ib_query_qp(struct ib_qp *ibqp, struct ib_qp_attr *attr, int mask,
 	init->send_cq = ibqp->send_cq;
 	init->recv_cq = ibqp->recv_cq;
 	init->cap = qp->cap;
-	init->qp_type = IB_QPT_RC;
+	init->qp_type = ibqp->qp_type;
 	init->sq_sig_type = qp->sq_sig_type;
 	mutex_unlock(&d->wr_lock);
 	return 0;
