@@ -12,6 +12,12 @@
  * EIO). Devices are matched by name (PINLEASE_IB_NAME_PREFIX) and the
  * kernel's uverbs ABI version; both come from pinlease_ib_abi.h, which
  * pinlease_ib.ko includes too.
+ *
+ * The extended QP API (ibv_create_qp_ex with send_ops_flags, ibv_wr_*) is
+ * the provider's only state of its own: the work requests of one
+ * ibv_wr_start()..ibv_wr_complete() batch are collected as struct
+ * ibv_send_wr and posted by one ibv_cmd_post_send(), as ibv_post_send()
+ * would.
  */
 #include <config.h>
 
@@ -31,6 +37,33 @@ struct pl_device {
 struct pl_context {
 	struct verbs_context ibv_ctx;
 };
+
+/* One work request of an ibv_wr_*() batch, with its gather list. */
+struct pl_wr {
+	struct ibv_send_wr wr;
+	struct ibv_sge sge[];		/* max_send_sge */
+};
+
+struct pl_qp {
+	struct verbs_qp vqp;
+	/* the batch of the extended API (ibv_wr_start to ibv_wr_complete) */
+	uint32_t max_wr, max_sge;	/* the QP's capabilities */
+	uint32_t nwr;			/* work requests in the batch */
+	int err;			/* the batch's first error, for wr_complete */
+	char *wrs;			/* max_wr entries of wr_size bytes */
+	size_t wr_size;
+};
+
+/* ibv_wr_*() ops of the extended QP API this device carries out. */
+#define PL_SEND_OPS (IBV_QP_EX_WITH_SEND | IBV_QP_EX_WITH_SEND_WITH_IMM | \
+		     IBV_QP_EX_WITH_RDMA_WRITE | IBV_QP_EX_WITH_RDMA_READ | \
+		     IBV_QP_EX_WITH_ATOMIC_CMP_AND_SWP | \
+		     IBV_QP_EX_WITH_ATOMIC_FETCH_AND_ADD)
+
+static struct pl_qp *to_pl_qp(struct ibv_qp *ibqp)
+{
+	return container_of(ibqp, struct pl_qp, vqp.qp);
+}
 
 static int pl_query_device_ex(struct ibv_context *ctx,
 			      const struct ibv_query_device_ex_input *input,
@@ -146,20 +179,263 @@ static struct ibv_qp *pl_create_qp(struct ibv_pd *pd,
 {
 	struct ib_uverbs_create_qp_resp resp;
 	struct ibv_create_qp cmd;
-	struct ibv_qp *qp;
+	struct pl_qp *qp;
 	int ret;
 
 	qp = calloc(1, sizeof(*qp));
 	if (!qp)
 		return NULL;
-	ret = ibv_cmd_create_qp(pd, qp, attr, &cmd, sizeof(cmd), &resp,
+	ret = ibv_cmd_create_qp(pd, &qp->vqp.qp, attr, &cmd, sizeof(cmd), &resp,
 				sizeof(resp));
 	if (ret) {
 		free(qp);
 		errno = ret;
 		return NULL;
 	}
-	return qp;
+	return &qp->vqp.qp;
+}
+
+/* The current (last started) work request of @qpx's batch, or NULL. */
+static struct pl_wr *pl_wr_cur(struct ibv_qp_ex *qpx)
+{
+	struct pl_qp *qp = to_pl_qp(&qpx->qp_base);
+
+	if (!qp->nwr)
+		return NULL;
+	return (struct pl_wr *)(qp->wrs + (qp->nwr - 1) * qp->wr_size);
+}
+
+/* Starts a work request of @opcode; its fields come with the op's call. */
+static struct ibv_send_wr *pl_wr_new(struct ibv_qp_ex *qpx,
+				     enum ibv_wr_opcode opcode)
+{
+	struct pl_qp *qp = to_pl_qp(&qpx->qp_base);
+	struct pl_wr *w;
+
+	if (qp->err)
+		return NULL;
+	if (qp->nwr == qp->max_wr) {
+		qp->err = ENOMEM;	/* more than max_send_wr in one batch */
+		return NULL;
+	}
+	w = (struct pl_wr *)(qp->wrs + qp->nwr++ * qp->wr_size);
+	memset(w, 0, qp->wr_size);
+	w->wr.wr_id = qpx->wr_id;
+	w->wr.send_flags = qpx->wr_flags;
+	w->wr.opcode = opcode;
+	w->wr.sg_list = w->sge;
+	return &w->wr;
+}
+
+static void pl_wr_start(struct ibv_qp_ex *qpx)
+{
+	struct pl_qp *qp = to_pl_qp(&qpx->qp_base);
+
+	qp->nwr = 0;
+	qp->err = 0;
+}
+
+static void pl_wr_abort(struct ibv_qp_ex *qpx)
+{
+	pl_wr_start(qpx);
+}
+
+static int pl_wr_complete(struct ibv_qp_ex *qpx)
+{
+	struct pl_qp *qp = to_pl_qp(&qpx->qp_base);
+	struct ibv_send_wr *bad;
+	struct pl_wr *w, *next;
+	uint32_t i;
+	int ret = qp->err;
+
+	if (!ret && qp->nwr) {
+		for (i = 0; i + 1 < qp->nwr; i++) {
+			w = (struct pl_wr *)(qp->wrs + i * qp->wr_size);
+			next = (struct pl_wr *)(qp->wrs + (i + 1) * qp->wr_size);
+			w->wr.next = &next->wr;
+		}
+		w = (struct pl_wr *)qp->wrs;
+		ret = ibv_cmd_post_send(&qp->vqp.qp, &w->wr, &bad);
+	}
+	pl_wr_start(qpx);
+	return ret;
+}
+
+static void pl_wr_send(struct ibv_qp_ex *qpx)
+{
+	pl_wr_new(qpx, IBV_WR_SEND);
+}
+
+static void pl_wr_send_imm(struct ibv_qp_ex *qpx, __be32 imm_data)
+{
+	struct ibv_send_wr *wr = pl_wr_new(qpx, IBV_WR_SEND_WITH_IMM);
+
+	if (wr)
+		wr->imm_data = imm_data;
+}
+
+static void pl_wr_rdma(struct ibv_qp_ex *qpx, enum ibv_wr_opcode opcode,
+		       uint32_t rkey, uint64_t remote_addr)
+{
+	struct ibv_send_wr *wr = pl_wr_new(qpx, opcode);
+
+	if (wr) {
+		wr->wr.rdma.rkey = rkey;
+		wr->wr.rdma.remote_addr = remote_addr;
+	}
+}
+
+static void pl_wr_rdma_write(struct ibv_qp_ex *qpx, uint32_t rkey,
+			     uint64_t remote_addr)
+{
+	pl_wr_rdma(qpx, IBV_WR_RDMA_WRITE, rkey, remote_addr);
+}
+
+static void pl_wr_rdma_read(struct ibv_qp_ex *qpx, uint32_t rkey,
+			    uint64_t remote_addr)
+{
+	pl_wr_rdma(qpx, IBV_WR_RDMA_READ, rkey, remote_addr);
+}
+
+static void pl_wr_atomic(struct ibv_qp_ex *qpx, enum ibv_wr_opcode opcode,
+			 uint32_t rkey, uint64_t remote_addr,
+			 uint64_t compare_add, uint64_t swap)
+{
+	struct ibv_send_wr *wr = pl_wr_new(qpx, opcode);
+
+	if (wr) {
+		wr->wr.atomic.rkey = rkey;
+		wr->wr.atomic.remote_addr = remote_addr;
+		wr->wr.atomic.compare_add = compare_add;
+		wr->wr.atomic.swap = swap;
+	}
+}
+
+static void pl_wr_atomic_cmp_swp(struct ibv_qp_ex *qpx, uint32_t rkey,
+				 uint64_t remote_addr, uint64_t compare,
+				 uint64_t swap)
+{
+	pl_wr_atomic(qpx, IBV_WR_ATOMIC_CMP_AND_SWP, rkey, remote_addr,
+		     compare, swap);
+}
+
+static void pl_wr_atomic_fetch_add(struct ibv_qp_ex *qpx, uint32_t rkey,
+				   uint64_t remote_addr, uint64_t add)
+{
+	pl_wr_atomic(qpx, IBV_WR_ATOMIC_FETCH_AND_ADD, rkey, remote_addr, add,
+		     0);
+}
+
+static void pl_wr_set_sge(struct ibv_qp_ex *qpx, uint32_t lkey,
+			  uint64_t addr, uint32_t length)
+{
+	struct pl_wr *w = pl_wr_cur(qpx);
+
+	if (!w)
+		return;
+	w->sge[0] = (struct ibv_sge){ .addr = addr, .length = length,
+				      .lkey = lkey };
+	w->wr.num_sge = 1;
+}
+
+static void pl_wr_set_sge_list(struct ibv_qp_ex *qpx, size_t num_sge,
+			       const struct ibv_sge *sg_list)
+{
+	struct pl_qp *qp = to_pl_qp(&qpx->qp_base);
+	struct pl_wr *w = pl_wr_cur(qpx);
+
+	if (!w)
+		return;
+	if (num_sge > qp->max_sge) {
+		qp->err = EINVAL;	/* more than max_send_sge */
+		return;
+	}
+	memcpy(w->sge, sg_list, num_sge * sizeof(*sg_list));
+	w->wr.num_sge = num_sge;
+}
+
+/*
+ * The kernel copies no inline data (every SGE is an MR's), and UD is not
+ * a QP type of this device: a batch using either fails at wr_complete.
+ */
+static void pl_wr_set_inline_data(struct ibv_qp_ex *qpx, void *addr,
+				  size_t length)
+{
+	to_pl_qp(&qpx->qp_base)->err = EOPNOTSUPP;
+}
+
+static void pl_wr_set_inline_data_list(struct ibv_qp_ex *qpx, size_t num_buf,
+				       const struct ibv_data_buf *buf_list)
+{
+	to_pl_qp(&qpx->qp_base)->err = EOPNOTSUPP;
+}
+
+static void pl_wr_set_ud_addr(struct ibv_qp_ex *qpx, struct ibv_ah *ah,
+			      uint32_t remote_qpn, uint32_t remote_qkey)
+{
+	to_pl_qp(&qpx->qp_base)->err = EOPNOTSUPP;
+}
+
+/*
+ * ibv_create_qp_ex(): a QP as pl_create_qp() makes it, plus the ibv_wr_*
+ * ops when send_ops_flags asks for them (only PL_SEND_OPS: the others
+ * are EOPNOTSUPP, which is how a program learns they are missing).
+ */
+static struct ibv_qp *pl_create_qp_ex(struct ibv_context *ctx,
+				      struct ibv_qp_init_attr_ex *attr)
+{
+	struct ib_uverbs_create_qp_resp resp;
+	struct ibv_create_qp cmd;
+	struct ibv_qp_ex *qpx;
+	struct pl_qp *qp;
+	int ret;
+
+	if ((attr->comp_mask & IBV_QP_INIT_ATTR_SEND_OPS_FLAGS) &&
+	    (attr->send_ops_flags & ~(uint64_t)PL_SEND_OPS)) {
+		errno = EOPNOTSUPP;
+		return NULL;
+	}
+	qp = calloc(1, sizeof(*qp));
+	if (!qp)
+		return NULL;
+	ret = ibv_cmd_create_qp_ex(ctx, &qp->vqp, attr, &cmd, sizeof(cmd),
+				   &resp, sizeof(resp));
+	if (ret) {
+		free(qp);
+		errno = ret;
+		return NULL;
+	}
+	if (!(attr->comp_mask & IBV_QP_INIT_ATTR_SEND_OPS_FLAGS))
+		return &qp->vqp.qp;
+
+	qp->max_wr = attr->cap.max_send_wr ? attr->cap.max_send_wr : 1;
+	qp->max_sge = attr->cap.max_send_sge ? attr->cap.max_send_sge : 1;
+	qp->wr_size = sizeof(struct pl_wr) + qp->max_sge * sizeof(struct ibv_sge);
+	qp->wr_size = (qp->wr_size + 7) & ~(size_t)7;
+	qp->wrs = calloc(qp->max_wr, qp->wr_size);
+	if (!qp->wrs) {
+		ibv_cmd_destroy_qp(&qp->vqp.qp);
+		free(qp);
+		errno = ENOMEM;
+		return NULL;
+	}
+	qpx = &qp->vqp.qp_ex;
+	qpx->wr_start = pl_wr_start;
+	qpx->wr_complete = pl_wr_complete;
+	qpx->wr_abort = pl_wr_abort;
+	qpx->wr_send = pl_wr_send;
+	qpx->wr_send_imm = pl_wr_send_imm;
+	qpx->wr_rdma_write = pl_wr_rdma_write;
+	qpx->wr_rdma_read = pl_wr_rdma_read;
+	qpx->wr_atomic_cmp_swp = pl_wr_atomic_cmp_swp;
+	qpx->wr_atomic_fetch_add = pl_wr_atomic_fetch_add;
+	qpx->wr_set_sge = pl_wr_set_sge;
+	qpx->wr_set_sge_list = pl_wr_set_sge_list;
+	qpx->wr_set_inline_data = pl_wr_set_inline_data;
+	qpx->wr_set_inline_data_list = pl_wr_set_inline_data_list;
+	qpx->wr_set_ud_addr = pl_wr_set_ud_addr;
+	qp->vqp.comp_mask |= VERBS_QP_EX;
+	return &qp->vqp.qp;
 }
 
 static int pl_query_qp(struct ibv_qp *qp, struct ibv_qp_attr *attr,
@@ -179,12 +455,15 @@ static int pl_modify_qp(struct ibv_qp *qp, struct ibv_qp_attr *attr,
 	return ibv_cmd_modify_qp(qp, attr, attr_mask, &cmd, sizeof(cmd));
 }
 
-static int pl_destroy_qp(struct ibv_qp *qp)
+static int pl_destroy_qp(struct ibv_qp *ibqp)
 {
-	int ret = ibv_cmd_destroy_qp(qp);
+	struct pl_qp *qp = to_pl_qp(ibqp);
+	int ret = ibv_cmd_destroy_qp(ibqp);
 
-	if (!ret)
+	if (!ret) {
+		free(qp->wrs);
 		free(qp);
+	}
 	return ret;
 }
 
@@ -202,6 +481,7 @@ static const struct verbs_context_ops pl_ctx_ops = {
 	.req_notify_cq = ibv_cmd_req_notify_cq,
 	.destroy_cq = pl_destroy_cq,
 	.create_qp = pl_create_qp,
+	.create_qp_ex = pl_create_qp_ex,
 	.query_qp = pl_query_qp,
 	.modify_qp = pl_modify_qp,
 	.destroy_qp = pl_destroy_qp,
