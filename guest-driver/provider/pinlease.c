@@ -17,7 +17,9 @@
  * the provider's only state of its own: the work requests of one
  * ibv_wr_start()..ibv_wr_complete() batch are collected as struct
  * ibv_send_wr and posted by one ibv_cmd_post_send(), as ibv_post_send()
- * would.
+ * would. The extended CQ API (ibv_create_cq_ex, ibv_start_poll and the
+ * ibv_wc_read_* calls) reads one struct ibv_wc at a time through
+ * ibv_cmd_poll_cq().
  */
 #include <config.h>
 
@@ -59,6 +61,17 @@ struct pl_qp {
 		     IBV_QP_EX_WITH_RDMA_WRITE | IBV_QP_EX_WITH_RDMA_READ | \
 		     IBV_QP_EX_WITH_ATOMIC_CMP_AND_SWP | \
 		     IBV_QP_EX_WITH_ATOMIC_FETCH_AND_ADD)
+
+/* A CQ; @cur is the extended API's current completion. */
+struct pl_cq {
+	struct verbs_cq vcq;
+	struct ibv_wc cur;
+};
+
+static struct pl_cq *to_pl_cq(struct ibv_cq_ex *cqx)
+{
+	return container_of(cqx, struct pl_cq, vcq.cq_ex);
+}
 
 static struct pl_qp *to_pl_qp(struct ibv_qp *ibqp)
 {
@@ -149,25 +162,148 @@ static struct ibv_cq *pl_create_cq(struct ibv_context *ctx, int cqe,
 {
 	struct ib_uverbs_create_cq_resp resp;
 	struct ibv_create_cq cmd;
-	struct ibv_cq *cq;
+	struct pl_cq *cq;
 	int ret;
 
 	cq = calloc(1, sizeof(*cq));
 	if (!cq)
 		return NULL;
-	ret = ibv_cmd_create_cq(ctx, cqe, channel, comp_vector, cq, &cmd,
-				sizeof(cmd), &resp, sizeof(resp));
+	ret = ibv_cmd_create_cq(ctx, cqe, channel, comp_vector, &cq->vcq.cq,
+				&cmd, sizeof(cmd), &resp, sizeof(resp));
 	if (ret) {
 		free(cq);
 		errno = ret;
 		return NULL;
 	}
-	return cq;
+	return &cq->vcq.cq;
 }
 
-static int pl_destroy_cq(struct ibv_cq *cq)
+/* The next completion into cq->cur: 0, ENOENT (none), or the error. */
+static int pl_cq_next(struct ibv_cq_ex *cqx)
 {
-	int ret = ibv_cmd_destroy_cq(cq);
+	struct pl_cq *cq = to_pl_cq(cqx);
+	int n = ibv_cmd_poll_cq(ibv_cq_ex_to_cq(cqx), 1, &cq->cur);
+
+	if (n < 0)	/* ibv_cmd_poll_cq(): -1, the write's errno */
+		return errno ? errno : EIO;
+	if (!n)
+		return ENOENT;
+	cqx->wr_id = cq->cur.wr_id;
+	cqx->status = cq->cur.status;
+	return 0;
+}
+
+static int pl_cq_start_poll(struct ibv_cq_ex *cqx,
+			    struct ibv_poll_cq_attr *attr)
+{
+	if (attr->comp_mask)
+		return EINVAL;
+	return pl_cq_next(cqx);
+}
+
+static void pl_cq_end_poll(struct ibv_cq_ex *cqx)
+{
+}
+
+static enum ibv_wc_opcode pl_cq_read_opcode(struct ibv_cq_ex *cqx)
+{
+	return to_pl_cq(cqx)->cur.opcode;
+}
+
+static uint32_t pl_cq_read_vendor_err(struct ibv_cq_ex *cqx)
+{
+	return to_pl_cq(cqx)->cur.vendor_err;
+}
+
+static uint32_t pl_cq_read_byte_len(struct ibv_cq_ex *cqx)
+{
+	return to_pl_cq(cqx)->cur.byte_len;
+}
+
+static __be32 pl_cq_read_imm_data(struct ibv_cq_ex *cqx)
+{
+	return to_pl_cq(cqx)->cur.imm_data;
+}
+
+static uint32_t pl_cq_read_qp_num(struct ibv_cq_ex *cqx)
+{
+	return to_pl_cq(cqx)->cur.qp_num;
+}
+
+static uint32_t pl_cq_read_src_qp(struct ibv_cq_ex *cqx)
+{
+	return to_pl_cq(cqx)->cur.src_qp;
+}
+
+static unsigned int pl_cq_read_wc_flags(struct ibv_cq_ex *cqx)
+{
+	return to_pl_cq(cqx)->cur.wc_flags;
+}
+
+static uint32_t pl_cq_read_slid(struct ibv_cq_ex *cqx)
+{
+	return to_pl_cq(cqx)->cur.slid;
+}
+
+static uint8_t pl_cq_read_sl(struct ibv_cq_ex *cqx)
+{
+	return to_pl_cq(cqx)->cur.sl;
+}
+
+static uint8_t pl_cq_read_dlid_path_bits(struct ibv_cq_ex *cqx)
+{
+	return to_pl_cq(cqx)->cur.dlid_path_bits;
+}
+
+/*
+ * ibv_create_cq_ex(): the fields of struct ibv_wc only
+ * (IBV_WC_STANDARD_FLAGS); timestamps, VLANs, flow tags and tag matching
+ * are EOPNOTSUPP, as the API expects of a device without them.
+ */
+static struct ibv_cq_ex *pl_create_cq_ex(struct ibv_context *ctx,
+					 struct ibv_cq_init_attr_ex *attr)
+{
+	struct ib_uverbs_ex_create_cq_resp resp;
+	struct ibv_create_cq_ex cmd;
+	struct ibv_cq_ex *cqx;
+	struct pl_cq *cq;
+	int ret;
+
+	if (attr->wc_flags & ~(uint64_t)IBV_WC_STANDARD_FLAGS) {
+		errno = EOPNOTSUPP;
+		return NULL;
+	}
+	cq = calloc(1, sizeof(*cq));
+	if (!cq)
+		return NULL;
+	ret = ibv_cmd_create_cq_ex(ctx, attr, &cq->vcq, &cmd, sizeof(cmd),
+				   &resp, sizeof(resp), 0);
+	if (ret) {
+		free(cq);
+		errno = ret;
+		return NULL;
+	}
+	cqx = &cq->vcq.cq_ex;
+	cqx->start_poll = pl_cq_start_poll;
+	cqx->next_poll = pl_cq_next;
+	cqx->end_poll = pl_cq_end_poll;
+	cqx->read_opcode = pl_cq_read_opcode;
+	cqx->read_vendor_err = pl_cq_read_vendor_err;
+	cqx->read_wc_flags = pl_cq_read_wc_flags;
+	cqx->read_byte_len = pl_cq_read_byte_len;
+	cqx->read_imm_data = pl_cq_read_imm_data;
+	cqx->read_qp_num = pl_cq_read_qp_num;
+	cqx->read_src_qp = pl_cq_read_src_qp;
+	cqx->read_slid = pl_cq_read_slid;
+	cqx->read_sl = pl_cq_read_sl;
+	cqx->read_dlid_path_bits = pl_cq_read_dlid_path_bits;
+	return cqx;
+}
+
+static int pl_destroy_cq(struct ibv_cq *ibcq)
+{
+	struct pl_cq *cq = container_of(ibcq, struct pl_cq, vcq.cq);
+	int ret = ibv_cmd_destroy_cq(ibcq);
 
 	if (!ret)
 		free(cq);
@@ -477,6 +613,7 @@ static const struct verbs_context_ops pl_ctx_ops = {
 	.reg_mr = pl_reg_mr,
 	.dereg_mr = pl_dereg_mr,
 	.create_cq = pl_create_cq,
+	.create_cq_ex = pl_create_cq_ex,
 	.poll_cq = ibv_cmd_poll_cq,
 	.req_notify_cq = ibv_cmd_req_notify_cq,
 	.destroy_cq = pl_destroy_cq,
