@@ -520,32 +520,43 @@ static void pl_wr_set_ud_addr(struct ibv_qp_ex *qpx, struct ibv_ah *ah,
 static struct ibv_qp *pl_create_qp_ex(struct ibv_context *ctx,
 				      struct ibv_qp_init_attr_ex *attr)
 {
+	struct ibv_qp_init_attr_ex a = *attr;
 	struct ib_uverbs_create_qp_resp resp;
 	struct ibv_create_qp cmd;
 	struct ibv_qp_ex *qpx;
 	struct pl_qp *qp;
 	int ret;
 
-	if ((attr->comp_mask & IBV_QP_INIT_ATTR_SEND_OPS_FLAGS) &&
-	    (attr->send_ops_flags & ~(uint64_t)PL_SEND_OPS)) {
+	/*
+	 * ibv_cmd_create_qp_ex() takes PD and SEND_OPS_FLAGS only (EINVAL for
+	 * the rest); no create flags is the same as none asked for, and what
+	 * else the device lacks (create flags, TSO, RSS, XRC) is EOPNOTSUPP.
+	 */
+	if ((a.comp_mask & IBV_QP_INIT_ATTR_CREATE_FLAGS) && !a.create_flags)
+		a.comp_mask &= ~IBV_QP_INIT_ATTR_CREATE_FLAGS;
+	if ((a.comp_mask & ~(IBV_QP_INIT_ATTR_PD |
+			     IBV_QP_INIT_ATTR_SEND_OPS_FLAGS)) ||
+	    ((a.comp_mask & IBV_QP_INIT_ATTR_SEND_OPS_FLAGS) &&
+	     (a.send_ops_flags & ~(uint64_t)PL_SEND_OPS))) {
 		errno = EOPNOTSUPP;
 		return NULL;
 	}
 	qp = calloc(1, sizeof(*qp));
 	if (!qp)
 		return NULL;
-	ret = ibv_cmd_create_qp_ex(ctx, &qp->vqp, attr, &cmd, sizeof(cmd),
+	ret = ibv_cmd_create_qp_ex(ctx, &qp->vqp, &a, &cmd, sizeof(cmd),
 				   &resp, sizeof(resp));
 	if (ret) {
 		free(qp);
 		errno = ret;
 		return NULL;
 	}
-	if (!(attr->comp_mask & IBV_QP_INIT_ATTR_SEND_OPS_FLAGS))
+	attr->cap = a.cap;	/* what the kernel granted */
+	if (!(a.comp_mask & IBV_QP_INIT_ATTR_SEND_OPS_FLAGS))
 		return &qp->vqp.qp;
 
-	qp->max_wr = attr->cap.max_send_wr ? attr->cap.max_send_wr : 1;
-	qp->max_sge = attr->cap.max_send_sge ? attr->cap.max_send_sge : 1;
+	qp->max_wr = a.cap.max_send_wr ? a.cap.max_send_wr : 1;
+	qp->max_sge = a.cap.max_send_sge ? a.cap.max_send_sge : 1;
 	qp->wr_size = sizeof(struct pl_wr) + qp->max_sge * sizeof(struct ibv_sge);
 	qp->wr_size = (qp->wr_size + 7) & ~(size_t)7;
 	qp->wrs = calloc(qp->max_wr, qp->wr_size);
