@@ -4,7 +4,8 @@
  * ib_device it registers: device, port, GID and P_Key queries, user
  * contexts and protection domains. MRs are in pl_ib_mr.c.
  *
- * RC QPs, CQs and work requests are in pl_ib_qp.c and pl_ib_cq.c.
+ * RC, UC and UD QPs, CQs and work requests are in pl_ib_qp.c and
+ * pl_ib_cq.c; address handles (for UD) are here.
  *
  * An InfiniBand port with a fixed LID and no subnet manager, no network
  * device, GID 0 = fe80::<node GUID>, one P_Key (0xffff). No dma_device:
@@ -153,6 +154,33 @@ static void pl_ib_disassociate_ucontext(struct ib_ucontext *ibuc)
 {
 }
 
+/*
+ * Address handles, for UD QPs: one port and no routing, so an AH only
+ * has to name this port's LID (and GID 0 when it carries a GRH). UD work
+ * requests find their destination by QP number (pl_ib_qp.c); the AH holds
+ * nothing they need.
+ */
+struct pl_ib_ah {
+	struct ib_ah ibah;		/* first: INIT_RDMA_OBJ_SIZE() */
+};
+
+static int pl_ib_create_ah(struct ib_ah *ibah,
+			   struct rdma_ah_init_attr *init_attr,
+			   struct ib_udata *udata)
+{
+	struct rdma_ah_attr *a = init_attr->ah_attr;
+
+	if (a->type != RDMA_AH_ATTR_TYPE_IB || rdma_ah_get_port_num(a) != 1 ||
+	    rdma_ah_get_dlid(a) != PINLEASE_IB_PORT_LID)
+		return -EINVAL;
+	return 0;
+}
+
+static int pl_ib_destroy_ah(struct ib_ah *ibah, u32 flags)
+{
+	return 0;
+}
+
 static int pl_ib_alloc_pd(struct ib_pd *ibpd, struct ib_udata *udata)
 {
 	return 0;	/* the device has no PDs: MRs belong to the context */
@@ -170,9 +198,11 @@ static const struct ib_device_ops pl_ib_ops = {
 
 	.alloc_pd = pl_ib_alloc_pd,
 	.alloc_ucontext = pl_ib_alloc_ucontext,
+	.create_ah = pl_ib_create_ah,
 	.create_qp = pl_ib_create_qp,
 	.dealloc_pd = pl_ib_dealloc_pd,
 	.dealloc_ucontext = pl_ib_dealloc_ucontext,
+	.destroy_ah = pl_ib_destroy_ah,
 	.dereg_mr = pl_ib_dereg_mr,
 	.destroy_cq = pl_ib_destroy_cq,
 	.destroy_qp = pl_ib_destroy_qp,
@@ -191,6 +221,7 @@ static const struct ib_device_ops pl_ib_ops = {
 	PL_IB_CREATE_CQ
 	PL_IB_REG_USER_MR
 
+	INIT_RDMA_OBJ_SIZE(ib_ah, pl_ib_ah, ibah),
 	INIT_RDMA_OBJ_SIZE(ib_cq, pl_ib_cq, ibcq),
 	INIT_RDMA_OBJ_SIZE(ib_pd, pl_ib_pd, ibpd),
 	INIT_RDMA_OBJ_SIZE(ib_qp, pl_ib_qp, ibqp),

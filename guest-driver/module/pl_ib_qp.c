@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * pinlease_ib: RC and UC queue pairs and their work requests.
+ * pinlease_ib: RC, UC and UD queue pairs and their work requests.
  *
  * The device has no queue pairs: a QP lives in this module (its state,
  * attributes and receive queue), and every work request is carried out at
@@ -17,7 +17,9 @@
  *
  * A UC QP is the same minus what needs the responder's answer: SEND and
  * RDMA WRITE only, a SEND with no receive waiting is dropped, and remote
- * errors never reach the sender (pl_ib_uc_status()).
+ * errors never reach the sender (pl_ib_unacked_status()). A UD QP SENDs
+ * only, to the QP number and Q_Key of each work request (the address
+ * handle must name this port: pl_ib_create_ah()), at most one MTU.
  *
  * Everything here runs under d->wr_lock (pl_ib.h), device requests
  * included: one work request of the device at a time.
@@ -42,14 +44,15 @@ static struct pl_ib_dev *qp_dev(struct pl_ib_qp *qp)
 }
 
 /*
- * A UC requester learns nothing of the responder: no ACK, no NAK, no RNR.
- * What would be a remote error (or a retry running out) on RC is a
- * message the responder dropped, and the sender's work request succeeds.
+ * A UC or UD requester learns nothing of the responder: no ACK, no NAK,
+ * no RNR. What would be a remote error (or a retry running out) on RC is
+ * a message the responder dropped, and the sender's work request
+ * succeeds.
  */
-static enum ib_wc_status pl_ib_uc_status(struct pl_ib_qp *qp,
-					 enum ib_wc_status st)
+static enum ib_wc_status pl_ib_unacked_status(struct pl_ib_qp *qp,
+					      enum ib_wc_status st)
 {
-	if (qp->ibqp.qp_type != IB_QPT_UC)
+	if (qp->ibqp.qp_type == IB_QPT_RC)
 		return st;
 	switch (st) {
 	case IB_WC_REM_INV_REQ_ERR:
@@ -145,7 +148,7 @@ static void pl_ib_qp_error(struct pl_ib_dev *d, struct pl_ib_qp *qp);
 static void pl_ib_send_done(struct pl_ib_dev *d, struct pl_ib_pending *p,
 			    enum ib_wc_status status)
 {
-	status = pl_ib_uc_status(p->src, status);
+	status = pl_ib_unacked_status(p->src, status);
 	if (status != IB_WC_SUCCESS || pl_ib_signaled(p->src, p->send_flags))
 		pl_ib_complete(p->src->ibqp.send_cq, p->src, p->wr_id,
 			       IB_WC_SEND, status, 0, NULL, false);
@@ -164,12 +167,32 @@ static void pl_ib_deliver(struct pl_ib_dev *d, struct pl_ib_pending *p,
 	struct pl_ib_rwqe *r = &dst->rq[dst->rq_head];
 	enum ib_wc_status sst = IB_WC_SUCCESS, rst = IB_WC_SUCCESS;
 	u32 si = 0, di = 0, soff = 0, doff = 0, total = 0, chunk;
+	/*
+	 * A UD receive starts with the 40 bytes of a GRH. No GRH travels
+	 * here (one port, no routing): they are left as they are and the
+	 * completion has no IB_WC_GRH, as for an IB packet without one.
+	 */
+	u32 grh = dst->ibqp.qp_type == IB_QPT_UD ? sizeof(struct ib_grh) : 0;
 	struct pl_ib_mr *smr, *tmr;
 	const struct ib_sge *s, *t;
 	int err;
 
 	dst->rq_head = (dst->rq_head + 1) % dst->cap.max_recv_wr;
 	dst->rq_count--;
+	for (chunk = grh; chunk && di < r->num_sge; ) {
+		u32 n = min(chunk, r->sge[di].length - doff);
+
+		chunk -= n;
+		doff += n;
+		if (doff == r->sge[di].length) {
+			di++;
+			doff = 0;
+		}
+	}
+	if (chunk) {		/* the receive cannot hold a GRH */
+		rst = IB_WC_LOC_LEN_ERR;
+		si = p->num_sge;
+	}
 	while (si < p->num_sge) {
 		s = &p->sge[si];
 		if (soff == s->length) {
@@ -218,7 +241,7 @@ static void pl_ib_deliver(struct pl_ib_dev *d, struct pl_ib_pending *p,
 		total += chunk;
 	}
 	pl_ib_complete(dst->ibqp.recv_cq, dst, r->wr_id, IB_WC_RECV, rst,
-		       total, p, p->send_flags & IB_SEND_SOLICITED);
+		       total + grh, p, p->send_flags & IB_SEND_SOLICITED);
 	if (rst != IB_WC_SUCCESS)
 		pl_ib_qp_error(d, dst);
 	pl_ib_send_done(d, p, sst);
@@ -388,6 +411,38 @@ static enum ib_wc_status pl_ib_atomic(struct pl_ib_dev *d,
 	return IB_WC_SUCCESS;
 }
 
+/*
+ * A UD SEND's destination: the UD QP @wr names, ready to receive, whose
+ * Q_Key matches (a remote_qkey with the high bit set means the sender's
+ * own), or NULL (the message is dropped). A message longer than the MTU
+ * is the sender's local length error.
+ */
+static enum ib_wc_status pl_ib_ud_check(struct pl_ib_dev *d,
+					struct pl_ib_qp *qp,
+					const struct ib_send_wr *wr,
+					struct pl_ib_qp **dstp)
+{
+	const struct ib_ud_wr *uw = ud_wr(wr);
+	u32 qkey = uw->remote_qkey;
+	struct pl_ib_qp *dst;
+	u64 total = 0;
+	int i;
+
+	*dstp = NULL;
+	for (i = 0; i < wr->num_sge; i++)
+		total += wr->sg_list[i].length;
+	if (total > ib_mtu_enum_to_int(IB_MTU_4096))
+		return IB_WC_LOC_LEN_ERR;
+	if (qkey & 0x80000000)
+		qkey = qp->attr.qkey;
+	dst = xa_load(&d->qps, uw->remote_qpn);
+	if (dst && dst->ibqp.qp_type == IB_QPT_UD &&
+	    (dst->state == IB_QPS_RTR || dst->state == IB_QPS_RTS) &&
+	    dst->attr.qkey == qkey)
+		*dstp = dst;
+	return IB_WC_SUCCESS;
+}
+
 /* One send work request; an error return makes post_send fail at @wr. */
 static int pl_ib_send_one(struct pl_ib_dev *d, struct pl_ib_qp *qp,
 			  const struct ib_send_wr *wr)
@@ -402,10 +457,10 @@ static int pl_ib_send_one(struct pl_ib_dev *d, struct pl_ib_qp *qp,
 	if (wr->num_sge > qp->cap.max_send_sge ||
 	    (wr->send_flags & IB_SEND_INLINE))
 		return -EINVAL;
-	/* UC carries SENDs and RDMA WRITEs only */
-	if (qp->ibqp.qp_type == IB_QPT_UC && wr->opcode != IB_WR_SEND &&
+	/* UC carries SENDs and RDMA WRITEs only, UD SENDs only */
+	if (qp->ibqp.qp_type != IB_QPT_RC && wr->opcode != IB_WR_SEND &&
 	    wr->opcode != IB_WR_SEND_WITH_IMM &&
-	    wr->opcode != IB_WR_RDMA_WRITE)
+	    (qp->ibqp.qp_type == IB_QPT_UD || wr->opcode != IB_WR_RDMA_WRITE))
 		return -EINVAL;
 	switch (wr->opcode) {
 	case IB_WR_SEND:
@@ -438,7 +493,7 @@ static int pl_ib_send_one(struct pl_ib_dev *d, struct pl_ib_qp *qp,
 	if (wc_op != IB_WC_SEND) {
 		atomic = wc_op == IB_WC_COMP_SWAP || wc_op == IB_WC_FETCH_ADD;
 		st = atomic ? pl_ib_atomic(d, qp, wr) : pl_ib_rdma(d, qp, wr);
-		st = pl_ib_uc_status(qp, st);
+		st = pl_ib_unacked_status(qp, st);
 		if (st != IB_WC_SUCCESS || pl_ib_signaled(qp, wr->send_flags))
 			pl_ib_complete(qp->ibqp.send_cq, qp, wr->wr_id, wc_op,
 				       st, atomic ? sizeof(u64) : 0, NULL,
@@ -459,13 +514,22 @@ static int pl_ib_send_one(struct pl_ib_dev *d, struct pl_ib_qp *qp,
 	p->num_sge = wr->num_sge;
 	for (i = 0; i < wr->num_sge; i++)
 		p->sge[i] = wr->sg_list[i];
-	dst = pl_ib_dest(d, qp);
+	if (qp->ibqp.qp_type == IB_QPT_UD) {
+		st = pl_ib_ud_check(d, qp, wr, &dst);
+		if (st != IB_WC_SUCCESS || !dst) {
+			pl_ib_send_done(d, p, st);	/* dropped, or too long */
+			kfree(p);
+			return 0;
+		}
+	} else {
+		dst = pl_ib_dest(d, qp);
+	}
 	if (!dst) {
 		pl_ib_send_done(d, p, IB_WC_RETRY_EXC_ERR);
 		kfree(p);
 		return 0;
 	}
-	if (!dst->rq_count && qp->ibqp.qp_type == IB_QPT_UC) {
+	if (!dst->rq_count && qp->ibqp.qp_type != IB_QPT_RC) {
 		pl_ib_send_done(d, p, IB_WC_SUCCESS);	/* dropped: no RNR */
 		kfree(p);
 		return 0;
@@ -562,14 +626,14 @@ int pl_ib_post_recv(struct ib_qp *ibqp, const struct ib_recv_wr *wr,
 }
 
 /**
- * pl_ib_create_qp() - an RC or UC QP of a user context
+ * pl_ib_create_qp() - an RC, UC or UD QP of a user context
  * @ibqp: the QP ib_core allocated (struct pl_ib_qp), CQs set
  * @init: type, capabilities (written back), signalling
  * @udata: the uverbs call's (no driver data); NULL: a kernel caller
  *
  * Context: Process context; sleeps.
  * Locking: Takes d->wr_lock to enter the QP in d->qps.
- * Return: 0, -EOPNOTSUPP (not RC/UC, SRQ, flags, kernel caller), -EINVAL
+ * Return: 0, -EOPNOTSUPP (not RC/UC/UD, SRQ, flags, kernel caller), -EINVAL
  * (capabilities), -ENOMEM, -EBUSY (no QP number left).
  */
 int pl_ib_create_qp(struct ib_qp *ibqp, struct ib_qp_init_attr *init,
@@ -582,7 +646,8 @@ int pl_ib_create_qp(struct ib_qp *ibqp, struct ib_qp_init_attr *init,
 	int err;
 
 	if (!udata ||
-	    (init->qp_type != IB_QPT_RC && init->qp_type != IB_QPT_UC) ||
+	    (init->qp_type != IB_QPT_RC && init->qp_type != IB_QPT_UC &&
+	     init->qp_type != IB_QPT_UD) ||
 	    init->srq ||
 	    init->create_flags)
 		return -EOPNOTSUPP;
@@ -656,6 +721,8 @@ static int pl_ib_qp_store(struct pl_ib_qp *qp, const struct ib_qp_attr *a,
 		qp->attr.retry_cnt = a->retry_cnt;
 	if (mask & IB_QP_RNR_RETRY)
 		qp->attr.rnr_retry = a->rnr_retry;
+	if (mask & IB_QP_QKEY)
+		qp->attr.qkey = a->qkey;
 	if (mask & IB_QP_AV)
 		qp->dlid = rdma_ah_get_dlid(&a->ah_attr);
 	return 0;
