@@ -491,8 +491,8 @@ static void pl_wr_set_sge_list(struct ibv_qp_ex *qpx, size_t num_sge,
 }
 
 /*
- * The kernel copies no inline data (every SGE is an MR's), and UD is not
- * a QP type of this device: a batch using either fails at wr_complete.
+ * The kernel copies no inline data (every SGE is an MR's): a batch using
+ * it fails at wr_complete.
  */
 static void pl_wr_set_inline_data(struct ibv_qp_ex *qpx, void *addr,
 				  size_t length)
@@ -509,7 +509,13 @@ static void pl_wr_set_inline_data_list(struct ibv_qp_ex *qpx, size_t num_buf,
 static void pl_wr_set_ud_addr(struct ibv_qp_ex *qpx, struct ibv_ah *ah,
 			      uint32_t remote_qpn, uint32_t remote_qkey)
 {
-	to_pl_qp(&qpx->qp_base)->err = EOPNOTSUPP;
+	struct pl_wr *w = pl_wr_cur(qpx);
+
+	if (!w)
+		return;
+	w->wr.wr.ud.ah = ah;
+	w->wr.wr.ud.remote_qpn = remote_qpn;
+	w->wr.wr.ud.remote_qkey = remote_qkey;
 }
 
 /*
@@ -614,6 +620,33 @@ static int pl_destroy_qp(struct ibv_qp *ibqp)
 	return ret;
 }
 
+static struct ibv_ah *pl_create_ah(struct ibv_pd *pd, struct ibv_ah_attr *attr)
+{
+	struct ib_uverbs_create_ah_resp resp;
+	struct ibv_ah *ah;
+	int ret;
+
+	ah = calloc(1, sizeof(*ah));
+	if (!ah)
+		return NULL;
+	ret = ibv_cmd_create_ah(pd, ah, attr, &resp, sizeof(resp));
+	if (ret) {
+		free(ah);
+		errno = ret;
+		return NULL;
+	}
+	return ah;
+}
+
+static int pl_destroy_ah(struct ibv_ah *ah)
+{
+	int ret = ibv_cmd_destroy_ah(ah);
+
+	if (!ret)
+		free(ah);
+	return ret;
+}
+
 static void pl_free_context(struct ibv_context *ibctx);
 
 static const struct verbs_context_ops pl_ctx_ops = {
@@ -628,6 +661,8 @@ static const struct verbs_context_ops pl_ctx_ops = {
 	.poll_cq = ibv_cmd_poll_cq,
 	.req_notify_cq = ibv_cmd_req_notify_cq,
 	.destroy_cq = pl_destroy_cq,
+	.create_ah = pl_create_ah,
+	.destroy_ah = pl_destroy_ah,
 	.create_qp = pl_create_qp,
 	.create_qp_ex = pl_create_qp_ex,
 	.query_qp = pl_query_qp,
