@@ -199,6 +199,7 @@ static const struct ib_device_ops pl_ib_ops = {
 	.alloc_pd = pl_ib_alloc_pd,
 	.alloc_ucontext = pl_ib_alloc_ucontext,
 	.create_ah = pl_ib_create_ah,
+	.create_user_ah = pl_ib_create_ah,	/* what uverbs' CREATE_AH needs */
 	.create_qp = pl_ib_create_qp,
 	.dealloc_pd = pl_ib_dealloc_pd,
 	.dealloc_ucontext = pl_ib_dealloc_ucontext,
