@@ -60,6 +60,50 @@ int pl_ib_destroy_cq(struct ib_cq *ibcq, struct ib_udata *udata)
 }
 
 /**
+ * pl_ib_resize_cq() - ibv_resize_cq(): a ring of @cqe entries
+ * @ibcq: the CQ
+ * @cqe: the new size
+ * @udata: unused (no driver data)
+ *
+ * The waiting completions move to the new ring, oldest first; a ring
+ * smaller than what waits is refused, as the verb requires.
+ *
+ * Context: Process context; sleeps (allocation).
+ * Locking: Takes cq->lock.
+ * Return: 0, -EINVAL (size, or fewer entries than completions waiting),
+ * -ENOMEM.
+ */
+int pl_ib_resize_cq(struct ib_cq *ibcq, int cqe, struct ib_udata *udata)
+{
+	struct pl_ib_cq *cq = to_pl_ib_cq(ibcq);
+	struct ib_wc *ring, *old;
+	unsigned long flags;
+	u32 i;
+
+	if (cqe < 1 || cqe > PL_IB_MAX_CQE)
+		return -EINVAL;
+	ring = kvcalloc(cqe, sizeof(*ring), GFP_KERNEL);
+	if (!ring)
+		return -ENOMEM;
+	spin_lock_irqsave(&cq->lock, flags);
+	if (cq->count > cqe) {
+		spin_unlock_irqrestore(&cq->lock, flags);
+		kvfree(ring);
+		return -EINVAL;
+	}
+	for (i = 0; i < cq->count; i++)
+		ring[i] = cq->ring[(cq->head + i) % cq->size];
+	old = cq->ring;
+	cq->ring = ring;
+	cq->size = cqe;
+	cq->head = 0;
+	ibcq->cqe = cqe;
+	spin_unlock_irqrestore(&cq->lock, flags);
+	kvfree(old);
+	return 0;
+}
+
+/**
  * pl_ib_cq_add() - add a completion; call the handler if armed
  * @cq: the CQ
  * @wc: the completion

@@ -178,6 +178,15 @@ static struct ibv_cq *pl_create_cq(struct ibv_context *ctx, int cqe,
 	return &cq->vcq.cq;
 }
 
+static int pl_resize_cq(struct ibv_cq *cq, int cqe)
+{
+	struct ib_uverbs_resize_cq_resp resp;
+	struct ibv_resize_cq cmd;
+
+	return ibv_cmd_resize_cq(cq, cqe, &cmd, sizeof(cmd), &resp,
+				 sizeof(resp));
+}
+
 /* The next completion into cq->cur: 0, ENOENT (none), or the error. */
 static int pl_cq_next(struct ibv_cq_ex *cqx)
 {
@@ -660,6 +669,7 @@ static const struct verbs_context_ops pl_ctx_ops = {
 	.create_cq_ex = pl_create_cq_ex,
 	.poll_cq = ibv_cmd_poll_cq,
 	.req_notify_cq = ibv_cmd_req_notify_cq,
+	.resize_cq = pl_resize_cq,
 	.destroy_cq = pl_destroy_cq,
 	.create_ah = pl_create_ah,
 	.destroy_ah = pl_destroy_ah,
