@@ -77,6 +77,14 @@ struct pl_ib_dev {
 struct pl_ib_ucontext {
 	struct ib_ucontext ibuc;	/* first: INIT_RDMA_OBJ_SIZE() */
 	struct pl_ctx *kctx;
+	/*
+	 * A kernel page registered as an MR of kctx on the first atomic
+	 * (key 0: not yet): the device WRITEs an atomic's original value
+	 * from it into the local MR. Under d->wr_lock; freed after its
+	 * DEREG_MR in dealloc_ucontext.
+	 */
+	struct page *bounce;
+	u64 bounce_key;
 };
 
 struct pl_ib_pd {

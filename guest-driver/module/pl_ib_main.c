@@ -139,8 +139,17 @@ static void pl_ib_dealloc_ucontext(struct ib_ucontext *ibuc)
 {
 	struct pl_ib_ucontext *uc = container_of(ibuc, struct pl_ib_ucontext,
 						 ibuc);
+	bool page_free = true;
 
+	/* the bounce MR's page goes back only after the device let go */
+	if (uc->bounce_key && pinlease_kctx_dereg_mr(uc->kctx, uc->bounce_key)) {
+		pr_err("%s: bounce MR %#llx: the device may still use it: leaving its page\n",
+		       dev_name(&ibuc->device->dev), uc->bounce_key);
+		page_free = false;
+	}
 	pinlease_kctx_close(uc->kctx);
+	if (uc->bounce && page_free)
+		__free_page(uc->bounce);
 }
 
 /*

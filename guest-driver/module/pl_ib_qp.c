@@ -30,7 +30,6 @@
 #include <linux/highmem.h>
 #include <linux/list.h>
 #include <linux/overflow.h>
-#include <linux/scatterlist.h>
 #include <linux/slab.h>
 
 #include "pinlease_abi.h"
@@ -334,28 +333,27 @@ static enum ib_wc_status pl_ib_rdma(struct pl_ib_dev *d, struct pl_ib_qp *qp,
 }
 
 /*
- * Writes @len bytes of @src at @addr of @mr (a user MR with
- * IB_ACCESS_LOCAL_WRITE, the range checked) through its pinned pages.
+ * The bounce MR of @uc (pl_ib.h), registered at the first call: one page
+ * the device may READ. Caller holds d->wr_lock. Return: 0 or the error.
  */
-static void pl_ib_mr_write(struct pl_ib_mr *mr, u64 addr, const void *src,
-			   u32 len)
+static int pl_ib_bounce(struct pl_ib_ucontext *uc)
 {
-	u64 pos = ib_umem_offset(mr->umem) + (addr - mr->iova);
-	struct sg_page_iter iter;
-	u32 done = 0, n;
-	void *va;
+	u64 pa;
+	int err;
 
-	for_each_sgtable_page(&mr->umem->sgt_append.sgt, &iter,
-			      pos >> PAGE_SHIFT) {
-		n = min_t(u32, len - done, PAGE_SIZE - offset_in_page(pos));
-		va = kmap_local_page(sg_page_iter_page(&iter));
-		memcpy(va + offset_in_page(pos), src + done, n);
-		kunmap_local(va);
-		done += n;
-		pos += n;
-		if (done == len)
-			break;
+	if (uc->bounce_key)
+		return 0;
+	if (!uc->bounce) {
+		uc->bounce = alloc_page(GFP_KERNEL | __GFP_ZERO);
+		if (!uc->bounce)
+			return -ENOMEM;
 	}
+	pa = page_to_phys(uc->bounce);
+	err = pinlease_kctx_reg_mr(uc->kctx, &pa, 1, 0, PAGE_SIZE,
+				   PL_ACCESS_READ, &uc->bounce_key);
+	if (err)
+		uc->bounce_key = 0;
+	return err;
 }
 
 /*
@@ -363,14 +361,14 @@ static void pl_ib_mr_write(struct pl_ib_mr *mr, u64 addr, const void *src,
  * FETCH_ADD on the remote MR's 8-byte word (pinlease_kctx_atomic()), then
  * the word's original value into the local 8-byte scatter entry.
  *
- * The driver writes those 8 bytes itself, through the local MR's pinned
- * page (kmap), rather than have the device WRITE them from a kernel
- * bounce MR: the pages are pinned and the MR allows local writes, the
- * device only ever reads them through the same guest-physical memory (so
- * nothing is cached to go stale), and a bounce MR would cost a REG_MR per
- * context and a second device round trip per atomic for 8 bytes the CPU
- * already holds. The atomicity that matters, against other atomics and
- * WRITEs on the remote word, is the device's.
+ * Those 8 bytes go into the local MR by the device's WRITE from the
+ * context's bounce MR (pl_ib_bounce()), not by the driver writing the
+ * MR's pinned page: only the device knows whether the MR's pages are
+ * still the MR's at that moment. A layout lease break can revoke the MR
+ * and unpin its pages without d->wr_lock, and the device then refuses
+ * the WRITE (a local protection error here) where a CPU write would land
+ * in a page that is no longer the MR's. The cost is one more device
+ * round trip per atomic, and one MR per context that uses atomics.
  */
 static enum ib_wc_status pl_ib_atomic(struct pl_ib_dev *d,
 				      struct pl_ib_qp *qp,
@@ -382,6 +380,7 @@ static enum ib_wc_status pl_ib_atomic(struct pl_ib_dev *d,
 	struct pl_ib_mr *rmr, *lmr;
 	struct pl_ib_qp *dst;
 	u64 original;
+	void *va;
 	int err;
 
 	if (wr->num_sge != 1 || s->length != sizeof(original))
@@ -400,6 +399,13 @@ static enum ib_wc_status pl_ib_atomic(struct pl_ib_dev *d,
 			     dst->uctx);
 	if (!rmr || !(rmr->access & IB_ACCESS_REMOTE_ATOMIC))
 		return IB_WC_REM_ACCESS_ERR;
+	/* before the atomic: a result with nowhere to go would be lost */
+	err = pl_ib_bounce(qp->uctx);
+	if (err) {
+		pr_warn_ratelimited("%s: QP %u: no bounce MR for an atomic's result (%d)\n",
+				    dev_name(&d->ibdev.dev), qp->ibqp.qp_num, err);
+		return IB_WC_LOC_QP_OP_ERR;
+	}
 	err = pinlease_kctx_atomic(qp->uctx->kctx,
 				   cas ? PL_OP_COMPARE_SWAP : PL_OP_FETCH_ADD,
 				   rmr->key, aw->remote_addr - rmr->iova,
@@ -407,8 +413,14 @@ static enum ib_wc_status pl_ib_atomic(struct pl_ib_dev *d,
 				   &original);
 	if (err)
 		return pl_ib_dma_status(err);
-	pl_ib_mr_write(lmr, s->addr, &original, sizeof(original));
-	return IB_WC_SUCCESS;
+
+	va = kmap_local_page(qp->uctx->bounce);
+	memcpy(va, &original, sizeof(original));
+	kunmap_local(va);
+	err = pinlease_kctx_dma(qp->uctx->kctx, PL_OP_WRITE,
+				qp->uctx->bounce_key, 0, lmr->key,
+				s->addr - lmr->iova, sizeof(original));
+	return err ? IB_WC_LOC_PROT_ERR : IB_WC_SUCCESS;
 }
 
 /*
