@@ -304,6 +304,10 @@ static inline int pl_lm_layout_open_conflict(struct file *filp, int arg)
  * PL_IB_CREATE_CQ names a wrapper of either shape around
  * pl_ib_create_cq() (pl_ib_cq.c), which needs neither: no driver data.
  *
+ * resize_cq (PL_HAVE_RESIZE_USER_CQ, `(*resize_user_cq)` in ib_verbs.h;
+ * not in 6.12.95, in 7.3.4): renamed resize_user_cq, the size unsigned.
+ * PL_IB_RESIZE_CQ names the member for pl_ib_resize_cq() (pl_ib_cq.c).
+ *
  * Same on all three, not wrapped: ib_alloc_device(), INIT_RDMA_OBJ_SIZE(),
  * ib_register_device(dev, name, NULL), ib_unregister_device(),
  * ib_umem_release(), umem->sgt_append, the query and ucontext/PD ops,
@@ -353,6 +357,22 @@ static inline int pl_ib_create_cq_op(struct ib_cq *ibcq,
 }
 #endif
 #define PL_IB_CREATE_CQ	.create_cq = pl_ib_create_cq_op,
+
+int pl_ib_resize_cq(struct ib_cq *ibcq, int cqe, struct ib_udata *udata);
+
+#ifdef PL_HAVE_RESIZE_USER_CQ
+static inline int pl_ib_resize_user_cq(struct ib_cq *ibcq, unsigned int cqe,
+				       struct ib_udata *udata)
+{
+	if (cqe > INT_MAX)
+		return -EINVAL;
+	return pl_ib_resize_cq(ibcq, cqe, udata);
+}
+
+#define PL_IB_RESIZE_CQ	.resize_user_cq = pl_ib_resize_user_cq,
+#else
+#define PL_IB_RESIZE_CQ	.resize_cq = pl_ib_resize_cq,
+#endif
 
 static inline struct ib_umem *pl_ib_umem_get(struct ib_device *dev,
 					     unsigned long addr, size_t size,

@@ -170,7 +170,6 @@ int pl_ib_dereg_mr(struct ib_mr *ibmr, struct ib_udata *udata);
 int pl_ib_destroy_cq(struct ib_cq *ibcq, struct ib_udata *udata);
 int pl_ib_poll_cq(struct ib_cq *ibcq, int num_entries, struct ib_wc *wc);
 int pl_ib_req_notify_cq(struct ib_cq *ibcq, enum ib_cq_notify_flags flags);
-int pl_ib_resize_cq(struct ib_cq *ibcq, int cqe, struct ib_udata *udata);
 void pl_ib_cq_add(struct pl_ib_cq *cq, const struct ib_wc *wc,
 		  bool solicited);
 

@@ -228,8 +228,8 @@ static const struct ib_device_ops pl_ib_ops = {
 	.query_port = pl_ib_query_port,
 	.query_qp = pl_ib_query_qp,
 	.req_notify_cq = pl_ib_req_notify_cq,
-	.resize_cq = pl_ib_resize_cq,
 	PL_IB_CREATE_CQ
+	PL_IB_RESIZE_CQ
 	PL_IB_REG_USER_MR
 
 	INIT_RDMA_OBJ_SIZE(ib_ah, pl_ib_ah, ibah),
