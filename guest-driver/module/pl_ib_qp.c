@@ -296,10 +296,9 @@ static enum ib_wc_status pl_ib_rdma(struct pl_ib_dev *d, struct pl_ib_qp *qp,
 	bool read = wr->opcode == IB_WR_RDMA_READ;
 	struct pl_ib_mr *rmr, *lmr;
 	struct pl_ib_qp *dst;
+	int remote = read ? IB_ACCESS_REMOTE_READ : IB_ACCESS_REMOTE_WRITE;
 	u64 total = 0, roff;
 	int i, err;
-
-	int remote = read ? IB_ACCESS_REMOTE_READ : IB_ACCESS_REMOTE_WRITE;
 
 	dst = pl_ib_dest(d, qp);
 	if (!dst)
