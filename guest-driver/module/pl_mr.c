@@ -22,6 +22,7 @@
 #include <linux/uaccess.h>
 
 #include "pinlease.h"
+#include "pinlease_kapi.h"
 #include "pinlease_compat.h"
 
 /*
@@ -85,6 +86,34 @@ void pl_ctx_unpin_all(struct pl_ctx *ctx)
 }
 
 /**
+ * pl_mr_revoked_unpin() - the device revoked an MR: its pages may go
+ * @ctx: the MR's context
+ * @mr: the MR, just marked revoked
+ *
+ * The module's own MRs are unpinned here. A kernel MR's pages are its
+ * owner's (pinlease_ib.ko's umem): the owner's mr_revoked callback lets
+ * them go, at most once per MR (the device's MR_REVOKED event and a lease
+ * break may both report it).
+ *
+ * Context: Process context; may sleep.
+ * Locking: The caller holds ctx->mr_lock, which keeps @mr in the table
+ * (and its owner's object alive: pinlease_kctx_dereg_mr() takes the MR
+ * out under it first).
+ */
+void pl_mr_revoked_unpin(struct pl_ctx *ctx, struct pl_mr *mr)
+{
+	lockdep_assert_held(&ctx->mr_lock);
+	if (!mr->kernel) {
+		pl_mr_unpin(mr);
+		return;
+	}
+	if (ctx->kops && ctx->kops->mr_revoked && mr->kpriv) {
+		ctx->kops->mr_revoked(mr->kpriv);
+		mr->kpriv = NULL;
+	}
+}
+
+/**
  * pl_ctx_mr_revoked() - PL_EVENT_MR_REVOKED: unpin the MR at once
  * @ctx: the context the event names
  * @key: the MR's key
@@ -103,7 +132,7 @@ void pl_ctx_mr_revoked(struct pl_ctx *ctx, u64 key)
 	mr = xa_load(&ctx->mrs, (u32)key);
 	if (mr && mr->key == key && !mr->revoked) {
 		mr->revoked = true;
-		pl_mr_unpin(mr);
+		pl_mr_revoked_unpin(ctx, mr);
 	}
 	mutex_unlock(&ctx->mr_lock);
 }
