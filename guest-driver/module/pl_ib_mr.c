@@ -251,6 +251,12 @@ struct ib_mr *pl_ib_reg_user_mr(struct ib_pd *pd, u64 start, u64 length,
 	err = pinlease_kctx_reg_mr(uc->kctx, pas, npages, start & ~PAGE_MASK,
 				   length, pl_ib_access(access),
 				   file ? &mf : NULL, mr, &mr->key);
+	if (err == -EREMOTEIO) {
+		pr_err("%s: MR at %#llx: the device may still use it: leaving its %llu pages pinned\n",
+		       dev_name(&pd->device->dev), start, npages);
+		kvfree(pas);
+		return ERR_PTR(-EIO);	/* mr, pins, lease leaked on purpose */
+	}
 	if (err)
 		goto err_free_pas;
 	kvfree(pas);

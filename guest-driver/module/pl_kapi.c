@@ -296,8 +296,9 @@ EXPORT_SYMBOL_GPL(pinlease_kctx_handle);
  * Context: Process context; sleeps.
  * Locking: The caller holds none of pinlease.ko's locks; takes
  * ctx->mr_lock after the device request.
- * Return: 0, -EINVAL, -E2BIG, -ENOMEM, -EIO / -ENODEV (context dead), or
- * the device's answer.
+ * Return: 0, -EINVAL, -E2BIG, -ENOMEM, -EIO / -ENODEV (context dead),
+ * -EREMOTEIO (the device registered the MR, may still use the pages and
+ * could not be made to let go: leave them pinned), or the device's answer.
  */
 int pinlease_kctx_reg_mr(struct pl_ctx *ctx, const u64 *pas, u32 npages,
 			 u32 first_page_offset, u64 length, u32 access,
@@ -340,6 +341,8 @@ int pinlease_kctx_reg_mr(struct pl_ctx *ctx, const u64 *pas, u32 npages,
 	if (err)
 		goto err_free_mr;
 	err = pl_ctx_add_mr(ctx, mr);
+	if (err == -EREMOTEIO)
+		return err;	/* mr leaked on purpose: see pl_ctx_add_mr() */
 	if (err)
 		goto err_free_mr;
 	*key = mr->key;
