@@ -348,8 +348,9 @@ static int pl_ib_bounce(struct pl_ib_ucontext *uc)
 			return -ENOMEM;
 	}
 	pa = page_to_phys(uc->bounce);
+	/* no file, no lease; no mr_priv: nothing to unpin if it is revoked */
 	err = pinlease_kctx_reg_mr(uc->kctx, &pa, 1, 0, PAGE_SIZE,
-				   PL_ACCESS_READ, &uc->bounce_key);
+				   PL_ACCESS_READ, NULL, NULL, &uc->bounce_key);
 	if (err)
 		uc->bounce_key = 0;
 	return err;
