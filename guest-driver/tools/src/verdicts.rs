@@ -288,20 +288,21 @@ pub fn verdict_line(row: &Row, got: Expect, want: Expect) -> String {
 /// `reg_user_mr` pins with `ib_umem_get()` (`ib_umem_get_va()` in 7.3),
 /// long-term always. Its GUP flags depend on the MR's access and the
 /// kernel (`drivers/infiniband/core/umem.c`, read in Debian's
-/// linux-source-6.1 6.1.192-3 and linux-source-6.12 6.12.118; 7.3 as read
-/// for docs/rdma.md section 3):
+/// linux-source-6.1 6.1.192-3, linux-source-6.12 6.12.118-1~deb12u1 and
+/// linux-source-7.3 7.3.4-1~bpo13+1):
 ///
-/// - 6.1: `gup_flags = FOLL_WRITE` always, `| FOLL_FORCE` when the MR is
-///   not writable (`!ib_access_writable(access)`), `| FOLL_LONGTERM`.
-/// - 6.2 on ("RDMA/umem: remove FOLL_FORCE usage"), so 6.12 and 7.3:
-///   `gup_flags = FOLL_LONGTERM`, `| FOLL_WRITE` only when writable.
+/// - 6.1 `ib_umem_get()`: `gup_flags = FOLL_WRITE` always, `| FOLL_FORCE`
+///   when the MR is not writable (`!umem->writable`), `| FOLL_LONGTERM`.
+/// - 6.2 on ("RDMA/umem: remove FOLL_FORCE usage"): 6.12 `ib_umem_get()`
+///   and 7.3 `__ib_umem_get_va()`: `gup_flags = FOLL_LONGTERM`,
+///   `| FOLL_WRITE` only when `umem->writable`.
 ///
 /// `ib_access_writable()` (`include/rdma/ib_verbs.h`): LOCAL_WRITE,
 /// REMOTE_WRITE, REMOTE_ATOMIC or MW_BIND. Then `mm/gup.c`
-/// `check_vma_flags()` decides, in 6.1 and 6.12 alike for these rows:
+/// `check_vma_flags()` decides, in 6.1, 6.12 and 7.3 alike for these rows:
 /// a `FOLL_WRITE` pin of a vma without `VM_WRITE` is EFAULT unless
 /// `FOLL_FORCE` and a private (COW) mapping; from 6.5
-/// `writable_file_mapping_allowed()` refuses (EFAULT) a long-term
+/// `writable_file_mapping_allowed()` (6.12, 7.3) refuses (EFAULT) a long-term
 /// `FOLL_WRITE` pin of a shared writable mapping that needs dirty tracking
 /// (XFS, ext4; not shmem); FS-DAX is EOPNOTSUPP for any long-term pin.
 /// A pin without `FOLL_WRITE` only needs `VM_READ`.
