@@ -506,21 +506,29 @@ static int qp_pair_destroy(struct qp_pair *p)
 	return ibv_destroy_cq(p->cq) ?: err;
 }
 
+/* Polls @cq for one completion: 1 when it came, 0 when none did. */
+static int poll_wc(struct ibv_cq *cq, struct ibv_wc *wc)
+{
+	int spins, r;
+
+	for (spins = 0; spins < 1000000; spins++) {
+		r = ibv_poll_cq(cq, 1, wc);
+		if (r < 0)
+			die("ibv_poll_cq");
+		if (r)
+			return 1;
+	}
+	return 0;
+}
+
 /* Polls @cq until @n completions came; 0 when all are IBV_WC_SUCCESS. */
 static int poll_n(struct ibv_cq *cq, int n, const char *what,
 		  enum ibv_wc_status *last)
 {
 	struct ibv_wc wc;
-	int got = 0, bad = 0, spins = 0, r;
+	int got = 0, bad = 0;
 
-	while (got < n && spins < 1000000) {
-		r = ibv_poll_cq(cq, 1, &wc);
-		if (r < 0)
-			die("ibv_poll_cq");
-		if (!r) {
-			spins++;
-			continue;
-		}
+	while (got < n && poll_wc(cq, &wc)) {
 		got++;
 		*last = wc.status;
 		if (wc.status != IBV_WC_SUCCESS) {
@@ -823,23 +831,28 @@ struct holder {
 /*
  * One RDMA work request on the holder's first QP, polled: @op with the
  * local MR @lmr as the scatter/gather side and @rmr as the remote one.
- * A failed completion leaves the QPs recovered for the next command.
+ * Returns the completion's status name, "post-ERRNO" when ibv_post_send
+ * refused it or "no-completion"; after anything but success the QPs are
+ * recovered for the next command.
  */
-static enum ibv_wc_status holder_rdma(struct holder *h,
-				      enum ibv_wr_opcode op,
-				      struct ibv_mr *lmr, struct ibv_mr *rmr)
+static const char *holder_rdma(struct holder *h, enum ibv_wr_opcode op,
+			       struct ibv_mr *lmr, struct ibv_mr *rmr)
 {
-	enum ibv_wc_status st = IBV_WC_GENERAL_ERR;
+	static char refused[48];
+	const char *st;
+	struct ibv_wc wc;
 	int err;
 
 	err = post_one(h->qps.qa, op, lmr, 0, h->len, rmr, 0);
 	if (err) {
-		printf("pl-verbs-check: ibv_post_send: %s\n", strerror(err));
-		return IBV_WC_GENERAL_ERR;
+		snprintf(refused, sizeof(refused), "post-%s", errno_name(err));
+		return refused;
 	}
-	poll_n(h->qps.cq, 1, op == IBV_WR_RDMA_READ ? "RDMA READ" :
-	       "RDMA WRITE", &st);
-	if (st != IBV_WC_SUCCESS)
+	if (!poll_wc(h->qps.cq, &wc))
+		st = "no-completion";
+	else
+		st = wc_status_name(wc.status);
+	if (strcmp(st, "IBV_WC_SUCCESS"))
 		qp_pair_recover(&h->qps);
 	return st;
 }
@@ -847,8 +860,8 @@ static enum ibv_wc_status holder_rdma(struct holder *h,
 /* One command line of the holder's protocol; 0 when it said "exit". */
 static int holder_command(struct holder *h, char *line)
 {
-	enum ibv_wc_status st;
 	struct timespec t0, t1;
+	const char *st;
 	unsigned int byte;
 	int err;
 
@@ -882,21 +895,19 @@ static int holder_command(struct holder *h, char *line)
 		/* RDMA READ of the file MR (the remote side, its rkey) */
 		memset(h->local, 0, h->len);
 		st = holder_rdma(h, IBV_WR_RDMA_READ, h->local_mr, h->file_mr);
-		printf("read status=%s len=%zu fnv1a=%#llx\n",
-		       wc_status_name(st), h->len,
+		printf("read status=%s len=%zu fnv1a=%#llx\n", st, h->len,
 		       (unsigned long long)fnv1a(h->local, h->len));
 	} else if (!strcmp(line, "write-out")) {
 		/* RDMA WRITE out of the file MR (the local side, its lkey) */
 		memset(h->local, 0, h->len);
 		st = holder_rdma(h, IBV_WR_RDMA_WRITE, h->file_mr, h->local_mr);
-		printf("write-out status=%s len=%zu fnv1a=%#llx\n",
-		       wc_status_name(st), h->len,
+		printf("write-out status=%s len=%zu fnv1a=%#llx\n", st, h->len,
 		       (unsigned long long)fnv1a(h->local, h->len));
 	} else if (sscanf(line, "write %x", &byte) == 1 && byte < 256) {
 		/* RDMA WRITE into the file MR (the remote side) */
 		memset(h->local, byte, h->len);
 		st = holder_rdma(h, IBV_WR_RDMA_WRITE, h->local_mr, h->file_mr);
-		printf("write status=%s len=%zu\n", wc_status_name(st), h->len);
+		printf("write status=%s len=%zu\n", st, h->len);
 	} else {
 		printf("error unknown-command \"%s\"\n", line);
 	}
