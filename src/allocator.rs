@@ -212,11 +212,7 @@ mod tests {
             return;
         }
         fn resident_kb() -> u64 {
-            let st = std::fs::read_to_string("/proc/self/status").unwrap();
-            st.lines()
-                .find_map(|l| l.strip_prefix("RssAnon:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                .unwrap()
+            pinlease_testkit::proc_status::rss_anon_kb(None)
         }
         // 4 MiB in 4 KiB blocks (below the mmap threshold: heap pages),
         // touched; then seven of every eight freed, the eighth kept, so the

@@ -163,11 +163,7 @@ fn an_arena_limit_in_the_environment_is_left_alone() {
 
 /// The daemon's RssAnon, kB.
 fn rss_anon_kb(pid: u32) -> u64 {
-    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    st.lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no RssAnon in /proc/{pid}/status"))
+    pinlease_testkit::proc_status::rss_anon_kb(Some(pid))
 }
 
 const TRIMMED: &str = "free heap pages returned to the kernel";

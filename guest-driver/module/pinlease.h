@@ -80,7 +80,9 @@
 
 struct dentry;
 struct page;
+struct path;
 struct pinlease_adev;
+struct pinlease_kctx_ops;
 struct scatterlist;
 
 /* Event buffers kept posted on the event queue. */
@@ -193,6 +195,9 @@ struct pl_ctx {
 	struct mutex lease_lock;		/* leases membership only */
 	struct xarray leases;		/* allocated id -> pl_lease */
 
+	/* kernel context: its owner's callbacks (pinlease_kapi.h), or NULL */
+	const struct pinlease_kctx_ops *kops;
+
 	struct work_struct free_work;
 	struct rcu_head rcu;
 };
@@ -238,6 +243,7 @@ struct pl_mr {
 	bool imported;
 	bool revoked;
 	bool kernel;			/* pinlease_kctx_reg_mr(): no pins */
+	void *kpriv;			/* kernel MR: its owner's, for kops */
 	u64 file_dev;
 	u64 file_ino;
 	u32 file_gen;
@@ -276,6 +282,7 @@ int pl_pin_batches(unsigned long start, unsigned long *pinned,
 void pl_mr_unpin(struct pl_mr *mr);
 void pl_ctx_unpin_all(struct pl_ctx *ctx);
 void pl_ctx_mr_revoked(struct pl_ctx *ctx, u64 key);
+void pl_mr_revoked_unpin(struct pl_ctx *ctx, struct pl_mr *mr);
 int pl_ctx_add_mr(struct pl_ctx *ctx, struct pl_mr *mr);
 int pl_mr_tell_device(struct pl_ctx *ctx, struct pl_mr *mr, u32 off,
 		      const u64 *pas);
@@ -297,6 +304,9 @@ long pl_ioctl_event_fd(struct pl_ctx *ctx);
 long pl_ioctl_dma(struct pl_ctx *ctx, void __user *argp);
 
 /* pl_lease.c: layout leases */
+int pl_lease_take(struct pl_ctx *ctx, const struct path *path, u32 policy,
+		  u64 start, u64 length, u64 *handle);
+int pl_lease_release(struct pl_ctx *ctx, u64 handle);
 long pl_ioctl_lease_take(struct pl_ctx *ctx, void __user *argp);
 long pl_ioctl_lease_release(struct pl_ctx *ctx, void __user *argp);
 void pl_ctx_release_leases(struct pl_ctx *ctx);
@@ -305,6 +315,7 @@ bool pl_lease_covers(struct pl_ctx *ctx, u64 dev, u64 ino, u32 gen, u64 off,
 void pl_lease_show(struct seq_file *m, const struct pl_lease *l);
 const char *pl_lease_state_name(const struct pl_lease *l);
 const char *pl_lease_policy_name(const struct pl_lease *l);
+const char *pl_policy_name(u32 policy);
 
 /* pl_faults.c: fault points and the request timeout */
 unsigned long pl_req_timeout(void);

@@ -15,7 +15,9 @@
  * - struct pl_ib_pd: bookkeeping only; the device has no protection
  *   domains (every MR belongs to the context).
  * - struct pl_ib_mr: owns its umem (the pins) until the device has
- *   deregistered the MR, or forgot it with a reset. In d->mrs under its
+ *   deregistered the MR, forgot it with a reset, or revoked it (a lease
+ *   break under the revoke policy: pinlease.ko calls pl_ib_mr_revoked()).
+ *   Owns its layout lease, if any, until dereg_mr. In d->mrs under its
  *   lkey (= rkey) from registration until dereg_mr.
  * - struct pl_ib_cq: a ring of work completions in the kernel, read by
  *   poll_cq (through uverbs: the provider maps nothing).
@@ -74,7 +76,9 @@ struct pl_ib_pd {
 
 struct pl_ib_mr {
 	struct ib_mr ibmr;
-	struct ib_umem *umem;
+	struct ib_umem *umem;		/* NULL once unpinned (xchg) */
+	u64 lease;			/* the device's lease handle, or 0 */
+	bool revoked;			/* by the device: pins gone */
 	struct pl_ib_ucontext *uctx;	/* outlives the MR (ib_core) */
 	u64 key;			/* the device's MR key */
 	u64 iova;			/* the address work requests use */
@@ -145,6 +149,7 @@ static inline struct pl_ib_qp *to_pl_ib_qp(struct ib_qp *ibqp)
 }
 
 /* pl_ib_mr.c */
+extern const struct pinlease_kctx_ops pl_ib_kctx_ops;
 int pl_ib_dereg_mr(struct ib_mr *ibmr, struct ib_udata *udata);
 
 /* pl_ib_cq.c */

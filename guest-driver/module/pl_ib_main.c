@@ -126,7 +126,7 @@ static int pl_ib_alloc_ucontext(struct ib_ucontext *ibuc,
 	struct pl_ib_dev *d = to_pl_ib_dev(ibuc->device);
 	struct pl_ctx *kctx;
 
-	kctx = pinlease_kctx_create(d->padev);
+	kctx = pinlease_kctx_create(d->padev, &pl_ib_kctx_ops);
 	if (IS_ERR(kctx))
 		return PTR_ERR(kctx);
 	uc->kctx = kctx;

@@ -211,6 +211,7 @@ EXPORT_SYMBOL_GPL(pinlease_kdev_max_mr_pages);
 /**
  * pinlease_kctx_create() - a device context for a kernel user
  * @padev: the auxiliary device
+ * @ops: the owner's callbacks (struct pinlease_kctx_ops), or NULL
  *
  * CREATE_CONTEXT with the calling task's pid and comm, as an open of
  * /dev/pinleaseN. The context appears in debugfs like any other.
@@ -221,9 +222,14 @@ EXPORT_SYMBOL_GPL(pinlease_kdev_max_mr_pages);
  * Return: the context, or ERR_PTR(): -ENOMEM, -ENODEV, -EIO, or the
  * device's answer.
  */
-struct pl_ctx *pinlease_kctx_create(struct pinlease_adev *padev)
+struct pl_ctx *pinlease_kctx_create(struct pinlease_adev *padev,
+				    const struct pinlease_kctx_ops *ops)
 {
-	return pl_ctx_create(padev->pl);
+	struct pl_ctx *ctx = pl_ctx_create(padev->pl);
+
+	if (!IS_ERR(ctx))
+		ctx->kops = ops;
+	return ctx;
 }
 EXPORT_SYMBOL_GPL(pinlease_kctx_create);
 
@@ -278,21 +284,25 @@ EXPORT_SYMBOL_GPL(pinlease_kctx_handle);
  * @first_page_offset: where the MR starts in its first page
  * @length: the MR's length in bytes
  * @access: PL_ACCESS_* the device allows
+ * @file: the file range the pages map, or NULL (anonymous, several vmas)
+ * @mr_priv: the caller's, for its mr_revoked callback
  * @key: the MR's key, on success
  *
  * REG_MR's "tell the device" half (pl_mr_tell_device()) with a
- * long-term registration and no file identity. The caller keeps the
- * pages pinned until pinlease_kctx_dereg_mr() returns 0 (or the context
- * is closed).
+ * long-term registration. The caller keeps the pages pinned until
+ * pinlease_kctx_dereg_mr() returns 0, the context is closed, or the
+ * mr_revoked callback names @mr_priv.
  *
  * Context: Process context; sleeps.
  * Locking: The caller holds none of pinlease.ko's locks; takes
  * ctx->mr_lock after the device request.
- * Return: 0, -EINVAL, -E2BIG, -ENOMEM, -EIO / -ENODEV (context dead), or
- * the device's answer.
+ * Return: 0, -EINVAL, -E2BIG, -ENOMEM, -EIO / -ENODEV (context dead),
+ * -EREMOTEIO (the device registered the MR, may still use the pages and
+ * could not be made to let go: leave them pinned), or the device's answer.
  */
 int pinlease_kctx_reg_mr(struct pl_ctx *ctx, const u64 *pas, u32 npages,
 			 u32 first_page_offset, u64 length, u32 access,
+			 const struct pinlease_kmr_file *file, void *mr_priv,
 			 u64 *key)
 {
 	struct pl_dev *dev = ctx->dev;
@@ -319,10 +329,20 @@ int pinlease_kctx_reg_mr(struct pl_ctx *ctx, const u64 *pas, u32 npages,
 	mr->npages = npages;
 	mr->length = length;
 	mr->reg_flags = PL_REG_LONGTERM;
+	mr->kpriv = mr_priv;
+	if (file) {
+		mr->reg_flags |= PL_REG_HAS_FILE;
+		mr->file_dev = file->dev;
+		mr->file_ino = file->ino;
+		mr->file_gen = file->generation;
+		mr->file_offset = file->offset;
+	}
 	err = pl_mr_tell_device(ctx, mr, first_page_offset, pas);
 	if (err)
 		goto err_free_mr;
 	err = pl_ctx_add_mr(ctx, mr);
+	if (err == -EREMOTEIO)
+		return err;	/* mr leaked on purpose: see pl_ctx_add_mr() */
 	if (err)
 		goto err_free_mr;
 	*key = mr->key;
@@ -411,3 +431,111 @@ int pinlease_kctx_dma(struct pl_ctx *ctx, u16 op, u64 local_key,
 			 0, NULL, 0);
 }
 EXPORT_SYMBOL_GPL(pinlease_kctx_dma);
+
+/**
+ * pinlease_kctx_atomic() - COMPARE_SWAP or FETCH_ADD on an MR's word
+ * @ctx: the context the request goes on
+ * @op: PL_OP_COMPARE_SWAP or PL_OP_FETCH_ADD
+ * @key: any context's MR with PL_ACCESS_ATOMIC (an rkey's MR)
+ * @offset: the 8-byte aligned word's byte offset in it
+ * @operand: COMPARE_SWAP: the expected value; FETCH_ADD: the addend
+ * @swap: COMPARE_SWAP: the new value; FETCH_ADD: 0
+ * @original: the word's value before the operation, on success
+ *
+ * The device's own atomics (docs/abi.md), as PINLEASE_IOC_DMA sends them:
+ * the device checks the key, the access and the alignment.
+ *
+ * Context: Process context; sleeps (the device request).
+ * Locking: The caller holds none of pinlease.ko's locks.
+ * Return: 0, -EINVAL (@op), -EIO / -ENODEV (context dead), or the
+ * device's answer.
+ */
+int pinlease_kctx_atomic(struct pl_ctx *ctx, u16 op, u64 key, u64 offset,
+			 u64 operand, u64 swap, u64 *original)
+{
+	struct pl_atomic_req req = {
+		.key = cpu_to_le64(key),
+		.offset = cpu_to_le64(offset),
+		.operand = cpu_to_le64(operand),
+		.swap = cpu_to_le64(swap),
+	};
+	struct pl_atomic_resp resp;
+	int err;
+
+	if (op != PL_OP_COMPARE_SWAP && op != PL_OP_FETCH_ADD)
+		return -EINVAL;
+	err = pl_ctx_err(ctx);
+	if (err)
+		return err;
+	err = pl_submit(ctx->dev, op, ctx->handle, &req, sizeof(req), NULL,
+			0, &resp, sizeof(resp));
+	if (!err)
+		*original = le64_to_cpu(resp.original);
+	return err;
+}
+EXPORT_SYMBOL_GPL(pinlease_kctx_atomic);
+
+/**
+ * pinlease_kctx_lease_take() - a layout lease held by a kernel context
+ * @ctx: the holder
+ * @file: the data file (a reference of the caller's; the lease opens its
+ *	own struct file on the inode)
+ * @policy: PL_POLICY_*
+ * @start: the range's first byte
+ * @length: the range's bytes; 0: to the end of the file
+ * @handle: the device's lease handle, on success
+ *
+ * PINLEASE_IOC_LEASE_TAKE for a kernel user: the lease is in the device's
+ * table and in debugfs like any other, with the caller's pid. It ends with
+ * pinlease_kctx_lease_release() or pinlease_kctx_close().
+ *
+ * Context: Process context; sleeps.
+ * Locking: The caller holds none of pinlease.ko's locks.
+ * Return: 0, -EIO / -ENODEV (context dead), or as PINLEASE_IOC_LEASE_TAKE
+ * (-EINVAL, -ENOMEM, -EAGAIN, vfs_setlease()'s error, the device's).
+ */
+int pinlease_kctx_lease_take(struct pl_ctx *ctx, struct file *file,
+			     u32 policy, u64 start, u64 length, u64 *handle)
+{
+	int err = pl_ctx_err(ctx);
+
+	if (err)
+		return err;
+	return pl_lease_take(ctx, &file->f_path, policy, start, length,
+			     handle);
+}
+EXPORT_SYMBOL_GPL(pinlease_kctx_lease_take);
+
+/**
+ * pinlease_kctx_lease_release() - end a kernel context's lease
+ * @ctx: the holder, live or dead
+ * @handle: the lease's handle
+ *
+ * A breaker waiting on the lease goes on.
+ *
+ * Context: Process context; sleeps.
+ * Locking: The caller holds none of pinlease.ko's locks.
+ * Return: 0, -ENOENT (no such lease), or the device's answer (the kernel
+ * lease is gone all the same).
+ */
+int pinlease_kctx_lease_release(struct pl_ctx *ctx, u64 handle)
+{
+	return pl_lease_release(ctx, handle);
+}
+EXPORT_SYMBOL_GPL(pinlease_kctx_lease_release);
+
+/**
+ * pinlease_lease_policy_name() - a PL_POLICY_* value's name
+ * @policy: the value
+ *
+ * The names debugfs, fdinfo and the daemon's status use: "revoke",
+ * "wait", "timeout".
+ *
+ * Context: Any context.
+ * Return: the name, or NULL for a value that is no policy.
+ */
+const char *pinlease_lease_policy_name(u32 policy)
+{
+	return pl_policy_name(policy);
+}
+EXPORT_SYMBOL_GPL(pinlease_lease_policy_name);

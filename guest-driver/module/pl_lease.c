@@ -81,6 +81,20 @@ const char *pl_lease_state_name(const struct pl_lease *l)
 }
 
 /**
+ * pl_policy_name() - a PL_POLICY_* value's name
+ * @policy: the value
+ *
+ * Context: Any context.
+ * Return: "revoke", "wait", "timeout", or NULL for no policy.
+ */
+const char *pl_policy_name(u32 policy)
+{
+	if (policy >= ARRAY_SIZE(pl_policy_names))
+		return NULL;
+	return pl_policy_names[policy];
+}
+
+/**
  * pl_lease_policy_name() - a lease's break policy, by name
  * @l: the lease
  *
@@ -206,7 +220,7 @@ static u32 pl_lease_unpin_range(struct pl_lease *l)
 		} else if (mr->lease == l->handle) {
 			n++;
 		}
-		pl_mr_unpin(mr);
+		pl_mr_revoked_unpin(ctx, mr);
 	}
 	mutex_unlock(&ctx->mr_lock);
 	return n;
@@ -336,39 +350,42 @@ static int pl_lease_destroy(struct pl_lease *l, bool tell_dev)
 }
 
 /**
- * pl_ioctl_lease_take() - PINLEASE_IOC_LEASE_TAKE: take a layout lease
- * @ctx: the device fd's context
- * @argp: struct pinlease_lease_take, in and out
+ * pl_lease_take() - take a layout lease for a context
+ * @ctx: the holder
+ * @path: the data file (its inode is leased)
+ * @policy: PL_POLICY_*
+ * @start: the range's first byte
+ * @length: the range's bytes; 0: to the end of the file
+ * @handle: the device's lease handle, on success
  *
- * Opens the module's own struct file on the data fd's inode, sets an
- * FL_LAYOUT lease on it, then reports the lease to the device. The lease
- * stays taken even when the copy back fails: it goes away at close.
+ * Opens the module's own struct file on @path's inode (the caller's file
+ * may be closed at once), sets an FL_LAYOUT lease on it, then reports the
+ * lease to the device. The lease is then the context's until
+ * pl_lease_release() or the context's close.
  *
- * Context: Process context, the ioctl's caller; sleeps.
+ * Context: Process context; sleeps. The lease's pid is the caller's.
  * Locking: The caller holds no lock of the module's. Takes lease->lock
  * (held across LEASE_TAKE to the device, so a break waits for the handle)
  * and then ctx->lease_lock; the inode's flc_lock inside vfs_setlease().
- * Return: 0, -EFAULT, -EINVAL (policy, range, not a regular file),
- * -EBADF, -ENOMEM, -EAGAIN (fault_lease_set or a conflicting lease),
- * dentry_open()'s or vfs_setlease()'s error, or the device's answer.
+ * Return: 0, -EINVAL (policy, range, not a regular file), -ENOMEM,
+ * -EAGAIN (fault_lease_set or a conflicting lease), dentry_open()'s or
+ * vfs_setlease()'s error, or the device's answer.
  */
-long pl_ioctl_lease_take(struct pl_ctx *ctx, void __user *argp)
+int pl_lease_take(struct pl_ctx *ctx, const struct path *path, u32 policy,
+		  u64 start, u64 length, u64 *handle)
 {
-	struct pinlease_lease_take a;
 	struct pl_lease_take_req req = {};
 	struct pl_handle_resp resp;
+	struct inode *inode = d_inode(path->dentry);
 	struct pl_file_lease *fl;
-	struct inode *inode;
 	struct pl_lease *l;
-	struct fd f;
 	u64 end;
 	u32 id;
 	int err;
 
-	if (copy_from_user(&a, argp, sizeof(a)))
-		return -EFAULT;
-	if (a.policy < PL_POLICY_REVOKE || a.policy > PL_POLICY_TIMEOUT ||
-	    check_add_overflow(a.start, a.length, &end) || a.start > LLONG_MAX)
+	if (policy < PL_POLICY_REVOKE || policy > PL_POLICY_TIMEOUT ||
+	    check_add_overflow(start, length, &end) || start > LLONG_MAX ||
+	    !S_ISREG(inode->i_mode))
 		return -EINVAL;
 
 	l = kzalloc_obj(*l, GFP_KERNEL);
@@ -378,29 +395,15 @@ long pl_ioctl_lease_take(struct pl_ctx *ctx, void __user *argp)
 	INIT_WORK(&l->break_work, pl_lease_break_work);
 	INIT_DELAYED_WORK(&l->lost_work, pl_lease_lost_work);
 	l->ctx = ctx;
-	l->policy = a.policy;
-	l->start = a.start;
-	l->length = a.length;
+	l->policy = policy;
+	l->start = start;
+	l->length = length;
 	l->pid = task_tgid_vnr(current);
-
-	f = fdget(a.data_fd);
-	if (!fd_file(f)) {
-		kfree(l);
-		return -EBADF;
-	}
-	inode = file_inode(fd_file(f));
-	if (!S_ISREG(inode->i_mode)) {
-		fdput(f);
-		kfree(l);
-		return -EINVAL;
-	}
 	l->file_dev = inode->i_sb->s_dev;
 	l->file_ino = inode->i_ino;
 	l->file_gen = inode->i_generation;
-	/* our own struct file: the data fd may be closed, the lease stays */
-	l->file = dentry_open(&fd_file(f)->f_path, O_RDONLY | O_LARGEFILE,
-			      current_cred());
-	fdput(f);
+	/* our own struct file: the caller's may be closed, the lease stays */
+	l->file = dentry_open(path, O_RDONLY | O_LARGEFILE, current_cred());
 	if (IS_ERR(l->file)) {
 		err = PTR_ERR(l->file);
 		kfree(l);
@@ -436,9 +439,9 @@ long pl_ioctl_lease_take(struct pl_ctx *ctx, void __user *argp)
 	req.file.dev = cpu_to_le64(l->file_dev);
 	req.file.ino = cpu_to_le64(l->file_ino);
 	req.file.generation = cpu_to_le32(l->file_gen);
-	req.start = cpu_to_le64(a.start);
-	req.length = cpu_to_le64(a.length);
-	req.policy = cpu_to_le32(a.policy);
+	req.start = cpu_to_le64(start);
+	req.length = cpu_to_le64(length);
+	req.policy = cpu_to_le32(policy);
 	req.owner_pid = cpu_to_le32(l->pid);
 	err = pl_submit(ctx->dev, PL_OP_LEASE_TAKE, ctx->handle, &req,
 			sizeof(req), NULL, 0, &resp, sizeof(resp));
@@ -459,10 +462,8 @@ long pl_ioctl_lease_take(struct pl_ctx *ctx, void __user *argp)
 		pl_lease_destroy(l, true);
 		return err;
 	}
-
-	/* taken even if the copy fails: it goes away at close */
-	a.lease = l->handle;
-	return copy_to_user(argp, &a, sizeof(a)) ? -EFAULT : 0;
+	*handle = l->handle;
+	return 0;
 
 err_cancel_works:
 	cancel_work_sync(&l->break_work);
@@ -474,27 +475,56 @@ err_fput:
 }
 
 /**
- * pl_ioctl_lease_release() - PINLEASE_IOC_LEASE_RELEASE: end a lease
- * @ctx: the device fd's context, live or dead (a breaker may wait on it)
- * @argp: the lease handle (u64)
+ * pl_ioctl_lease_take() - PINLEASE_IOC_LEASE_TAKE: take a layout lease
+ * @ctx: the device fd's context
+ * @argp: struct pinlease_lease_take, in and out
+ *
+ * pl_lease_take() on the data fd's file. The lease stays taken even when
+ * the copy back fails: it goes away at close.
+ *
+ * Context: Process context, the ioctl's caller; sleeps.
+ * Locking: As pl_lease_take().
+ * Return: 0, -EFAULT, -EBADF, or as pl_lease_take().
+ */
+long pl_ioctl_lease_take(struct pl_ctx *ctx, void __user *argp)
+{
+	struct pinlease_lease_take a;
+	struct fd f;
+	int err;
+
+	if (copy_from_user(&a, argp, sizeof(a)))
+		return -EFAULT;
+	f = fdget(a.data_fd);
+	if (!fd_file(f))
+		return -EBADF;
+	err = pl_lease_take(ctx, &fd_file(f)->f_path, a.policy, a.start,
+			    a.length, &a.lease);
+	fdput(f);
+	if (err)
+		return err;
+	/* taken even if the copy fails: it goes away at close */
+	return copy_to_user(argp, &a, sizeof(a)) ? -EFAULT : 0;
+}
+
+/**
+ * pl_lease_release() - end a context's lease
+ * @ctx: the holder, live or dead (a breaker may wait on it)
+ * @handle: the device's lease handle
  *
  * Removes the kernel lease (a waiting breaker goes on), stops the lease's
  * works, sends LEASE_RELEASE unless the context is dead, and puts the
  * module's file.
  *
- * Context: Process context, the ioctl's caller; sleeps.
+ * Context: Process context; sleeps.
  * Locking: The caller holds no lock of the module's. Takes
  * ctx->lease_lock, then lease->lock (held across LEASE_RELEASE).
- * Return: 0, -EFAULT, -ENOENT (no such lease), or the device's answer.
+ * Return: 0, -ENOENT (no such lease), or the device's answer.
  */
-long pl_ioctl_lease_release(struct pl_ctx *ctx, void __user *argp)
+int pl_lease_release(struct pl_ctx *ctx, u64 handle)
 {
 	struct pl_lease *l, *found = NULL;
 	unsigned long idx;
-	u64 handle;
 
-	if (get_user(handle, (u64 __user *)argp))
-		return -EFAULT;
 	mutex_lock(&ctx->lease_lock);
 	xa_for_each(&ctx->leases, idx, l) {
 		if (l->handle == handle) {
@@ -507,6 +537,24 @@ long pl_ioctl_lease_release(struct pl_ctx *ctx, void __user *argp)
 	if (!found)
 		return -ENOENT;
 	return pl_lease_destroy(found, true);
+}
+
+/**
+ * pl_ioctl_lease_release() - PINLEASE_IOC_LEASE_RELEASE: end a lease
+ * @ctx: the device fd's context, live or dead
+ * @argp: the lease handle (u64)
+ *
+ * Context: Process context, the ioctl's caller; sleeps.
+ * Locking: As pl_lease_release().
+ * Return: 0, -EFAULT, or as pl_lease_release().
+ */
+long pl_ioctl_lease_release(struct pl_ctx *ctx, void __user *argp)
+{
+	u64 handle;
+
+	if (get_user(handle, (u64 __user *)argp))
+		return -EFAULT;
+	return pl_lease_release(ctx, handle);
 }
 
 /**

@@ -22,6 +22,7 @@
 #include <linux/uaccess.h>
 
 #include "pinlease.h"
+#include "pinlease_kapi.h"
 #include "pinlease_compat.h"
 
 /*
@@ -85,6 +86,34 @@ void pl_ctx_unpin_all(struct pl_ctx *ctx)
 }
 
 /**
+ * pl_mr_revoked_unpin() - the device revoked an MR: its pages may go
+ * @ctx: the MR's context
+ * @mr: the MR, just marked revoked
+ *
+ * The module's own MRs are unpinned here. A kernel MR's pages are its
+ * owner's (pinlease_ib.ko's umem): the owner's mr_revoked callback lets
+ * them go, at most once per MR (the device's MR_REVOKED event and a lease
+ * break may both report it).
+ *
+ * Context: Process context; may sleep.
+ * Locking: The caller holds ctx->mr_lock, which keeps @mr in the table
+ * (and its owner's object alive: pinlease_kctx_dereg_mr() takes the MR
+ * out under it first).
+ */
+void pl_mr_revoked_unpin(struct pl_ctx *ctx, struct pl_mr *mr)
+{
+	lockdep_assert_held(&ctx->mr_lock);
+	if (!mr->kernel) {
+		pl_mr_unpin(mr);
+		return;
+	}
+	if (ctx->kops && ctx->kops->mr_revoked && mr->kpriv) {
+		ctx->kops->mr_revoked(mr->kpriv);
+		mr->kpriv = NULL;
+	}
+}
+
+/**
  * pl_ctx_mr_revoked() - PL_EVENT_MR_REVOKED: unpin the MR at once
  * @ctx: the context the event names
  * @key: the MR's key
@@ -103,7 +132,7 @@ void pl_ctx_mr_revoked(struct pl_ctx *ctx, u64 key)
 	mr = xa_load(&ctx->mrs, (u32)key);
 	if (mr && mr->key == key && !mr->revoked) {
 		mr->revoked = true;
-		pl_mr_unpin(mr);
+		pl_mr_revoked_unpin(ctx, mr);
 	}
 	mutex_unlock(&ctx->mr_lock);
 }
@@ -303,32 +332,58 @@ int pl_mr_tell_device(struct pl_ctx *ctx, struct pl_mr *mr, u32 off,
  * @mr: the MR, with the key the device gave it
  *
  * When the context died meanwhile, the device forgot the MR: the caller
- * frees it. When the table refuses it, the MR is deregistered on the
- * device again (and logged).
+ * frees it. An MR the table still holds in the new key's slot (under an
+ * older key) is one the device has freed: it hands a slot out again only
+ * after freeing its occupant (handles carry the slot's generation,
+ * src/model/table.rs), so that MR's DEREG_MR answer was lost after the
+ * device acted. It is dropped for the new one, its pages unpinned. When
+ * the table refuses the MR all the same (no memory), the MR is
+ * deregistered on the device again; if the device refuses that too, it is
+ * reset, as a refused DEREG_MR is.
  *
  * Context: Process context; sleeps.
  * Locking: Takes ctx->mr_lock, and sends DEREG_MR after dropping it; the
  * caller holds none of the module's locks.
- * Return: 0, or -EIO / -ENODEV (context dead), -EBUSY / -ENOMEM (table);
- * on error @mr is not in the table and still the caller's.
+ * Return: 0, or -EIO / -ENODEV (context dead), -ENOMEM (table): the MR is
+ * not in the table, the device no longer has it and it is still the
+ * caller's; -EREMOTEIO: the device may still use its pages (it kept the
+ * MR and could not be reset): the caller must leave them pinned.
  */
 int pl_ctx_add_mr(struct pl_ctx *ctx, struct pl_mr *mr)
 {
+	struct pl_handle_req h = { .handle = cpu_to_le64(mr->key) };
+	struct pl_mr *old = NULL;
+	void *prev;
 	int err;
 
 	mutex_lock(&ctx->mr_lock);
 	err = pl_ctx_err(ctx);
-	if (!err)
-		err = xa_insert(&ctx->mrs, (u32)mr->key, mr, GFP_KERNEL);
-	mutex_unlock(&ctx->mr_lock);
-	if (err && !READ_ONCE(ctx->dead)) {
-		struct pl_handle_req h = { .handle = cpu_to_le64(mr->key) };
-
-		pr_err("%s: MR %#llx: cannot track it (%d)\n", ctx->dev->name,
-		       mr->key, err);
-		pl_submit(ctx->dev, PL_OP_DEREG_MR, ctx->handle, &h, sizeof(h),
-			  NULL, 0, NULL, 0);
+	if (!err) {
+		prev = xa_store(&ctx->mrs, (u32)mr->key, mr, GFP_KERNEL);
+		if (xa_is_err(prev))
+			err = xa_err(prev);
+		else
+			old = prev;
 	}
+	if (old) {
+		pr_warn("%s: MR %#llx: the device gave its slot to MR %#llx, so it had freed it (a lost DEREG_MR answer): unpinning it\n",
+			ctx->dev->name, old->key, mr->key);
+		pl_mr_revoked_unpin(ctx, old);
+		pl_mr_free(old);
+	}
+	mutex_unlock(&ctx->mr_lock);
+	if (!err || READ_ONCE(ctx->dead))
+		return err;
+
+	pr_err("%s: MR %#llx: cannot track it (%d)\n", ctx->dev->name, mr->key,
+	       err);
+	if (!pl_submit(ctx->dev, PL_OP_DEREG_MR, ctx->handle, &h, sizeof(h),
+		       NULL, 0, NULL, 0) || READ_ONCE(ctx->dead))
+		return err;
+	pr_warn("%s: DEREG_MR %#llx of an MR the module cannot track refused: resetting the device before unpinning\n",
+		ctx->dev->name, mr->key);
+	if (pl_dev_reset_since(ctx->dev, ctx->gen) && !READ_ONCE(ctx->dead))
+		return -EREMOTEIO;
 	return err;
 }
 
@@ -419,6 +474,11 @@ long pl_ioctl_reg_mr(struct pl_ctx *ctx, void __user *argp)
 		goto err_unpin;
 
 	err = pl_ctx_add_mr(ctx, mr);
+	if (err == -EREMOTEIO) {
+		pr_err("%s: MR %#llx: the device may still use it: leaving its %u pages pinned\n",
+		       dev->name, mr->key, mr->npages);
+		return -EIO;	/* mr and its pins leaked on purpose */
+	}
 	if (err)
 		goto err_unpin;
 

@@ -8,8 +8,10 @@
 //!   baseline ([`frontend::echo`]);
 //! - [`daemon`]: the one launcher of a real `pinlease serve` child;
 //! - [`c_header`]: reading the project's C headers to check them against
-//!   their Rust mirrors (`pinlease_abi`, the guest tool's UAPI).
+//!   their Rust mirrors (`pinlease_abi`, the guest tool's UAPI);
+//! - [`proc_status`]: a process's `RssAnon` from `/proc/PID/status`.
 
 pub mod c_header;
 pub mod daemon;
 pub mod frontend;
+pub mod proc_status;
