@@ -307,6 +307,7 @@ long pl_ioctl_dma(struct pl_ctx *ctx, void __user *argp);
 int pl_lease_take(struct pl_ctx *ctx, const struct path *path, u32 policy,
 		  u64 start, u64 length, u64 *handle);
 int pl_lease_release(struct pl_ctx *ctx, u64 handle);
+bool pl_lease_is_active(struct pl_ctx *ctx, u64 handle);
 long pl_ioctl_lease_take(struct pl_ctx *ctx, void __user *argp);
 long pl_ioctl_lease_release(struct pl_ctx *ctx, void __user *argp);
 void pl_ctx_release_leases(struct pl_ctx *ctx);

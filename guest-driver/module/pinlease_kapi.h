@@ -106,6 +106,7 @@ struct file;
 int pinlease_kctx_lease_take(struct pl_ctx *ctx, struct file *file,
 			     u32 policy, u64 start, u64 length, u64 *handle);
 int pinlease_kctx_lease_release(struct pl_ctx *ctx, u64 handle);
+bool pinlease_kctx_lease_active(struct pl_ctx *ctx, u64 handle);
 const char *pinlease_lease_policy_name(u32 policy);
 
 #endif /* _PINLEASE_KAPI_H */

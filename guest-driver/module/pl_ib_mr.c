@@ -190,7 +190,8 @@ const struct pinlease_kctx_ops pl_ib_kctx_ops = {
  * Locking: None of its own; pinlease.ko takes its locks.
  * Return: the MR, or ERR_PTR(): -EOPNOTSUPP (kernel caller, on-demand
  * paging), -E2BIG (more pages than one REG_MR carries), the lease's error
- * (-EAGAIN: a conflicting lease), ib_umem_get()'s error, or the device's
+ * (-EAGAIN: a conflicting lease, or the lease was broken while the MR was
+ * being pinned and registered), ib_umem_get()'s error, or the device's
  * answer.
  */
 struct ib_mr *pl_ib_reg_user_mr(struct ib_pd *pd, u64 start, u64 length,
@@ -202,6 +203,7 @@ struct ib_mr *pl_ib_reg_user_mr(struct ib_pd *pd, u64 start, u64 length,
 	struct pl_ib_ucontext *uc;
 	struct ib_umem *umem;
 	struct file *file;
+	bool has_file;
 	struct pl_ib_mr *mr;
 	u64 npages, *pas = NULL;
 	int err;
@@ -226,6 +228,7 @@ struct ib_mr *pl_ib_reg_user_mr(struct ib_pd *pd, u64 start, u64 length,
 	mr->access = access;
 	/* the lease before the pins, so a truncate meanwhile breaks it */
 	file = pl_ib_mr_file(start, length, &mf);
+	has_file = file;
 	err = pl_ib_mr_lease_take(mr, file, &mf);
 	if (file)
 		fput(file);
@@ -250,7 +253,7 @@ struct ib_mr *pl_ib_reg_user_mr(struct ib_pd *pd, u64 start, u64 length,
 	}
 	err = pinlease_kctx_reg_mr(uc->kctx, pas, npages, start & ~PAGE_MASK,
 				   length, pl_ib_access(access),
-				   file ? &mf : NULL, mr, &mr->key);
+				   has_file ? &mf : NULL, mr, &mr->key);
 	if (err == -EREMOTEIO) {
 		pr_err("%s: MR at %#llx: the device may still use it: leaving its %llu pages pinned\n",
 		       dev_name(&pd->device->dev), start, npages);
@@ -261,6 +264,16 @@ struct ib_mr *pl_ib_reg_user_mr(struct ib_pd *pd, u64 start, u64 length,
 		goto err_free_pas;
 	kvfree(pas);
 	pas = NULL;
+	/*
+	 * A break between the lease and REG_MR found no MR to revoke (or made
+	 * a breaker wait on a lease the device never filed the MR under): the
+	 * file range changed under the registration. From REG_MR on, the
+	 * device revokes the MR with its lease.
+	 */
+	if (mr->lease && !pinlease_kctx_lease_active(uc->kctx, mr->lease)) {
+		err = -EAGAIN;
+		goto err_dereg_mr;
+	}
 
 	/* work requests name it by lkey/rkey: the table's index */
 	mutex_lock(&d->wr_lock);

@@ -525,6 +525,25 @@ int pinlease_kctx_lease_release(struct pl_ctx *ctx, u64 handle)
 EXPORT_SYMBOL_GPL(pinlease_kctx_lease_release);
 
 /**
+ * pinlease_kctx_lease_active() - whether a kernel context's lease is unbroken
+ * @ctx: the holder
+ * @handle: the lease's handle
+ *
+ * For a caller that took the lease before pinning and registering: a
+ * break meanwhile (state breaking, revoked or lost) means the file range
+ * changed under the registration.
+ *
+ * Context: Process context; sleeps.
+ * Locking: The caller holds none of pinlease.ko's locks.
+ * Return: true when the lease is held and ACTIVE.
+ */
+bool pinlease_kctx_lease_active(struct pl_ctx *ctx, u64 handle)
+{
+	return pl_lease_is_active(ctx, handle);
+}
+EXPORT_SYMBOL_GPL(pinlease_kctx_lease_active);
+
+/**
  * pinlease_lease_policy_name() - a PL_POLICY_* value's name
  * @policy: the value
  *

@@ -588,6 +588,34 @@ void pl_ctx_release_leases(struct pl_ctx *ctx)
 }
 
 /**
+ * pl_lease_is_active() - whether a context's lease is still unbroken
+ * @ctx: the holder
+ * @handle: the device's lease handle
+ *
+ * Context: Process context; sleeps (mutex).
+ * Locking: Takes ctx->lease_lock; the caller must not hold it nor any
+ * lease->lock.
+ * Return: true when @ctx holds the lease and it is ACTIVE (not breaking,
+ * revoked or lost).
+ */
+bool pl_lease_is_active(struct pl_ctx *ctx, u64 handle)
+{
+	struct pl_lease *l;
+	unsigned long idx;
+	bool active = false;
+
+	mutex_lock(&ctx->lease_lock);
+	xa_for_each(&ctx->leases, idx, l) {
+		if (l->handle == handle) {
+			active = READ_ONCE(l->state) == PL_LS_ACTIVE;
+			break;
+		}
+	}
+	mutex_unlock(&ctx->lease_lock);
+	return active;
+}
+
+/**
  * pl_lease_covers() - require_lease: is a file range under an active lease?
  * @ctx: the context whose leases count
  * @dev: the file's device (sb->s_dev)
