@@ -284,6 +284,139 @@ pub fn verdict_line(row: &Row, got: Expect, want: Expect) -> String {
     format!("verdict {} {} expected {}", row.id, got.word(), want.word())
 }
 
+/// The verbs side: what `ibv_reg_mr` answers through pinlease_ib.ko, whose
+/// `reg_user_mr` pins with `ib_umem_get()` (`ib_umem_get_va()` in 7.3),
+/// long-term always. Its GUP flags depend on the MR's access and the
+/// kernel (`drivers/infiniband/core/umem.c`, read in Debian's
+/// linux-source-6.1 6.1.192-3, linux-source-6.12 6.12.118-1~deb12u1 and
+/// linux-source-7.3 7.3.4-1~bpo13+1):
+///
+/// - 6.1 `ib_umem_get()`: `gup_flags = FOLL_WRITE` always, `| FOLL_FORCE`
+///   when the MR is not writable (`!umem->writable`), `| FOLL_LONGTERM`.
+/// - 6.2 on ("RDMA/umem: remove FOLL_FORCE usage"): 6.12 `ib_umem_get()`
+///   and 7.3 `__ib_umem_get_va()`: `gup_flags = FOLL_LONGTERM`,
+///   `| FOLL_WRITE` only when `umem->writable`.
+///
+/// `ib_access_writable()` (`include/rdma/ib_verbs.h`): LOCAL_WRITE,
+/// REMOTE_WRITE, REMOTE_ATOMIC or MW_BIND. Then `mm/gup.c`
+/// `check_vma_flags()` decides, in 6.1, 6.12 and 7.3 alike for these rows:
+/// a `FOLL_WRITE` pin of a vma without `VM_WRITE` is EFAULT unless
+/// `FOLL_FORCE` and a private (COW) mapping; from 6.5
+/// `writable_file_mapping_allowed()` (6.12, 7.3) refuses (EFAULT) a long-term
+/// `FOLL_WRITE` pin of a shared writable mapping that needs dirty tracking
+/// (XFS, ext4; not shmem); FS-DAX is EOPNOTSUPP for any long-term pin.
+/// A pin without `FOLL_WRITE` only needs `VM_READ`.
+pub const UMEM_WRITE_ONLY_WHEN_WRITABLE: Kver = Kver::new(6, 2);
+
+/// The kernels whose `umem.c` the verbs rule was read in: a verbs verdict
+/// on another kernel is reported, not judged.
+pub const VERBS_RULE_KERNELS: [Kver; 3] = [Kver::new(6, 1), Kver::new(6, 12), Kver::new(7, 3)];
+
+/// `ib_umem_get()`'s (FOLL_WRITE, FOLL_FORCE) on `v` for an MR that is
+/// writable (`ib_access_writable()`) or not.
+pub fn umem_write_force(v: Kver, mr_writable: bool) -> (bool, bool) {
+    if v >= UMEM_WRITE_ONLY_WHEN_WRITABLE {
+        (mr_writable, false)
+    } else {
+        (true, !mr_writable)
+    }
+}
+
+/// One ibv_reg_mr verdict row: a mapping and an MR access.
+#[derive(Clone, Copy, Debug)]
+pub struct VerbsRow {
+    /// Stable id: `MEM-shared|private-rw|ro-mr-rw|ro` (the mapping's
+    /// protection, then the MR's access).
+    pub id: &'static str,
+    pub mem: Mem,
+    /// MAP_SHARED (else MAP_PRIVATE).
+    pub shared: bool,
+    /// PROT_READ|PROT_WRITE (else PROT_READ).
+    pub map_writable: bool,
+    /// IBV_ACCESS_LOCAL_WRITE|REMOTE_WRITE|REMOTE_READ (else REMOTE_READ).
+    pub mr_writable: bool,
+    /// The suite's own REG_MR row for the nearest mapping and pin (ROWS),
+    /// shown beside the verbs answer.
+    pub reg_mr_row: Option<&'static str>,
+}
+
+impl VerbsRow {
+    /// What ibv_reg_mr answers on `v` (see UMEM_WRITE_ONLY_WHEN_WRITABLE).
+    pub fn expected(&self, v: Kver) -> Expect {
+        let (write, force) = umem_write_force(v, self.mr_writable);
+        if self.mem == Mem::FsDax {
+            return Expect::Errno(libc::EOPNOTSUPP);
+        }
+        if !write {
+            return Expect::Granted;
+        }
+        let writeback = matches!(self.mem, Mem::Xfs | Mem::Ext4);
+        if v >= WRITABLE_FILE_PIN_RULE && writeback && self.shared && self.map_writable {
+            return Expect::Errno(libc::EFAULT);
+        }
+        if !self.map_writable && (!force || self.shared) {
+            return Expect::Errno(libc::EFAULT);
+        }
+        Expect::Granted
+    }
+
+    /// The GUP flags ib_umem_get() asks for on `v`, for diagnostics.
+    pub fn gup_flags(&self, v: Kver) -> &'static str {
+        match umem_write_force(v, self.mr_writable) {
+            (true, true) => "FOLL_LONGTERM|FOLL_WRITE|FOLL_FORCE",
+            (true, false) => "FOLL_LONGTERM|FOLL_WRITE",
+            (false, _) => "FOLL_LONGTERM",
+        }
+    }
+}
+
+const fn verbs_row(
+    id: &'static str,
+    mem: Mem,
+    shared: bool,
+    map_writable: bool,
+    mr_writable: bool,
+    reg_mr_row: Option<&'static str>,
+) -> VerbsRow {
+    VerbsRow {
+        id,
+        mem,
+        shared,
+        map_writable,
+        mr_writable,
+        reg_mr_row,
+    }
+}
+
+/// Every verbs row, in the order the verdict case registers them.
+#[rustfmt::skip]
+pub const VERBS_ROWS: &[VerbsRow] = &[
+    verbs_row("anon-private-rw-mr-ro",  Mem::Anon,  false, true,  false, Some("anon-private-rw")),
+    verbs_row("anon-private-rw-mr-rw",  Mem::Anon,  false, true,  true,  Some("anon-private-rw")),
+    verbs_row("memfd-shared-rw-mr-ro",  Mem::Memfd, true,  true,  false, Some("memfd-shared-rw")),
+    verbs_row("memfd-shared-rw-mr-rw",  Mem::Memfd, true,  true,  true,  Some("memfd-shared-rw")),
+    verbs_row("tmpfs-shared-rw-mr-ro",  Mem::Tmpfs, true,  true,  false, Some("tmpfs-shared-rw")),
+    verbs_row("tmpfs-shared-rw-mr-rw",  Mem::Tmpfs, true,  true,  true,  Some("tmpfs-shared-rw")),
+    verbs_row("xfs-shared-rw-mr-ro",    Mem::Xfs,   true,  true,  false, Some("xfs-shared-ro")),
+    verbs_row("xfs-shared-rw-mr-rw",    Mem::Xfs,   true,  true,  true,  Some("xfs-shared-rw")),
+    verbs_row("xfs-shared-ro-mr-ro",    Mem::Xfs,   true,  false, false, Some("xfs-shared-ro")),
+    verbs_row("xfs-shared-ro-mr-rw",    Mem::Xfs,   true,  false, true,  None),
+    verbs_row("xfs-private-rw-mr-ro",   Mem::Xfs,   false, true,  false, Some("xfs-private-rw")),
+    verbs_row("xfs-private-rw-mr-rw",   Mem::Xfs,   false, true,  true,  Some("xfs-private-rw")),
+    verbs_row("xfs-private-ro-mr-ro",   Mem::Xfs,   false, false, false, None),
+    verbs_row("xfs-private-ro-mr-rw",   Mem::Xfs,   false, false, true,  None),
+    verbs_row("ext4-shared-rw-mr-ro",   Mem::Ext4,  true,  true,  false, Some("ext4-shared-ro")),
+    verbs_row("ext4-shared-rw-mr-rw",   Mem::Ext4,  true,  true,  true,  Some("ext4-shared-rw")),
+];
+
+/// The verbs row with this id (panics on a typo: the ids are the suite's).
+pub fn verbs_row_by_id(id: &str) -> &'static VerbsRow {
+    VERBS_ROWS
+        .iter()
+        .find(|r| r.id == id)
+        .unwrap_or_else(|| panic!("no verbs verdict row {id:?}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,5 +513,49 @@ mod tests {
             ),
             "verdict fsdax-shared-rw granted expected EOPNOTSUPP"
         );
+    }
+
+    #[test]
+    fn umem_drops_foll_force_from_6_2() {
+        assert_eq!(umem_write_force(Kver::new(6, 1), false), (true, true));
+        assert_eq!(umem_write_force(Kver::new(6, 1), true), (true, false));
+        assert_eq!(umem_write_force(Kver::new(6, 12), false), (false, false));
+        assert_eq!(umem_write_force(Kver::new(7, 3), true), (true, false));
+    }
+
+    #[test]
+    fn verbs_rows_per_kernel() {
+        let efault = Expect::Errno(libc::EFAULT);
+        let want: &[(&str, Expect, Expect)] = &[
+            // (row, 6.1, 6.12 and 7.3)
+            ("anon-private-rw-mr-ro", Expect::Granted, Expect::Granted),
+            ("memfd-shared-rw-mr-rw", Expect::Granted, Expect::Granted),
+            ("xfs-shared-rw-mr-ro", Expect::Granted, Expect::Granted),
+            ("xfs-shared-rw-mr-rw", Expect::Granted, efault),
+            ("xfs-shared-ro-mr-ro", efault, Expect::Granted),
+            ("xfs-shared-ro-mr-rw", efault, efault),
+            ("xfs-private-ro-mr-ro", Expect::Granted, Expect::Granted),
+            ("xfs-private-ro-mr-rw", efault, efault),
+            ("ext4-shared-rw-mr-rw", Expect::Granted, efault),
+        ];
+        for &(id, old, new) in want {
+            let r = verbs_row_by_id(id);
+            assert_eq!(r.expected(Kver::new(6, 1)), old, "{id} on 6.1");
+            assert_eq!(r.expected(Kver::new(6, 12)), new, "{id} on 6.12");
+            assert_eq!(r.expected(Kver::new(7, 3)), new, "{id} on 7.3");
+        }
+    }
+
+    #[test]
+    fn verbs_rows_name_real_reg_mr_rows() {
+        let mut ids: Vec<&str> = VERBS_ROWS.iter().map(|r| r.id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), VERBS_ROWS.len());
+        for r in VERBS_ROWS {
+            if let Some(id) = r.reg_mr_row {
+                assert!(ROWS.iter().any(|x| x.id == id), "{}: {id}", r.id);
+            }
+        }
     }
 }

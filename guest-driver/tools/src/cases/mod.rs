@@ -22,6 +22,7 @@ mod pin_verdicts;
 mod processes;
 mod reset;
 mod scrubber;
+mod verbs;
 
 use crate::cases::bad_input::{
     bad_dma_unknown_op_einval, bad_out_of_range_erange, bad_reg_args_einval, bad_stale_key_estale,
@@ -97,6 +98,11 @@ use crate::cases::scrubber::{
     revoke_then_no_canary_in_fresh_memory, scrub_canaries_appear_in_registered_pages,
     timeout_lost_lease_scrub_reports_loss,
 };
+use crate::cases::verbs::truncate::{
+    verbs_no_lease_truncate_keeps_pins, verbs_revoke_policy_truncate,
+    verbs_timeout_policy_truncate_lease_lost, verbs_wait_policy_truncate_waits_for_dereg,
+};
+use crate::cases::verbs::verdicts::verbs_reg_mr_file_verdicts;
 use crate::dataloss::{
     dataloss_ext4_writeback_truncate, dataloss_hugetlbfs_punch_hole, dataloss_hugetlbfs_truncate,
     dataloss_memfd_punch_hole, dataloss_memfd_truncate, dataloss_xfs_punch_hole_no_lease,
@@ -231,6 +237,11 @@ pub fn all() -> Vec<Case> {
         case!(device_reset_with_live_mrs),
         case!(unbind_with_live_mrs_then_rebind),
         case!(module_unload_reload),
+        case!(verbs_reg_mr_file_verdicts),
+        case!(verbs_no_lease_truncate_keeps_pins),
+        case!(verbs_revoke_policy_truncate),
+        case!(verbs_wait_policy_truncate_waits_for_dereg),
+        case!(verbs_timeout_policy_truncate_lease_lost),
     ]
 }
 
