@@ -116,10 +116,21 @@ static struct pl_ib_mr *pl_ib_mr_range(struct pl_ib_dev *d, u32 key,
 	return mr;
 }
 
-/* The completion status of a failed device WRITE/READ. */
-static enum ib_wc_status pl_ib_dma_status(int err)
+/*
+ * The completion status of a failed device WRITE/READ/atomic whose local
+ * MR is @lmr. -ECANCELED: the device revoked one of the MRs (a lease
+ * break under the revoke policy, pl_ib_mr.c). Its answer does not say
+ * which: @lmr's revoked flag does once pinlease.ko's mr_revoked callback
+ * ran; before it did (the callback follows the device's revoke), the
+ * remote MR is assumed.
+ */
+static enum ib_wc_status pl_ib_dma_status(int err, const struct pl_ib_mr *lmr)
 {
 	switch (err) {
+	case -ECANCELED:
+		if (lmr && READ_ONCE(lmr->revoked))
+			return IB_WC_LOC_PROT_ERR;
+		return IB_WC_REM_ACCESS_ERR;
 	case -EPERM:
 	case -EACCES:
 		return IB_WC_REM_ACCESS_ERR;
@@ -231,8 +242,10 @@ static void pl_ib_deliver(struct pl_ib_dev *d, struct pl_ib_pending *p,
 					tmr->key, t->addr - tmr->iova + doff,
 					chunk);
 		if (err) {
-			sst = pl_ib_dma_status(err);
-			rst = IB_WC_GENERAL_ERR;
+			sst = pl_ib_dma_status(err, smr);
+			/* the receive buffer was revoked: the responder's fault */
+			rst = err == -ECANCELED && READ_ONCE(tmr->revoked) ?
+			      IB_WC_LOC_PROT_ERR : IB_WC_GENERAL_ERR;
 			break;
 		}
 		soff += chunk;
@@ -324,7 +337,7 @@ static enum ib_wc_status pl_ib_rdma(struct pl_ib_dev *d, struct pl_ib_qp *qp,
 						lmr->key, s->addr - lmr->iova,
 						rmr->key, roff, s->length);
 			if (err)
-				return pl_ib_dma_status(err);
+				return pl_ib_dma_status(err, lmr);
 		}
 		roff += s->length;
 	}
@@ -412,7 +425,7 @@ static enum ib_wc_status pl_ib_atomic(struct pl_ib_dev *d,
 				   aw->compare_add, cas ? aw->swap : 0,
 				   &original);
 	if (err)
-		return pl_ib_dma_status(err);
+		return pl_ib_dma_status(err, NULL);
 
 	va = kmap_local_page(qp->uctx->bounce);
 	memcpy(va, &original, sizeof(original));
