@@ -487,6 +487,18 @@ mod tests {
         assert!(fnv_of("read status=X").is_err());
     }
 
+    /// IB_NAME_PREFIX is the C header's PINLEASE_IB_NAME_PREFIX (the
+    /// driver names its devices with it, the provider matches by it).
+    #[test]
+    fn ib_name_prefix_is_the_headers() {
+        let h = include_str!("../../../../include/pinlease_ib_abi.h");
+        let want = format!("#define PINLEASE_IB_NAME_PREFIX \"{IB_NAME_PREFIX}\"");
+        assert!(
+            h.lines().any(|l| l.trim() == want),
+            "pinlease_ib_abi.h has no line {want:?}"
+        );
+    }
+
     #[test]
     fn lease_cases_register_writable_only_on_6_1() {
         let v61 = lease_hold_as(Kver::new(6, 1)).unwrap();
