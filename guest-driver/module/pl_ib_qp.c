@@ -366,6 +366,9 @@ static int pl_ib_bounce(struct pl_ib_ucontext *uc)
 				   PL_ACCESS_READ, NULL, NULL, &uc->bounce_key);
 	if (err)
 		uc->bounce_key = 0;
+	/* the device may still read the page: it is leaked, not freed */
+	if (err == -EREMOTEIO)
+		uc->bounce = NULL;
 	return err;
 }
 
